@@ -1,0 +1,608 @@
+"""A fake LLM server for tests: a real HTTP server on loopback.
+
+``FakeLLMServer`` runs a standard-library ``ThreadingHTTPServer`` in a daemon thread,
+bound to ``127.0.0.1`` on a port picked by the OS, and speaks two wire formats:
+
+* **Ollama** -- ``POST /api/chat`` (non-streaming) and ``GET /api/tags``.
+* **OpenAI** -- ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+Every other method/path gets a 404 JSON error. HTTP/1.1 keep-alive works (every
+response carries ``Content-Length``), so pooled clients such as ``httpx`` are fine.
+
+Answers are deterministic. Let ``system`` be the system messages joined by newlines
+(``""`` if none) and ``user`` the content of the *last* user message; then::
+
+    digest = sha256((system + "\\n" + user).encode()).hexdigest()[:12]
+    TEXT   = "Generated answer " + digest + ".\\n\\nThis paragraph responds to: "
+             + " ".join(user.split())[:60]
+
+When JSON output is requested (Ollama ``"format": "json"`` or a JSON-schema dict in
+``format``; OpenAI ``response_format.type`` in ``{"json_object", "json_schema"}``) TEXT
+is instead the JSON object string
+``{"digest": digest, "items": ["alpha", "beta"], "summary": "Structured answer to: ..."}``
+(any schema is ignored). Token counts: input = whitespace-separated words over the
+content of all messages, output = words of TEXT.
+
+Test controls (all thread-safe)::
+
+    with FakeLLMServer() as server:          # started on construction
+        server.url                           # "http://127.0.0.1:PORT"
+        server.script("evil", "<script>x</script>")  # verbatim answer when the last
+                                             # user message contains "evil"
+        server.latency = 0.1                 # seconds slept before each chat answer
+        server.fail_next(2)                  # next 2 chat requests -> 500 JSON error
+        server.fail_next(1, 429, headers={"Retry-After": "1"})
+        server.fail_next(1, kind="drop")     # close the connection, no response
+        server.fail_next(1, kind="malformed")  # 200 whose body is not JSON
+        server.fail_next(1, kind="truncated")  # 200, finish/done_reason "length"
+        server.requests                      # snapshot list[RecordedRequest], all paths
+        server.request_count                 # len(server.requests)
+        server.chat_requests, server.chat_count  # only the chat POSTs
+        server.max_in_flight                 # peak number of concurrent chat requests
+        server.reset()                       # clear log, counters and pending faults
+
+Faults are queued and consumed in order, one per chat request (health checks never
+consume them). Faulted requests are still recorded in the request log, so retry tests
+can count attempts with ``chat_count``. Latency applies to faulted requests too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, Self, cast
+
+__all__ = [
+    "MALFORMED_BODY",
+    "OLLAMA_CHAT_PATH",
+    "OPENAI_CHAT_PATH",
+    "FakeLLMServer",
+    "FaultKind",
+    "RecordedRequest",
+    "default_answer",
+    "prompt_digest",
+]
+
+OLLAMA_CHAT_PATH = "/api/chat"
+OPENAI_CHAT_PATH = "/v1/chat/completions"
+CHAT_PATHS = frozenset({OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH})
+
+FaultKind = Literal["status", "drop", "malformed", "truncated"]
+_FAULT_KINDS: frozenset[str] = frozenset({"status", "drop", "malformed", "truncated"})
+
+MALFORMED_BODY = b'{"message": {"role": "assistant", "content": "this is not valid JSON'
+"""Body sent by ``fail_next(kind="malformed")`` (status 200, content-type JSON)."""
+
+_WS_RE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request received by the server.
+
+    ``body`` is the parsed JSON body (``None`` when empty or not valid JSON; ``raw``
+    keeps the bytes). ``headers`` has lower-cased names.
+    """
+
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+    raw: bytes = b""
+
+    @property
+    def is_chat(self) -> bool:
+        return self.method == "POST" and self.path in CHAT_PATHS
+
+
+@dataclass(frozen=True)
+class _Fault:
+    kind: FaultKind
+    status: int = 500
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message ``content``: a string, or OpenAI-style list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = body.get("messages")
+    if not isinstance(raw, list):
+        return []
+    return [m for m in raw if isinstance(m, dict)]
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+def prompt_digest(system: str, user: str) -> str:
+    """The 12-hex digest embedded in default answers."""
+    return hashlib.sha256((system + "\n" + user).encode("utf-8")).hexdigest()[:12]
+
+
+def _snippet(user: str) -> str:
+    return _WS_RE.sub(" ", user).strip()[:60]
+
+
+def default_answer(system: str, user: str, *, json_mode: bool = False) -> str:
+    """The answer the server gives when no script matches (exposed for assertions)."""
+    digest = prompt_digest(system, user)
+    if json_mode:
+        obj = {
+            "digest": digest,
+            "items": ["alpha", "beta"],
+            "summary": "Structured answer to: " + _snippet(user),
+        }
+        return json.dumps(obj)
+    return "Generated answer " + digest + ".\n\nThis paragraph responds to: " + _snippet(user)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj).encode("utf-8")
+
+
+def _error_body(path: str, status: int, message: str) -> bytes:
+    if path.startswith("/v1/"):
+        return _json_bytes(
+            {"error": {"message": message, "type": "fake_error", "param": None, "code": status}}
+        )
+    return _json_bytes({"error": message})
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, owner: FakeLLMServer) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (timeouts, close() during latency) are expected in tests.
+        pass
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40ms stalls
+    server_version = "FakeLLM/1.0"
+    sys_version = ""
+
+    @property
+    def owner(self) -> FakeLLMServer:
+        return cast(_HTTPServer, self.server).owner
+
+    def setup(self) -> None:
+        super().setup()
+        self.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.owner._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline()
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        raw = self._read_body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        record = RecordedRequest(method=method, path=path, body=body, headers=headers, raw=raw)
+        reply = self.owner._handle(record)
+        if reply is None:  # "drop": hang up without a response
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        send_headers = {"Content-Type": "application/json", **reply.headers}
+        for name, value in send_headers.items():
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+        self.wfile.flush()
+
+
+class FakeLLMServer:
+    """Fake Ollama/OpenAI chat server on ``127.0.0.1``; started on construction.
+
+    See the module docstring for the wire formats, the answer rules and the controls.
+    """
+
+    def __init__(self, *, latency: float = 0.0, models: list[str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._latency = float(latency)
+        self.models: list[str] = list(models) if models else ["fake-model"]
+        self._scripts: list[tuple[str, str]] = []
+        self._faults: deque[_Fault] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._serial = 0
+        self._connections: set[socket.socket] = set()
+        self._closed = False
+        self._httpd = _HTTPServer(self)
+        self.host: str = "127.0.0.1"
+        self.port: int = int(self._httpd.server_address[1])
+        self.url: str = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fakellm-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop serving and hang up on open (keep-alive) connections. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._connections)
+        self._closing.set()  # wakes handlers sleeping for latency
+        self._httpd.shutdown()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FakeLLMServer(url={self.url!r}, closed={self._closed})"
+
+    # ------------------------------------------------------------------ controls
+
+    @property
+    def latency(self) -> float:
+        """Seconds slept before answering each chat request (0 = none)."""
+        with self._lock:
+            return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        with self._lock:
+            self._latency = float(seconds)
+
+    def script(self, substring: str, text: str) -> None:
+        """Answer ``text`` verbatim when the last user message contains ``substring``.
+
+        Scripts are checked in registration order; the first match wins. They apply in
+        JSON mode too (so they can return malformed JSON). ``reset()`` keeps them.
+        """
+        with self._lock:
+            self._scripts.append((substring, text))
+
+    def clear_scripts(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        body: str | bytes | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        kind: FaultKind = "status",
+    ) -> None:
+        """Make the next ``n`` chat requests fail (queued after any pending faults).
+
+        ``kind``:
+
+        * ``"status"`` (default): respond ``status`` with ``body`` (a mapping is sent as
+          JSON; default: a JSON error in the endpoint's format) and extra ``headers``,
+          e.g. ``fail_next(1, 429, headers={"Retry-After": "1"})``.
+        * ``"drop"``: read the request, then close the connection without a response.
+        * ``"malformed"``: status 200, JSON content-type, body ``MALFORMED_BODY``.
+        * ``"truncated"``: status 200, a well-formed response whose content is the
+          normal answer cut to half its length and whose OpenAI ``finish_reason`` /
+          Ollama ``done_reason`` is ``"length"``.
+
+        ``status``/``body``/``headers`` are only used by ``"status"``, except that
+        ``headers`` are also added to ``"malformed"``/``"truncated"`` responses.
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        if kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_FAULT_KINDS)}")
+        if isinstance(body, Mapping):
+            body_bytes: bytes | None = _json_bytes(dict(body))
+        elif isinstance(body, str):
+            body_bytes = body.encode("utf-8")
+        else:
+            body_bytes = body
+        fault = _Fault(kind=kind, status=status, body=body_bytes, headers=dict(headers or {}))
+        with self._lock:
+            self._faults.extend([fault] * n)
+
+    @property
+    def pending_faults(self) -> int:
+        """Number of queued faults not yet consumed."""
+        with self._lock:
+            return len(self._faults)
+
+    def reset(self) -> None:
+        """Clear the request log, counters and pending faults (scripts and latency stay)."""
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
+            self._max_in_flight = self._in_flight
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot of every request received (all paths), oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        """Snapshot of the chat POSTs only (what the LLM "billed")."""
+        with self._lock:
+            return [r for r in self._requests if r.is_chat]
+
+    @property
+    def chat_count(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._requests if r.is_chat)
+
+    @property
+    def last_request(self) -> RecordedRequest | None:
+        with self._lock:
+            return self._requests[-1] if self._requests else None
+
+    @property
+    def max_in_flight(self) -> int:
+        """Peak number of chat requests being handled at once (since the last reset)."""
+        with self._lock:
+            return self._max_in_flight
+
+    # ------------------------------------------------------------------ internals
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep at least ``seconds`` (monotonic) unless the server is closing."""
+        deadline = time.monotonic() + seconds
+        while not self._closing.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._closing.wait(remaining)
+
+    def _handle(self, record: RecordedRequest) -> _Reply | None:
+        with self._lock:
+            self._requests.append(record)
+        if record.method == "GET" and record.path == "/api/tags":
+            return _Reply(200, _json_bytes(self._ollama_tags()), {})
+        if record.method == "GET" and record.path == "/v1/models":
+            return _Reply(200, _json_bytes(self._openai_models()), {})
+        if not record.is_chat:
+            msg = f"not found: {record.method} {record.path}"
+            return _Reply(404, _error_body(record.path, 404, msg), {})
+
+        with self._lock:
+            fault = self._faults.popleft() if self._faults else None
+            latency = self._latency
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._serial += 1
+            serial = self._serial
+        try:
+            if latency > 0:
+                self._sleep(latency)
+            if self._closing.is_set():
+                return None
+            return self._chat(record, fault, serial)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _chat(self, record: RecordedRequest, fault: _Fault | None, serial: int) -> _Reply | None:
+        path = record.path
+        if fault is not None and fault.kind == "drop":
+            return None
+        if fault is not None and fault.kind == "status":
+            body = fault.body
+            if body is None:
+                body = _error_body(path, fault.status, f"injected failure (HTTP {fault.status})")
+            return _Reply(fault.status, body, fault.headers)
+        if fault is not None and fault.kind == "malformed":
+            return _Reply(200, MALFORMED_BODY, fault.headers)
+
+        req = record.body
+        if not isinstance(req, dict):
+            return _Reply(400, _error_body(path, 400, "request body must be a JSON object"), {})
+        msgs = _messages(req)
+        if not msgs:
+            return _Reply(400, _error_body(path, 400, "'messages' must be a non-empty list"), {})
+        is_ollama = path == OLLAMA_CHAT_PATH
+        if is_ollama and req.get("stream") is not False:
+            # Real Ollama streams NDJSON unless "stream": false is sent explicitly.
+            msg = 'fakellm: send "stream": false (Ollama streams by default)'
+            return _Reply(400, _error_body(path, 400, msg), {})
+        if not is_ollama and req.get("stream"):
+            return _Reply(400, _error_body(path, 400, "fakellm does not support streaming"), {})
+
+        text = self._answer_text(req, msgs, is_ollama=is_ollama)
+        truncated = fault is not None and fault.kind == "truncated"
+        if truncated:
+            text = text[: len(text) // 2]
+        n_in = sum(_word_count(_content_text(m.get("content"))) for m in msgs)
+        n_out = _word_count(text)
+        model = req.get("model") if isinstance(req.get("model"), str) else self.models[0]
+        reason = "length" if truncated else "stop"
+        extra_headers = fault.headers if fault is not None else {}
+        if is_ollama:
+            resp: dict[str, Any] = {
+                "model": model,
+                "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "message": {"role": "assistant", "content": text},
+                "done": True,
+                "done_reason": reason,
+                "total_duration": 1_000_000,
+                "load_duration": 0,
+                "prompt_eval_count": n_in,
+                "prompt_eval_duration": 500_000,
+                "eval_count": n_out,
+                "eval_duration": 500_000,
+            }
+        else:
+            resp = {
+                "id": f"chatcmpl-fake{serial:08d}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": n_in,
+                    "completion_tokens": n_out,
+                    "total_tokens": n_in + n_out,
+                },
+            }
+        return _Reply(200, _json_bytes(resp), extra_headers)
+
+    def _answer_text(
+        self, req: Mapping[str, Any], msgs: list[dict[str, Any]], *, is_ollama: bool
+    ) -> str:
+        system = "\n".join(
+            _content_text(m.get("content")) for m in msgs if m.get("role") == "system"
+        )
+        user_msgs = [m for m in msgs if m.get("role") == "user"]
+        user = _content_text(user_msgs[-1].get("content")) if user_msgs else ""
+        with self._lock:
+            scripts = list(self._scripts)
+        for substring, scripted in scripts:
+            if substring in user:
+                return scripted
+        if is_ollama:
+            fmt = req.get("format")
+            json_mode = fmt == "json" or isinstance(fmt, dict)
+        else:
+            rf = req.get("response_format")
+            json_mode = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        return default_answer(system, user, json_mode=json_mode)
+
+    def _ollama_tags(self) -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": name if ":" in name else name + ":latest",
+                    "model": name if ":" in name else name + ":latest",
+                    "modified_at": "2024-01-01T00:00:00Z",
+                    "size": 0,
+                    "digest": hashlib.sha256(name.encode()).hexdigest(),
+                    "details": {"format": "gguf", "family": "fake", "parameter_size": "0B"},
+                }
+                for name in self.models
+            ]
+        }
+
+    def _openai_models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "fakellm"}
+                for name in self.models
+            ],
+        }

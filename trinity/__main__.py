@@ -1,0 +1,5 @@
+"""`python -m trinity`."""
+
+from trinity.cli import main
+
+main()

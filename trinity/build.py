@@ -1,0 +1,472 @@
+"""One build: prepare (validate everything) -> plan -> generate -> render -> write -> report.
+
+Nothing here prints: progress goes to a `BuildObserver` that the caller supplies (the CLI's
+draws a Rich progress bar). Pages are rendered and written into the staging folder as soon
+as their last block arrives, and the staging folder replaces `output/` only when every
+block succeeded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import anyio
+import httpx
+import jsonschema
+
+from trinity import __version__
+from trinity.cache.manager import CacheManager
+from trinity.config import Settings, display_path, load_settings
+from trinity.errors import BuildFailed, LLMError, MalformedResponseError
+from trinity.llm.client import AsyncLLMClient
+from trinity.llm.types import LLMRequest, LLMResponse
+from trinity.render.markdown import render_markdown, render_text
+from trinity.render.output import MARKER_DIR, StagedOutput, robots_txt, sitemap_xml
+from trinity.render.themes import Theme, ThemeRenderer, load_theme
+from trinity.site import INDEX_SLUG, Block, Page, Site, load_site
+
+REPORT_FILE = f"{MARKER_DIR}/report.json"
+GENERATOR = f"Trinity {__version__}"
+
+Source = Literal["llm", "cache", "failed", "cached", "pending"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One block to generate: the page it belongs to, and the request it sends."""
+
+    page: Page
+    block: Block
+    request: LLMRequest
+    key: str
+
+
+@dataclass
+class BlockResult:
+    page: str
+    block: str
+    source: Source
+    cache_tier: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class BuildReport:
+    """What a build (or a dry run) did; the CLI's summary is drawn from it."""
+
+    project_dir: str
+    output_dir: str
+    theme: str
+    provider: str
+    model: str
+    pages: int
+    dry_run: bool = False
+    planned_blocks: int = 0
+    blocks: list[BlockResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def count(self, source: Source) -> int:
+        return sum(1 for b in self.blocks if b.source == source)
+
+    @property
+    def llm_calls(self) -> int:
+        return self.count("llm")
+
+    @property
+    def cache_hits(self) -> int:
+        return self.count("cache")
+
+    @property
+    def failures(self) -> list[BlockResult]:
+        return [b for b in self.blocks if b.source == "failed"]
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(b.input_tokens for b in self.blocks if b.source == "llm")
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(b.output_tokens for b in self.blocks if b.source == "llm")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["totals"] = {
+            "blocks": len(self.blocks),
+            "llm_calls": self.llm_calls,
+            "cache_hits": self.cache_hits,
+            "failed": len(self.failures),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+        return data
+
+
+class BuildObserver(Protocol):
+    """Hears about a build's progress; the CLI draws it, tests may record it."""
+
+    def planned(self, report: BuildReport) -> None: ...
+    def block_done(self, result: BlockResult) -> None: ...
+
+
+class NullObserver:
+    def planned(self, report: BuildReport) -> None:
+        pass
+
+    def block_done(self, result: BlockResult) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project that passed every check: settings, theme, templates and content."""
+
+    settings: Settings
+    theme: Theme
+    renderer: ThemeRenderer
+    site: Site
+
+
+def prepare(
+    project_dir: Path | str = ".",
+    *,
+    config: Path | str | None = None,
+    theme: str | None = None,
+    output: Path | str | None = None,
+    concurrency: int | None = None,
+    use_cache: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Project:
+    """Load and validate everything a build needs, without calling any model."""
+    settings = load_settings(project_dir, config, environ).with_overrides(
+        output_dir=Path(output) if output is not None else None,
+        concurrency=concurrency,
+        theme=theme,
+        cache_enabled=None if use_cache else False,
+    )
+    chosen = load_theme(settings.build.theme, settings.project_dir)
+    renderer = ThemeRenderer(
+        chosen,
+        settings.project_dir,
+        settings.build.theme_options,
+        settings_path=display_path(settings.config_path, settings.project_dir),
+    )
+    site = load_site(settings)
+    used_by = {page.template: f"content/pages.yaml {page.source}" for page in site.pages}
+    renderer.require(sorted(used_by), used_by)
+    return Project(settings, chosen, renderer, site)
+
+
+def build_site(
+    project_dir: Path | str = ".",
+    *,
+    dry_run: bool = False,
+    observer: BuildObserver | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **options: Any,
+) -> BuildReport:
+    """Build a site (for scripts); see `prepare` for the options."""
+    return anyio.run(
+        lambda: build_project(
+            prepare(project_dir, **options),
+            dry_run=dry_run,
+            observer=observer,
+            transport=transport,
+        )
+    )
+
+
+async def build_project(
+    project: Project,
+    *,
+    dry_run: bool = False,
+    observer: BuildObserver | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> BuildReport:
+    """Generate, render and write a prepared project; raise BuildFailed if a block fails."""
+    observer = observer or NullObserver()
+    settings = project.settings
+    started = clock()
+    report = BuildReport(
+        project_dir=str(settings.project_dir),
+        output_dir=str(settings.build.output_dir),
+        theme=project.theme.name,
+        provider=settings.llm.provider,
+        model=settings.llm.model,
+        pages=len(project.site.pages),
+        dry_run=dry_run,
+    )
+    cache = _open_cache(settings)
+    try:
+        async with AsyncLLMClient(settings.llm, cache=cache, transport=transport) as client:
+            jobs = list(plan_jobs(project, client))
+            report.planned_blocks = len(jobs)
+            report.timings["plan"] = clock() - started
+            if dry_run:
+                await _check_cached(jobs, client, report)
+                observer.planned(report)
+                return report
+            observer.planned(report)
+            with StagedOutput(settings.build.output_dir) as output:
+                writer = _PageWriter(project, output)
+                phase = clock()
+                await _generate(jobs, client, settings.llm.concurrency, report, observer, writer)
+                report.timings["generate"] = clock() - phase
+                report.timings["render"] = writer.render_time
+                if report.failures:
+                    raise BuildFailed(
+                        f"{len(report.failures)} of {len(jobs)} blocks could not be generated; "
+                        f"{settings.build.output_dir} was left as it was",
+                        [(b.page, b.block, b.error or "") for b in report.failures],
+                    )
+                phase = clock()
+                writer.finish()
+                report.timings["total"] = clock() - started
+                output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
+                output.commit()
+                report.timings["write"] = clock() - phase
+    finally:
+        if cache is not None:
+            cache.close()
+    return report
+
+
+def _open_cache(settings: Settings) -> CacheManager | None:
+    if not settings.cache.enabled:
+        return None
+    return CacheManager.for_directory(settings.cache.directory, ttl=settings.cache.ttl)
+
+
+def system_prompt(*parts: str | None) -> str | None:
+    """Site, theme voice and block system prompts, joined; None when all are empty."""
+    joined = "\n\n".join(p.strip() for p in parts if p and p.strip())
+    return joined or None
+
+
+def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
+    """One job per block of every page, with its request fully resolved."""
+    voice = project.theme.voice
+    site_system = project.settings.llm.system
+    for page in project.site.pages:
+        for block in page.blocks:
+            request = client.request(
+                block.prompt,
+                system=system_prompt(site_system, voice, block.system),
+                temperature=block.temperature,
+                max_tokens=block.max_tokens,
+                response_format="json" if block.format == "json" else "text",
+                json_schema=dict(block.schema) if block.schema is not None else None,
+            )
+            yield Job(page=page, block=block, request=request, key=client.key(request))
+
+
+async def _check_cached(jobs: list[Job], client: AsyncLLMClient, report: BuildReport) -> None:
+    for job in jobs:
+        hit = await client.cached(job.request)
+        report.blocks.append(
+            BlockResult(
+                page=job.page.slug,
+                block=job.block.name,
+                source="cached" if hit is not None else "pending",
+                cache_tier=hit.cache_tier if hit is not None else None,
+            )
+        )
+
+
+async def _generate(
+    jobs: list[Job],
+    client: AsyncLLMClient,
+    concurrency: int,
+    report: BuildReport,
+    observer: BuildObserver,
+    writer: _PageWriter,
+) -> None:
+    """Run every job; a fixed pool of workers keeps memory flat however many jobs there are."""
+    queue = iter(jobs)
+
+    async def worker() -> None:
+        for job in queue:  # shared iterator: each job goes to exactly one worker
+            result = await _run_job(job, client, writer)
+            report.blocks.append(result)
+            observer.block_done(result)
+
+    # More workers than connections, so cache lookups overlap with calls in flight.
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(min(len(jobs), concurrency * 2 + 8)):
+                group.start_soon(worker)
+    except BaseExceptionGroup as group:
+        # A template error while rendering a page stops the build: report it, not the group.
+        raise _first_error(group) from None
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _run_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> BlockResult:
+    base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
+    try:
+        response = await client.complete(job.request, validate=_validator(job.block))
+    except LLMError as exc:
+        base.error = str(exc)
+        return base
+    base.source = "cache" if response.cache_tier else "llm"
+    base.cache_tier = response.cache_tier
+    base.model = response.model or job.request.model
+    base.input_tokens = response.usage.input_tokens
+    base.output_tokens = response.usage.output_tokens
+    base.latency = response.latency
+    writer.block_ready(job, response)
+    return base
+
+
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+def parse_json_answer(text: str, schema: Mapping[str, Any] | None) -> Any:
+    """The data in a json block's answer; MalformedResponseError if it is not valid."""
+    fenced = _FENCE.match(text)
+    try:
+        data = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError as exc:
+        raise MalformedResponseError(
+            f"the answer is not valid JSON (line {exc.lineno}: {exc.msg})"
+        ) from None
+    if schema is not None:
+        error = jsonschema.exceptions.best_match(_schema_validator(schema).iter_errors(data))
+        if error is not None:
+            raise MalformedResponseError(
+                f"the answer does not match the block's schema: {error.message}"
+            )
+    return data
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_schema(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_json)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _schema_validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    # Checked when the site loaded; compiled once per distinct schema.
+    return _compiled_schema(json.dumps(schema, sort_keys=True))
+
+
+def _validator(block: Block) -> Callable[[LLMResponse], None] | None:
+    """For json blocks, a check that refuses (and so never caches) answers that do not parse."""
+    if block.format != "json":
+        return None
+
+    def validate(response: LLMResponse) -> None:
+        parse_json_answer(response.text, block.schema)
+
+    return validate
+
+
+def block_value(block: Block, text: str) -> Any:
+    """What a template sees for a block: safe HTML, or the parsed data of a json block."""
+    if block.format == "json":
+        return parse_json_answer(text, block.schema)
+    if block.format == "text":
+        return render_text(text)
+    return render_markdown(text)
+
+
+def page_root(page: Page) -> str:
+    """The relative path from a page's folder back to the site root."""
+    return "" if page.slug == INDEX_SLUG else "../" * (page.slug.count("/") + 1)
+
+
+class _PageWriter:
+    """Renders each page the moment its last block arrives, then forgets its answers."""
+
+    def __init__(self, project: Project, output: StagedOutput) -> None:
+        self.project = project
+        self.output = output
+        self.render_time = 0.0
+        self._pending: dict[str, dict[str, Any]] = {}
+        site = project.site
+        self._nav = [_link(p) for p in site.pages if p.collection is None]
+        self._collections: dict[str, list[dict[str, Any]]] = {}
+        for page in site.pages:
+            if page.collection is not None:
+                self._collections.setdefault(page.collection, []).append(_link(page))
+        self._shared: dict[str, Any] = {
+            "site": project.settings.site.as_context(),
+            "data": site.data,
+            "nav": self._nav,
+            "collections": self._collections,
+            "theme": {
+                "name": project.theme.name,
+                "description": project.theme.description,
+                "options": project.renderer.options,
+            },
+            "generator": GENERATOR,
+        }
+        for page in site.pages:
+            if not page.blocks:
+                self._write(page, {})
+
+    def block_ready(self, job: Job, response: LLMResponse) -> None:
+        page = job.page
+        answers = self._pending.setdefault(page.slug, {})
+        answers[job.block.name] = block_value(job.block, response.text)
+        if len(answers) == len(page.blocks):
+            del self._pending[page.slug]
+            ordered = {b.name: answers[b.name] for b in page.blocks}
+            self._write(page, ordered)
+
+    def _write(self, page: Page, blocks: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        context: dict[str, Any] = {
+            **self._shared,
+            "page": {**_link(page), "description": page.description},
+            "blocks": blocks,
+            "root": page_root(page),
+        }
+        html = self.project.renderer.render(page.template, context)
+        self.render_time += time.perf_counter() - started
+        self.output.write_text(page.output_path, html)
+
+    def finish(self) -> None:
+        """Static files, and sitemap.xml and robots.txt when the site has a base URL."""
+        self.output.copy_static(self.project.renderer.static_folders())
+        base_url = self.project.settings.site.base_url
+        if base_url:
+            urls = [page.url for page in self.project.site.pages]
+            self.output.write_text("sitemap.xml", sitemap_xml(base_url, urls))
+            self.output.write_text("robots.txt", robots_txt(base_url))
+
+
+def _link(page: Page) -> dict[str, Any]:
+    return {
+        "slug": page.slug,
+        "title": page.title,
+        "url": page.url,
+        "collection": page.collection,
+        "item": page.item,
+    }
+
+
+__all__ = [
+    "BlockResult",
+    "BuildObserver",
+    "BuildReport",
+    "Project",
+    "build_project",
+    "build_site",
+    "prepare",
+]

@@ -1,0 +1,268 @@
+"""The `trinity` command: parses arguments, draws progress, maps errors to exit codes.
+
+No logic lives here: every command calls into trinity.build, trinity.scaffold or
+trinity.render. Heavy modules are imported inside the commands, so `trinity --version`
+and `trinity --help` start fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trinity import __version__
+from trinity.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BuildFailed, TrinityError
+
+if TYPE_CHECKING:
+    from trinity.build import BlockResult, BuildReport
+
+app = typer.Typer(
+    name="trinity",
+    help="Build static sites whose content is written by an LLM.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in tracebacks can hold API keys.
+    pretty_exceptions_show_locals=False,
+)
+
+
+class Consoles:
+    """The one place consoles are made: results to stdout, progress and errors to stderr."""
+
+    def __init__(self, out: Console | None = None, err: Console | None = None) -> None:
+        self.out = out or Console()
+        self.err = err or Console(stderr=True)
+
+
+consoles = Consoles()
+
+ProjectOption = Annotated[
+    Path, typer.Option("--project", "-p", help="The site project folder.", show_default=True)
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Settings file [default: PROJECT/config/settings.yaml]."),
+]
+ThemeOption = Annotated[
+    str | None, typer.Option("--theme", "-t", help="Theme name [default: build.theme].")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        consoles.out.print(f"trinity {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Build static sites whose content is written by an LLM."""
+
+
+@contextmanager
+def _errors_to_exit_codes() -> Iterator[None]:
+    """Turn Trinity's errors into one clear message and the documented exit code."""
+    try:
+        yield
+    except BuildFailed as exc:
+        consoles.err.print(_failure_table(exc.failures))
+        consoles.err.print(f"[bold red]Build failed:[/] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except TrinityError as exc:
+        consoles.err.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        consoles.err.print("[yellow]Interrupted[/]: the previous output was left as it was.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@app.command()
+def build(
+    project: ProjectOption = Path(),
+    config: ConfigOption = None,
+    theme: ThemeOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder [default: output].")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Requests in flight at once [default: llm.concurrency]."
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the cache.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan and what is cached; call no model.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+) -> None:
+    """Generate every block and render the site into the output folder."""
+    import anyio
+
+    from trinity.build import build_project, prepare
+
+    with _errors_to_exit_codes():
+        prepared = prepare(
+            project,
+            config=config,
+            theme=theme,
+            output=output,
+            concurrency=concurrency,
+            use_cache=not no_cache,
+        )
+        started = time.perf_counter()
+        with _Progress(consoles.err, enabled=not quiet and not dry_run) as progress:
+            report = anyio.run(lambda: build_project(prepared, dry_run=dry_run, observer=progress))
+        if dry_run:
+            consoles.out.print(_plan_table(report))
+        elif not quiet:
+            consoles.err.print(_summary_table(report, time.perf_counter() - started))
+            consoles.err.print(f"[green]Built[/] {report.pages} pages into {report.output_dir}")
+
+
+@app.command()
+def check(
+    project: ProjectOption = Path(),
+    config: ConfigOption = None,
+    theme: ThemeOption = None,
+) -> None:
+    """Validate settings, content and theme without calling any model."""
+    from trinity.build import prepare
+
+    with _errors_to_exit_codes():
+        prepared = prepare(project, config=config, theme=theme)
+        blocks = prepared.site.block_count
+        consoles.out.print(
+            f"[green]OK[/]: {len(prepared.site.pages)} pages, {blocks} blocks, "
+            f"theme '{prepared.theme.name}'"
+        )
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project.")] = Path(),
+    force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
+) -> None:
+    """Write a working example project into DIRECTORY."""
+    from trinity.scaffold import write_project
+
+    with _errors_to_exit_codes():
+        written = write_project(directory, force=force)
+        consoles.out.print(f"Wrote {len(written)} files into {directory}.")
+        consoles.out.print(f"Next: [bold]cd {directory} && trinity build[/]")
+
+
+@app.command()
+def themes(project: ProjectOption = Path()) -> None:
+    """List the themes this project can use."""
+    from trinity.render.themes import list_themes
+
+    with _errors_to_exit_codes():
+        table = Table("theme", "description", "extends", "from", box=None)
+        for found in list_themes(project.resolve()):
+            origin = "built-in" if found.builtin else str(found.folder)
+            table.add_row(found.name, found.description, found.extends or "", origin)
+        consoles.out.print(table)
+
+
+class _Progress:
+    """A Rich progress bar fed by the build's observer calls."""
+
+    def __init__(self, console: Console, *, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.enabled = enabled
+        self.tokens = 0
+        self._bar = Progress(
+            TextColumn("[bold]Generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not enabled,
+        )
+        self._task = self._bar.add_task("blocks", total=None, detail="")
+
+    def __enter__(self) -> _Progress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def planned(self, report: BuildReport) -> None:
+        self._bar.update(self._task, total=report.planned_blocks)
+
+    def block_done(self, result: BlockResult) -> None:
+        self.tokens += result.output_tokens if result.source == "llm" else 0
+        self._bar.update(self._task, advance=1, detail=f"{self.tokens} tokens")
+
+
+def _summary_table(report: BuildReport, wall: float) -> Table:
+    table = Table(title="Build summary", show_header=False, box=None)
+    rows: list[tuple[str, Any]] = [
+        ("pages", report.pages),
+        ("blocks", len(report.blocks)),
+        ("LLM calls", report.llm_calls),
+        ("cache hits", report.cache_hits),
+        ("tokens in / out", f"{report.input_tokens} / {report.output_tokens}"),
+        ("theme", report.theme),
+        ("model", f"{report.provider}:{report.model}"),
+        ("wall time", f"{wall:.2f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def _plan_table(report: BuildReport) -> Table:
+    table = Table("page", "block", "status", title=f"Plan: {report.pages} pages (dry run)")
+    for block in report.blocks:
+        status = f"cached ({block.cache_tier})" if block.source == "cached" else "to generate"
+        table.add_row(block.page, block.block, status)
+    pending = report.count("pending")
+    table.caption = f"{len(report.blocks) - pending} cached, {pending} to generate"
+    return table
+
+
+def _failure_table(failures: list[tuple[str, str, str]]) -> Table:
+    table = Table("page", "block", "reason", title="Blocks that failed", title_style="bold red")
+    for page, block, reason in failures:
+        table.add_row(page, block, reason)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script's entry point."""
+    runner: Callable[..., Any] = app
+    try:
+        runner(args=argv, prog_name="trinity")
+    except KeyboardInterrupt:  # before a command's own handler is in place
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+__all__ = ["EXIT_BAD_INPUT", "app", "main"]

@@ -1,0 +1,240 @@
+"""Settings: config/settings.yaml plus environment overrides, validated once, then frozen.
+
+Precedence, lowest first: built-in defaults, settings.yaml, the environment, the command
+line. API keys come only from the environment (`LLM_API_KEY`, or the provider's usual
+variable such as `OPENAI_API_KEY`), never from a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from trinity.errors import ConfigError
+from trinity.schema import Fields
+from trinity.yamlfile import did_you_mean, load_data_file
+
+SETTINGS_FILE = Path("config") / "settings.yaml"
+
+PROVIDERS = ("ollama", "openai")
+
+DEFAULT_API_URLS = {
+    "ollama": "http://localhost:11434",
+    "openai": "https://api.openai.com",
+}
+
+# The variable each provider's own tools read the key from, honoured after LLM_API_KEY.
+PROVIDER_KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+}
+
+_SECRET_SETTING_NAMES = ("api_key", "key", "token", "secret", "password")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    title: str
+    description: str = ""
+    author: str = ""
+    language: str = "en"
+    base_url: str | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def as_context(self) -> dict[str, Any]:
+        """What prompts and templates see as `site`."""
+        return {
+            "title": self.title,
+            "description": self.description,
+            "author": self.author,
+            "language": self.language,
+            "base_url": self.base_url,
+            "params": dict(self.params),
+        }
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    provider: str = "ollama"
+    api_url: str = DEFAULT_API_URLS["ollama"]
+    model: str = "llama3.2"
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 120.0
+    concurrency: int = 4
+    temperature: float = 0.7
+    max_tokens: int = 512
+    top_p: float | None = None
+    system: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    enabled: bool = True
+    directory: Path = Path(".cache")
+    ttl: int | None = None
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    output_dir: Path = Path("output")
+    theme: str = "minimal"
+    theme_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    config_path: Path
+    site: SiteSettings
+    llm: LLMSettings
+    cache: CacheSettings
+    build: BuildSettings
+
+    def with_overrides(
+        self,
+        *,
+        output_dir: Path | None = None,
+        concurrency: int | None = None,
+        theme: str | None = None,
+        cache_enabled: bool | None = None,
+    ) -> Settings:
+        """These settings with command-line choices applied on top."""
+        build, llm, cache = self.build, self.llm, self.cache
+        if output_dir is not None:
+            build = replace(build, output_dir=(Path.cwd() / output_dir).resolve())
+        if theme is not None:
+            build = replace(build, theme=theme)
+        if concurrency is not None:
+            if concurrency < 1:
+                raise ConfigError("must be at least 1", key="--concurrency")
+            llm = replace(llm, concurrency=concurrency)
+        if cache_enabled is not None:
+            cache = replace(cache, enabled=cache_enabled)
+        return replace(self, build=build, llm=llm, cache=cache)
+
+
+def load_settings(
+    project_dir: Path | str = ".",
+    config_path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, override from the environment and validate a project's settings."""
+    project = Path(project_dir).resolve()
+    if not project.is_dir():
+        raise ConfigError("project folder not found", path=str(project_dir))
+    path = Path(config_path) if config_path is not None else project / SETTINGS_FILE
+    if not path.is_absolute():
+        path = (Path.cwd() / path).resolve()
+    env = os.environ if environ is None else environ
+    shown = display_path(path, project)
+    top = Fields(load_data_file(path, ConfigError), path=shown, key="", error=ConfigError)
+    site = _read_site(Fields(top.value("site"), path=shown, key="site", error=ConfigError))
+    llm = _read_llm(Fields(top.value("llm"), path=shown, key="llm", error=ConfigError), env)
+    cache = _read_cache(Fields(top.value("cache"), path=shown, key="cache", error=ConfigError))
+    build = _read_build(Fields(top.value("build"), path=shown, key="build", error=ConfigError))
+    top.done()
+    output_dir = Path(env["TRINITY_OUTPUT_DIR"]) if env.get("TRINITY_OUTPUT_DIR") else None
+    build = replace(build, output_dir=project / (output_dir or build.output_dir))
+    cache = replace(cache, directory=project / cache.directory)
+    return Settings(project, path, site, llm, cache, build)
+
+
+def display_path(path: Path, project: Path) -> str:
+    """`path` relative to the project when it is inside it, as messages show it."""
+    try:
+        return str(path.relative_to(project))
+    except ValueError:
+        return str(path)
+
+
+def _read_site(f: Fields) -> SiteSettings:
+    base_url = f.string("base_url", None)
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise f.fail(
+                f"expected an http(s) URL such as https://example.com/, got '{base_url}'",
+                "base_url",
+            )
+        base_url = base_url.rstrip("/") + "/"
+    site = SiteSettings(
+        title=f.string("title", nonempty=True),
+        description=f.string("description", ""),
+        author=f.string("author", ""),
+        language=f.string("language", "en", nonempty=True),
+        base_url=base_url,
+        params=MappingProxyType(f.mapping("params")),
+    )
+    f.done()
+    return site
+
+
+def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
+    for name in f.raw:
+        if name.lower().endswith(_SECRET_SETTING_NAMES):
+            # Read nothing of the value: it must not reach a message or a log.
+            raise f.fail(
+                "API keys are read from the environment only; remove it from this file and "
+                "set LLM_API_KEY instead",
+                name,
+            )
+    # The file is validated even where the environment overrides it, so a typo never hides.
+    file_provider = f.string("provider", "ollama", choices=PROVIDERS)
+    provider = env.get("LLM_PROVIDER") or file_provider
+    if provider not in PROVIDERS:
+        raise ConfigError(
+            f"'{provider}' is not one of {', '.join(PROVIDERS)}{did_you_mean(provider, PROVIDERS)}",
+            path="environment",
+            key="LLM_PROVIDER",
+        )
+    file_url = f.string("api_url", None)
+    api_url = env.get("LLM_API_URL") or file_url or DEFAULT_API_URLS[provider]
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        where = (
+            ("environment", "LLM_API_URL") if env.get("LLM_API_URL") else (f.path, f.at("api_url"))
+        )
+        raise ConfigError(f"expected an http(s) URL, got '{api_url}'", path=where[0], key=where[1])
+    model = f.string("model", LLMSettings.model, nonempty=True)
+    key_variable = PROVIDER_KEY_VARIABLES.get(provider)
+    api_key = env.get("LLM_API_KEY") or (env.get(key_variable) if key_variable else None)
+    settings = LLMSettings(
+        provider=provider,
+        api_url=api_url.rstrip("/"),
+        model=env.get("LLM_MODEL") or model,
+        api_key=api_key or None,
+        timeout=f.number("timeout", LLMSettings.timeout, minimum=0.1, maximum=3600),
+        concurrency=f.integer("concurrency", LLMSettings.concurrency, minimum=1, maximum=1000),
+        temperature=f.number("temperature", LLMSettings.temperature, minimum=0, maximum=2),
+        max_tokens=f.integer("max_tokens", LLMSettings.max_tokens, minimum=1, maximum=1_000_000),
+        top_p=f.number("top_p", None, minimum=0, maximum=1),
+        system=f.string("system", None),
+        options=MappingProxyType(f.mapping("options")),
+    )
+    f.done()
+    return settings
+
+
+def _read_cache(f: Fields) -> CacheSettings:
+    cache = CacheSettings(
+        enabled=f.boolean("enabled", True),
+        directory=Path(f.string("dir", ".cache", nonempty=True)),
+        ttl=f.integer("ttl", None, minimum=1),
+    )
+    f.done()
+    return cache
+
+
+def _read_build(f: Fields) -> BuildSettings:
+    build = BuildSettings(
+        output_dir=Path(f.string("output_dir", "output", nonempty=True)),
+        theme=f.string("theme", "minimal", nonempty=True),
+        theme_options=MappingProxyType(f.mapping("theme_options")),
+    )
+    f.done()
+    return build

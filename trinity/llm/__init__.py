@@ -1,0 +1,1 @@
+"""Talking to language models: request types, provider adapters and the async client."""

@@ -1,0 +1,78 @@
+"""Plain data exchanged with language models, independent of any provider's wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+ResponseFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One chat completion request, with every parameter resolved (no 'use the default')."""
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float
+    max_tokens: int
+    top_p: float | None = None
+    response_format: ResponseFormat = "text"
+    json_schema: Mapping[str, Any] | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_prompt(
+        cls,
+        prompt: str,
+        *,
+        model: str,
+        system: str | None = None,
+        temperature: float,
+        max_tokens: int,
+        top_p: float | None = None,
+        response_format: ResponseFormat = "text",
+        json_schema: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> LLMRequest:
+        messages = (Message("system", system),) if system else ()
+        return cls(
+            model=model,
+            messages=(*messages, Message("user", prompt)),
+            temperature=float(temperature),
+            max_tokens=max_tokens,
+            top_p=top_p,
+            response_format=response_format,
+            json_schema=MappingProxyType(dict(json_schema)) if json_schema is not None else None,
+            options=MappingProxyType(dict(options or {})),
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    """A model's answer. `cache_tier` says where it came from when it was not generated now."""
+
+    text: str
+    model: str
+    usage: Usage = Usage()
+    finish_reason: str | None = None
+    cache_tier: str | None = None
+    latency: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"

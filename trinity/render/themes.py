@@ -1,0 +1,217 @@
+"""Themes: finding them, following `extends`, and rendering their Jinja templates.
+
+Templates resolve through a ChoiceLoader, first match wins: the project's `templates/`
+(site overrides), then the theme's, then each parent's. Every template is parsed when the
+theme loads, so a syntax error is reported before any LLM call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+
+from trinity.errors import ConfigError, ThemeError
+from trinity.schema import Fields
+from trinity.yamlfile import did_you_mean, load_data_file
+
+BUILTIN_THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
+PROJECT_THEMES_DIR = Path("themes")
+SITE_TEMPLATES_DIR = Path("templates")
+THEME_FILE = "theme.yaml"
+REQUIRED_TEMPLATES = ("base.html", "index.html", "page.html", "item.html")
+
+
+@dataclass(frozen=True)
+class Theme:
+    """A theme and its parents, child first in `folders`."""
+
+    name: str
+    description: str
+    voice: str | None
+    defaults: Mapping[str, Any]
+    folders: tuple[Path, ...]
+    extends: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.folders[0]
+
+    @property
+    def builtin(self) -> bool:
+        return self.folder.parent == BUILTIN_THEMES_DIR
+
+
+def _search_path(project_dir: Path) -> list[Path]:
+    return [project_dir / PROJECT_THEMES_DIR, BUILTIN_THEMES_DIR]
+
+
+def _theme_folders(project_dir: Path) -> dict[str, list[Path]]:
+    """Theme name -> its folders, project themes before built-in ones of the same name."""
+    found: dict[str, list[Path]] = {}
+    for root in _search_path(project_dir):
+        if root.is_dir():
+            for folder in sorted(root.iterdir()):
+                if (folder / THEME_FILE).is_file():
+                    found.setdefault(folder.name, []).append(folder)
+    return found
+
+
+def list_themes(project_dir: Path) -> list[Theme]:
+    """Every theme the project can use, by name; a broken theme raises ThemeError."""
+    return [load_theme(name, project_dir) for name in sorted(_theme_folders(project_dir))]
+
+
+def load_theme(name: str, project_dir: Path) -> Theme:
+    """Read a theme and its `extends` chain."""
+    available = _theme_folders(project_dir)
+    if name not in available:
+        hint = did_you_mean(name, available)
+        known = ", ".join(sorted(available)) or "none"
+        raise ThemeError(f"unknown theme '{name}'{hint}; available: {known}", key="--theme")
+    folders: list[Path] = []
+    first: dict[str, Any] | None = None
+    current: str | None = name
+    while current is not None:
+        # A project theme may extend the built-in theme it shadows, so skip folders in use.
+        candidates = [f for f in available.get(current, []) if f not in folders]
+        if not candidates:
+            raise ThemeError(
+                f"extends unknown theme '{current}'{did_you_mean(current, available)}",
+                path=str(folders[-1] / THEME_FILE),
+                key="extends",
+            )
+        folder = candidates[0]
+        meta = _read_theme_file(folder)
+        folders.append(folder)
+        first = first or meta
+        current = meta["extends"]
+        if len(folders) > 20:
+            raise ThemeError("'extends' goes round in a circle", path=str(folder / THEME_FILE))
+    assert first is not None
+    return Theme(
+        name=name,
+        description=first["description"],
+        voice=first["voice"],
+        defaults=MappingProxyType(_merged_defaults(folders)),
+        folders=tuple(folders),
+        extends=first["extends"],
+    )
+
+
+def _read_theme_file(folder: Path) -> dict[str, Any]:
+    path = folder / THEME_FILE
+    f = Fields(load_data_file(path, ThemeError), path=str(path), key="", error=ThemeError)
+    name = f.string("name", folder.name, nonempty=True)
+    if name != folder.name:
+        raise f.fail(f"'{name}' must match the theme's folder name '{folder.name}'", "name")
+    meta = {
+        "description": f.string("description", ""),
+        "extends": f.string("extends", None, nonempty=True),
+        "voice": f.string("voice", None),
+        "defaults": f.mapping("defaults"),
+    }
+    f.done()
+    return meta
+
+
+def _merged_defaults(folders: list[Path]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for folder in reversed(folders):  # parents first, children override
+        merged.update(_read_theme_file(folder)["defaults"])
+    return merged
+
+
+class ThemeRenderer:
+    """A theme's Jinja environment: autoescaped, StrictUndefined, all templates parsed."""
+
+    def __init__(
+        self,
+        theme: Theme,
+        project_dir: Path,
+        option_overrides: Mapping[str, Any] | None = None,
+        settings_path: str = "config/settings.yaml",
+    ) -> None:
+        self.theme = theme
+        self.options = self._options(option_overrides or {}, settings_path)
+        loaders: list[jinja2.BaseLoader] = []
+        site_templates = project_dir / SITE_TEMPLATES_DIR
+        if site_templates.is_dir():
+            loaders.append(jinja2.FileSystemLoader(site_templates))
+        loaders.extend(jinja2.FileSystemLoader(f / "templates") for f in theme.folders)
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._parse_all()
+
+    def _options(self, overrides: Mapping[str, Any], settings_path: str) -> dict[str, Any]:
+        for key in overrides:
+            if key not in self.theme.defaults:
+                hint = did_you_mean(key, self.theme.defaults)
+                declared = ", ".join(sorted(self.theme.defaults)) or "none"
+                raise ConfigError(
+                    f"theme '{self.theme.name}' has no option '{key}'{hint}; "
+                    f"its options: {declared}",
+                    path=settings_path,
+                    key=f"build.theme_options.{key}",
+                )
+        return {**self.theme.defaults, **overrides}
+
+    def _parse_all(self) -> None:
+        for name in self.env.list_templates():
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ThemeError(
+                    f"template syntax error at line {exc.lineno}: {exc.message}",
+                    path=exc.filename or name,
+                ) from None
+
+    def require(self, names: list[str], used_by: Mapping[str, str] | None = None) -> None:
+        """Raise ThemeError for any template in `names` that no loader has."""
+        known = set(self.env.list_templates())
+        for name in [*REQUIRED_TEMPLATES, *names]:
+            if name not in known:
+                where = (used_by or {}).get(name)
+                reason = f"is used by {where}" if where else "is required by every theme"
+                raise ThemeError(
+                    f"template '{name}' not found in theme '{self.theme.name}' "
+                    f"(it {reason}){did_you_mean(name, known)}",
+                    path=str(self.theme.folder / "templates"),
+                )
+
+    def render(self, template_name: str, context: Mapping[str, Any]) -> str:
+        template = self.env.get_template(template_name)
+        try:
+            return template.render(context)
+        except jinja2.UndefinedError as exc:
+            message = f"unknown variable: {exc.message}"
+            failure: Exception = exc
+        except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+            message = f"template error: {exc}"
+            failure = exc
+        raise ThemeError(message, path=_failing_template(failure, template)) from None
+
+    def static_folders(self) -> list[Path]:
+        """Static folders to copy, parents first so children override their files."""
+        return [f / "static" for f in reversed(self.theme.folders) if (f / "static").is_dir()]
+
+
+def _failing_template(exc: Exception, template: jinja2.Template) -> str:
+    """'file, line N' of the template frame that raised (Jinja keeps template frames)."""
+    where = template.filename or template.name or "template"
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith((".html", ".htm", ".xml")):
+            where = f"{filename}, line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return where

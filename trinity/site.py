@@ -1,0 +1,345 @@
+"""The site model: content/pages.yaml and content/data/, expanded into concrete pages.
+
+`load_site` reads and validates everything, expands collections (one page per data item)
+and renders every prompt in a sandboxed Jinja environment, so that every mistake in the
+content surfaces before the first LLM call.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+import jsonschema
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from trinity.config import Settings
+from trinity.errors import ContentError
+from trinity.schema import REQUIRED, Fields, describe
+from trinity.yamlfile import load_data_file
+
+PAGES_FILE = Path("content") / "pages.yaml"
+DATA_DIR = Path("content") / "data"
+DATA_SUFFIXES = (".yaml", ".yml", ".json")
+BLOCK_FORMATS = ("markdown", "text", "json")
+INDEX_SLUG = "index"
+
+# Lowercase letters, digits, '-' and '_' in '/'-separated segments. No dots at all, so no
+# '..', no file extensions, and no way to name a path outside the output folder.
+_SLUG_PATTERN = re.compile(r"[a-z0-9_-]+(?:/[a-z0-9_-]+)*")
+# First path segments that belong to the site's own files.
+RESERVED_SLUG_ROOTS = frozenset({"static"})
+
+
+@dataclass(frozen=True)
+class Block:
+    """One content block of a page, its prompt already rendered."""
+
+    name: str
+    prompt: str
+    format: str = "markdown"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    system: str | None = None
+    schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One output page: where it goes, how it looks, and what it asks the model."""
+
+    slug: str
+    title: str
+    template: str
+    blocks: tuple[Block, ...]
+    description: str = ""
+    collection: str | None = None
+    item: Any = None
+    source: str = ""  # the key path in pages.yaml that made this page, for messages
+
+    @property
+    def url(self) -> str:
+        """The page's URL relative to the site root: '' for the home page, else 'slug/'."""
+        return "" if self.slug == INDEX_SLUG else f"{self.slug}/"
+
+    @property
+    def output_path(self) -> str:
+        """The file the page is written to, relative to the output folder."""
+        return "index.html" if self.slug == INDEX_SLUG else f"{self.slug}/index.html"
+
+
+@dataclass(frozen=True)
+class Site:
+    settings: Settings
+    pages: tuple[Page, ...]
+    data: Mapping[str, Any]
+
+    @property
+    def block_count(self) -> int:
+        return sum(len(page.blocks) for page in self.pages)
+
+
+def slug_problem(slug: str) -> str | None:
+    """Why `slug` is unsafe or invalid, or None when it is fine."""
+    if not slug:
+        return "is empty"
+    if slug.startswith("/"):
+        return "must be relative (no leading '/')"
+    if ".." in slug:
+        return "must not contain '..'"
+    if not _SLUG_PATTERN.fullmatch(slug):
+        return "may only contain lowercase letters, digits, '-', '_' and '/' between segments"
+    if slug.split("/", 1)[0] in RESERVED_SLUG_ROOTS:
+        return f"must not start with a reserved folder ({', '.join(sorted(RESERVED_SLUG_ROOTS))})"
+    return None
+
+
+def slugify(value: Any) -> str:
+    """'Über Café 2' -> 'uber-cafe-2': a filter for slug templates."""
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _prompt_environment() -> ImmutableSandboxedEnvironment:
+    # Sandboxed: prompts come from content files, and may read data written by others.
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+    env.filters["slugify"] = slugify
+    return env
+
+
+def load_data(project_dir: Path) -> dict[str, Any]:
+    """Every file in content/data/, by name without extension."""
+    data: dict[str, Any] = {}
+    folder = project_dir / DATA_DIR
+    if not folder.is_dir():
+        return data
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in DATA_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in data:
+            raise ContentError(
+                f"two data files are named '{path.stem}'; keep one",
+                path=str(path.relative_to(project_dir)),
+            )
+        data[path.stem] = load_data_file(path, ContentError)
+    return data
+
+
+def load_site(settings: Settings) -> Site:
+    """Read, validate and expand the site's pages; render every prompt."""
+    project = settings.project_dir
+    data = load_data(project)
+    shown = str(PAGES_FILE)
+    top = Fields(
+        load_data_file(project / PAGES_FILE, ContentError),
+        path=shown,
+        key="",
+        error=ContentError,
+        optional=False,
+    )
+    raw_pages = top.value("pages", None)
+    top.done()
+    if not isinstance(raw_pages, list) or not raw_pages:
+        raise ContentError(
+            f"expected a non-empty list of pages, got {describe(raw_pages)}",
+            path=shown,
+            key="pages",
+        )
+    planner = _Planner(settings, data, shown)
+    pages: list[Page] = []
+    for index, raw in enumerate(raw_pages):
+        pages.extend(
+            planner.expand(
+                Fields(raw, path=shown, key=f"pages[{index}]", error=ContentError, optional=False)
+            )
+        )
+    _check_unique_slugs(pages, shown)
+    return Site(settings=settings, pages=tuple(pages), data=MappingProxyType(data))
+
+
+def _check_unique_slugs(pages: Sequence[Page], shown: str) -> None:
+    first_by_slug: dict[str, Page] = {}
+    for page in pages:
+        earlier = first_by_slug.setdefault(page.slug, page)
+        if earlier is not page:
+            raise ContentError(
+                f"slug '{page.slug}' is used twice (also by {earlier.source})",
+                path=shown,
+                key=page.source,
+            )
+
+
+@dataclass(frozen=True)
+class _BlockSpec:
+    """A block as written in pages.yaml, its prompt compiled but not yet rendered."""
+
+    name: str
+    key: str
+    prompt: jinja2.Template
+    system: jinja2.Template | None
+    format: str
+    max_tokens: int | None
+    temperature: float | None
+    schema: Mapping[str, Any] | None
+
+
+class _Planner:
+    """Turns one entry of pages.yaml into pages, rendering its templates per item."""
+
+    def __init__(self, settings: Settings, data: Mapping[str, Any], shown: str) -> None:
+        self.settings = settings
+        self.data = data
+        self.shown = shown
+        self.env = _prompt_environment()
+        self.site_context = settings.site.as_context()
+
+    def compile(self, f: Fields, name: str, source: str) -> jinja2.Template:
+        try:
+            return self.env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise f.fail(
+                f"template syntax error at line {exc.lineno}: {exc.message}", name
+            ) from None
+
+    def render(
+        self, template: jinja2.Template, key: str, context: Mapping[str, Any], where: str
+    ) -> str:
+        try:
+            return template.render(context).strip()
+        except jinja2.UndefinedError as exc:
+            message = f"unknown variable in template{where}: {exc.message}"
+        except jinja2.TemplateError as exc:
+            message = f"template error{where}: {exc}"
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            message = f"template error{where}: {exc}"
+        raise ContentError(message, path=self.shown, key=key)
+
+    def expand(self, f: Fields) -> list[Page]:
+        collection = f.string("collection", None, nonempty=True)
+        slug_template = self.compile(f, "slug", f.string("slug", nonempty=True))
+        title_source = f.string("title", None if collection else REQUIRED, nonempty=True)
+        default_title = "{{ item.title if item.title is defined else item.name }}"
+        title_template = self.compile(f, "title", title_source or default_title)
+        description_template = self.compile(f, "description", f.string("description", ""))
+        template = f.string("template", None, nonempty=True)
+        blocks = self._read_blocks(
+            Fields(f.value("blocks"), path=self.shown, key=f.at("blocks"), error=ContentError)
+        )
+        f.done()
+        if collection is None:
+            items: list[tuple[Any, str]] = [(None, "")]
+            default_template = "index.html" if f.raw["slug"] == INDEX_SLUG else "page.html"
+        else:
+            items = [
+                (item, f" (item {n + 1} of '{collection}')")
+                for n, item in enumerate(self._collection_items(f, collection))
+            ]
+            default_template = "item.html"
+        pages = []
+        for item, where in items:
+            page_context = {"site": self.site_context, "data": self.data, "item": item}
+            slug = self.render(slug_template, f.at("slug"), page_context, where)
+            problem = slug_problem(slug)
+            if problem:
+                raise f.fail(f"slug '{slug}'{where} {problem}", "slug")
+            title = self.render(title_template, f.at("title"), page_context, where)
+            page_context["page"] = {"slug": slug, "title": title, "collection": collection}
+            description = self.render(
+                description_template, f.at("description"), page_context, where
+            )
+            pages.append(
+                Page(
+                    slug=slug,
+                    title=title,
+                    template=template or default_template,
+                    blocks=tuple(self._render_block(spec, page_context, where) for spec in blocks),
+                    description=description,
+                    collection=collection,
+                    item=item,
+                    source=f.key,
+                )
+            )
+        return pages
+
+    def _collection_items(self, f: Fields, collection: str) -> list[Any]:
+        if collection not in self.data:
+            raise f.fail(
+                f"no data file '{collection}' in {DATA_DIR}/ (looked for "
+                + ", ".join(collection + suffix for suffix in DATA_SUFFIXES)
+                + ")",
+                "collection",
+            )
+        items = self.data[collection]
+        if not isinstance(items, list):
+            raise f.fail(
+                f"data '{collection}' must be a list to be a collection, got {describe(items)}",
+                "collection",
+            )
+        return items
+
+    def _read_blocks(self, f: Fields) -> list[_BlockSpec]:
+        specs = [self._read_block(f, name) for name in f.raw]
+        f.done()
+        return specs
+
+    def _read_block(self, parent: Fields, name: str) -> _BlockSpec:
+        raw = parent.value(name)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise parent.fail("block names must be identifiers (letters, digits, '_')", name)
+        f = Fields(
+            {"prompt": raw} if isinstance(raw, str) else raw,
+            path=self.shown,
+            key=parent.at(name),
+            error=ContentError,
+            optional=False,
+        )
+        prompt = self.compile(f, "prompt", f.string("prompt", nonempty=True))
+        system_source = f.string("system", None)
+        block_format = f.string("format", "markdown", choices=BLOCK_FORMATS)
+        schema = f.mapping("schema") if f.has("schema") else None
+        if schema is not None:
+            if block_format != "json":
+                raise f.fail("only json blocks take a schema", "schema")
+            try:
+                jsonschema.validators.validator_for(schema).check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise f.fail(f"not a valid JSON schema: {exc.message}", "schema") from None
+        spec = _BlockSpec(
+            name=name,
+            key=f.key,
+            prompt=prompt,
+            system=self.compile(f, "system", system_source) if system_source else None,
+            format=block_format,
+            max_tokens=f.integer("max_tokens", None, minimum=1, maximum=1_000_000),
+            temperature=f.number("temperature", None, minimum=0, maximum=2),
+            schema=schema,
+        )
+        f.done()
+        return spec
+
+    def _render_block(self, spec: _BlockSpec, context: Mapping[str, Any], where: str) -> Block:
+        prompt = self.render(spec.prompt, f"{spec.key}.prompt", context, where)
+        if not prompt:
+            raise ContentError(
+                f"prompt renders to nothing{where}", path=self.shown, key=f"{spec.key}.prompt"
+            )
+        system = (
+            self.render(spec.system, f"{spec.key}.system", context, where) if spec.system else None
+        )
+        return Block(
+            name=spec.name,
+            prompt=prompt,
+            format=spec.format,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            system=system or None,
+            schema=spec.schema,
+        )
