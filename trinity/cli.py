@@ -249,10 +249,20 @@ def _plan_table(report: BuildReport) -> Table:
     return table
 
 
+_BLOCKS_SHOWN_PER_REASON = 8
+
+
 def _failure_table(failures: list[tuple[str, str, str]]) -> Table:
-    table = Table("page", "block", "reason", title="Blocks that failed", title_style="bold red")
+    """Failed blocks grouped by reason: a dead server is one row, not a hundred."""
+    by_reason: dict[str, list[str]] = {}
     for page, block, reason in failures:
-        table.add_row(page, block, reason)
+        by_reason.setdefault(reason, []).append(f"{page} › {block}")
+    table = Table("blocks", "reason", title="Blocks that failed", title_style="bold red")
+    for reason, blocks in by_reason.items():
+        shown = blocks[:_BLOCKS_SHOWN_PER_REASON]
+        if len(blocks) > len(shown):
+            shown.append(f"... and {len(blocks) - len(shown)} more")
+        table.add_row("\n".join(shown), reason)
     return table
 
 

@@ -183,7 +183,10 @@ class AsyncLLMClient:
                 f"no answer from {self._url} within {self.settings.timeout:g} s"
             ) from None
         except httpx.TransportError as exc:
-            raise LLMConnectionError(f"cannot reach {self._url}: {_reason(exc)}") from None
+            raise LLMConnectionError(
+                f"cannot reach {self._url}: {_reason(exc)} (is the server running? "
+                "llm.api_url in settings or LLM_API_URL chooses it)"
+            ) from None
         payload = _decode(reply)
         if reply.status_code >= 400:
             detail = self.adapter.error_detail(payload) or reply.reason_phrase
