@@ -256,7 +256,7 @@ def _failure_table(failures: list[tuple[str, str, str]]) -> Table:
     """Failed blocks grouped by reason: a dead server is one row, not a hundred."""
     by_reason: dict[str, list[str]] = {}
     for page, block, reason in failures:
-        by_reason.setdefault(reason, []).append(f"{page} › {block}")
+        by_reason.setdefault(reason, []).append(f"{page}: {block}")
     table = Table("blocks", "reason", title="Blocks that failed", title_style="bold red")
     for reason, blocks in by_reason.items():
         shown = blocks[:_BLOCKS_SHOWN_PER_REASON]
