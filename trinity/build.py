@@ -24,7 +24,7 @@ import jsonschema
 from trinity import __version__
 from trinity.cache.manager import CacheManager
 from trinity.config import Settings, display_path, load_settings
-from trinity.errors import BuildFailed, LLMError, MalformedResponseError
+from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.render.markdown import render_markdown, render_text
@@ -154,7 +154,17 @@ def prepare(
         theme=theme,
         cache_enabled=None if use_cache else False,
     )
-    chosen = load_theme(settings.build.theme, settings.project_dir)
+    try:
+        chosen = load_theme(settings.build.theme, settings.project_dir)
+    except ThemeError as exc:
+        if theme is not None or exc.key != "--theme":
+            raise
+        # The name came from the settings file, not from --theme: point there.
+        raise ThemeError(
+            exc.detail,
+            path=display_path(settings.config_path, settings.project_dir),
+            key="build.theme",
+        ) from None
     renderer = ThemeRenderer(
         chosen,
         settings.project_dir,
@@ -333,18 +343,34 @@ async def _run_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> Blo
     return base
 
 
-_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+_FENCE = re.compile(r"```[a-zA-Z]*[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)
+
+
+def _json_candidates(text: str) -> Iterator[str]:
+    """The whole answer, then any fenced block in it, then its outermost {...} or [...]."""
+    yield text
+    yield from (match.group(1) for match in _FENCE.finditer(text))
+    for opening, closing in (("{", "}"), ("[", "]")):
+        start, end = text.find(opening), text.rfind(closing)
+        if 0 <= start < end:
+            yield text[start : end + 1]
 
 
 def parse_json_answer(text: str, schema: Mapping[str, Any] | None) -> Any:
-    """The data in a json block's answer; MalformedResponseError if it is not valid."""
-    fenced = _FENCE.match(text)
-    try:
-        data = json.loads(fenced.group(1) if fenced else text)
-    except json.JSONDecodeError as exc:
-        raise MalformedResponseError(
-            f"the answer is not valid JSON (line {exc.lineno}: {exc.msg})"
-        ) from None
+    """The data in a json block's answer; MalformedResponseError if it has none.
+
+    Chat models often wrap JSON in a code fence or a sentence of introduction, so the
+    first candidate in the answer that parses is taken.
+    """
+    for candidate in _json_candidates(text):
+        try:
+            data = json.loads(candidate)
+            break
+        except json.JSONDecodeError:
+            continue
+    else:
+        excerpt = " ".join(text.split())[:80]
+        raise MalformedResponseError(f"the answer is not valid JSON: {excerpt!r}")
     if schema is not None:
         error = jsonschema.exceptions.best_match(_schema_validator(schema).iter_errors(data))
         if error is not None:

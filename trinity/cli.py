@@ -48,10 +48,10 @@ ProjectOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Settings file [default: PROJECT/config/settings.yaml]."),
+    typer.Option("--config", "-c", help="Settings file (default: PROJECT/config/settings.yaml)."),
 ]
 ThemeOption = Annotated[
-    str | None, typer.Option("--theme", "-t", help="Theme name [default: build.theme].")
+    str | None, typer.Option("--theme", "-t", help="Theme name (default: build.theme).")
 ]
 
 
@@ -96,12 +96,12 @@ def build(
     config: ConfigOption = None,
     theme: ThemeOption = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder [default: output].")
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: output).")
     ] = None,
     concurrency: Annotated[
         int | None,
         typer.Option(
-            min=1, max=1000, help="Requests in flight at once [default: llm.concurrency]."
+            min=1, max=1000, help="Requests in flight at once (default: llm.concurrency)."
         ),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the cache.")] = False,

@@ -175,7 +175,13 @@ def _read_site(f: Fields) -> SiteSettings:
 
 
 def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
-    for name in f.raw:
+    options = f.raw.get("options")
+    option_names = (
+        [f"options.{k}" for k in options if isinstance(k, str)]
+        if isinstance(options, Mapping)
+        else []
+    )
+    for name in [*f.raw, *option_names]:
         if name.lower().endswith(_SECRET_SETTING_NAMES):
             # Read nothing of the value: it must not reach a message or a log.
             raise f.fail(

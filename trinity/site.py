@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 import jsonschema
@@ -308,6 +308,14 @@ class _Planner:
         if schema is not None:
             if block_format != "json":
                 raise f.fail("only json blocks take a schema", "schema")
+            dialect = schema.get("$schema")
+            if "$schema" in schema and (
+                not isinstance(dialect, str)
+                # default=None: None back for a dialect jsonschema does not know.
+                or jsonschema.validators.validator_for(schema, default=cast(Any, None)) is None
+            ):
+                # jsonschema would crash on a non-string, and only warn on an unknown one.
+                raise f.fail(f"unknown $schema {dialect!r}", "schema")
             try:
                 jsonschema.validators.validator_for(schema).check_schema(schema)
             except jsonschema.SchemaError as exc:

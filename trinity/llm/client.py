@@ -184,12 +184,12 @@ class AsyncLLMClient:
             ) from None
         except httpx.TransportError as exc:
             raise LLMConnectionError(
-                f"cannot reach {self._url}: {_reason(exc)} (is the server running? "
+                f"cannot reach {self._url}: {self._redact(_reason(exc))} (is the server running? "
                 "llm.api_url in settings or LLM_API_URL chooses it)"
             ) from None
         payload = _decode(reply)
         if reply.status_code >= 400:
-            detail = self.adapter.error_detail(payload) or reply.reason_phrase
+            detail = self._redact(self.adapter.error_detail(payload) or reply.reason_phrase)
             raise LLMStatusError(
                 f"{self._url} answered HTTP {reply.status_code}: {detail}",
                 status=reply.status_code,
@@ -197,6 +197,11 @@ class AsyncLLMClient:
         if payload is _NOT_JSON:
             raise MalformedResponseError(f"{self._url} answered with a body that is not JSON")
         return self.adapter.parse(payload)
+
+    def _redact(self, text: str) -> str:
+        """`text` from the server or httpx, with the API key blanked out (servers echo it)."""
+        key = self.settings.api_key
+        return text.replace(key, "***") if key else text
 
 
 _NOT_JSON: Any = object()

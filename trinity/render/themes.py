@@ -74,29 +74,33 @@ def load_theme(name: str, project_dir: Path) -> Theme:
         known = ", ".join(sorted(available)) or "none"
         raise ThemeError(f"unknown theme '{name}'{hint}; available: {known}", key="--theme")
     folders: list[Path] = []
+    voices: list[str | None] = []
     first: dict[str, Any] | None = None
     current: str | None = name
     while current is not None:
         # A project theme may extend the built-in theme it shadows, so skip folders in use.
         candidates = [f for f in available.get(current, []) if f not in folders]
         if not candidates:
-            raise ThemeError(
-                f"extends unknown theme '{current}'{did_you_mean(current, available)}",
-                path=str(folders[-1] / THEME_FILE),
-                key="extends",
+            # Every folder of that name is already in the chain: it goes round in a circle.
+            problem = (
+                "'extends' goes round in a circle: "
+                + " -> ".join([*(f.name for f in folders), current])
+                if current in available
+                else f"extends unknown theme '{current}'{did_you_mean(current, available)}"
             )
+            raise ThemeError(problem, path=str(folders[-1] / THEME_FILE), key="extends")
         folder = candidates[0]
         meta = _read_theme_file(folder)
         folders.append(folder)
+        voices.append(meta["voice"])
         first = first or meta
         current = meta["extends"]
-        if len(folders) > 20:
-            raise ThemeError("'extends' goes round in a circle", path=str(folder / THEME_FILE))
     assert first is not None
     return Theme(
         name=name,
         description=first["description"],
-        voice=first["voice"],
+        # A child that says nothing about its voice speaks with its parent's.
+        voice=next((v for v in voices if v is not None), None),
         defaults=MappingProxyType(_merged_defaults(folders)),
         folders=tuple(folders),
         extends=first["extends"],

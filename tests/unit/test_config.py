@@ -1,0 +1,520 @@
+"""config.load_settings: defaults, environment overrides, validation and secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trinity.config import (
+    DEFAULT_API_URLS,
+    BuildSettings,
+    CacheSettings,
+    LLMSettings,
+    load_settings,
+)
+from trinity.errors import EXIT_BAD_INPUT, ConfigError
+
+WriteSettings = Callable[[str], Path]
+
+SECRET = "sk-test-0123456789abcdef-SECRET"
+
+
+def load(project: Path, **environ: str) -> object:
+    return load_settings(project, environ=environ)
+
+
+def config_error(project: Path, environ: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(project, environ=environ or {})
+    assert caught.value.exit_code == EXIT_BAD_INPUT == 2
+    return caught.value
+
+
+# ---------------------------------------------------------------------------- defaults
+
+
+def test_defaults_with_only_a_title(write_settings: WriteSettings) -> None:
+    project = write_settings("site:\n  title: Hello\n")
+    settings = load_settings(project, environ={})
+
+    assert settings.project_dir == project.resolve()
+    assert settings.config_path == project.resolve() / "config" / "settings.yaml"
+    assert settings.site.title == "Hello"
+    assert settings.site.language == "en"
+    assert settings.site.base_url is None
+    assert settings.llm.provider == "ollama"
+    assert settings.llm.api_url == DEFAULT_API_URLS["ollama"]
+    assert settings.llm.model == LLMSettings.model
+    assert settings.llm.api_key is None
+    assert settings.llm.concurrency == LLMSettings.concurrency
+    assert settings.llm.temperature == LLMSettings.temperature
+    assert settings.llm.max_tokens == LLMSettings.max_tokens
+    assert settings.llm.top_p is None
+    assert settings.cache.enabled is True
+    assert settings.cache.directory == project.resolve() / CacheSettings.directory
+    assert settings.cache.ttl is None
+    assert settings.build.output_dir == project.resolve() / BuildSettings.output_dir
+    assert settings.build.theme == "minimal"
+    assert dict(settings.build.theme_options) == {}
+
+
+def test_file_values_are_read(write_settings: WriteSettings) -> None:
+    project = write_settings(
+        """
+site:
+  title: T
+  description: D
+  author: A
+  language: de
+  base_url: https://example.com/blog
+  params: {colour: red}
+llm:
+  provider: openai
+  api_url: http://llm.local:8080/
+  model: gpt-x
+  timeout: 5
+  concurrency: 9
+  temperature: 0
+  max_tokens: 77
+  top_p: 0.5
+  system: Be brief.
+  options: {seed: 3}
+cache:
+  enabled: false
+  dir: elsewhere
+  ttl: 60
+build:
+  output_dir: public
+  theme: brutalist
+  theme_options: {accent: "#000"}
+"""
+    )
+    s = load_settings(project, environ={})
+    assert s.site.as_context() == {
+        "title": "T",
+        "description": "D",
+        "author": "A",
+        "language": "de",
+        "base_url": "https://example.com/blog/",
+        "params": {"colour": "red"},
+    }
+    assert (s.llm.provider, s.llm.api_url, s.llm.model) == (
+        "openai",
+        "http://llm.local:8080",
+        "gpt-x",
+    )
+    assert (s.llm.timeout, s.llm.concurrency, s.llm.temperature) == (5.0, 9, 0.0)
+    assert (s.llm.max_tokens, s.llm.top_p, s.llm.system) == (77, 0.5, "Be brief.")
+    assert dict(s.llm.options) == {"seed": 3}
+    assert s.cache == CacheSettings(
+        enabled=False, directory=project.resolve() / "elsewhere", ttl=60
+    )
+    assert s.build.output_dir == project.resolve() / "public"
+    assert s.build.theme == "brutalist"
+    assert dict(s.build.theme_options) == {"accent": "#000"}
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        ("LLM_PROVIDER", "openai", "provider", "openai"),
+        ("LLM_API_URL", "https://proxy.example/", "api_url", "https://proxy.example"),
+        ("LLM_MODEL", "mistral", "model", "mistral"),
+        ("LLM_API_KEY", SECRET, "api_key", SECRET),
+    ],
+)
+def test_environment_overrides_the_file(
+    write_settings: WriteSettings, variable: str, value: str, attribute: str, expected: str
+) -> None:
+    project = write_settings(
+        "site: {title: T}\nllm: {provider: ollama, api_url: 'http://a:1', model: from-file}\n"
+    )
+    before = load_settings(project, environ={})
+    after = load_settings(project, environ={variable: value})
+    assert getattr(before.llm, attribute) != expected
+    assert getattr(after.llm, attribute) == expected
+
+
+def test_provider_from_environment_picks_that_providers_default_url(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings("site: {title: T}\n")
+    settings = load_settings(project, environ={"LLM_PROVIDER": "openai"})
+    assert settings.llm.api_url == DEFAULT_API_URLS["openai"]
+
+
+def test_empty_environment_variables_do_not_override(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: T}\nllm: {model: from-file}\n")
+    settings = load_settings(
+        project, environ={"LLM_MODEL": "", "LLM_PROVIDER": "", "LLM_API_KEY": ""}
+    )
+    assert settings.llm.model == "from-file"
+    assert settings.llm.provider == "ollama"
+    assert settings.llm.api_key is None
+
+
+@pytest.mark.parametrize(
+    ("provider", "environ", "expected"),
+    [
+        pytest.param("openai", {"OPENAI_API_KEY": "sk-openai"}, "sk-openai", id="openai-var"),
+        pytest.param(
+            "openai",
+            {"OPENAI_API_KEY": "sk-openai", "LLM_API_KEY": "sk-generic"},
+            "sk-generic",
+            id="llm-key-wins",
+        ),
+        pytest.param("ollama", {"OPENAI_API_KEY": "sk-openai"}, None, id="ignored-for-ollama"),
+        pytest.param("ollama", {"LLM_API_KEY": "sk-generic"}, "sk-generic", id="ollama-llm-key"),
+    ],
+)
+def test_api_key_sources(
+    write_settings: WriteSettings, provider: str, environ: dict[str, str], expected: str | None
+) -> None:
+    project = write_settings(f"site: {{title: T}}\nllm: {{provider: {provider}}}\n")
+    assert load_settings(project, environ=environ).llm.api_key == expected
+
+
+def test_openai_key_variable_follows_the_provider_chosen_in_the_environment(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings("site: {title: T}\nllm: {provider: ollama}\n")
+    settings = load_settings(
+        project, environ={"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-openai"}
+    )
+    assert settings.llm.api_key == "sk-openai"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected_relative"),
+    [("site-out", "site-out"), ("nested/out", "nested/out")],
+)
+def test_output_dir_from_environment_is_relative_to_the_project(
+    write_settings: WriteSettings, value: str, expected_relative: str
+) -> None:
+    project = write_settings("site: {title: T}\nbuild: {output_dir: from-file}\n")
+    settings = load_settings(project, environ={"TRINITY_OUTPUT_DIR": value})
+    assert settings.build.output_dir == project.resolve() / expected_relative
+
+
+def test_absolute_output_dir_from_environment(
+    write_settings: WriteSettings, tmp_path: Path
+) -> None:
+    project = write_settings("site: {title: T}\n")
+    target = tmp_path / "elsewhere"
+    settings = load_settings(project, environ={"TRINITY_OUTPUT_DIR": str(target)})
+    assert settings.build.output_dir == target
+
+
+def test_environment_is_not_read_from_os_environ_when_given(
+    write_settings: WriteSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = write_settings("site: {title: T}\n")
+    monkeypatch.setenv("LLM_MODEL", "from-os-environ")
+    assert load_settings(project, environ={}).llm.model == LLMSettings.model
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+def test_repr_of_llm_settings_hides_the_api_key(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: T}\n")
+    settings = load_settings(project, environ={"LLM_API_KEY": SECRET})
+    assert settings.llm.api_key == SECRET
+    assert SECRET not in repr(settings.llm)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+@pytest.mark.parametrize("name", ["api_key", "API_KEY", "openai_api_key", "token", "password"])
+def test_a_secret_in_the_settings_file_is_refused_without_echoing_it(
+    write_settings: WriteSettings, name: str
+) -> None:
+    project = write_settings(f"site: {{title: T}}\nllm:\n  {name}: {SECRET}\n")
+    error = config_error(project)
+    assert error.key == f"llm.{name}"
+    assert "LLM_API_KEY" in str(error)
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error)
+    assert SECRET not in str(error.args)
+
+
+def test_a_secret_of_the_wrong_type_is_still_not_echoed(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: T}\nllm:\n  api_key: [sk-list-SECRET]\n")
+    error = config_error(project)
+    assert "sk-list-SECRET" not in str(error)
+
+
+# ---------------------------------------------------------------------------- file errors
+
+
+def test_malformed_yaml_names_file_and_line(write_settings: WriteSettings) -> None:
+    project = write_settings("site:\n  title: T\nllm:\n  model: [unclosed\n  timeout: 3\n")
+    error = config_error(project)
+    message = str(error)
+    assert "settings.yaml" in message
+    assert "line 5" in message
+
+
+def test_duplicate_key_is_refused_with_its_line(write_settings: WriteSettings) -> None:
+    project = write_settings("site:\n  title: A\n  title: B\n")
+    error = config_error(project)
+    assert "duplicate key 'title'" in str(error)
+    assert "line 3" in str(error)
+    assert "settings.yaml" in str(error)
+
+
+def test_duplicate_top_level_section_is_refused(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: A}\nllm: {model: a}\nllm: {model: b}\n")
+    assert "duplicate key 'llm'" in str(config_error(project))
+
+
+def test_unhashable_yaml_key_is_a_config_error(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: T}\n? [a, b]\n: 1\n")
+    error = config_error(project)
+    assert "settings.yaml" in str(error)
+    assert "line 2" in str(error)
+
+
+def test_missing_settings_file(tmp_path: Path) -> None:
+    error = config_error(tmp_path)
+    assert "file not found" in str(error)
+    assert "settings.yaml" in str(error)
+
+
+def test_missing_project_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="project folder not found"):
+        load_settings(tmp_path / "nope", environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "hint"),
+    [
+        pytest.param("site: {title: T}\nsitee: {}\n", "sitee", "site", id="top-level"),
+        pytest.param("site: {title: T}\nllm: {modle: x}\n", "llm.modle", "model", id="llm"),
+        pytest.param("site: {titel: T, title: T}\n", "site.titel", "title", id="site"),
+        pytest.param("site: {title: T}\ncache: {ttk: 3}\n", "cache.ttk", "ttl", id="cache"),
+        pytest.param("site: {title: T}\nbuild: {them: x}\n", "build.them", "theme", id="build"),
+    ],
+)
+def test_unknown_keys_are_refused_with_a_hint(
+    write_settings: WriteSettings, text: str, key: str, hint: str
+) -> None:
+    error = config_error(write_settings(text))
+    assert error.key == key
+    assert f"unknown key '{key.rsplit('.', 1)[-1]}'" in str(error)
+    assert f"did you mean '{hint}'" in str(error)
+    assert "settings.yaml" in str(error)
+
+
+def test_unknown_key_without_a_close_match_has_no_hint(write_settings: WriteSettings) -> None:
+    error = config_error(write_settings("site: {title: T}\nllm: {zzzzzz: 1}\n"))
+    assert "unknown key 'zzzzzz'" in str(error)
+    assert "did you mean" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("llm", "key", "message"),
+    [
+        pytest.param("concurrency: '4'", "llm.concurrency", "expected an integer, got a string"),
+        pytest.param(
+            "concurrency: true", "llm.concurrency", "expected an integer, got true or false"
+        ),
+        pytest.param("max_tokens: 1.5", "llm.max_tokens", "expected an integer, got a number"),
+        pytest.param("temperature: hot", "llm.temperature", "expected a number, got a string"),
+        pytest.param(
+            "temperature: false", "llm.temperature", "expected a number, got true or false"
+        ),
+        pytest.param("timeout: .inf", "llm.timeout", "expected a number"),
+        pytest.param("model: 42", "llm.model", "expected a string, got an integer"),
+        pytest.param("model: ''", "llm.model", "must not be empty"),
+        pytest.param("options: [a]", "llm.options", "expected a mapping, got a list"),
+        pytest.param("concurrency: 0", "llm.concurrency", "must be at least 1"),
+        pytest.param("concurrency: 1001", "llm.concurrency", "must be at most 1000"),
+        pytest.param("temperature: -0.1", "llm.temperature", "must be at least 0"),
+        pytest.param("temperature: 2.5", "llm.temperature", "must be at most 2"),
+        pytest.param("top_p: 1.01", "llm.top_p", "must be at most 1"),
+        pytest.param("max_tokens: 0", "llm.max_tokens", "must be at least 1"),
+        pytest.param("timeout: 0", "llm.timeout", "must be at least 0.1"),
+    ],
+)
+def test_wrong_types_and_ranges_in_llm(
+    write_settings: WriteSettings, llm: str, key: str, message: str
+) -> None:
+    error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  {llm}\n"))
+    assert error.key == key
+    assert message in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        pytest.param("site: [a]\n", "site", "expected a mapping, got a list", id="site-list"),
+        pytest.param("- a\n", None, "expected a mapping, got a list", id="top-list"),
+        pytest.param("site: {title: T}\ncache: {enabled: 'yes'}\n", "cache.enabled",
+                     "expected true or false, got a string", id="cache-enabled"),
+        pytest.param("site: {title: T}\ncache: {ttl: 0}\n", "cache.ttl", "must be at least 1",
+                     id="cache-ttl"),
+        pytest.param("site: {title: T}\nbuild: {output_dir: ''}\n", "build.output_dir",
+                     "must not be empty", id="empty-output"),
+        pytest.param("site: {title: T, params: 3}\n", "site.params",
+                     "expected a mapping, got an integer", id="params"),
+    ],
+)  # fmt: skip
+def test_wrong_shapes_elsewhere(
+    write_settings: WriteSettings, text: str, key: str | None, message: str
+) -> None:
+    error = config_error(write_settings(text))
+    assert error.key == key
+    assert message in str(error)
+
+
+@pytest.mark.parametrize("text", ["site: {}\n", "site: {title: '  '}\n", "llm: {}\n", ""])
+def test_site_title_is_required(write_settings: WriteSettings, text: str) -> None:
+    error = config_error(write_settings(text))
+    assert error.key == "site.title"
+
+
+def test_invalid_provider_in_file_has_a_hint(write_settings: WriteSettings) -> None:
+    error = config_error(write_settings("site: {title: T}\nllm: {provider: olama}\n"))
+    assert error.key == "llm.provider"
+    assert "'olama' is not one of ollama, openai" in str(error)
+    assert "did you mean 'ollama'" in str(error)
+
+
+def test_invalid_provider_in_environment_has_a_hint(write_settings: WriteSettings) -> None:
+    error = config_error(write_settings("site: {title: T}\n"), {"LLM_PROVIDER": "opnai"})
+    assert (error.path, error.key) == ("environment", "LLM_PROVIDER")
+    assert "did you mean 'openai'" in str(error)
+
+
+@pytest.mark.parametrize("url", ["localhost:11434", "ftp://host", "http://", "not a url"])
+def test_bad_api_url_in_file(write_settings: WriteSettings, url: str) -> None:
+    error = config_error(write_settings(f"site: {{title: T}}\nllm: {{api_url: '{url}'}}\n"))
+    assert error.key == "llm.api_url"
+    assert "expected an http(s) URL" in str(error)
+
+
+def test_bad_api_url_in_environment_names_the_variable(write_settings: WriteSettings) -> None:
+    error = config_error(write_settings("site: {title: T}\n"), {"LLM_API_URL": "file:///etc"})
+    assert (error.path, error.key) == ("environment", "LLM_API_URL")
+
+
+@pytest.mark.parametrize("url", ["example.com", "ftp://example.com", "https://", "/relative"])
+def test_bad_base_url(write_settings: WriteSettings, url: str) -> None:
+    error = config_error(write_settings(f"site: {{title: T, base_url: '{url}'}}\n"))
+    assert error.key == "site.base_url"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("https://example.com", "https://example.com/"), ("http://a.b/c//", "http://a.b/c/")],
+)
+def test_base_url_gets_one_trailing_slash(
+    write_settings: WriteSettings, url: str, expected: str
+) -> None:
+    project = write_settings(f"site: {{title: T, base_url: '{url}'}}\n")
+    assert load_settings(project, environ={}).site.base_url == expected
+
+
+def test_the_file_is_validated_even_where_the_environment_overrides_it(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings("site: {title: T}\nllm: {provider: nope}\n")
+    error = config_error(project, {"LLM_PROVIDER": "openai"})
+    assert error.key == "llm.provider"
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def test_config_path_argument_replaces_the_default_file(tmp_path: Path) -> None:
+    project = tmp_path / "site"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "settings.yaml").write_text("site: {title: Default}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("site: {title: Other}\n")
+    settings = load_settings(project, config_path=other, environ={})
+    assert settings.site.title == "Other"
+    assert settings.config_path == other
+    assert settings.project_dir == project.resolve()
+    # Paths in the settings stay relative to the project, not to the config file.
+    assert settings.build.output_dir == project.resolve() / "output"
+
+
+def test_relative_config_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "site"
+    project.mkdir()
+    (tmp_path / "conf.yaml").write_text("site: {title: Relative}\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(project, config_path="conf.yaml", environ={})
+    assert settings.site.title == "Relative"
+    assert settings.config_path == tmp_path.resolve() / "conf.yaml"
+
+
+def test_settings_file_may_be_json(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"site": {"title": "J"}, "llm": {"concurrency": 2}}')
+    settings = load_settings(tmp_path, config_path=tmp_path / "s.json", environ={})
+    assert (settings.site.title, settings.llm.concurrency) == ("J", 2)
+
+
+def test_error_in_a_config_outside_the_project_shows_its_full_path(tmp_path: Path) -> None:
+    project = tmp_path / "site"
+    project.mkdir()
+    other = tmp_path / "other.yaml"
+    other.write_text("site: {title: T}\nllm: {modle: x}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(project, config_path=other, environ={})
+    assert caught.value.path == str(other)
+
+
+def test_error_inside_the_project_shows_a_relative_path(write_settings: WriteSettings) -> None:
+    error = config_error(write_settings("site: {title: T}\nllm: {modle: x}\n"))
+    assert error.path == str(Path("config") / "settings.yaml")
+
+
+def test_project_dir_may_be_a_string(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: T}\n")
+    assert load_settings(str(project), environ={}).project_dir == project.resolve()
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def test_with_overrides_applies_each_choice(
+    write_settings: WriteSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(write_settings("site: {title: T}\n"), environ={})
+    monkeypatch.chdir(tmp_path)
+    changed = settings.with_overrides(
+        output_dir=Path("cli-out"), concurrency=7, theme="brutalist", cache_enabled=False
+    )
+    assert changed.build.output_dir == tmp_path.resolve() / "cli-out"
+    assert changed.llm.concurrency == 7
+    assert changed.build.theme == "brutalist"
+    assert changed.cache.enabled is False
+    # Frozen: the original is untouched.
+    assert settings.llm.concurrency == LLMSettings.concurrency
+    assert settings.build.theme == "minimal"
+    assert settings.cache.enabled is True
+
+
+def test_with_overrides_without_choices_changes_nothing(write_settings: WriteSettings) -> None:
+    settings = load_settings(write_settings("site: {title: T}\n"), environ={})
+    assert settings.with_overrides() == settings
+
+
+@pytest.mark.parametrize("concurrency", [0, -3])
+def test_with_overrides_refuses_concurrency_below_one(
+    write_settings: WriteSettings, concurrency: int
+) -> None:
+    settings = load_settings(write_settings("site: {title: T}\n"), environ={})
+    with pytest.raises(ConfigError) as caught:
+        settings.with_overrides(concurrency=concurrency)
+    assert caught.value.key == "--concurrency"

@@ -1,0 +1,195 @@
+"""render.output: the staged output folder, and sitemap.xml / robots.txt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from trinity.errors import ConfigError
+from trinity.render.output import MARKER_DIR, StagedOutput, robots_txt, sitemap_xml
+
+
+def files_under(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def previous(tmp_path: Path) -> Path:
+    """An output folder a previous build wrote."""
+    out = tmp_path / "output"
+    (out / MARKER_DIR).mkdir(parents=True)
+    (out / "index.html").write_text("old home")
+    (out / "gone" / "index.html").parent.mkdir()
+    (out / "gone" / "index.html").write_text("old page")
+    return out
+
+
+def siblings(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_commit_swaps_in_the_new_tree(tmp_path: Path, previous: Path) -> None:
+    with StagedOutput(previous) as staged:
+        staged.write_text("index.html", "new home")
+        staged.write_text("about/index.html", "about")
+        assert (previous / "index.html").read_text() == "old home"  # untouched until commit
+        staged.commit()
+    assert files_under(previous) == {"index.html": "new home", "about/index.html": "about"}
+    assert (previous / MARKER_DIR).is_dir()
+    assert siblings(tmp_path) == ["output"]  # no staging or retired folder left behind
+
+
+def test_commit_into_a_new_folder(tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "out"
+    with StagedOutput(out) as staged:
+        staged.write_text("index.html", "hi")
+        staged.commit()
+    assert files_under(out) == {"index.html": "hi"}
+    assert (out / MARKER_DIR).is_dir()
+
+
+def test_an_empty_existing_folder_may_be_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with StagedOutput(out) as staged:
+        staged.write_text("index.html", "hi")
+        staged.commit()
+    assert files_under(out) == {"index.html": "hi"}
+
+
+def test_discard_leaves_the_previous_output_untouched(tmp_path: Path, previous: Path) -> None:
+    before = files_under(previous)
+    staged = StagedOutput(previous)
+    staged.write_text("index.html", "new home")
+    staged.discard()
+    assert files_under(previous) == before
+    assert siblings(tmp_path) == ["output"]
+
+
+def test_leaving_the_block_with_an_error_discards(tmp_path: Path, previous: Path) -> None:
+    before = files_under(previous)
+    with pytest.raises(RuntimeError), StagedOutput(previous) as staged:
+        staged.write_text("index.html", "half a build")
+        raise RuntimeError("build failed")
+    assert files_under(previous) == before
+    assert siblings(tmp_path) == ["output"]
+
+
+def test_a_failed_swap_puts_the_old_output_back(
+    tmp_path: Path, previous: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = files_under(previous)
+    staged = StagedOutput(previous)
+    staged.write_text("index.html", "new")
+    original_rename = Path.rename
+
+    def rename(self: Path, target: Path) -> Path:
+        if self == staged.staging:
+            raise OSError("cross-device link")
+        return original_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="cross-device"):
+        staged.commit()
+    monkeypatch.undo()
+    staged.discard()
+    assert files_under(previous) == before
+
+
+def test_refuses_to_replace_a_folder_trinity_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError) as caught:
+        StagedOutput(out)
+    assert caught.value.key == "build.output_dir"
+    assert MARKER_DIR in str(caught.value)
+    assert (out / "thesis.tex").read_text() == "years of work"
+    assert siblings(tmp_path) == ["precious"]
+
+
+def test_refuses_a_file_as_output(tmp_path: Path) -> None:
+    out = tmp_path / "file"
+    out.write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        StagedOutput(out)
+
+
+def test_a_marker_file_is_not_a_marker_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER_DIR).write_text("fake")
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError):
+        StagedOutput(out)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["../escape.html", "a/../../escape.html", "/etc/passwd", "../output/x", "./../x"],
+)
+def test_path_refuses_to_escape(tmp_path: Path, relative: str) -> None:
+    with StagedOutput(tmp_path / "output") as staged:
+        with pytest.raises(ValueError, match="outside the output folder"):
+            staged.path(relative)
+        with pytest.raises(ValueError):
+            staged.write_text(relative, "x")
+    assert not (tmp_path / "escape.html").exists()
+
+
+def test_path_refuses_a_symlink_that_leads_out(tmp_path: Path) -> None:
+    with StagedOutput(tmp_path / "output") as staged:
+        (staged.staging / "link").symlink_to(tmp_path)
+        with pytest.raises(ValueError):
+            staged.path("link/x.html")
+
+
+@pytest.mark.parametrize("relative", ["index.html", "a/b/index.html", "a/../b.html"])
+def test_path_inside_is_allowed(tmp_path: Path, relative: str) -> None:
+    with StagedOutput(tmp_path / "output") as staged:
+        assert staged.path(relative).is_relative_to(staged.staging.resolve())
+
+
+def test_copy_static_later_folders_override(tmp_path: Path) -> None:
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    (parent / "img").mkdir(parents=True)
+    child.mkdir()
+    (parent / "style.css").write_text("parent")
+    (parent / "img" / "a.svg").write_text("svg")
+    (child / "style.css").write_text("child")
+    with StagedOutput(tmp_path / "output") as staged:
+        assert staged.copy_static([parent, child]) == 3
+        staged.commit()
+    assert files_under(tmp_path / "output" / "static") == {
+        "style.css": "child",
+        "img/a.svg": "svg",
+    }
+
+
+def test_sitemap_xml() -> None:
+    xml = sitemap_xml("https://example.com/", ["", "about/", "q/?a=1&b=<2>"])
+    root = ElementTree.fromstring(xml)
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
+    assert root.tag == "{http://www.sitemaps.org/schemas/sitemap/0.9}urlset"
+    assert [loc.text for loc in root.findall("s:url/s:loc", ns)] == [
+        "https://example.com/",
+        "https://example.com/about/",
+        "https://example.com/q/?a=1&b=<2>",
+    ]
+    assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n')
+    assert "&amp;" in xml
+
+
+def test_empty_sitemap_is_valid() -> None:
+    root = ElementTree.fromstring(sitemap_xml("https://e.com/", []))
+    assert list(root) == []
+
+
+def test_robots_txt() -> None:
+    assert robots_txt("https://example.com/sub/") == (
+        "User-agent: *\nAllow: /\n\nSitemap: https://example.com/sub/sitemap.xml\n"
+    )
