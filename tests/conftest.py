@@ -2,11 +2,66 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.fakellm import FakeLLMServer
+
+if TYPE_CHECKING:
+    from tests.e2e.sitekit import SiteProject
+
+# Environment that changes what Trinity does (or how Rich draws): never inherited by a test.
+LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
+LEAKY_VARIABLES = ("OPENAI_API_KEY", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaky_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's LLM_*, TRINITY_*, OPENAI_API_KEY (and colour) settings out.
+
+    Tests that need one of these pass it explicitly (CliRunner `env=`, or `environ=`).
+    """
+    for name in list(os.environ):
+        if name.startswith(LEAKY_VARIABLE_PREFIXES) or name in LEAKY_VARIABLES:
+            monkeypatch.delenv(name)
+
+
+def _is_loopback(address: Any) -> bool:
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX paths and the like never leave the machine
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any in-process connection to a host other than 127.0.0.1 / ::1."""
+    original_connect = socket.socket.connect
+    original_connect_ex = socket.socket.connect_ex
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if not _is_loopback(address):
+            raise AssertionError(f"test tried to connect to {address!r}")
+        original_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if not _is_loopback(address):
+            raise AssertionError(f"test tried to connect to {address!r}")
+        return original_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
 
 
 @pytest.fixture
@@ -17,3 +72,35 @@ def fake_llm() -> Iterator[FakeLLMServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def make_site_project(
+    tmp_path: Path, fake_llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., SiteProject]:
+    """Factory: `make_site_project(name="site", provider="ollama")` -> a SiteProject.
+
+    The project is the example `trinity init` writes, under tmp_path, with llm pointing at
+    `fake_llm` and the json block's answers scripted to match its schema. The working
+    directory is tmp_path, so nothing relative can land in the repository.
+    """
+    from tests.e2e.sitekit import SiteProject
+
+    monkeypatch.chdir(tmp_path)
+
+    def make(name: str = "site", provider: str = "ollama") -> SiteProject:
+        return SiteProject.create(tmp_path / name, fake_llm, provider=provider)
+
+    return make
+
+
+@pytest.fixture
+def site_project(make_site_project: Callable[..., SiteProject]) -> SiteProject:
+    """The example project, talking Ollama to the fake server."""
+    return make_site_project()
+
+
+@pytest.fixture
+def openai_site_project(make_site_project: Callable[..., SiteProject]) -> SiteProject:
+    """The example project, talking the OpenAI protocol to the fake server."""
+    return make_site_project(provider="openai")

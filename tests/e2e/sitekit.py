@@ -1,0 +1,410 @@
+"""Helpers for end-to-end tests: a Trinity project wired to the fake LLM server.
+
+`SiteProject.create` writes the example project that `trinity init` writes, points its
+`llm:` section at a `FakeLLMServer`, and scripts the answers of the example's json block
+(`highlights`) so that they match its schema. Everything lives under the test's
+`tmp_path`; nothing is ever written into the repository.
+
+Runs go through `SiteProject.cli` (Typer's CliRunner, in process) or
+`SiteProject.run` / `SiteProject.popen` (`python -m trinity` in a subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from tests.fakellm import FakeLLMServer, prompt_digest
+from trinity import cli
+from trinity.scaffold import write_project
+
+BUILTIN_THEMES = Path(cli.__file__).resolve().parent / "themes"
+EXAMPLE_API_URL = "http://localhost:11434"
+# Wide enough that Rich never wraps a message or a table cell in the tests.
+CONSOLE_WIDTH = 240
+
+# Variables that would change what a build does; tests pass them explicitly or not at all.
+LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
+LEAKY_VARIABLES = ("OPENAI_API_KEY", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+Args = Sequence[str | Path]
+
+
+def is_leaky_variable(name: str) -> bool:
+    return name.startswith(LEAKY_VARIABLE_PREFIXES) or name in LEAKY_VARIABLES
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run of the CLI did."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def flat(self) -> str:
+        """stdout + stderr with every run of whitespace collapsed to one space."""
+        return " ".join(self.output.split())
+
+    def describe(self) -> str:
+        return f"exit {self.exit_code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+@contextmanager
+def wide_consoles() -> Iterator[None]:
+    """Swap the CLI's consoles for plain, wide ones that write to the current sys.stdout/err.
+
+    Rich reads the terminal size once, when a console is made; this makes output in the
+    tests independent of the developer's terminal and of FORCE_COLOR.
+    """
+    saved = (cli.consoles.out, cli.consoles.err)
+    cli.consoles.out = Console(width=CONSOLE_WIDTH, color_system=None, force_terminal=False)
+    cli.consoles.err = Console(
+        width=CONSOLE_WIDTH, color_system=None, force_terminal=False, stderr=True
+    )
+    try:
+        yield
+    finally:
+        cli.consoles.out, cli.consoles.err = saved
+
+
+def invoke(args: Args, env: Mapping[str, str] | None = None) -> RunResult:
+    """Run `trinity ARGS` in process through Typer's CliRunner."""
+    runner = CliRunner()
+    with wide_consoles():
+        result = runner.invoke(cli.app, [str(a) for a in args], env=dict(env or {}))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # An exception that escaped the CLI is a bug: fail with its own traceback.
+        raise result.exception
+    return RunResult(result.exit_code, result.stdout, result.stderr)
+
+
+def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a `python -m trinity` child: no leaky variables, wide output."""
+    env = {k: v for k, v in os.environ.items() if not is_leaky_variable(k)}
+    env.update(
+        COLUMNS=str(CONSOLE_WIDTH),
+        NO_COLOR="1",
+        PYTHONIOENCODING="utf-8",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+def run_trinity(
+    args: Args,
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> RunResult:
+    """Run `python -m trinity ARGS` in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "trinity", *(str(a) for a in args)],
+        cwd=cwd,
+        env=subprocess_env(env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+    )
+    return RunResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative POSIX path -> bytes)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def highlights_for(name: str) -> list[str]:
+    """The scripted answer of the example's `highlights` json block for one project."""
+    return [f"{name} highlight {n}" for n in ("one", "two", "three")]
+
+
+def highlights_prompt_marker(name: str) -> str:
+    """A substring of the example's `highlights` prompt for the project `name` only."""
+    return f"highlights of {name} ("
+
+
+# --------------------------------------------------------------------------- links
+
+
+class _PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, str]] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(str(values["id"]))
+        href = values.get("href")
+        if tag in ("a", "link") and href is not None:
+            self.links.append((tag, href))
+
+    handle_startendtag = handle_starttag
+
+
+def parse_page(path: Path) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+@dataclass(frozen=True)
+class LinkCheck:
+    checked: int
+    external: list[str]
+    broken: list[str]
+
+
+def check_links(site: Path) -> LinkCheck:
+    """Resolve every <a href> and <link href> of every HTML file in `site`.
+
+    A relative link must name a file, or a folder holding index.html, inside the site;
+    a fragment must name an id in the target page. Root-absolute links ("/x") are broken
+    (the site must work from any sub-path); links with a scheme or host are listed apart.
+    """
+    site = site.resolve()
+    parsed: dict[Path, _PageParser] = {}
+
+    def page(path: Path) -> _PageParser:
+        if path not in parsed:
+            parsed[path] = parse_page(path)
+        return parsed[path]
+
+    checked, external, broken = 0, [], []
+    for html in sorted(site.rglob("*.html")):
+        where = html.relative_to(site).as_posix()
+        for tag, href in page(html).links:
+            parts = urlsplit(href)
+            if parts.scheme or parts.netloc:
+                external.append(f"{where}: <{tag} href={href!r}>")
+                continue
+            checked += 1
+            path = unquote(parts.path)
+            if path.startswith("/"):
+                broken.append(f"{where}: <{tag} href={href!r}> is root-absolute")
+                continue
+            base = html.parent.relative_to(site).as_posix()
+            joined = posixpath.normpath(posixpath.join(base, path)) if path else where
+            if joined == ".." or joined.startswith("../"):
+                broken.append(f"{where}: <{tag} href={href!r}> leaves the site")
+                continue
+            target = site / joined
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{where}: <{tag} href={href!r}> -> {joined} does not exist")
+                continue
+            fragment = unquote(parts.fragment)
+            if fragment and target.suffix == ".html" and fragment not in page(target).ids:
+                broken.append(f"{where}: <{tag} href={href!r}> -> no id {fragment!r}")
+    return LinkCheck(checked, external, broken)
+
+
+# --------------------------------------------------------------------------- project
+
+
+class SiteProject:
+    """A Trinity project under tmp_path whose llm section points at a fake server."""
+
+    def __init__(self, root: Path, server: FakeLLMServer, provider: str) -> None:
+        self.root = root
+        self.server = server
+        self.provider = provider
+
+    @classmethod
+    def create(cls, root: Path, server: FakeLLMServer, *, provider: str = "ollama") -> SiteProject:
+        write_project(root)
+        project = cls(root, server, provider)
+        text = project.settings_path.read_text(encoding="utf-8")
+        # Edit the text rather than re-dump the YAML: the example's file stays as written.
+        replacements = {
+            "provider: ollama ": f"provider: {provider} ",
+            f"api_url: {EXAMPLE_API_URL}": f"api_url: {server.url}",
+            "timeout: 120 ": "timeout: 30 ",
+        }
+        for old, new in replacements.items():
+            assert text.count(old) == 1, f"the example settings changed: {old!r}"
+            text = text.replace(old, new)
+        project.settings_path.write_text(text, encoding="utf-8")
+        for item in project.items:
+            project.script_highlights(item["name"])
+        return project
+
+    def script_highlights(self, name: str, answer: str | None = None) -> None:
+        """Script the answer of project `name`'s highlights block (default: a valid one)."""
+        if answer is None:
+            answer = json.dumps({"highlights": highlights_for(name)})
+        self.server.script(highlights_prompt_marker(name), answer)
+
+    def add_item(self, name: str, description: str, language: str = "Rust") -> None:
+        """Add a project to the example's `projects` collection."""
+        items = [
+            *self.items,
+            {"name": name, "language": language, "year": 2021, "description": description},
+        ]
+        (self.data_dir / "projects.yaml").write_text(yaml.safe_dump(items, sort_keys=False))
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "config" / "settings.yaml"
+
+    @property
+    def pages_path(self) -> Path:
+        return self.root / "content" / "pages.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "content" / "data"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The example's `projects` collection."""
+        data = yaml.safe_load((self.data_dir / "projects.yaml").read_text(encoding="utf-8"))
+        assert isinstance(data, list)
+        return data
+
+    @property
+    def item_slugs(self) -> list[str]:
+        return [_slugify(item["name"]) for item in self.items]
+
+    def page_files(self) -> list[str]:
+        """Every page's HTML file, relative to the output folder."""
+        return [
+            "index.html",
+            "about/index.html",
+            *(f"projects/{slug}/index.html" for slug in self.item_slugs),
+        ]
+
+    def leftovers(self) -> list[Path]:
+        """Staging or retired output folders that a build left behind."""
+        return sorted(
+            p for p in self.root.iterdir() if re.match(r"\.output\.(staging|old)-", p.name)
+        )
+
+    # ------------------------------------------------------------------ files
+
+    def settings(self) -> dict[str, Any]:
+        data = yaml.safe_load(self.settings_path.read_text(encoding="utf-8"))
+        assert isinstance(data, dict)
+        return data
+
+    def write_settings(self, data: Mapping[str, Any]) -> None:
+        self.settings_path.write_text(yaml.safe_dump(dict(data), sort_keys=False), "utf-8")
+
+    def update_settings(self, section: str, **values: Any) -> None:
+        data = self.settings()
+        data.setdefault(section, {}).update(values)
+        self.write_settings(data)
+
+    def pages(self) -> dict[str, Any]:
+        data = yaml.safe_load(self.pages_path.read_text(encoding="utf-8"))
+        assert isinstance(data, dict)
+        return data
+
+    def write_pages(self, data: Mapping[str, Any]) -> None:
+        self.pages_path.write_text(yaml.safe_dump(dict(data), sort_keys=False), "utf-8")
+
+    def edit_pages(self, change: Callable[[list[dict[str, Any]]], None]) -> None:
+        data = self.pages()
+        change(data["pages"])
+        self.write_pages(data)
+
+    def report(self, output: Path | None = None) -> dict[str, Any]:
+        path = (output or self.output) / ".trinity" / "report.json"
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert isinstance(data, dict)
+        return data
+
+    def html(self, relative: str, output: Path | None = None) -> str:
+        return ((output or self.output) / relative).read_text(encoding="utf-8")
+
+    # ------------------------------------------------------------------ runs
+
+    def cli(self, *args: str | Path, env: Mapping[str, str] | None = None) -> RunResult:
+        """`trinity ARGS` through CliRunner (in process)."""
+        return invoke(args, env)
+
+    def build(self, *args: str | Path, env: Mapping[str, str] | None = None) -> RunResult:
+        """`trinity build --project ROOT ARGS` through CliRunner."""
+        return invoke(["build", "--project", self.root, *args], env)
+
+    def run(
+        self, *args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 120
+    ) -> RunResult:
+        """`python -m trinity ARGS` in a subprocess, from the project's parent folder."""
+        return run_trinity(args, cwd=self.root.parent, env=env, timeout=timeout)
+
+    def popen(self, *args: str | Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trinity", *(str(a) for a in args)],
+            cwd=self.root.parent,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+
+    # ------------------------------------------------------------------ expectations
+
+    def expected_digests(self, theme: str = "minimal") -> dict[str, list[str]]:
+        """Page file -> the digests of the fake server's answers to its text blocks.
+
+        The system message is the theme's voice from its theme.yaml (the example sets no
+        site or block system prompt); the user message is the block's rendered prompt.
+        """
+        from trinity.build import prepare
+
+        voice = yaml.safe_load((BUILTIN_THEMES / theme / "theme.yaml").read_text("utf-8"))[
+            "voice"
+        ].strip()
+        project = prepare(self.root, theme=theme)
+        return {
+            page.output_path: [
+                prompt_digest(voice, block.prompt)
+                for block in page.blocks
+                if block.format != "json"
+            ]
+            for page in project.site.pages
+        }
+
+
+def _slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

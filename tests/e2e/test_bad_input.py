@@ -1,0 +1,305 @@
+"""Bad input: exit code 2, one message naming the file and key, no traceback, no request.
+
+Every mistake must be caught while the project is validated, before the first LLM call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.sitekit import RunResult, SiteProject, invoke, snapshot
+
+SETTINGS = "config/settings.yaml"
+PAGES = "content/pages.yaml"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad project: how to break it, and what the message must say."""
+
+    break_it: Callable[[SiteProject], None]
+    expected: list[str]
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    check_too: bool = True  # `trinity check` must refuse it too
+
+
+def settings_text(text: str) -> Callable[[SiteProject], None]:
+    def change(project: SiteProject) -> None:
+        project.settings_path.write_text(text, "utf-8")
+
+    return change
+
+
+def setting(section: str, **values: Any) -> Callable[[SiteProject], None]:
+    def change(project: SiteProject) -> None:
+        project.update_settings(section, **values)
+
+    return change
+
+
+def page(index: int, **values: Any) -> Callable[[SiteProject], None]:
+    def change(project: SiteProject) -> None:
+        project.edit_pages(lambda pages: pages[index].update(values))
+
+    return change
+
+
+def block(index: int, name: str, value: Any) -> Callable[[SiteProject], None]:
+    def change(project: SiteProject) -> None:
+        project.edit_pages(lambda pages: pages[index]["blocks"].__setitem__(name, value))
+
+    return change
+
+
+def broken_theme_template(project: SiteProject) -> None:
+    theme = project.root / "themes" / "broken"
+    (theme / "templates").mkdir(parents=True)
+    (theme / "theme.yaml").write_text(
+        "name: broken\ndescription: Minimal with a broken page.\nextends: minimal\n", "utf-8"
+    )
+    (theme / "templates" / "page.html").write_text(
+        '{% extends "base.html" %}\n{% block content %}\n  <h1>{{ page.title }</h1>\n'
+        "{% endblock %}\n",
+        "utf-8",
+    )
+    project.update_settings("build", theme="broken")
+
+
+def broken_site_template(project: SiteProject) -> None:
+    (project.root / "templates").mkdir()
+    (project.root / "templates" / "item.html").write_text(
+        '{% extends "base.html" %}\n{% block content %}{% for x in %}{% endblock %}\n', "utf-8"
+    )
+
+
+def duplicate_page(project: SiteProject) -> None:
+    project.edit_pages(lambda pages: pages.append(dict(pages[1])))
+
+
+def duplicate_item(project: SiteProject) -> None:
+    project.add_item("Lumen", "Another project with the same name.")
+
+
+def broken_data_file(project: SiteProject) -> None:
+    (project.data_dir / "profile.yaml").write_text("name: Mara\nrole: Python: dev\n", "utf-8")
+
+
+def secret_in_settings(project: SiteProject) -> None:
+    project.update_settings("llm", api_key="sk-from-the-file-0123456789")
+
+
+def output_is_a_file(project: SiteProject) -> None:
+    project.output.write_text("not a folder\n", "utf-8")
+
+
+CASES: dict[str, Case] = {
+    "malformed-yaml": Case(
+        settings_text("site:\n  title: Mara: Quinn\n"),
+        ["config/settings.yaml", "invalid YAML at line 2, column 14"],
+    ),
+    "duplicate-yaml-key": Case(
+        settings_text("site:\n  title: Mara\nsite:\n  title: Again\n"),
+        ["config/settings.yaml", "duplicate key 'site'", "line 3"],
+    ),
+    "unknown-setting": Case(
+        setting("llm", modle="llama3.2"),
+        [SETTINGS, "llm.modle", "unknown key 'modle'", "(did you mean 'model'?)"],
+    ),
+    "unknown-section": Case(
+        settings_text("site:\n  title: Mara\nbulid:\n  theme: minimal\n"),
+        [SETTINGS, "bulid", "unknown key 'bulid'", "(did you mean 'build'?)"],
+    ),
+    "wrong-type": Case(
+        setting("llm", concurrency="four"),
+        [SETTINGS, "llm.concurrency", "expected an integer, got a string"],
+    ),
+    "out-of-range": Case(
+        setting("llm", temperature=7),
+        [SETTINGS, "llm.temperature", "must be at most 2"],
+    ),
+    "missing-title": Case(
+        setting("site", title=""),
+        [SETTINGS, "site.title", "must not be empty"],
+    ),
+    "bad-base-url": Case(
+        setting("site", base_url="example.com"),
+        [SETTINGS, "site.base_url", "expected an http(s) URL"],
+    ),
+    "unknown-provider": Case(
+        setting("llm", provider="olama"),
+        [SETTINGS, "llm.provider", "'olama' is not one of ollama, openai", "did you mean 'ollama'"],
+    ),
+    "secret-in-settings": Case(
+        secret_in_settings,
+        [SETTINGS, "llm.api_key", "environment only", "LLM_API_KEY"],
+    ),
+    "bad-environment": Case(
+        lambda project: None,
+        ["environment", "LLM_PROVIDER", "'claude' is not one of ollama, openai"],
+        env={"LLM_PROVIDER": "claude"},
+    ),
+    "unknown-theme-setting": Case(
+        setting("build", theme="brutal"),
+        [SETTINGS, "build.theme", "unknown theme 'brutal'", "(did you mean 'brutalist'?)"],
+    ),
+    "unknown-theme-option": Case(
+        lambda project: None,
+        ["--theme", "unknown theme 'nope'", "available: brutalist, minimal"],
+        args=["--theme", "nope"],
+    ),
+    "unknown-theme-setting-option": Case(
+        setting("build", theme_options={"acent": "#000"}),
+        [SETTINGS, "build.theme_options.acent", "(did you mean 'accent'?)"],
+    ),
+    "theme-template-syntax-error": Case(
+        broken_theme_template,
+        ["themes/broken/templates/page.html", "template syntax error at line 3"],
+    ),
+    "site-template-syntax-error": Case(
+        broken_site_template,
+        ["templates/item.html", "template syntax error at line 2"],
+    ),
+    "missing-template": Case(
+        page(1, template="nope.html"),
+        ["template 'nope.html' not found", "content/pages.yaml pages[1]"],
+    ),
+    "prompt-unknown-variable": Case(
+        block(0, "intro", "Introduce {{ data.profile.nickname }}."),
+        [PAGES, "pages[0].blocks.intro.prompt", "unknown variable", "nickname"],
+    ),
+    "prompt-syntax-error": Case(
+        block(1, "about", {"prompt": "About {{ data.profile.name "}),
+        [PAGES, "pages[1].blocks.about.prompt", "template syntax error"],
+    ),
+    "unknown-block-key": Case(
+        block(1, "now", {"prompt": "Now?", "max_token": 80}),
+        [PAGES, "pages[1].blocks.now.max_token", "(did you mean 'max_tokens'?)"],
+    ),
+    "bad-block-format": Case(
+        block(1, "now", {"prompt": "Now?", "format": "html"}),
+        [PAGES, "pages[1].blocks.now.format", "'html' is not one of markdown, text, json"],
+    ),
+    "bad-json-schema": Case(
+        block(2, "highlights", {"prompt": "List.", "format": "json", "schema": {"type": 12}}),
+        [PAGES, "pages[2].blocks.highlights.schema", "not a valid JSON schema"],
+    ),
+    "unsafe-slug-dotdot": Case(
+        page(1, slug="../escape"), [PAGES, "pages[1].slug", "must not contain '..'"]
+    ),
+    "unsafe-slug-absolute": Case(
+        page(1, slug="/etc/about"), [PAGES, "pages[1].slug", "must be relative"]
+    ),
+    "unsafe-slug-reserved": Case(
+        page(1, slug="static/about"), [PAGES, "pages[1].slug", "reserved folder"]
+    ),
+    "unsafe-slug-from-template": Case(
+        page(2, slug="projects/{{ item.name }}"),
+        [PAGES, "pages[2].slug", "slug 'projects/Tidewater' (item 1 of 'projects')"],
+    ),
+    "duplicate-slug": Case(
+        duplicate_page, [PAGES, "pages[3]", "slug 'about' is used twice", "pages[1]"]
+    ),
+    "duplicate-slug-in-collection": Case(
+        duplicate_item, [PAGES, "pages[2]", "slug 'projects/lumen' is used twice"]
+    ),
+    "missing-data-file": Case(
+        page(2, collection="talks"),
+        [PAGES, "pages[2].collection", "no data file 'talks' in content/data/"],
+    ),
+    "broken-data-file": Case(
+        broken_data_file, ["content/data/profile.yaml", "invalid YAML at line 2"]
+    ),
+    "output-is-a-file": Case(output_is_a_file, ["output", "not a folder"], check_too=False),
+}
+
+
+def assert_bad_input(result: RunResult, expected: list[str]) -> None:
+    assert result.exit_code == 2, result.describe()
+    assert "Traceback" not in result.output
+    assert "Error:" in result.stderr
+    for fragment in expected:
+        assert fragment in result.flat, (fragment, result.describe())
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_bad_input_is_refused_before_any_request(site_project: SiteProject, case: Case) -> None:
+    case.break_it(site_project)
+    project_files = snapshot(site_project.root)
+
+    built = site_project.build(*case.args, env=case.env)
+
+    assert_bad_input(built, case.expected)
+    assert site_project.server.request_count == 0
+    assert not (site_project.output / "index.html").exists()
+    assert site_project.leftovers() == []
+    if case.check_too:
+        checked = site_project.cli(
+            "check", "--project", site_project.root, *case.args, env=case.env
+        )
+        assert_bad_input(checked, case.expected)
+        assert site_project.server.request_count == 0
+    # Nothing in the project was touched (the cache folder may have been created).
+    after = {k: v for k, v in snapshot(site_project.root).items() if not k.startswith(".cache/")}
+    assert after == project_files
+
+
+def test_secret_from_the_settings_file_is_never_shown(site_project: SiteProject) -> None:
+    secret_in_settings(site_project)
+
+    result = site_project.build()
+
+    assert result.exit_code == 2
+    assert "sk-from-the-file" not in result.output
+
+
+@pytest.mark.parametrize("case", ["malformed-yaml", "missing-template", "unknown-theme-option"])
+def test_bad_input_in_a_subprocess(site_project: SiteProject, case: str) -> None:
+    CASES[case].break_it(site_project)
+
+    result = site_project.run("build", "--project", site_project.root, *CASES[case].args)
+
+    assert_bad_input(result, CASES[case].expected)
+    assert site_project.server.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["build", "--colour"], "--colour"), (["build", "--theme"], "--theme"), (["bild"], "bild")],
+    ids=["unknown-option", "missing-value", "unknown-command"],
+)
+def test_cli_usage_errors_exit_2(site_project: SiteProject, args: list[str], named: str) -> None:
+    result = site_project.cli(*args)
+
+    assert result.exit_code == 2, result.describe()
+    assert "Traceback" not in result.output
+    assert named in result.output
+    assert site_project.server.request_count == 0
+
+
+def test_unknown_cli_option_suggests_the_right_one(site_project: SiteProject) -> None:
+    result = site_project.cli("build", "--dry-runn")
+
+    assert result.exit_code == 2
+    assert "--dry-runn" in result.output
+    assert "--dry-run" in result.output.replace("--dry-runn", "")
+
+
+def test_missing_project_folder(tmp_path: Path) -> None:
+    result = invoke(["build", "--project", tmp_path / "nowhere"])
+
+    assert_bad_input(result, ["nowhere", "project folder not found"])
+
+
+def test_missing_pages_file(site_project: SiteProject) -> None:
+    site_project.pages_path.unlink()
+
+    result = site_project.build()
+
+    assert_bad_input(result, [PAGES, "file not found"])
+    assert site_project.server.request_count == 0

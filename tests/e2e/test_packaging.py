@@ -1,0 +1,135 @@
+"""The wheel: it must carry the themes, the example project and py.typed, and declare
+every third-party package that trinity imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+THEMES = ("minimal", "brutalist")
+THEME_FILES = (
+    "theme.yaml",
+    "static/style.css",
+    "templates/base.html",
+    "templates/index.html",
+    "templates/page.html",
+    "templates/item.html",
+)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """A wheel built from a copy of the source tree (the repository is never written to)."""
+    pytest.importorskip("hatchling", reason="building the wheel offline needs hatchling")
+    base = tmp_path_factory.mktemp("wheel")
+    source = base / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "trinity",
+        source / "trinity",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache"),
+    )
+    dist = base / "dist"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "-w",
+            str(dist),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (built,) = dist.glob("trinity-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def _metadata(wheel: zipfile.ZipFile) -> tuple[str, str]:
+    (meta,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    return wheel.read(meta).decode(), wheel.read(entry_points).decode()
+
+
+@pytest.mark.slow
+def test_wheel_contains_themes_example_and_py_typed(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+
+    for theme in THEMES:
+        for relative in THEME_FILES:
+            assert f"trinity/themes/{theme}/{relative}" in names, (theme, relative)
+    example = {
+        "trinity/example/config/settings.yaml",
+        "trinity/example/content/pages.yaml",
+        "trinity/example/content/data/profile.yaml",
+        "trinity/example/content/data/projects.yaml",
+        "trinity/example/gitignore",
+    }
+    assert example <= names
+    assert "trinity/py.typed" in names
+    assert "trinity/__main__.py" in names
+    # The source tree's symlinks, caches and tests stay out.
+    assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "config/"))]
+
+
+@pytest.mark.slow
+def test_wheel_declares_its_console_script(wheel: zipfile.ZipFile) -> None:
+    _, entry_points = _metadata(wheel)
+
+    assert re.search(r"^trinity\s*=\s*trinity\.cli:main\s*$", entry_points, re.MULTILINE)
+
+
+def _imported_top_level_modules() -> set[str]:
+    modules: set[str] = set()
+    for path in (REPO / "trinity").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names) - {"trinity", "__future__"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.slow
+def test_wheel_declares_every_imported_distribution(wheel: zipfile.ZipFile) -> None:
+    metadata, _ = _metadata(wheel)
+    message = Parser().parsestr(metadata)
+    declared = {
+        _normalise(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
+        for requirement in message.get_all("Requires-Dist") or []
+        if "extra ==" not in requirement
+    }
+    providers = importlib.metadata.packages_distributions()
+
+    missing = {}
+    for module in sorted(_imported_top_level_modules()):
+        distributions = {_normalise(d) for d in providers.get(module, [module])}
+        if not distributions & declared:
+            missing[module] = sorted(distributions)
+
+    assert missing == {}, f"imported by trinity but not in [project].dependencies: {missing}"
