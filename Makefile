@@ -32,12 +32,12 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check trinity tests benchmarks
-	$(BIN)/ruff format --check trinity tests benchmarks
+	$(BIN)/ruff check trinity tests
+	$(BIN)/ruff format --check trinity tests
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix trinity tests benchmarks
-	$(BIN)/ruff format trinity tests benchmarks
+	$(BIN)/ruff check --fix trinity tests
+	$(BIN)/ruff format trinity tests
 
 type-check: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy --strict trinity
