@@ -23,14 +23,21 @@ import jsonschema
 
 from trinity import __version__
 from trinity.cache.manager import CacheManager
-from trinity.config import Settings, display_path, load_settings
+from trinity.config import Settings, load_settings
 from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.render.markdown import render_markdown, render_text
-from trinity.render.output import MARKER_DIR, StagedOutput, robots_txt, sitemap_xml
+from trinity.render.output import (
+    MARKER_DIR,
+    StagedOutput,
+    check_output_dir,
+    robots_txt,
+    sitemap_xml,
+)
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
-from trinity.site import INDEX_SLUG, Block, Page, Site, load_site
+from trinity.site import INDEX_SLUG, PAGES_FILE, Block, Page, Site, load_site
+from trinity.yamlfile import shown_path
 
 REPORT_FILE = f"{MARKER_DIR}/report.json"
 GENERATOR = f"Trinity {__version__}"
@@ -162,18 +169,21 @@ def prepare(
         # The name came from the settings file, not from --theme: point there.
         raise ThemeError(
             exc.detail,
-            path=display_path(settings.config_path, settings.project_dir),
+            path=shown_path(settings.config_path),
             key="build.theme",
         ) from None
     renderer = ThemeRenderer(
         chosen,
         settings.project_dir,
         settings.build.theme_options,
-        settings_path=display_path(settings.config_path, settings.project_dir),
+        settings_path=shown_path(settings.config_path),
     )
     site = load_site(settings)
-    used_by = {page.template: f"content/pages.yaml {page.source}" for page in site.pages}
-    renderer.require(sorted(used_by), used_by)
+    used_by: dict[str, str] = {}
+    for page in site.pages:
+        used_by.setdefault(page.template, page.source)  # the first page to ask names it
+    renderer.require(used_by, pages_path=shown_path(settings.project_dir / PAGES_FILE))
+    check_output_dir(settings.build.output_dir)
     return Project(settings, chosen, renderer, site)
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from trinity.errors import ConfigError
 from trinity.schema import Fields
-from trinity.yamlfile import did_you_mean, load_data_file
+from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 SETTINGS_FILE = Path("config") / "settings.yaml"
 
@@ -131,7 +131,7 @@ def load_settings(
     if not path.is_absolute():
         path = (Path.cwd() / path).resolve()
     env = os.environ if environ is None else environ
-    shown = display_path(path, project)
+    shown = shown_path(path)
     top = Fields(load_data_file(path, ConfigError), path=shown, key="", error=ConfigError)
     site = _read_site(Fields(top.value("site"), path=shown, key="site", error=ConfigError))
     llm = _read_llm(Fields(top.value("llm"), path=shown, key="llm", error=ConfigError), env)
@@ -142,14 +142,6 @@ def load_settings(
     build = replace(build, output_dir=project / (output_dir or build.output_dir))
     cache = replace(cache, directory=project / cache.directory)
     return Settings(project, path, site, llm, cache, build)
-
-
-def display_path(path: Path, project: Path) -> str:
-    """`path` relative to the project when it is inside it, as messages show it."""
-    try:
-        return str(path.relative_to(project))
-    except ValueError:
-        return str(path)
 
 
 def _read_site(f: Fields) -> SiteSettings:
@@ -170,7 +162,7 @@ def _read_site(f: Fields) -> SiteSettings:
         base_url=base_url,
         params=MappingProxyType(f.mapping("params")),
     )
-    f.done()
+    f.done(also="your own values belong under site.params")
     return site
 
 

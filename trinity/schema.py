@@ -165,9 +165,12 @@ class Fields:
         if maximum is not None and value > maximum:
             raise self.fail(f"must be at most {maximum}, got {value}", name)
 
-    def done(self) -> None:
-        """Reject every key that was never read: it is a typo or a setting we do not have."""
+    def done(self, also: str | None = None) -> None:
+        """Reject every key that was never read: it is a typo or a setting we do not have.
+
+        `also` is advice added when no known key is close to the unknown one.
+        """
         for name in self.raw:
             if name not in self._seen:
-                hint = did_you_mean(name, self._seen)
+                hint = did_you_mean(name, self._seen) or (f" ({also})" if also else "")
                 raise self.fail(f"unknown key '{name}'{hint}", name)

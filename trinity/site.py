@@ -22,7 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from trinity.config import Settings
 from trinity.errors import ContentError
 from trinity.schema import REQUIRED, Fields, describe
-from trinity.yamlfile import load_data_file
+from trinity.yamlfile import load_data_file, shown_path
 
 PAGES_FILE = Path("content") / "pages.yaml"
 DATA_DIR = Path("content") / "data"
@@ -62,6 +62,7 @@ class Page:
     collection: str | None = None
     item: Any = None
     source: str = ""  # the key path in pages.yaml that made this page, for messages
+    origin: str = ""  # which collection item made it, for messages: " (item 2 of 'projects')"
 
     @property
     def url(self) -> str:
@@ -127,7 +128,7 @@ def load_data(project_dir: Path) -> dict[str, Any]:
         if path.stem in data:
             raise ContentError(
                 f"two data files are named '{path.stem}'; keep one",
-                path=str(path.relative_to(project_dir)),
+                path=shown_path(path),
             )
         data[path.stem] = load_data_file(path, ContentError)
     return data
@@ -137,7 +138,7 @@ def load_site(settings: Settings) -> Site:
     """Read, validate and expand the site's pages; render every prompt."""
     project = settings.project_dir
     data = load_data(project)
-    shown = str(PAGES_FILE)
+    shown = shown_path(project / PAGES_FILE)
     top = Fields(
         load_data_file(project / PAGES_FILE, ContentError),
         path=shown,
@@ -171,7 +172,8 @@ def _check_unique_slugs(pages: Sequence[Page], shown: str) -> None:
         earlier = first_by_slug.setdefault(page.slug, page)
         if earlier is not page:
             raise ContentError(
-                f"slug '{page.slug}' is used twice (also by {earlier.source})",
+                f"slug '{page.slug}'{page.origin} is used twice: also by "
+                f"{earlier.source}{earlier.origin}",
                 path=shown,
                 key=page.source,
             )
@@ -265,6 +267,7 @@ class _Planner:
                     collection=collection,
                     item=item,
                     source=f.key,
+                    origin=where,
                 )
             )
         return pages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,31 +43,48 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Ha
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def shown_path(path: Path | str) -> str:
+    """A path as messages show it: relative to the working folder when inside it."""
+    # abspath folds '..' without following symlinks, so paths read as the user wrote them.
+    absolute = Path(os.path.abspath(path))  # noqa: PTH100
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
 def load_data_file(path: Path, error: type[InputError]) -> Any:
     """Parse a YAML (.yaml, .yml) or JSON (.json) file; raise `error` naming file and line."""
+    shown = shown_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise error("file not found", path=str(path)) from None
+        raise error("file not found", path=shown) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read file: {exc}", path=str(path)) from None
+        raise error(f"cannot read file: {exc}", path=shown) from None
     if path.suffix == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise error(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=str(path)) from None
+            raise error(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=shown) from None
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise error(_describe_yaml_error(exc), path=str(path)) from None
+        raise error(_describe_yaml_error(exc), path=shown) from None
 
 
 def _describe_yaml_error(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
+    # PyYAML's context says where an unclosed bracket or quote began, often the real culprit.
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    started = ""
+    if context and context_mark is not None:
+        started = f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
     if mark is not None:
-        return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return f"invalid YAML: {problem}"
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"invalid YAML at {where}: {problem}{started}"
+    return f"invalid YAML: {problem}{started}"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -14,8 +14,9 @@ import pytest
 
 from tests.e2e.sitekit import RunResult, SiteProject, invoke, snapshot
 
-SETTINGS = "config/settings.yaml"
-PAGES = "content/pages.yaml"
+# The working folder is the project's parent, and messages show paths relative to it.
+SETTINGS = "site/config/settings.yaml"
+PAGES = "site/content/pages.yaml"
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,19 @@ def output_is_a_file(project: SiteProject) -> None:
     project.output.write_text("not a folder\n", "utf-8")
 
 
+def foreign_output_folder(project: SiteProject) -> None:
+    project.output.mkdir()
+    (project.output / "thesis.tex").write_text("years of work\n", "utf-8")
+
+
 CASES: dict[str, Case] = {
     "malformed-yaml": Case(
         settings_text("site:\n  title: Mara: Quinn\n"),
-        ["config/settings.yaml", "invalid YAML at line 2, column 14"],
+        [SETTINGS, "invalid YAML at line 2, column 14"],
     ),
     "duplicate-yaml-key": Case(
         settings_text("site:\n  title: Mara\nsite:\n  title: Again\n"),
-        ["config/settings.yaml", "duplicate key 'site'", "line 3"],
+        [SETTINGS, "duplicate key 'site'", "line 3"],
     ),
     "unknown-setting": Case(
         setting("llm", modle="llama3.2"),
@@ -159,15 +165,18 @@ CASES: dict[str, Case] = {
     ),
     "theme-template-syntax-error": Case(
         broken_theme_template,
-        ["themes/broken/templates/page.html", "template syntax error at line 3"],
+        ["site/themes/broken/templates/page.html", "template syntax error at line 3"],
     ),
     "site-template-syntax-error": Case(
         broken_site_template,
-        ["templates/item.html", "template syntax error at line 2"],
+        ["site/templates/item.html", "template syntax error at line 2"],
     ),
     "missing-template": Case(
         page(1, template="nope.html"),
-        ["template 'nope.html' not found", "content/pages.yaml pages[1]"],
+        [
+            f"{PAGES}: pages[1].template: template 'nope.html' not found in theme 'minimal'",
+            "(did you mean 'page.html'?)",
+        ],
     ),
     "prompt-unknown-variable": Case(
         block(0, "intro", "Introduce {{ data.profile.nickname }}."),
@@ -203,19 +212,32 @@ CASES: dict[str, Case] = {
         [PAGES, "pages[2].slug", "slug 'projects/Tidewater' (item 1 of 'projects')"],
     ),
     "duplicate-slug": Case(
-        duplicate_page, [PAGES, "pages[3]", "slug 'about' is used twice", "pages[1]"]
+        duplicate_page, [f"{PAGES}: pages[3]: slug 'about' is used twice: also by pages[1]"]
     ),
     "duplicate-slug-in-collection": Case(
-        duplicate_item, [PAGES, "pages[2]", "slug 'projects/lumen' is used twice"]
+        duplicate_item,
+        [
+            f"{PAGES}: pages[2]: slug 'projects/lumen' (item 5 of 'projects') is used twice: "
+            "also by pages[2] (item 4 of 'projects')"
+        ],
     ),
     "missing-data-file": Case(
         page(2, collection="talks"),
         [PAGES, "pages[2].collection", "no data file 'talks' in content/data/"],
     ),
     "broken-data-file": Case(
-        broken_data_file, ["content/data/profile.yaml", "invalid YAML at line 2"]
+        broken_data_file, ["site/content/data/profile.yaml", "invalid YAML at line 2"]
     ),
-    "output-is-a-file": Case(output_is_a_file, ["output", "not a folder"], check_too=False),
+    "output-is-a-file": Case(
+        output_is_a_file, ["build.output_dir: site/output exists and is not a folder"]
+    ),
+    "foreign-output-folder": Case(
+        foreign_output_folder,
+        [
+            "build.output_dir: site/output is not empty and was not written by Trinity",
+            "no .trinity/ inside",
+        ],
+    ),
 }
 
 

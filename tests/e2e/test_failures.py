@@ -274,8 +274,10 @@ def test_foreign_output_folder_is_refused(site_project: SiteProject) -> None:
 
     assert result.exit_code == 2, result.describe()
     assert "Traceback" not in result.output
-    assert "not written by Trinity" in result.flat
-    assert str(site_project.output) in result.flat
+    # The working folder is the project's parent: the folder is shown relative to it.
+    assert "build.output_dir: site/output is not empty and was not written by Trinity" in (
+        result.flat
+    )
     assert snapshot(site_project.output) == before
     assert site_project.server.chat_count == 0
     assert site_project.leftovers() == []
@@ -292,6 +294,20 @@ def test_foreign_output_option_is_refused(site_project: SiteProject, tmp_path: P
     assert "not written by Trinity" in result.flat
     assert snapshot(home) == {".bashrc": b"export PATH\n"}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".home.")] == []
+    assert site_project.server.chat_count == 0
+
+
+def test_foreign_output_folder_outside_the_working_folder_is_shown_in_full(
+    site_project: SiteProject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "notes.txt").write_text("mine\n", "utf-8")
+
+    result = site_project.build("--output", elsewhere)
+
+    assert result.exit_code == 2, result.describe()
+    assert f"build.output_dir: {elsewhere} is not empty" in result.flat
+    assert snapshot(elsewhere) == {"notes.txt": b"mine\n"}
     assert site_project.server.chat_count == 0
 
 

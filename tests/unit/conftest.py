@@ -20,6 +20,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from tmp_path, as a user runs from their project: messages show relative paths."""
+    monkeypatch.chdir(tmp_path)
+
+
 class ProjectFactory:
     """Writes config/settings.yaml, content/pages.yaml and content/data/ under one folder."""
 

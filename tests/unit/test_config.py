@@ -315,6 +315,26 @@ def test_unknown_key_without_a_close_match_has_no_hint(write_settings: WriteSett
     error = config_error(write_settings("site: {title: T}\nllm: {zzzzzz: 1}\n"))
     assert "unknown key 'zzzzzz'" in str(error)
     assert "did you mean" not in str(error)
+    assert "site.params" not in str(error)
+
+
+def test_unknown_site_key_without_a_close_match_points_at_site_params(
+    write_settings: WriteSettings,
+) -> None:
+    error = config_error(write_settings("site: {title: T, colour: red}\n"))
+    assert error.key == "site.colour"
+    assert str(error) == (
+        "config/settings.yaml: site.colour: unknown key 'colour' "
+        "(your own values belong under site.params)"
+    )
+
+
+def test_unknown_site_key_with_a_close_match_gets_the_hint_not_the_advice(
+    write_settings: WriteSettings,
+) -> None:
+    error = config_error(write_settings("site: {titel: T, title: T}\n"))
+    assert "did you mean 'title'" in str(error)
+    assert "site.params" not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -464,14 +484,40 @@ def test_settings_file_may_be_json(tmp_path: Path) -> None:
     assert (settings.site.title, settings.llm.concurrency) == ("J", 2)
 
 
-def test_error_in_a_config_outside_the_project_shows_its_full_path(tmp_path: Path) -> None:
+def test_error_in_a_config_outside_the_working_folder_shows_its_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "site"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    other = tmp_path / "other.yaml"
+    other.write_text("site: {title: T}\nllm: {modle: x}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(project, config_path=other, environ={})
+    assert caught.value.path == str(other)
+
+
+def test_error_in_a_config_outside_the_project_but_in_the_working_folder_is_relative(
+    tmp_path: Path,
+) -> None:
     project = tmp_path / "site"
     project.mkdir()
     other = tmp_path / "other.yaml"
     other.write_text("site: {title: T}\nllm: {modle: x}\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(project, config_path=other, environ={})
-    assert caught.value.path == str(other)
+    assert caught.value.path == "other.yaml"
+
+
+def test_paths_are_shown_relative_to_the_working_folder_not_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "site"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "settings.yaml").write_text("site: {title: T}\nllm: {modle: x}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(project, environ={})
+    assert caught.value.path == str(Path("site") / "config" / "settings.yaml")
 
 
 def test_error_inside_the_project_shows_a_relative_path(write_settings: WriteSettings) -> None:

@@ -8,7 +8,13 @@ from xml.etree import ElementTree
 import pytest
 
 from trinity.errors import ConfigError
-from trinity.render.output import MARKER_DIR, StagedOutput, robots_txt, sitemap_xml
+from trinity.render.output import (
+    MARKER_DIR,
+    StagedOutput,
+    check_output_dir,
+    robots_txt,
+    sitemap_xml,
+)
 
 
 def files_under(folder: Path) -> dict[str, str]:
@@ -107,16 +113,44 @@ def test_refuses_to_replace_a_folder_trinity_did_not_write(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         StagedOutput(out)
     assert caught.value.key == "build.output_dir"
+    assert str(caught.value).startswith(
+        "build.output_dir: precious is not empty and was not written by Trinity"
+    )
     assert MARKER_DIR in str(caught.value)
     assert (out / "thesis.tex").read_text() == "years of work"
     assert siblings(tmp_path) == ["precious"]
 
 
+def test_a_refused_output_folder_outside_the_working_folder_is_shown_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError) as caught:
+        check_output_dir(out)
+    assert f"build.output_dir: {out} is not empty" in str(caught.value)
+
+
+def test_check_output_dir_accepts_a_missing_an_empty_or_a_trinity_folder(
+    tmp_path: Path, previous: Path
+) -> None:
+    check_output_dir(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty")
+    check_output_dir(previous)
+    assert not (tmp_path / "missing").exists()
+
+
 def test_refuses_a_file_as_output(tmp_path: Path) -> None:
     out = tmp_path / "file"
     out.write_text("x")
-    with pytest.raises(ConfigError, match="not a folder"):
+    with pytest.raises(ConfigError) as caught:
         StagedOutput(out)
+    assert caught.value.key == "build.output_dir"
+    assert str(caught.value) == "build.output_dir: file exists and is not a folder"
 
 
 def test_a_marker_file_is_not_a_marker_folder(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -215,8 +216,10 @@ def test_two_data_files_with_one_stem_are_refused(project: ProjectFactory) -> No
         project, [{"slug": "index", "title": "H"}], **{"x.json": [1], "x.yaml": [2]}
     )
     assert "two data files are named 'x'" in str(error)
-    assert error.path is not None
-    assert error.path.startswith("content")
+    assert error.path in {
+        str(Path("content", "data", "x.json")),
+        str(Path("content", "data", "x.yaml")),
+    }
 
 
 def test_invalid_data_file_names_it(project: ProjectFactory) -> None:
@@ -446,7 +449,18 @@ def test_duplicate_slug_across_pages(project: ProjectFactory) -> None:
         ],
     )
     assert error.key == "pages[2]"
-    assert "slug 'about' is used twice (also by pages[1])" in str(error)
+    assert error.path == "content/pages.yaml"
+    assert (
+        str(error) == "content/pages.yaml: pages[2]: slug 'about' is used twice: also by pages[1]"
+    )
+
+
+def test_pages_file_is_shown_relative_to_the_working_folder(tmp_path: Path) -> None:
+    error = content_error(
+        ProjectFactory(tmp_path / "site"),
+        [{"slug": "about", "title": "A"}, {"slug": "about", "title": "B"}],
+    )
+    assert error.path == str(Path("site", "content", "pages.yaml"))
 
 
 def test_two_collection_items_slugifying_alike_are_refused(project: ProjectFactory) -> None:
@@ -455,7 +469,10 @@ def test_two_collection_items_slugifying_alike_are_refused(project: ProjectFacto
         [{"collection": "c", "slug": "c/{{ item.name | slugify }}"}],
         **{"c.yaml": [{"name": "Café Ü"}, {"name": "cafe-u!"}]},
     )
-    assert "slug 'c/cafe-u' is used twice" in str(error)
+    assert error.key == "pages[0]"
+    assert "slug 'c/cafe-u' (item 2 of 'c') is used twice: also by pages[0] (item 1 of 'c')" in str(
+        error
+    )
 
 
 def test_collection_slug_clashing_with_a_plain_page(project: ProjectFactory) -> None:
@@ -464,7 +481,8 @@ def test_collection_slug_clashing_with_a_plain_page(project: ProjectFactory) -> 
         [{"slug": "x/a", "title": "A"}, {"collection": "c", "slug": "x/{{ item }}"}],
         **{"c.yaml": ["a"]},
     )
-    assert "used twice (also by pages[0])" in str(error)
+    assert error.key == "pages[1]"
+    assert str(error).endswith("slug 'x/a' (item 1 of 'c') is used twice: also by pages[0]")
 
 
 # ---------------------------------------------------------------------------- slugify

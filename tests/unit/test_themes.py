@@ -49,7 +49,7 @@ def make_theme(
 
 def theme_error(name: str, project: Path) -> ThemeError:
     with pytest.raises(ThemeError) as caught:
-        ThemeRenderer(load_theme(name, project), project).require([])
+        ThemeRenderer(load_theme(name, project), project).require()
     assert caught.value.exit_code == 2
     return caught.value
 
@@ -68,7 +68,7 @@ def test_builtin_themes_load_and_render(name: str, tmp_path: Path) -> None:
     assert theme.extends is None
     assert "accent" in theme.defaults
     renderer = ThemeRenderer(theme, tmp_path)
-    renderer.require([])
+    renderer.require()
     assert set(REQUIRED_TEMPLATES) <= set(renderer.env.list_templates())
     assert renderer.static_folders() == [BUILTIN_THEMES_DIR / name / "static"]
 
@@ -115,7 +115,7 @@ def test_child_theme_inherits_and_overrides_templates(tmp_path: Path) -> None:
     assert dict(theme.defaults) == {**load_theme("minimal", tmp_path).defaults, "extra": 1}
 
     renderer = ThemeRenderer(theme, tmp_path)
-    renderer.require(["custom.html"])
+    renderer.require({"custom.html": "pages[0]"})
     env = renderer.env
     assert env.get_template("page.html").filename == str(
         tmp_path / "themes" / "child" / "templates" / "page.html"
@@ -171,7 +171,7 @@ def test_project_theme_may_shadow_and_extend_the_builtin_of_the_same_name(
     theme = load_theme("minimal", tmp_path)
     assert theme.folders == (tmp_path / "themes" / "minimal", BUILTIN_THEMES_DIR / "minimal")
     renderer = ThemeRenderer(theme, tmp_path)
-    renderer.require([])
+    renderer.require()
     assert renderer.render("page.html", {}) == "mine"
 
 
@@ -193,7 +193,7 @@ def test_extends_an_unknown_theme(tmp_path: Path) -> None:
     with pytest.raises(ThemeError) as caught:
         load_theme("child", tmp_path)
     assert caught.value.key == "extends"
-    assert caught.value.path == str(tmp_path / "themes" / "child" / "theme.yaml")
+    assert caught.value.path == str(Path("themes", "child", "theme.yaml"))
     assert "extends unknown theme 'minimul'" in str(caught.value)
     assert "did you mean 'minimal'" in str(caught.value)
 
@@ -252,7 +252,7 @@ def test_template_syntax_error_is_reported_at_load_with_file_and_line(tmp_path: 
     theme = load_theme("broken", tmp_path)
     with pytest.raises(ThemeError) as caught:
         ThemeRenderer(theme, tmp_path)
-    assert caught.value.path == str(tmp_path / "themes" / "broken" / "templates" / "page.html")
+    assert caught.value.path == str(Path("themes", "broken", "templates", "page.html"))
     assert "template syntax error at line" in str(caught.value)
 
 
@@ -266,21 +266,50 @@ def test_syntax_error_in_an_unused_template_still_fails_the_load(tmp_path: Path)
 def test_missing_required_template(tmp_path: Path, missing: str) -> None:
     make_theme(tmp_path, "bare", templates={k: v for k, v in FULL_SET.items() if k != missing})
     error = theme_error("bare", tmp_path)
-    assert f"template '{missing}' not found in theme 'bare'" in str(error)
-    assert "required by every theme" in str(error)
+    assert error.path == str(Path("themes", "bare", "templates"))
+    assert str(error) == (
+        f"{error.path}: template '{missing}' is required by every theme but 'bare' has none "
+        "(nor do its parents)"
+    )
 
 
 def test_complete_standalone_theme_passes(tmp_path: Path) -> None:
     make_theme(tmp_path, "bare", templates=FULL_SET)
-    ThemeRenderer(load_theme("bare", tmp_path), tmp_path).require([])
+    ThemeRenderer(load_theme("bare", tmp_path), tmp_path).require()
 
 
 def test_missing_template_used_by_a_page_names_the_page(tmp_path: Path) -> None:
     renderer = ThemeRenderer(load_theme("minimal", tmp_path), tmp_path)
     with pytest.raises(ThemeError) as caught:
-        renderer.require(["pag.html"], {"pag.html": "content/pages.yaml pages[1]"})
-    assert "is used by content/pages.yaml pages[1]" in str(caught.value)
-    assert "did you mean 'page.html'" in str(caught.value)
+        renderer.require({"page.html": "pages[0]", "pag.html": "pages[1]"})
+    assert caught.value.exit_code == 2
+    assert caught.value.path == "content/pages.yaml"
+    assert caught.value.key == "pages[1].template"
+    assert str(caught.value) == (
+        "content/pages.yaml: pages[1].template: template 'pag.html' not found in theme "
+        "'minimal' (did you mean 'page.html'?)"
+    )
+
+
+def test_missing_template_error_shows_the_pages_file_it_is_given(tmp_path: Path) -> None:
+    renderer = ThemeRenderer(load_theme("minimal", tmp_path), tmp_path)
+    with pytest.raises(ThemeError) as caught:
+        renderer.require({"zzzzzz.html": "pages[3]"}, pages_path="site/content/pages.yaml")
+    assert str(caught.value) == (
+        "site/content/pages.yaml: pages[3].template: template 'zzzzzz.html' not found in "
+        "theme 'minimal'"
+    )
+
+
+def test_a_missing_required_template_is_reported_before_one_a_page_asks_for(
+    tmp_path: Path,
+) -> None:
+    make_theme(tmp_path, "bare", templates={k: v for k, v in FULL_SET.items() if k != "item.html"})
+    renderer = ThemeRenderer(load_theme("bare", tmp_path), tmp_path)
+    with pytest.raises(ThemeError) as caught:
+        renderer.require({"nope.html": "pages[0]"})
+    assert "template 'item.html' is required by every theme" in str(caught.value)
+    assert caught.value.key is None
 
 
 # ---------------------------------------------------------------------------- options
@@ -325,8 +354,7 @@ def test_render_errors_name_the_template_file(tmp_path: Path, source: str, messa
         renderer.render("x.html", {"page": {}})
     assert message in str(caught.value)
     assert caught.value.path is not None
-    assert caught.value.path.startswith(str(tmp_path / "themes" / "t" / "templates" / "x.html"))
-    assert caught.value.path.endswith("line 2")
+    assert caught.value.path == f"{Path('themes', 't', 'templates', 'x.html')}, line 2"
 
 
 def test_render_error_inside_a_parent_template_names_that_template(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trinity.errors import ContentError
-from trinity.yamlfile import did_you_mean, load_data_file
+from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -42,7 +42,7 @@ def test_duplicate_keys_are_refused(tmp_path: Path, text: str, line: int) -> Non
     path = write(tmp_path, "d.yaml", text)
     with pytest.raises(ContentError, match=rf"line {line}, column \d+: duplicate key") as caught:
         load_data_file(path, ContentError)
-    assert caught.value.path == str(path)
+    assert caught.value.path == "d.yaml"
 
 
 def test_unhashable_key_is_an_input_error(tmp_path: Path) -> None:
@@ -61,7 +61,40 @@ def test_invalid_json_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.json", '{\n  "a": 1,\n  "b": \n}\n')
     with pytest.raises(ContentError, match="invalid JSON at line 4") as caught:
         load_data_file(path, ContentError)
-    assert caught.value.path == str(path)
+    assert caught.value.path == "bad.json"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem", "opened"),
+    [
+        pytest.param(
+            "title: T\nitems: [a, b\nnext: 1\n",
+            "invalid YAML at line 3, column 5: expected ',' or ']', but got ':'",
+            "(while parsing a flow sequence at line 2, column 8)",
+            id="unclosed-bracket",
+        ),
+        pytest.param(
+            'title: "T\nnext: 1\n',
+            "invalid YAML at line 3, column 1: found unexpected end of stream",
+            "(while scanning a quoted scalar at line 1, column 8)",
+            id="unclosed-quote",
+        ),
+    ],
+)
+def test_yaml_error_names_where_an_unclosed_bracket_or_quote_was_opened(
+    tmp_path: Path, text: str, problem: str, opened: str
+) -> None:
+    path = write(tmp_path, "open.yaml", text)
+    with pytest.raises(ContentError) as caught:
+        load_data_file(path, ContentError)
+    assert str(caught.value) == f"open.yaml: {problem} {opened}"
+
+
+def test_yaml_error_without_a_context_adds_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, "plain.yaml", "a: 1\na: 2\n")
+    with pytest.raises(ContentError) as caught:
+        load_data_file(path, ContentError)
+    assert str(caught.value) == "plain.yaml: invalid YAML at line 2, column 1: duplicate key 'a'"
 
 
 def test_undecodable_file_is_an_input_error(tmp_path: Path) -> None:
@@ -72,8 +105,40 @@ def test_undecodable_file_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ContentError, match="file not found"):
+    with pytest.raises(ContentError, match="file not found") as caught:
         load_data_file(tmp_path / "missing.yaml", ContentError)
+    assert caught.value.path == "missing.yaml"
+
+
+def test_a_file_outside_the_working_folder_is_shown_by_its_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "d.yaml", "a: 1\na: 2\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(ContentError) as caught:
+        load_data_file(path, ContentError)
+    assert caught.value.path == str(path)
+
+
+# ---------------------------------------------------------------------------- shown_path
+
+
+def test_shown_path_is_relative_inside_the_working_folder(tmp_path: Path) -> None:
+    assert shown_path(tmp_path / "content" / "pages.yaml") == str(Path("content", "pages.yaml"))
+    assert shown_path(str(tmp_path / "d.yaml")) == "d.yaml"
+
+
+def test_shown_path_of_a_relative_path_stays_relative(tmp_path: Path) -> None:
+    assert shown_path(Path("content") / "pages.yaml") == str(Path("content", "pages.yaml"))
+
+
+def test_shown_path_is_absolute_outside_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    assert shown_path(tmp_path / "other.yaml") == str(tmp_path / "other.yaml")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from types import TracebackType
 from xml.sax.saxutils import escape as xml_escape
 
 from trinity.errors import ConfigError
+from trinity.yamlfile import shown_path
 
 MARKER_DIR = ".trinity"
 STATIC_DIR = "static"
@@ -25,25 +26,13 @@ class StagedOutput:
 
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir.resolve()
-        self._check_replaceable(self.output_dir)
+        check_output_dir(self.output_dir)
         self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         self.staging = self.output_dir.parent / f".{self.output_dir.name}.staging-{tag}"
         self._retired = self.output_dir.parent / f".{self.output_dir.name}.old-{tag}"
         self.staging.mkdir()
         (self.staging / MARKER_DIR).mkdir()
-
-    @staticmethod
-    def _check_replaceable(output_dir: Path) -> None:
-        if output_dir.exists() and not output_dir.is_dir():
-            raise ConfigError("exists and is not a folder", key=f"output {output_dir}")
-        written_by_us = (output_dir / MARKER_DIR).is_dir()
-        if output_dir.is_dir() and not written_by_us and any(output_dir.iterdir()):
-            raise ConfigError(
-                f"{output_dir} is not empty and was not written by Trinity (no "
-                f"{MARKER_DIR}/ inside); choose another output folder or empty it",
-                key="build.output_dir",
-            )
 
     def path(self, relative: str) -> Path:
         """A path inside the staging folder; anything that would leave it is refused."""
@@ -98,6 +87,20 @@ class StagedOutput:
     ) -> None:
         # Also on success: after commit() the staging folder is gone and this is a no-op.
         self.discard()
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse an output folder that a build could not safely replace."""
+    shown = shown_path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"{shown} exists and is not a folder", key="build.output_dir")
+    written_by_us = (output_dir / MARKER_DIR).is_dir()
+    if output_dir.is_dir() and not written_by_us and any(output_dir.iterdir()):
+        raise ConfigError(
+            f"{shown} is not empty and was not written by Trinity (no {MARKER_DIR}/ "
+            "inside); choose another output folder or empty it",
+            key="build.output_dir",
+        )
 
 
 def sitemap_xml(base_url: str, urls: Iterable[str]) -> str:

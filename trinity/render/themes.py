@@ -17,7 +17,7 @@ import jinja2
 
 from trinity.errors import ConfigError, ThemeError
 from trinity.schema import Fields
-from trinity.yamlfile import did_you_mean, load_data_file
+from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 BUILTIN_THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
 PROJECT_THEMES_DIR = Path("themes")
@@ -88,7 +88,7 @@ def load_theme(name: str, project_dir: Path) -> Theme:
                 if current in available
                 else f"extends unknown theme '{current}'{did_you_mean(current, available)}"
             )
-            raise ThemeError(problem, path=str(folders[-1] / THEME_FILE), key="extends")
+            raise ThemeError(problem, path=shown_path(folders[-1] / THEME_FILE), key="extends")
         folder = candidates[0]
         meta = _read_theme_file(folder)
         folders.append(folder)
@@ -109,7 +109,7 @@ def load_theme(name: str, project_dir: Path) -> Theme:
 
 def _read_theme_file(folder: Path) -> dict[str, Any]:
     path = folder / THEME_FILE
-    f = Fields(load_data_file(path, ThemeError), path=str(path), key="", error=ThemeError)
+    f = Fields(load_data_file(path, ThemeError), path=shown_path(path), key="", error=ThemeError)
     name = f.string("name", folder.name, nonempty=True)
     if name != folder.name:
         raise f.fail(f"'{name}' must match the theme's folder name '{folder.name}'", "name")
@@ -176,20 +176,31 @@ class ThemeRenderer:
             except jinja2.TemplateSyntaxError as exc:
                 raise ThemeError(
                     f"template syntax error at line {exc.lineno}: {exc.message}",
-                    path=exc.filename or name,
+                    path=shown_path(exc.filename) if exc.filename else name,
                 ) from None
 
-    def require(self, names: list[str], used_by: Mapping[str, str] | None = None) -> None:
-        """Raise ThemeError for any template in `names` that no loader has."""
+    def require(
+        self, used_by: Mapping[str, str] | None = None, pages_path: str = "content/pages.yaml"
+    ) -> None:
+        """Raise ThemeError for a missing required template, or one a page asks for.
+
+        `used_by` maps template names to the key path of a page that uses them.
+        """
         known = set(self.env.list_templates())
-        for name in [*REQUIRED_TEMPLATES, *names]:
+        for name in REQUIRED_TEMPLATES:
             if name not in known:
-                where = (used_by or {}).get(name)
-                reason = f"is used by {where}" if where else "is required by every theme"
                 raise ThemeError(
-                    f"template '{name}' not found in theme '{self.theme.name}' "
-                    f"(it {reason}){did_you_mean(name, known)}",
-                    path=str(self.theme.folder / "templates"),
+                    f"template '{name}' is required by every theme but '{self.theme.name}' "
+                    "has none (nor do its parents)",
+                    path=shown_path(self.theme.folder / "templates"),
+                )
+        for name, source in sorted((used_by or {}).items()):
+            if name not in known:
+                raise ThemeError(
+                    f"template '{name}' not found in theme '{self.theme.name}'"
+                    f"{did_you_mean(name, known)}",
+                    path=pages_path,
+                    key=f"{source}.template",
                 )
 
     def render(self, template_name: str, context: Mapping[str, Any]) -> str:
@@ -216,6 +227,6 @@ def _failing_template(exc: Exception, template: jinja2.Template) -> str:
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
         if filename.endswith((".html", ".htm", ".xml")):
-            where = f"{filename}, line {tb.tb_lineno}"
+            where = f"{shown_path(filename)}, line {tb.tb_lineno}"
         tb = tb.tb_next
     return where
