@@ -7,6 +7,7 @@ and `trinity --help` start fast.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -162,8 +163,9 @@ def init(
 
     with _errors_to_exit_codes():
         written = write_project(directory, force=force)
-        consoles.out.print(f"Wrote {len(written)} files into {directory}.")
-        consoles.out.print(f"Next: [bold]cd {directory} && trinity build[/]")
+        consoles.out.print(f"Wrote {len(written)} files into {directory}{os.sep}")
+        step = "trinity build" if directory == Path(".") else f"cd {directory} && trinity build"
+        consoles.out.print(f"Next: [bold]{step}[/]", highlight=False)
 
 
 @app.command()
