@@ -23,10 +23,10 @@ import jsonschema
 
 from trinity import __version__
 from trinity.cache.manager import CacheManager
-from trinity.config import Settings, load_settings
+from trinity.config import Settings, SiteSettings, load_settings
 from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
 from trinity.llm.client import AsyncLLMClient
-from trinity.llm.types import LLMRequest, LLMResponse
+from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
 from trinity.render.markdown import render_markdown, render_text
 from trinity.render.output import (
     MARKER_DIR,
@@ -178,6 +178,10 @@ def prepare(
         settings.build.theme_options,
         settings_path=shown_path(settings.config_path),
     )
+    if settings.llm.provider == "local":
+        from trinity.llm.providers.local import check_available
+
+        check_available(settings.llm, shown_path(settings.config_path))
     site = load_site(settings)
     used_by: dict[str, str] = {}
     for page in site.pages:
@@ -274,9 +278,34 @@ def system_prompt(*parts: str | None) -> str | None:
     return joined or None
 
 
+# Where a base model's continuation of a block ends, by block format: the next heading, a
+# run of blank lines, or markup it tends to drift into. A block's `stop` replaces these.
+DEFAULT_STOPS = {
+    "markdown": ("\n#", "\n\n\n", "<", "```", "\n---", "\n|"),
+    "text": ("\n\n", "\n#", "<", "```"),
+    "json": (),
+}
+
+
+def completion_frame(site: SiteSettings, page: Page, block: Block) -> CompletionFrame:
+    """The block as a document for a base model to continue: the page up to its text.
+
+    The site's title and description, the page's title and description and the block's
+    heading give the model its context; the block's `lead` begins the text itself.
+    """
+    lines = [f"{site.title}: {site.description}" if site.description else site.title, ""]
+    lines += [f"# {page.title}", ""]
+    if page.description:
+        lines += [page.description, ""]
+    lines += [f"## {block.heading}", "", block.lead]
+    stop = block.stop if block.stop is not None else DEFAULT_STOPS[block.format]
+    return CompletionFrame("\n".join(lines), lead=block.lead, stop=stop)
+
+
 def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
     """One job per block of every page, with its request fully resolved."""
     voice = project.theme.voice
+    site = project.settings.site
     site_system = project.settings.llm.system
     for page in project.site.pages:
         for block in page.blocks:
@@ -287,6 +316,7 @@ def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
                 max_tokens=block.max_tokens,
                 response_format="json" if block.format == "json" else "text",
                 json_schema=dict(block.schema) if block.schema is not None else None,
+                frame=completion_frame(site, page, block),
             )
             yield Job(page=page, block=block, request=request, key=client.key(request))
 

@@ -164,7 +164,7 @@ def init(
     with _errors_to_exit_codes():
         written = write_project(directory, force=force)
         consoles.out.print(f"Wrote {len(written)} files into {directory}{os.sep}")
-        step = "trinity build" if directory == Path(".") else f"cd {directory} && trinity build"
+        step = "trinity build" if directory == Path() else f"cd {directory} && trinity build"
         consoles.out.print(f"Next: [bold]{step}[/]", highlight=False)
 
 
@@ -196,6 +196,7 @@ class _Progress:
 
         self.enabled = enabled
         self.tokens = 0
+        self._started = 0.0
         self._bar = Progress(
             TextColumn("[bold]Generating"),
             BarColumn(),
@@ -210,6 +211,7 @@ class _Progress:
         self._task = self._bar.add_task("blocks", total=None, detail="")
 
     def __enter__(self) -> _Progress:
+        self._started = self._bar.get_time()
         self._bar.start()
         return self
 
@@ -220,8 +222,11 @@ class _Progress:
         self._bar.update(self._task, total=report.planned_blocks)
 
     def block_done(self, result: BlockResult) -> None:
-        self.tokens += result.output_tokens if result.source == "llm" else 0
-        self._bar.update(self._task, advance=1, detail=f"{self.tokens} tokens")
+        if result.source == "llm":
+            self.tokens += result.output_tokens
+        elapsed = self._bar.get_time() - self._started
+        rate = f", {self.tokens / elapsed:.0f} tok/s" if self.tokens and elapsed > 0 else ""
+        self._bar.update(self._task, advance=1, detail=f"{self.tokens} tokens{rate}")
 
 
 def _summary_table(report: BuildReport, wall: float) -> Table:

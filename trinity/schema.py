@@ -149,6 +149,15 @@ class Fields:
         self._check_range(name, value, minimum, maximum)
         return float(value)
 
+    def strings(self, name: str) -> tuple[str, ...] | None:
+        """A list of non-empty strings, or None when absent."""
+        value = self._get(name, None)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(f"expected a list of non-empty strings, got {describe(value)}", name)
+        return tuple(value)
+
     def mapping(self, name: str, default: Mapping[str, Any] | None = None) -> dict[str, Any]:
         value = self._get(name, default if default is not None else {})
         if value is None:

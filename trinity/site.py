@@ -48,6 +48,11 @@ class Block:
     temperature: float | None = None
     system: str | None = None
     schema: Mapping[str, Any] | None = None
+    # For base models, which continue a document instead of following the prompt: the
+    # section heading the block sits under, the opening words of its text, and where to stop.
+    heading: str = ""
+    lead: str = ""
+    stop: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,9 @@ class _BlockSpec:
     key: str
     prompt: jinja2.Template
     system: jinja2.Template | None
+    heading: jinja2.Template
+    lead: jinja2.Template | None
+    stop: tuple[str, ...] | None
     format: str
     max_tokens: int | None
     temperature: float | None
@@ -306,6 +314,8 @@ class _Planner:
         )
         prompt = self.compile(f, "prompt", f.string("prompt", nonempty=True))
         system_source = f.string("system", None)
+        heading_source = f.string("heading", name.replace("_", " ").capitalize(), nonempty=True)
+        lead_source = f.string("lead", None)
         block_format = f.string("format", "markdown", choices=BLOCK_FORMATS)
         schema = f.mapping("schema") if f.has("schema") else None
         if schema is not None:
@@ -328,6 +338,9 @@ class _Planner:
             key=f.key,
             prompt=prompt,
             system=self.compile(f, "system", system_source) if system_source else None,
+            heading=self.compile(f, "heading", heading_source),
+            lead=self.compile(f, "lead", lead_source) if lead_source else None,
+            stop=f.strings("stop"),
             format=block_format,
             max_tokens=f.integer("max_tokens", None, minimum=1, maximum=1_000_000),
             temperature=f.number("temperature", None, minimum=0, maximum=2),
@@ -353,4 +366,7 @@ class _Planner:
             temperature=spec.temperature,
             system=system or None,
             schema=spec.schema,
+            heading=self.render(spec.heading, f"{spec.key}.heading", context, where),
+            lead=self.render(spec.lead, f"{spec.key}.lead", context, where) if spec.lead else "",
+            stop=spec.stop,
         )

