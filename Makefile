@@ -7,6 +7,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 THEME  ?= minimal
 STAMP  := $(VENV)/.installed
+# Wheels built here once (llama-cpp-python compiles for minutes) and reused by every
+# later setup, in this clone or a fresh one.
+WHEELHOUSE ?= $(HOME)/.cache/trinity/wheels
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup install build test lint format type-check check clean cache-clear
@@ -17,15 +21,17 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@echo "Building wheels into $(WHEELHOUSE) (the first time, llama-cpp-python compiles for several minutes)"
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) --find-links $(WHEELHOUSE) ".[local]"
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e ".[dev,local]"
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install Trinity with its development tools
+setup: $(STAMP) ## Create .venv; install Trinity, the embedded model and the development tools
 
 install: ## Install Trinity (without development tools) into the current Python
 	$(PYTHON) -m pip install .
 
-build: $(STAMP) ## Build the example site into output/ (THEME=brutalist to switch)
+build: $(STAMP) ## Build the example site with the embedded model (THEME=brutalist to switch)
 	$(BIN)/trinity build --theme $(THEME)
 
 test: $(STAMP) ## Run the test suite

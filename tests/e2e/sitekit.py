@@ -1,9 +1,10 @@
 """Helpers for end-to-end tests: a Trinity project wired to the fake LLM server.
 
 `SiteProject.create` writes the example project that `trinity init` writes, points its
-`llm:` section at a `FakeLLMServer`, and scripts the answers of the example's json block
-(`highlights`) so that they match its schema. Everything lives under the test's
-`tmp_path`; nothing is ever written into the repository.
+`llm:` section (which the example sets to the embedded model) at a `FakeLLMServer` over
+the Ollama or OpenAI protocol, adds a json block (`highlights`) to the `projects`
+collection and scripts its answers so that they match its schema. Everything lives under
+the test's `tmp_path`; nothing is ever written into the repository.
 
 Runs go through `SiteProject.cli` (Typer's CliRunner, in process) or
 `SiteProject.run` / `SiteProject.popen` (`python -m trinity` in a subprocess).
@@ -34,7 +35,27 @@ from trinity import cli
 from trinity.scaffold import write_project
 
 BUILTIN_THEMES = Path(cli.__file__).resolve().parent / "themes"
-EXAMPLE_API_URL = "http://localhost:11434"
+# The model name the fixture writes into llm.model: a chat model served by the fake server.
+MODEL = "fake-chat-model"
+# The example as `SiteProject.create` leaves it: index, about and one page for each of the
+# four projects; intro, about + now, and summary + lessons + highlights for each project.
+PAGES = 6
+ITEM_BLOCKS = ("summary", "lessons", "highlights")
+BLOCKS = 3 + 4 * len(ITEM_BLOCKS)
+# The json block the fixture adds to the projects collection (the example has none).
+HIGHLIGHTS_BLOCK: dict[str, Any] = {
+    "format": "json",
+    "prompt": (
+        "List three short highlights of {{ item.name }} ({{ item.description }}) as JSON:"
+        ' an object with a "highlights" key holding a list of three strings.'
+    ),
+    "schema": {
+        "type": "object",
+        "required": ["highlights"],
+        "properties": {"highlights": {"type": "array", "items": {"type": "string"}}},
+    },
+    # No max_tokens: this block takes llm.max_tokens, the others set their own.
+}
 # Wide enough that Rich never wraps a message or a table cell in the tests.
 CONSOLE_WIDTH = 240
 
@@ -246,20 +267,44 @@ class SiteProject:
     def create(cls, root: Path, server: FakeLLMServer, *, provider: str = "ollama") -> SiteProject:
         write_project(root)
         project = cls(root, server, provider)
-        text = project.settings_path.read_text(encoding="utf-8")
-        # Edit the text rather than re-dump the YAML: the example's file stays as written.
-        replacements = {
-            "provider: ollama ": f"provider: {provider} ",
-            f"api_url: {EXAMPLE_API_URL}": f"api_url: {server.url}",
-            "timeout: 120 ": "timeout: 30 ",
-        }
-        for old, new in replacements.items():
-            assert text.count(old) == 1, f"the example settings changed: {old!r}"
-            text = text.replace(old, new)
-        project.settings_path.write_text(text, encoding="utf-8")
+        project._point_llm_at(server.url)
+        project._add_highlights_block()
         for item in project.items:
             project.script_highlights(item["name"])
         return project
+
+    def _point_llm_at(self, url: str) -> None:
+        """Swap the example's embedded model for a chat model on the fake server."""
+        text = self.settings_path.read_text(encoding="utf-8")
+        # Edit the text rather than re-dump the YAML: the example's file stays as written.
+        assert not re.search(r"^\s*api_url:", text, re.MULTILINE), "the example sets api_url"
+        replacements = {
+            r"^  provider: local\b.*$": f"  provider: {self.provider}\n  api_url: {url}",
+            r"^  model: gemma3-270m\b.*$": f"  model: {MODEL}",
+            r"^  timeout: 120\b.*$": "  timeout: 30",
+        }
+        for pattern, new in replacements.items():
+            text, count = re.subn(pattern, new, text, flags=re.MULTILINE)
+            assert count == 1, f"the example settings changed: {pattern!r}"
+        self.settings_path.write_text(text, encoding="utf-8")
+        llm = self.settings()["llm"]
+        assert (llm["provider"], llm["api_url"], llm["model"], llm["timeout"]) == (
+            self.provider,
+            url,
+            MODEL,
+            30,
+        )
+
+    def _add_highlights_block(self) -> None:
+        """Append the json block `highlights` to the example's projects collection."""
+
+        def add(pages: list[dict[str, Any]]) -> None:
+            (collection,) = [p for p in pages if p.get("collection") == "projects"]
+            blocks = collection["blocks"]
+            assert list(blocks) == list(ITEM_BLOCKS[:-1]), "the example's project blocks changed"
+            blocks["highlights"] = dict(HIGHLIGHTS_BLOCK)
+
+        self.edit_pages(add)
 
     def script_highlights(self, name: str, answer: str | None = None) -> None:
         """Script the answer of project `name`'s highlights block (default: a valid one)."""

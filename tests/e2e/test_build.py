@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from tests.e2e.sitekit import (
+    BLOCKS,
     BUILTIN_THEMES,
+    PAGES,
     RunResult,
     SiteProject,
     check_links,
@@ -19,8 +21,6 @@ from tests.e2e.sitekit import (
 )
 from tests.fakellm import OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH
 
-PAGES = 6  # index, about and one page for each of the four projects
-BLOCKS = 11  # intro; about + now; summary + highlights for each project
 REPORT = ".trinity/report.json"
 
 

@@ -12,7 +12,11 @@ import pytest
 import yaml
 
 from tests.e2e.sitekit import (
+    BLOCKS,
     BUILTIN_THEMES,
+    ITEM_BLOCKS,
+    MODEL,
+    PAGES,
     RunResult,
     SiteProject,
     invoke,
@@ -21,9 +25,6 @@ from tests.e2e.sitekit import (
     subprocess_env,
 )
 from trinity import __version__
-
-PAGES = 6
-BLOCKS = 11
 
 
 def assert_ok(result: RunResult) -> None:
@@ -34,7 +35,7 @@ def assert_ok(result: RunResult) -> None:
 def plan_rows(project: SiteProject) -> list[tuple[str, str]]:
     rows = [("index", "intro"), ("about", "about"), ("about", "now")]
     for slug in project.item_slugs:
-        rows += [(f"projects/{slug}", "summary"), (f"projects/{slug}", "highlights")]
+        rows += [(f"projects/{slug}", block) for block in ITEM_BLOCKS]
     return rows
 
 
@@ -92,9 +93,9 @@ def test_dry_run_after_a_content_change_lists_only_new_blocks(site_project: Site
     result = site_project.build("--dry-run")
 
     assert_ok(result)
-    assert f"{BLOCKS} cached, 2 to generate" in result.stdout
+    assert f"{BLOCKS} cached, {len(ITEM_BLOCKS)} to generate" in result.stdout
     assert_plan(result, old_rows, "cached (", pages=PAGES + 1)
-    new_rows = [("projects/beacon", "summary"), ("projects/beacon", "highlights")]
+    new_rows = [("projects/beacon", block) for block in ITEM_BLOCKS]
     assert_plan(result, new_rows, "to generate", pages=PAGES + 1)
     assert site_project.server.chat_count == BLOCKS
 
@@ -138,7 +139,7 @@ def test_concurrency_limits_requests_in_flight(
 
     assert_ok(result)
     assert site_project.server.chat_count == BLOCKS
-    # With eleven slow blocks the limit is reached, and never passed.
+    # With fifteen slow blocks the limit is reached, and never passed.
     assert site_project.server.max_in_flight == limit
 
 
@@ -235,7 +236,7 @@ def test_summary_goes_to_stderr(site_project: SiteProject) -> None:
     for label in ("pages", "blocks", "LLM calls", "cache hits", "theme", "model"):
         assert label in result.stderr
     assert re.search(rf"LLM calls\s+{BLOCKS}\b", result.stderr)
-    assert "ollama:llama3.2" in result.stderr
+    assert f"ollama:{MODEL}" in result.stderr
 
 
 # --------------------------------------------------------------------------- --version

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.sitekit import RunResult, SiteProject, check_links, highlights_for, snapshot
-
-BLOCKS = 11
+from tests.e2e.sitekit import (
+    BLOCKS,
+    ITEM_BLOCKS,
+    RunResult,
+    SiteProject,
+    check_links,
+    highlights_for,
+    snapshot,
+)
 
 
 def assert_ok(result: RunResult) -> None:
@@ -47,7 +53,7 @@ def failure_rows(result: RunResult) -> tuple[list[tuple[str, str]], int]:
 def all_blocks(project: SiteProject) -> list[tuple[str, str]]:
     rows = [("index", "intro"), ("about", "about"), ("about", "now")]
     for slug in project.item_slugs:
-        rows += [(f"projects/{slug}", "summary"), (f"projects/{slug}", "highlights")]
+        rows += [(f"projects/{slug}", block) for block in ITEM_BLOCKS]
     return rows
 
 
@@ -136,6 +142,7 @@ def test_malformed_json_answer_fails_the_build_and_is_not_cached(
     before = snapshot(site_project.output)
     site_project.add_item("Beacon", "A tiny status page generator.")
     site_project.script_highlights("Beacon", answer)
+    new_blocks = len(ITEM_BLOCKS)  # Beacon's page brings its own blocks
 
     failed = site_project.build()
 
@@ -143,8 +150,8 @@ def test_malformed_json_answer_fails_the_build_and_is_not_cached(
     assert "Traceback" not in failed.output
     assert failure_rows(failed) == ([("projects/beacon", "highlights")], 0)
     assert reason in failed.flat
-    assert f"1 of {BLOCKS + 2} blocks could not be generated" in failed.flat
-    assert server.chat_count == BLOCKS + 2
+    assert f"1 of {BLOCKS + new_blocks} blocks could not be generated" in failed.flat
+    assert server.chat_count == BLOCKS + new_blocks
     assert snapshot(site_project.output) == before
     assert site_project.leftovers() == []
 
@@ -155,11 +162,11 @@ def test_malformed_json_answer_fails_the_build_and_is_not_cached(
     fixed = site_project.build()
 
     assert_ok(fixed)
-    new_requests = server.chat_requests[BLOCKS + 2 :]
+    new_requests = server.chat_requests[BLOCKS + new_blocks :]
     assert len(new_requests) == 1, "only the malformed block is asked again"
     assert "highlights of Beacon" in new_requests[0].body["messages"][-1]["content"]
     totals = site_project.report()["totals"]
-    assert (totals["llm_calls"], totals["cache_hits"]) == (1, BLOCKS + 1)
+    assert (totals["llm_calls"], totals["cache_hits"]) == (1, BLOCKS + new_blocks - 1)
     beacon = site_project.html("projects/beacon/index.html")
     for highlight in highlights_for("Beacon"):
         assert highlight in beacon

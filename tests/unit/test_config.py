@@ -402,7 +402,7 @@ def test_site_title_is_required(write_settings: WriteSettings, text: str) -> Non
 def test_invalid_provider_in_file_has_a_hint(write_settings: WriteSettings) -> None:
     error = config_error(write_settings("site: {title: T}\nllm: {provider: olama}\n"))
     assert error.key == "llm.provider"
-    assert "'olama' is not one of ollama, openai" in str(error)
+    assert "'olama' is not one of local, ollama, openai" in str(error)
     assert "did you mean 'ollama'" in str(error)
 
 

@@ -151,7 +151,8 @@ def test_block_shorthand_and_mapping_forms(project: ProjectFactory) -> None:
         ],
     )
     short, long, data = site.pages[0].blocks
-    assert short == Block(name="short", prompt="Hello Test Site")
+    # The heading defaults to the block's name; no lead and the format's default stops.
+    assert short == Block(name="short", prompt="Hello Test Site", heading="Short")
     assert long == Block(
         name="long",
         prompt="Facts",
@@ -159,6 +160,7 @@ def test_block_shorthand_and_mapping_forms(project: ProjectFactory) -> None:
         max_tokens=50,
         temperature=0.2,
         system="Be Home-like.",
+        heading="Long",
     )
     assert data.format == "json"
     assert data.schema == {"type": "object", "required": ["a"]}
