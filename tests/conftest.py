@@ -81,8 +81,9 @@ def make_site_project(
     """Factory: `make_site_project(name="site", provider="ollama")` -> a SiteProject.
 
     The project is the example `trinity init` writes, under tmp_path, with llm pointing at
-    `fake_llm` and the json block's answers scripted to match its schema. The working
-    directory is tmp_path, so nothing relative can land in the repository.
+    `fake_llm` (instead of the embedded model) and a json block `highlights` added to the
+    projects collection, its answers scripted to match its schema. The working directory
+    is tmp_path, so nothing relative can land in the repository.
     """
     from tests.e2e.sitekit import SiteProject
 

@@ -216,10 +216,32 @@ async def build_project(
     dry_run: bool = False,
     observer: BuildObserver | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    client: AsyncLLMClient | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BuildReport:
-    """Generate, render and write a prepared project; raise BuildFailed if a block fails."""
-    observer = observer or NullObserver()
+    """Generate, render and write a prepared project; raise BuildFailed if a block fails.
+
+    A `client` may be passed in (already entered); otherwise one is made from settings,
+    with the cache they ask for.
+    """
+    if client is not None:
+        return await _build(project, client, dry_run, observer or NullObserver(), clock)
+    cache = _open_cache(project.settings)
+    try:
+        async with AsyncLLMClient(project.settings.llm, cache=cache, transport=transport) as own:
+            return await _build(project, own, dry_run, observer or NullObserver(), clock)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+async def _build(
+    project: Project,
+    client: AsyncLLMClient,
+    dry_run: bool,
+    observer: BuildObserver,
+    clock: Callable[[], float],
+) -> BuildReport:
     settings = project.settings
     started = clock()
     report = BuildReport(
@@ -231,38 +253,31 @@ async def build_project(
         pages=len(project.site.pages),
         dry_run=dry_run,
     )
-    cache = _open_cache(settings)
-    try:
-        async with AsyncLLMClient(settings.llm, cache=cache, transport=transport) as client:
-            jobs = list(plan_jobs(project, client))
-            report.planned_blocks = len(jobs)
-            report.timings["plan"] = clock() - started
-            if dry_run:
-                await _check_cached(jobs, client, report)
-                observer.planned(report)
-                return report
-            observer.planned(report)
-            with StagedOutput(settings.build.output_dir) as output:
-                writer = _PageWriter(project, output)
-                phase = clock()
-                await _generate(jobs, client, settings.llm.concurrency, report, observer, writer)
-                report.timings["generate"] = clock() - phase
-                report.timings["render"] = writer.render_time
-                if report.failures:
-                    raise BuildFailed(
-                        f"{len(report.failures)} of {len(jobs)} blocks could not be generated; "
-                        f"{settings.build.output_dir} was left as it was",
-                        [(b.page, b.block, b.error or "") for b in report.failures],
-                    )
-                phase = clock()
-                writer.finish()
-                report.timings["total"] = clock() - started
-                output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
-                output.commit()
-                report.timings["write"] = clock() - phase
-    finally:
-        if cache is not None:
-            cache.close()
+    jobs = list(plan_jobs(project, client))
+    report.planned_blocks = len(jobs)
+    report.timings["plan"] = clock() - started
+    observer.planned(report)
+    if dry_run:
+        await _check_cached(jobs, client, report)
+        return report
+    with StagedOutput(settings.build.output_dir) as output:
+        writer = _PageWriter(project, output)
+        phase = clock()
+        await _generate(jobs, client, settings.llm.concurrency, report, observer, writer)
+        report.timings["generate"] = clock() - phase
+        report.timings["render"] = writer.render_time
+        if report.failures:
+            raise BuildFailed(
+                f"{len(report.failures)} of {len(jobs)} blocks could not be generated; "
+                f"{settings.build.output_dir} was left as it was",
+                [(b.page, b.block, b.error or "") for b in report.failures],
+            )
+        phase = clock()
+        writer.finish()
+        report.timings["total"] = clock() - started
+        output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
+        output.commit()
+        report.timings["write"] = clock() - phase
     return report
 
 

@@ -74,9 +74,9 @@ class SiteSettings:
 
 @dataclass(frozen=True)
 class LLMSettings:
-    provider: str = "ollama"
-    api_url: str = DEFAULT_API_URLS["ollama"]
-    model: str = "llama3.2"
+    provider: str = "local"
+    api_url: str = DEFAULT_API_URLS["local"]
+    model: str = DEFAULT_LOCAL_MODEL
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 120.0
     concurrency: int = 4
@@ -88,6 +88,8 @@ class LLMSettings:
     style: str = "auto"
     threads: int | None = None
     context: int = 2048
+    # Where relative paths in these settings (a local model file) start: the project.
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def load_settings(
     top.done()
     output_dir = Path(env["TRINITY_OUTPUT_DIR"]) if env.get("TRINITY_OUTPUT_DIR") else None
     build = replace(build, output_dir=project / (output_dir or build.output_dir))
+    llm = replace(llm, base_dir=project)
     cache = replace(cache, directory=project / cache.directory)
     return Settings(project, path, site, llm, cache, build)
 
@@ -200,7 +203,8 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
                 name,
             )
     # The file is validated even where the environment overrides it, so a typo never hides.
-    file_provider = f.string("provider", "ollama", choices=PROVIDERS)
+    # The embedded model is the default: it needs no server and no key.
+    file_provider = f.string("provider", "local", choices=PROVIDERS)
     provider = env.get("LLM_PROVIDER") or file_provider
     if provider not in PROVIDERS:
         raise ConfigError(

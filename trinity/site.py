@@ -349,12 +349,16 @@ class _Planner:
         f.done()
         return spec
 
+    def _nonempty(
+        self, template: jinja2.Template, key: str, context: Mapping[str, Any], where: str
+    ) -> str:
+        text = self.render(template, key, context, where)
+        if not text:
+            raise ContentError(f"renders to nothing{where}", path=self.shown, key=key)
+        return text
+
     def _render_block(self, spec: _BlockSpec, context: Mapping[str, Any], where: str) -> Block:
-        prompt = self.render(spec.prompt, f"{spec.key}.prompt", context, where)
-        if not prompt:
-            raise ContentError(
-                f"prompt renders to nothing{where}", path=self.shown, key=f"{spec.key}.prompt"
-            )
+        prompt = self._nonempty(spec.prompt, f"{spec.key}.prompt", context, where)
         system = (
             self.render(spec.system, f"{spec.key}.system", context, where) if spec.system else None
         )
@@ -366,7 +370,7 @@ class _Planner:
             temperature=spec.temperature,
             system=system or None,
             schema=spec.schema,
-            heading=self.render(spec.heading, f"{spec.key}.heading", context, where),
+            heading=self._nonempty(spec.heading, f"{spec.key}.heading", context, where),
             lead=self.render(spec.lead, f"{spec.key}.lead", context, where) if spec.lead else "",
             stop=spec.stop,
         )

@@ -37,10 +37,13 @@ from trinity.scaffold import write_project
 BUILTIN_THEMES = Path(cli.__file__).resolve().parent / "themes"
 # The model name the fixture writes into llm.model: a chat model served by the fake server.
 MODEL = "fake-chat-model"
-# The example as `SiteProject.create` leaves it: index, about and one page for each of the
-# four projects; intro, about + now, and summary + lessons + highlights for each project.
+# The example: index, about and one page for each of its four projects; blocks intro,
+# about + now, and summary + lessons on each project's page.
 PAGES = 6
-ITEM_BLOCKS = ("summary", "lessons", "highlights")
+EXAMPLE_ITEM_BLOCKS = ("summary", "lessons")
+EXAMPLE_BLOCKS = 3 + 4 * len(EXAMPLE_ITEM_BLOCKS)
+# As `SiteProject.create` leaves it: each project's page also has the json block highlights.
+ITEM_BLOCKS = (*EXAMPLE_ITEM_BLOCKS, "highlights")
 BLOCKS = 3 + 4 * len(ITEM_BLOCKS)
 # The json block the fixture adds to the projects collection (the example has none).
 HIGHLIGHTS_BLOCK: dict[str, Any] = {
@@ -164,12 +167,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def highlights_for(name: str) -> list[str]:
-    """The scripted answer of the example's `highlights` json block for one project."""
+    """The scripted answer of the fixture's `highlights` json block for one project."""
     return [f"{name} highlight {n}" for n in ("one", "two", "three")]
 
 
 def highlights_prompt_marker(name: str) -> str:
-    """A substring of the example's `highlights` prompt for the project `name` only."""
+    """A substring of the `highlights` prompt for the project `name` only."""
     return f"highlights of {name} ("
 
 
@@ -301,7 +304,7 @@ class SiteProject:
         def add(pages: list[dict[str, Any]]) -> None:
             (collection,) = [p for p in pages if p.get("collection") == "projects"]
             blocks = collection["blocks"]
-            assert list(blocks) == list(ITEM_BLOCKS[:-1]), "the example's project blocks changed"
+            assert tuple(blocks) == EXAMPLE_ITEM_BLOCKS, "the example's project blocks changed"
             blocks["highlights"] = dict(HIGHLIGHTS_BLOCK)
 
         self.edit_pages(add)

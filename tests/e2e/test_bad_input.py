@@ -139,7 +139,12 @@ CASES: dict[str, Case] = {
     ),
     "unknown-provider": Case(
         setting("llm", provider="olama"),
-        [SETTINGS, "llm.provider", "'olama' is not one of ollama, openai", "did you mean 'ollama'"],
+        [
+            SETTINGS,
+            "llm.provider",
+            "'olama' is not one of local, ollama, openai",
+            "did you mean 'ollama'",
+        ],
     ),
     "secret-in-settings": Case(
         secret_in_settings,
@@ -147,7 +152,7 @@ CASES: dict[str, Case] = {
     ),
     "bad-environment": Case(
         lambda project: None,
-        ["environment", "LLM_PROVIDER", "'claude' is not one of ollama, openai"],
+        ["environment", "LLM_PROVIDER", "'claude' is not one of local, ollama, openai"],
         env={"LLM_PROVIDER": "claude"},
     ),
     "unknown-theme-setting": Case(

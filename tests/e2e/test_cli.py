@@ -14,6 +14,8 @@ import yaml
 from tests.e2e.sitekit import (
     BLOCKS,
     BUILTIN_THEMES,
+    EXAMPLE_BLOCKS,
+    EXAMPLE_ITEM_BLOCKS,
     ITEM_BLOCKS,
     MODEL,
     PAGES,
@@ -364,7 +366,31 @@ def test_init_writes_a_project_that_check_accepts(tmp_path: Path) -> None:
     checked = invoke(["check", "--project", target])
 
     assert_ok(checked)
-    assert f"OK: {PAGES} pages, {BLOCKS} blocks" in checked.stdout
+    # The example as written: no highlights block (SiteProject.create adds it).
+    assert f"OK: {PAGES} pages, {EXAMPLE_BLOCKS} blocks" in checked.stdout
+
+
+def test_init_then_dry_run_plans_the_embedded_model_without_loading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trinity.llm.providers.local import LocalBackend
+
+    def no_generation(self: LocalBackend, request: object) -> None:
+        raise AssertionError("a dry run must not generate")
+
+    monkeypatch.setattr(LocalBackend, "send", no_generation)
+    target = tmp_path / "new-site"
+    assert_ok(invoke(["init", target]))
+
+    result = invoke(["build", "--project", target, "--dry-run"])
+
+    assert_ok(result)
+    rows = [("index", "intro"), ("about", "about"), ("about", "now")]
+    slugs = ("tidewater", "quill-cli", "harbor-metrics", "lumen")
+    rows += [(f"projects/{slug}", block) for slug in slugs for block in EXAMPLE_ITEM_BLOCKS]
+    assert_plan(result, rows, "to generate")
+    assert f"0 cached, {EXAMPLE_BLOCKS} to generate" in result.stdout
+    assert not (target / "output").exists()
 
 
 def test_init_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

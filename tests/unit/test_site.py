@@ -167,6 +167,69 @@ def test_block_shorthand_and_mapping_forms(project: ProjectFactory) -> None:
     assert data.system is None
 
 
+def test_heading_and_lead_are_templates_and_stop_a_list(project: ProjectFactory) -> None:
+    site = load(
+        project,
+        [
+            {
+                "collection": "projects",
+                "slug": "p/{{ item.name | slugify }}",
+                "blocks": {
+                    "key_facts": "Facts about {{ item.name }}.",
+                    "story": {
+                        "prompt": "Tell it.",
+                        "heading": "How {{ item.name }} began ({{ site.title }})",
+                        "lead": "  {{ item.name }} is written in {{ item.lang }}  ",
+                        "stop": ["\n\n", "END"],
+                    },
+                },
+            }
+        ],
+        **{"projects.yaml": PROJECTS},
+    )
+    first, second = site.pages
+    facts, story = first.blocks
+    # The heading defaults to the block's name, made readable; no lead, default stops.
+    assert (facts.heading, facts.lead, facts.stop) == ("Key facts", "", None)
+    assert story.heading == "How Über Café began (Test Site)"
+    assert story.lead == "Über Café is written in Python"
+    assert story.stop == ("\n\n", "END")
+    assert second.blocks[1].heading == "How Data Tool 2 began (Test Site)"
+    assert second.blocks[1].lead == "Data Tool 2 is written in Rust"
+
+
+def test_an_empty_stop_list_is_kept(project: ProjectFactory) -> None:
+    block = {"prompt": "p", "stop": []}
+    site = load(project, [{"slug": "x", "title": "T", "blocks": {"b": block}}])
+    assert site.pages[0].blocks[0].stop == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        pytest.param("stop", "END", "expected a list of non-empty strings, got a string",
+                     id="stop-string"),
+        pytest.param("stop", ["a", ""], "expected a list of non-empty strings", id="stop-empty"),
+        pytest.param("stop", ["a", 1], "expected a list of non-empty strings", id="stop-int"),
+        pytest.param("stop", [None], "expected a list of non-empty strings", id="stop-null"),
+        pytest.param("stop", {"a": 1}, "got a mapping", id="stop-mapping"),
+        pytest.param("heading", "", "must not be empty", id="heading-empty"),
+        pytest.param("heading", 3, "expected a string, got an integer", id="heading-int"),
+        pytest.param("heading", "{{ nope }}", "unknown variable", id="heading-variable"),
+        pytest.param("lead", "{{ nope }}", "unknown variable", id="lead-variable"),
+        pytest.param("lead", "{% if %}", "template syntax error", id="lead-syntax"),
+        pytest.param("lead", ["x"], "expected a string, got a list", id="lead-list"),
+    ],
+)  # fmt: skip
+def test_bad_heading_lead_and_stop_name_the_key(
+    project: ProjectFactory, field: str, value: Any, message: str
+) -> None:
+    block = {"prompt": "p", field: value}
+    error = content_error(project, [{"slug": "x", "title": "T", "blocks": {"b": block}}])
+    assert error.key == f"pages[0].blocks.b.{field}"
+    assert message in str(error)
+
+
 def test_blocks_keep_their_written_order(project: ProjectFactory) -> None:
     names = ["zeta", "alpha", "mid"]
     pages = "pages:\n  - slug: index\n    title: H\n    blocks:\n" + "".join(

@@ -73,7 +73,7 @@ def check_available(settings: LLMSettings, settings_path: str) -> None:
             key="llm.provider",
         )
     if settings.model != DEFAULT_LOCAL_MODEL:
-        path = Path(settings.model).expanduser()
+        path = model_path(settings)
         if path.suffix != ".gguf" or not path.is_file():
             raise ConfigError(
                 f"expected '{DEFAULT_LOCAL_MODEL}' or the path of a .gguf file, "
@@ -83,19 +83,22 @@ def check_available(settings: LLMSettings, settings_path: str) -> None:
             )
 
 
-def model_path(model: str) -> Path:
-    """The GGUF file for a model setting (assembling the packaged model on first use)."""
-    if model == DEFAULT_LOCAL_MODEL:
+def model_path(settings: LLMSettings) -> Path:
+    """The GGUF file for the model setting (assembling the packaged model on first use).
+
+    A relative path is relative to the project, like every other path in settings.
+    """
+    if settings.model == DEFAULT_LOCAL_MODEL:
         package = importlib.import_module(MODEL_PACKAGE)
         return Path(package.assemble())
-    return Path(model).expanduser()
+    return settings.base_dir / Path(settings.model).expanduser()
 
 
 def load_llama(settings: LLMSettings) -> Generator:
     """Load the model with llama-cpp-python (slow: call it once, off the event loop)."""
     from llama_cpp import Llama
 
-    path = model_path(settings.model)
+    path = model_path(settings)
     # llama.cpp writes notes straight to file descriptor 2 while loading, whatever
     # `verbose` says; they go to the debug log instead of through the progress bar.
     with _stderr_to_log():
@@ -180,26 +183,31 @@ class LocalBackend:
         """Continue the request's document; the answer is its lead and the continuation.
 
         A small base model sometimes ends its text at once (a blank line, a heading); then
-        the next seed is tried, a few times at most, so the answer is never just the lead.
+        the next seed is tried, a few times at most, and the longest continuation is kept,
+        so the answer is never just the lead. JSON is grammar-bound and taken as it comes.
         """
         assert request.document is not None
         params = self._sampling(request)
-        if request.response_format == "json":
+        wants_json = request.response_format == "json"
+        if wants_json:
             params["grammar"] = _json_grammar(request)
         else:
             params["stop"] = list(request.stop)
         seed = int(params.pop("seed", 0))
         inputs = outputs = 0
-        for attempt in range(SAMPLING_ATTEMPTS):
+        best: tuple[str, str | None] = ("", None)
+        for attempt in range(1 if wants_json else SAMPLING_ATTEMPTS):
             output = model.create_completion(request.document, seed=seed + attempt, **params)
             usage = output.get("usage") or {}
             inputs += int(usage.get("prompt_tokens", 0))
             outputs += int(usage.get("completion_tokens", 0))
-            text = output["choices"][0]["text"]
-            if len(text.split()) >= MIN_CONTINUATION_WORDS:
+            choice = output["choices"][0]
+            if attempt == 0 or len(choice["text"].split()) > len(best[0].split()):
+                best = (choice["text"], choice.get("finish_reason"))
+            if len(best[0].split()) >= MIN_CONTINUATION_WORDS:
                 break
-        finish_reason = output["choices"][0].get("finish_reason")
-        if request.response_format == "json":
+        text, finish_reason = best
+        if wants_json:
             answer = text.strip()
         else:
             if finish_reason == "length":
@@ -252,9 +260,9 @@ def _response(output: Any, text: str, finish_reason: str | None) -> LLMResponse:
     )
 
 
-# Any JSON value, from llama.cpp's grammars/json.gbnf.
+# Any JSON value, after llama.cpp's grammars/json.gbnf.
 _JSON_GBNF = r"""
-root   ::= object
+root   ::= value
 value  ::= object | array | string | number | ("true" | "false" | "null") ws
 object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
 array  ::= "[" ws ( value ("," ws value)* )? "]" ws

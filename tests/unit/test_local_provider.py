@@ -1,0 +1,766 @@
+"""The local provider (LocalBackend) against a fake generator, and the completion frames.
+
+No real model runs here: `LocalBackend(settings, loader=...)` gets a fake with llama-cpp's
+method names and answer shapes, which records what it was asked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from tests.unit.conftest import ProjectFactory
+from trinity.build import DEFAULT_STOPS, completion_frame, plan_jobs, prepare
+from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings, SiteSettings
+from trinity.errors import ConfigError, MalformedResponseError, MissingDependencyError
+from trinity.llm.client import AsyncLLMClient
+from trinity.llm.providers import local
+from trinity.llm.providers.local import (
+    DEFAULT_OPTIONS,
+    INSTALL_COMMAND,
+    MIN_CONTINUATION_WORDS,
+    MODEL_PACKAGE,
+    SAMPLING_ATTEMPTS,
+    LocalBackend,
+    _json_grammar,
+    chat_style,
+    check_available,
+    missing_packages,
+    trim_to_sentence,
+)
+from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
+from trinity.site import Block, Page
+
+SETTINGS_PATH = "config/settings.yaml"
+# Gemma-style chat templates. Jinja drops a template's final newline, so the generation
+# prompt is an expression, as in Gemma's own template.
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+# Like Gemma 3's own: no system turn, its text opens the first user turn instead.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}"
+    "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ prefix if loop.first else '' }}{{ m['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+SCHEMA = {
+    "type": "object",
+    "required": ["highlights"],
+    "properties": {"highlights": {"type": "array", "items": {"type": "string"}}},
+}
+DOCUMENT = "Mara\n\n# Home\n\n## Intro\n\nMara is"
+FRAME = CompletionFrame(DOCUMENT, lead="Mara is", stop=("\n\n", "<"))
+
+Reply = str | tuple[str, str]  # a text, or (text, finish_reason)
+
+
+class FakeModel:
+    """Stands in for llama_cpp.Llama: records each call's arguments, answers from a script.
+
+    `replies` are used in turn, the last one again once they run out. Each call also
+    records how many calls were running at once and on which thread it ran.
+    """
+
+    def __init__(
+        self,
+        replies: list[Reply] | None = None,
+        *,
+        chat_template: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.metadata: dict[str, str] = {"general.architecture": "gemma3"}
+        if chat_template is not None:
+            self.metadata["tokenizer.chat_template"] = chat_template
+        self.replies: list[Reply] = list(replies or [" a painter from Oslo."])
+        self.delay = delay
+        self.completion_calls: list[dict[str, Any]] = []
+        self.chat_calls: list[dict[str, Any]] = []
+        self.threads: set[int] = set()
+        self.max_running = 0
+        self._running = 0
+        self._counter = threading.Lock()
+
+    def _next(self) -> tuple[str, str]:
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        return (reply, "stop") if isinstance(reply, str) else reply
+
+    def _run(self) -> tuple[str, str]:
+        with self._counter:
+            self._running += 1
+            self.max_running = max(self.max_running, self._running)
+        self.threads.add(threading.get_ident())
+        try:
+            time.sleep(self.delay)
+            return self._next()
+        finally:
+            with self._counter:
+                self._running -= 1
+
+    def create_completion(self, prompt: str, **kwargs: Any) -> dict[str, Any]:
+        self.completion_calls.append({"prompt": prompt, **kwargs})
+        text, finish_reason = self._run()
+        return {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 0,
+            "model": "fake.gguf",
+            "choices": [
+                {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14},
+        }
+
+    def create_chat_completion(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        self.chat_calls.append({"messages": messages, **kwargs})
+        text, finish_reason = self._run()
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "fake.gguf",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26},
+        }
+
+
+def local_settings(**changes: Any) -> LLMSettings:
+    defaults: dict[str, Any] = {
+        "provider": "local",
+        "api_url": "",
+        "model": DEFAULT_LOCAL_MODEL,
+        "temperature": 0.5,
+        "max_tokens": 64,
+    }
+    return LLMSettings(**{**defaults, **changes})
+
+
+class Loader:
+    """A loader that hands out one fake model and counts how often it was asked."""
+
+    def __init__(self, model: FakeModel) -> None:
+        self.model = model
+        self.calls = 0
+
+    def __call__(self, settings: LLMSettings) -> FakeModel:
+        self.calls += 1
+        return self.model
+
+
+def backend_for(model: FakeModel, **changes: Any) -> LocalBackend:
+    return LocalBackend(local_settings(**changes), loader=lambda s: model)
+
+
+def make_request(
+    settings: LLMSettings | None = None,
+    *,
+    frame: CompletionFrame | None = FRAME,
+    **params: Any,
+) -> LLMRequest:
+    """A request as the client makes it for the local provider (DEFAULT_OPTIONS merged)."""
+    client = AsyncLLMClient(settings or local_settings())
+    return client.request("Write an intro.", system="Be kind.", frame=frame, **params)
+
+
+def send(backend: LocalBackend, request: LLMRequest | None = None) -> LLMResponse:
+    return anyio.run(backend.send, request or make_request(backend.settings))
+
+
+# ---------------------------------------------------------------------------- chat_style
+
+
+@pytest.mark.parametrize(
+    ("template", "configured", "expected"),
+    [
+        pytest.param(TEMPLATE, "auto", "chat", id="auto-with-template"),
+        pytest.param(None, "auto", "completion", id="auto-without-template"),
+        pytest.param("", "auto", "completion", id="auto-empty-template"),
+        pytest.param(TEMPLATE, "completion", "completion", id="completion-wins"),
+        pytest.param(None, "chat", "chat", id="chat-wins"),
+        pytest.param(TEMPLATE, "chat", "chat", id="chat-with-template"),
+        pytest.param(None, "completion", "completion", id="completion-without-template"),
+    ],
+)
+def test_chat_style(template: str | None, configured: str, expected: str) -> None:
+    assert chat_style(FakeModel(chat_template=template), configured) == expected
+
+
+def test_style_is_known_once_the_model_has_loaded() -> None:
+    backend = backend_for(FakeModel(chat_template=TEMPLATE))
+    assert backend.style is None
+    send(backend)
+    assert backend.style == "chat"
+
+
+# ---------------------------------------------------------------------------- completion path
+
+
+def test_completion_sends_the_document_and_answers_lead_plus_continuation() -> None:
+    model = FakeModel([" a painter from Oslo."])
+    response = send(backend_for(model))
+
+    (call,) = model.completion_calls
+    assert model.chat_calls == []
+    assert call["prompt"] == DOCUMENT
+    assert call["stop"] == ["\n\n", "<"]
+    assert call["seed"] == DEFAULT_OPTIONS["seed"]
+    assert call["repeat_penalty"] == DEFAULT_OPTIONS["repeat_penalty"]
+    assert (call["max_tokens"], call["temperature"]) == (64, 0.5)
+    assert "grammar" not in call
+    assert response.text == "Mara is a painter from Oslo."
+    assert (response.model, response.finish_reason) == ("fake.gguf", "stop")
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (10, 4)
+
+
+def test_top_p_and_options_reach_the_model() -> None:
+    model = FakeModel()
+    backend = backend_for(model, top_p=0.9, options={"top_k": 40})
+    send(backend)
+    (call,) = model.completion_calls
+    assert (call["top_p"], call["top_k"]) == (0.9, 40)
+
+
+def test_without_a_lead_the_answer_is_the_continuation() -> None:
+    model = FakeModel(["  Mara paints boats. \n"])
+    frame = CompletionFrame("Mara\n\n# Home\n\n## Intro\n\n", stop=("\n\n",))
+    backend = backend_for(model)
+    response = send(backend, make_request(backend.settings, frame=frame))
+    assert model.completion_calls[0]["prompt"] == frame.document
+    assert response.text == "Mara paints boats."
+
+
+def test_the_seed_comes_from_the_options() -> None:
+    model = FakeModel([""])
+    send(backend_for(model, options={"seed": 7}))
+    assert [c["seed"] for c in model.completion_calls] == [7 + n for n in range(SAMPLING_ATTEMPTS)]
+
+
+@pytest.mark.parametrize(
+    ("replies", "calls", "text"),
+    [
+        pytest.param(["", " paints big boats."], 2, "Mara is paints big boats.", id="empty"),
+        pytest.param(
+            [" a", "\n", " a painter from Oslo."], 3, "Mara is a painter from Oslo.", id="short"
+        ),
+        pytest.param([" one two three"], 1, "Mara is one two three", id="just-enough"),
+    ],
+)
+def test_a_short_continuation_is_sampled_again_with_the_next_seed(
+    replies: list[Reply], calls: int, text: str
+) -> None:
+    assert MIN_CONTINUATION_WORDS == 3
+    model = FakeModel(replies)
+    response = send(backend_for(model))
+    assert [c["seed"] for c in model.completion_calls] == list(range(calls))
+    # Every attempt is the same request but for its seed.
+    assert len({c["prompt"] for c in model.completion_calls}) == 1
+    assert response.text == text
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (10 * calls, 4 * calls)
+
+
+def test_sampling_stops_after_the_last_attempt_and_keeps_a_short_answer() -> None:
+    model = FakeModel([" Hi."])
+    response = send(backend_for(model))
+    assert len(model.completion_calls) == SAMPLING_ATTEMPTS
+    assert response.text == "Mara is Hi."
+
+
+def test_an_always_empty_continuation_gives_an_empty_answer() -> None:
+    model = FakeModel(["  \n"])
+    response = send(backend_for(model))
+    assert len(model.completion_calls) == SAMPLING_ATTEMPTS
+    assert response.text == ""  # not just the lead
+    usage = (response.usage.input_tokens, response.usage.output_tokens)
+    assert usage == (10 * SAMPLING_ATTEMPTS, 4 * SAMPLING_ATTEMPTS)
+
+
+def test_the_client_rejects_an_always_empty_continuation() -> None:
+    backend = backend_for(FakeModel([""]))
+
+    async def main() -> None:
+        async with AsyncLLMClient(backend.settings, backend=backend) as client:
+            with pytest.raises(MalformedResponseError, match="empty answer"):
+                await client.complete(client.request("Write.", frame=FRAME))
+            assert client.stats.calls == 1
+            assert client.stats.output_tokens == 4 * SAMPLING_ATTEMPTS
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        pytest.param(
+            (" a painter. She lives in Oslo and", "length"), "Mara is a painter.", id="cut"
+        ),
+        pytest.param(
+            (" a painter who lives in", "length"), "Mara is a painter who lives in", id="no-end"
+        ),
+        pytest.param(
+            (" a painter. She lives in", "stop"), "Mara is a painter. She lives in", id="stop"
+        ),
+    ],
+)
+def test_a_continuation_cut_by_max_tokens_ends_at_its_last_sentence(
+    reply: tuple[str, str], text: str
+) -> None:
+    response = send(backend_for(FakeModel([reply])))
+    assert response.text == text
+    assert response.finish_reason == reply[1]
+    assert response.truncated == (reply[1] == "length")
+
+
+@pytest.mark.parametrize("schema", [SCHEMA, None])
+def test_json_on_the_completion_path_is_held_to_a_grammar(schema: dict[str, Any] | None) -> None:
+    model = FakeModel(['  {"highlights": ["boats", "Oslo"]} \n'])
+    backend = backend_for(model)
+    request = make_request(backend.settings, response_format="json", json_schema=schema)
+    response = send(backend, request)
+    (call,) = model.completion_calls
+    assert isinstance(call["grammar"], LlamaGrammar)
+    assert "stop" not in call
+    assert response.text == '{"highlights": ["boats", "Oslo"]}'  # no lead in front
+
+
+def test_a_request_without_a_document_is_sent_as_chat() -> None:
+    model = FakeModel(["Hello there."])
+    backend = backend_for(model)
+    response = send(backend, make_request(backend.settings, frame=None))
+    assert model.completion_calls == []
+    assert len(model.chat_calls) == 1
+    assert response.text == "Hello there."
+
+
+# ---------------------------------------------------------------------------- chat path
+
+
+def test_chat_sends_the_messages_with_the_system_message() -> None:
+    model = FakeModel(["A warm intro."], chat_template=TEMPLATE)
+    response = send(backend_for(model))
+
+    assert model.completion_calls == []
+    (call,) = model.chat_calls
+    assert call["messages"] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Write an intro."},
+    ]
+    assert (call["max_tokens"], call["temperature"]) == (64, 0.5)
+    assert (call["seed"], call["repeat_penalty"]) == (0, 1.2)
+    # The frame is for base models only: a chat model gets neither document nor stops.
+    assert "stop" not in call
+    assert "response_format" not in call
+    assert response.text == "A warm intro."  # no lead in front
+    assert (response.model, response.finish_reason) == ("fake.gguf", "stop")
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (20, 6)
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        pytest.param(SCHEMA, {"type": "json_object", "schema": SCHEMA}, id="schema"),
+        pytest.param(None, {"type": "json_object"}, id="no-schema"),
+    ],
+)
+def test_chat_json_passes_the_response_format(
+    schema: dict[str, Any] | None, expected: dict[str, Any]
+) -> None:
+    model = FakeModel(['{"highlights": []}'], chat_template=TEMPLATE)
+    backend = backend_for(model)
+    send(backend, make_request(backend.settings, response_format="json", json_schema=schema))
+    (call,) = model.chat_calls
+    assert call["response_format"] == expected
+    assert "grammar" not in call
+
+
+def test_style_setting_overrides_the_template() -> None:
+    with_template = FakeModel(chat_template=TEMPLATE)
+    send(backend_for(with_template, style="completion"))
+    assert (len(with_template.completion_calls), len(with_template.chat_calls)) == (1, 0)
+
+    without_template = FakeModel()
+    send(backend_for(without_template, style="chat"))
+    assert (len(without_template.completion_calls), len(without_template.chat_calls)) == (0, 1)
+
+
+def test_a_chat_answer_with_no_content_reads_as_empty() -> None:
+    model = FakeModel(chat_template=TEMPLATE)
+    model.create_chat_completion = lambda messages, **kwargs: {  # type: ignore[method-assign]
+        "choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]
+    }
+    response = send(backend_for(model))
+    assert (response.text, response.usage.input_tokens) == ("", 0)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param(
+            TEMPLATE,
+            "<bos>"
+            "<start_of_turn>system\nBe kind.<end_of_turn>\n"
+            "<start_of_turn>user\nWrite an intro.<end_of_turn>\n"
+            "<start_of_turn>model\n",
+            id="system-turn",
+        ),
+        pytest.param(
+            GEMMA3_TEMPLATE,
+            "<bos>"
+            "<start_of_turn>user\nBe kind.\n\nWrite an intro.<end_of_turn>\n"
+            "<start_of_turn>model\n",
+            id="gemma3-system-in-user-turn",
+        ),
+    ],
+)
+def test_how_a_chat_template_formats_trinitys_messages(template: str, expected: str) -> None:
+    """What a chat GGUF sees of a Trinity request: llama-cpp's own Jinja2 formatter."""
+    model = FakeModel(chat_template=template)
+    send(backend_for(model))
+    formatter = Jinja2ChatFormatter(template=template, eos_token="<eos>", bos_token="<bos>")
+    formatted = formatter(messages=model.chat_calls[0]["messages"])
+    assert formatted.prompt == expected
+    assert formatted.stop == ["<eos>"]
+
+
+# ---------------------------------------------------------------------------- loading, threads
+
+
+def test_the_model_is_loaded_once_and_calls_are_serialised() -> None:
+    model = FakeModel(delay=0.01)
+    loader = Loader(model)
+    backend = LocalBackend(local_settings(concurrency=10), loader=loader)
+    requests = [
+        make_request(backend.settings, frame=replace(FRAME, lead=f"{n}")) for n in range(10)
+    ]
+    responses: list[LLMResponse] = []
+
+    async def main() -> None:
+        async def one(request: LLMRequest) -> None:
+            responses.append(await backend.send(request))
+
+        async with anyio.create_task_group() as group:
+            for request in requests:
+                group.start_soon(one, request)
+
+    anyio.run(main)
+    assert loader.calls == 1
+    assert len(model.completion_calls) == len(responses) == 10
+    assert model.max_running == 1
+    # Generation runs in a worker thread, so the event loop stays free.
+    assert threading.get_ident() not in model.threads
+
+
+def test_the_client_with_an_injected_backend_loads_once_and_keeps_it() -> None:
+    loader = Loader(FakeModel())
+    backend = LocalBackend(local_settings(), loader=loader)
+
+    async def main() -> list[str]:
+        async with AsyncLLMClient(backend.settings, backend=backend) as client:
+            texts = [(await client.complete(client.request("p", frame=FRAME))).text]
+            texts.append((await client.complete(client.request("q", frame=FRAME))).text)
+        return texts
+
+    assert anyio.run(main) == ["Mara is a painter from Oslo."] * 2
+    assert loader.calls == 1
+    assert backend.style == "completion"  # not closed: the client did not make it
+
+
+def test_closing_drops_the_model_and_the_next_request_loads_it_again() -> None:
+    loader = Loader(FakeModel())
+    backend = LocalBackend(local_settings(), loader=loader)
+
+    async def main() -> None:
+        await backend.send(make_request(backend.settings))
+        await backend.aclose()
+        await backend.send(make_request(backend.settings))
+
+    anyio.run(main)
+    assert loader.calls == 2
+
+
+# ---------------------------------------------------------------------------- check_available
+
+
+@pytest.fixture
+def without(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """without(*names): make importlib.util.find_spec, as the local module sees it, miss."""
+    real = importlib.util.find_spec
+
+    def hide(*names: str) -> None:
+        def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
+            return None if name in names else real(name, *args, **kwargs)
+
+        monkeypatch.setattr(f"{local.__name__}.importlib.util.find_spec", find_spec)
+
+    return hide
+
+
+def test_nothing_is_missing_here() -> None:
+    assert missing_packages(DEFAULT_LOCAL_MODEL) == []
+
+
+@pytest.mark.parametrize(
+    ("hidden", "model", "expected"),
+    [
+        pytest.param(("llama_cpp",), DEFAULT_LOCAL_MODEL, ["llama_cpp"], id="llama"),
+        pytest.param((MODEL_PACKAGE,), DEFAULT_LOCAL_MODEL, [MODEL_PACKAGE], id="model"),
+        pytest.param(
+            ("llama_cpp", MODEL_PACKAGE), "m.gguf", ["llama_cpp"], id="path-needs-no-package"
+        ),
+        pytest.param((MODEL_PACKAGE,), "m.gguf", [], id="path-without-package"),
+    ],
+)
+def test_missing_packages(without: Any, hidden: tuple[str, ...], model: str, expected: Any) -> None:
+    without(*hidden)
+    assert missing_packages(model) == expected
+
+
+@pytest.mark.parametrize("hidden", ["llama_cpp", MODEL_PACKAGE])
+def test_a_missing_extra_says_how_to_install_it(without: Any, hidden: str) -> None:
+    without(hidden)
+    with pytest.raises(MissingDependencyError) as caught:
+        check_available(local_settings(), SETTINGS_PATH)
+    error = caught.value
+    assert error.exit_code == 2
+    assert (error.path, error.key) == (SETTINGS_PATH, "llm.provider")
+    assert INSTALL_COMMAND == 'pip install "trinity[local]"'
+    assert 'pip install "trinity[local]"' in str(error)
+    assert hidden in str(error)
+    assert str(error).startswith(f"{SETTINGS_PATH}: llm.provider: ")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("missing.gguf", id="missing"),
+        pytest.param("model.bin", id="not-gguf"),
+        pytest.param("folder.gguf", id="folder"),
+        pytest.param("gemma3", id="unknown-name"),
+    ],
+)
+def test_a_model_that_is_not_a_gguf_file_is_a_config_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "model.bin").write_bytes(b"GGUF")
+    (tmp_path / "folder.gguf").mkdir()
+    model = str(tmp_path / name)
+    with pytest.raises(ConfigError) as caught:
+        check_available(local_settings(model=model), SETTINGS_PATH)
+    error = caught.value
+    assert (error.path, error.key, error.exit_code) == (SETTINGS_PATH, "llm.model", 2)
+    assert f"got '{model}'" in str(error)
+    assert f"'{DEFAULT_LOCAL_MODEL}'" in str(error)
+
+
+def test_an_existing_gguf_file_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF")
+    check_available(local_settings(model=str(path)), SETTINGS_PATH)
+    check_available(local_settings(model="tiny.gguf"), SETTINGS_PATH)  # tmp_path is the cwd
+
+
+def test_the_missing_extra_is_reported_before_the_model_path(without: Any) -> None:
+    without("llama_cpp")
+    with pytest.raises(MissingDependencyError):
+        check_available(local_settings(model="nowhere.gguf"), SETTINGS_PATH)
+
+
+def write_project(project: ProjectFactory, llm: str) -> None:
+    project.settings_file(f"site: {{title: T}}\nllm: {llm}\n")
+    project.pages([{"slug": "index", "title": "H", "blocks": {"intro": "Write."}}])
+
+
+def test_prepare_checks_the_local_provider(project: ProjectFactory, without: Any) -> None:
+    write_project(project, "{provider: local}")
+    without("llama_cpp")
+    with pytest.raises(MissingDependencyError) as caught:
+        prepare(project.root, environ={})
+    assert (caught.value.path, caught.value.key) == (SETTINGS_PATH, "llm.provider")
+
+
+def test_prepare_checks_the_local_model_path(project: ProjectFactory) -> None:
+    write_project(project, "{provider: local, model: nowhere.gguf}")
+    with pytest.raises(ConfigError) as caught:
+        prepare(project.root, environ={})
+    assert (caught.value.path, caught.value.key) == (SETTINGS_PATH, "llm.model")
+
+
+def test_prepare_does_not_check_other_providers(project: ProjectFactory, without: Any) -> None:
+    write_project(project, "{provider: ollama}")
+    without("llama_cpp", MODEL_PACKAGE)
+    assert prepare(project.root, environ={}).settings.llm.provider == "ollama"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("One. Two is cut", "One.", id="cut"),
+        pytest.param("No end at all", "No end at all", id="no-end"),
+        pytest.param("Ask? Yes! And", "Ask? Yes!", id="question-exclamation"),
+        pytest.param('He said "Hi." Then', 'He said "Hi."', id="closing-quote"),
+        pytest.param("(See this.) More", "(See this.)", id="closing-bracket"),
+        pytest.param("Version 3.5 is out", "Version 3.5 is out", id="decimal"),
+        pytest.param("Ends here.", "Ends here.", id="complete"),
+        pytest.param("First.\nSecond", "First.", id="newline"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_trim_to_sentence(text: str, expected: str) -> None:
+    assert trim_to_sentence(text) == expected
+
+
+@pytest.mark.parametrize("schema", [SCHEMA, None])
+def test_json_grammar(schema: dict[str, Any] | None) -> None:
+    request = make_request(response_format="json", json_schema=schema)
+    grammar = _json_grammar(request)
+    assert isinstance(grammar, LlamaGrammar)
+    text = grammar._grammar
+    assert re.search(r"^root\s+::=", text, re.MULTILINE)
+    if schema is not None:
+        assert "highlights" in text
+
+
+# ---------------------------------------------------------------------------- completion_frame
+
+
+def frame_for(
+    *,
+    site_description: str = "",
+    page_description: str = "",
+    **block: Any,
+) -> CompletionFrame:
+    site = SiteSettings(title="Mara", description=site_description)
+    page = Page(
+        slug="about", title="About", template="page.html", blocks=(), description=page_description
+    )
+    return completion_frame(
+        site, page, Block(name="bio", prompt="p", **{"heading": "Bio", **block})
+    )
+
+
+def test_frame_with_every_part() -> None:
+    frame = frame_for(
+        site_description="A painter's site", page_description="Who I am", lead="Mara is"
+    )
+    assert frame.document == "Mara: A painter's site\n\n# About\n\nWho I am\n\n## Bio\n\nMara is"
+    assert frame.lead == "Mara is"
+
+
+def test_frame_without_descriptions_or_lead() -> None:
+    frame = frame_for()
+    assert frame.document == "Mara\n\n# About\n\n## Bio\n\n"
+    assert frame.lead == ""
+
+
+def test_frame_with_only_a_page_description() -> None:
+    assert frame_for(page_description="Who").document == "Mara\n\n# About\n\nWho\n\n## Bio\n\n"
+
+
+@pytest.mark.parametrize("block_format", ["markdown", "text", "json"])
+def test_frame_stops_default_by_format(block_format: str) -> None:
+    assert frame_for(format=block_format).stop == DEFAULT_STOPS[block_format]
+
+
+def test_default_stops() -> None:
+    assert set(DEFAULT_STOPS) == {"markdown", "text", "json"}
+    assert "\n\n" in DEFAULT_STOPS["text"]
+    assert "\n#" in DEFAULT_STOPS["markdown"]
+    assert "\n\n" not in DEFAULT_STOPS["markdown"]  # markdown may have paragraphs
+    assert DEFAULT_STOPS["json"] == ()
+
+
+@pytest.mark.parametrize("stop", [("END",), ()])
+def test_a_blocks_stop_replaces_the_defaults(stop: tuple[str, ...]) -> None:
+    assert frame_for(format="text", stop=stop).stop == stop
+
+
+def test_plan_jobs_frames_blocks_for_the_local_provider(project: ProjectFactory) -> None:
+    project.settings_file("site: {title: T, description: D}\n")
+    project.pages(
+        [
+            {
+                "slug": "index",
+                "title": "Home",
+                "blocks": {"key_facts": {"prompt": "Facts.", "lead": "In short,"}},
+            }
+        ]
+    )
+    prepared = prepare(project.root, environ={})
+    page = prepared.site.pages[0]
+    chat_client = AsyncLLMClient(prepared.settings.llm)
+    local_client = AsyncLLMClient(replace(prepared.settings.llm, provider="local", api_url=""))
+
+    (chat_job,) = plan_jobs(prepared, chat_client)
+    (local_job,) = plan_jobs(prepared, local_client)
+    assert chat_job.request.document is None
+    expected = completion_frame(prepared.settings.site, page, page.blocks[0])
+    assert expected.document == "T: D\n\n# Home\n\n## Key facts\n\nIn short,"
+    assert local_job.request.document == expected.document
+    assert (local_job.request.lead, local_job.request.stop) == ("In short,", expected.stop)
+    assert local_job.key == local_client.key(local_job.request)
+
+
+# ---------------------------------------------------------------------------- client.request
+
+
+def test_the_frame_is_dropped_for_http_providers() -> None:
+    client = AsyncLLMClient(LLMSettings(provider="ollama"))
+    framed = client.request("p", frame=FRAME)
+    assert (framed.document, framed.lead, framed.stop) == (None, "", ())
+    assert framed == client.request("p")
+    keys = {
+        client.key(client.request("p", frame=frame_for(heading=heading, lead=lead)))
+        for heading in ("Bio", "About me")
+        for lead in ("", "Mara is")
+    }
+    assert keys == {client.key(client.request("p"))}
+
+
+def test_the_frame_is_kept_for_the_local_provider() -> None:
+    request = AsyncLLMClient(local_settings()).request("p", frame=FRAME)
+    assert (request.document, request.lead, request.stop) == (DOCUMENT, "Mara is", ("\n\n", "<"))
+
+
+def test_local_options_include_the_defaults_and_settings_override_them() -> None:
+    assert dict(AsyncLLMClient(local_settings()).request("p").options) == DEFAULT_OPTIONS
+    client = AsyncLLMClient(local_settings(options={"seed": 5, "top_k": 40}))
+    assert dict(client.request("p").options) == {
+        **DEFAULT_OPTIONS,
+        "seed": 5,
+        "top_k": 40,
+    }
+    assert dict(AsyncLLMClient(LLMSettings(provider="ollama")).request("p").options) == {}
+
+
+@pytest.mark.parametrize(
+    "change", [{"heading": "About me"}, {"lead": "Mara is"}, {"stop": ("END",)}]
+)
+def test_the_local_key_changes_with_the_frame(change: dict[str, Any]) -> None:
+    client = AsyncLLMClient(local_settings())
+    before = client.key(client.request("p", frame=frame_for()))
+    after = client.key(client.request("p", frame=frame_for(**change)))
+    assert before != after
