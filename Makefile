@@ -38,12 +38,12 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check trinity tests
-	$(BIN)/ruff format --check trinity tests
+	$(BIN)/ruff check trinity tests benchmarks
+	$(BIN)/ruff format --check trinity tests benchmarks
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix trinity tests
-	$(BIN)/ruff format trinity tests
+	$(BIN)/ruff check --fix trinity tests benchmarks
+	$(BIN)/ruff format trinity tests benchmarks
 
 type-check: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy --strict trinity

@@ -191,7 +191,8 @@ def test_client_key_changes_with_provider_and_url() -> None:
     request = client.request("p")
     for other in others:
         assert AsyncLLMClient(other).key(request) != client.key(request)
-    assert AsyncLLMClient(LLMSettings(api_url="http://h:1/")).key(request) == client.key(request)
+    same = LLMSettings(provider="ollama", api_url="http://h:1/")
+    assert AsyncLLMClient(same).key(request) == client.key(request)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +224,8 @@ def test_client_request_differs_when_a_parameter_differs_from_settings() -> None
 
 
 def test_settings_options_reach_the_request_and_the_key() -> None:
-    with_seed = AsyncLLMClient(LLMSettings(options={"seed": 1}))
-    without = AsyncLLMClient(LLMSettings())
+    http = {"provider": "ollama", "api_url": "http://h:1"}
+    with_seed = AsyncLLMClient(LLMSettings(**http, options={"seed": 1}))
+    without = AsyncLLMClient(LLMSettings(**http))
     assert dict(with_seed.request("p").options) == {"seed": 1}
     assert with_seed.key(with_seed.request("p")) != without.key(without.request("p"))

@@ -48,9 +48,9 @@ def test_defaults_with_only_a_title(write_settings: WriteSettings) -> None:
     assert settings.site.title == "Hello"
     assert settings.site.language == "en"
     assert settings.site.base_url is None
-    assert settings.llm.provider == "ollama"
-    assert settings.llm.api_url == DEFAULT_API_URLS["ollama"]
-    assert settings.llm.model == LLMSettings.model
+    assert settings.llm.provider == "local"
+    assert settings.llm.api_url == DEFAULT_API_URLS["local"] == ""
+    assert settings.llm.model == LLMSettings.model == DEFAULT_LOCAL_MODEL
     assert settings.llm.api_key is None
     assert settings.llm.concurrency == LLMSettings.concurrency
     assert settings.llm.temperature == LLMSettings.temperature
@@ -153,12 +153,14 @@ def test_provider_from_environment_picks_that_providers_default_url(
 
 
 def test_empty_environment_variables_do_not_override(write_settings: WriteSettings) -> None:
-    project = write_settings("site: {title: T}\nllm: {model: from-file}\n")
+    project = write_settings("site: {title: T}\nllm: {provider: ollama, model: from-file}\n")
     settings = load_settings(
-        project, environ={"LLM_MODEL": "", "LLM_PROVIDER": "", "LLM_API_KEY": ""}
+        project,
+        environ={"LLM_MODEL": "", "LLM_PROVIDER": "", "LLM_API_KEY": "", "LLM_API_URL": ""},
     )
     assert settings.llm.model == "from-file"
     assert settings.llm.provider == "ollama"
+    assert settings.llm.api_url == DEFAULT_API_URLS["ollama"]
     assert settings.llm.api_key is None
 
 
@@ -418,13 +420,15 @@ def test_invalid_provider_in_environment_has_a_hint(write_settings: WriteSetting
 
 @pytest.mark.parametrize("url", ["localhost:11434", "ftp://host", "http://", "not a url"])
 def test_bad_api_url_in_file(write_settings: WriteSettings, url: str) -> None:
-    error = config_error(write_settings(f"site: {{title: T}}\nllm: {{api_url: '{url}'}}\n"))
+    text = f"site: {{title: T}}\nllm: {{provider: ollama, api_url: '{url}'}}\n"
+    error = config_error(write_settings(text))
     assert error.key == "llm.api_url"
     assert "expected an http(s) URL" in str(error)
 
 
 def test_bad_api_url_in_environment_names_the_variable(write_settings: WriteSettings) -> None:
-    error = config_error(write_settings("site: {title: T}\n"), {"LLM_API_URL": "file:///etc"})
+    project = write_settings("site: {title: T}\nllm: {provider: ollama}\n")
+    error = config_error(project, {"LLM_API_URL": "file:///etc"})
     assert (error.path, error.key) == ("environment", "LLM_API_URL")
 
 
@@ -582,6 +586,11 @@ def test_with_overrides_refuses_concurrency_below_one(
         pytest.param("llm: {provider: local}", {"LLM_API_URL": "http://a:1"}, id="env-url"),
         pytest.param("llm: {provider: local}", {"LLM_API_URL": "file:///x"}, id="bad-env-url"),
         pytest.param("llm: {api_url: 'http://a:1'}", {"LLM_PROVIDER": "local"}, id="env-provider"),
+        # With no provider in the file, the provider is local: a URL is ignored, not checked.
+        pytest.param("", {"LLM_API_URL": "http://a:1"}, id="default-env-url"),
+        pytest.param("", {"LLM_API_URL": "file:///x"}, id="default-bad-env-url"),
+        pytest.param("llm: {model: m.gguf}", {"LLM_API_URL": "not a url"}, id="default-llm"),
+        pytest.param("llm: {api_url: 'not a url'}", {}, id="default-bad-file-url"),
     ],
 )
 def test_the_local_provider_has_no_api_url(
@@ -593,6 +602,32 @@ def test_the_local_provider_has_no_api_url(
     assert settings.llm.api_url == DEFAULT_API_URLS["local"] == ""
 
 
+def test_the_default_provider_is_the_local_model(write_settings: WriteSettings) -> None:
+    defaults = LLMSettings()
+    assert (defaults.provider, defaults.api_url, defaults.model) == ("local", "", "gemma3-270m")
+    for text in ("site: {title: T}\n", "site: {title: T}\nllm: {}\n"):
+        llm = load_settings(write_settings(text), environ={}).llm
+        assert (llm.provider, llm.api_url, llm.model) == ("local", "", "gemma3-270m")
+        assert llm.api_key is None
+
+
+def test_an_http_provider_still_gets_its_default_url(write_settings: WriteSettings) -> None:
+    project = write_settings("site: {title: T}\nllm: {provider: ollama}\n")
+    llm = load_settings(project, environ={}).llm
+    assert (llm.api_url, llm.model) == ("http://localhost:11434", "llama3.2")
+
+
+def test_base_dir_is_the_project_folder(
+    write_settings: WriteSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = write_settings("site: {title: T}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert LLMSettings().base_dir == elsewhere
+    assert load_settings(project, environ={}).llm.base_dir == project.resolve()
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_each_provider_has_its_default_model(write_settings: WriteSettings, provider: str) -> None:
     project = write_settings(f"site: {{title: T}}\nllm: {{provider: {provider}}}\n")
@@ -602,7 +637,8 @@ def test_each_provider_has_its_default_model(write_settings: WriteSettings, prov
 def test_default_models() -> None:
     assert set(DEFAULT_MODELS) == set(PROVIDERS) == {"local", "ollama", "openai"}
     assert DEFAULT_MODELS["local"] == DEFAULT_LOCAL_MODEL == "gemma3-270m"
-    assert DEFAULT_MODELS["ollama"] == LLMSettings.model
+    assert DEFAULT_MODELS["local"] == LLMSettings.model
+    assert DEFAULT_MODELS["ollama"] == "llama3.2"
 
 
 def test_provider_from_environment_picks_that_providers_default_model(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import llama_cpp
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
@@ -35,7 +36,9 @@ from trinity.llm.providers.local import (
     _json_grammar,
     chat_style,
     check_available,
+    load_llama,
     missing_packages,
+    model_path,
     trim_to_sentence,
 )
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
@@ -296,6 +299,50 @@ def test_an_always_empty_continuation_gives_an_empty_answer() -> None:
     assert response.text == ""  # not just the lead
     usage = (response.usage.input_tokens, response.usage.output_tokens)
     assert usage == (10 * SAMPLING_ATTEMPTS, 4 * SAMPLING_ATTEMPTS)
+
+
+@pytest.mark.parametrize(
+    ("replies", "text"),
+    [
+        pytest.param([" Short one.", "", ""], "Mara is Short one.", id="first-then-empty"),
+        pytest.param(["", " Short one.", "\n"], "Mara is Short one.", id="middle"),
+        pytest.param([" a", " b c", ""], "Mara is b c", id="longer-later"),
+        pytest.param([" a b", " c", " d"], "Mara is a b", id="first-of-equals-stays"),
+    ],
+)
+def test_the_longest_continuation_across_seeds_is_kept(replies: list[Reply], text: str) -> None:
+    model = FakeModel(replies)
+    response = send(backend_for(model))
+    assert [c["seed"] for c in model.completion_calls] == list(range(SAMPLING_ATTEMPTS))
+    assert response.text == text
+    usage = (response.usage.input_tokens, response.usage.output_tokens)
+    assert usage == (10 * SAMPLING_ATTEMPTS, 4 * SAMPLING_ATTEMPTS)
+
+
+def test_the_kept_continuation_keeps_its_own_finish_reason() -> None:
+    model = FakeModel([(" Short. And", "length"), ("", "stop"), ("\n", "stop")])
+    response = send(backend_for(model))
+    assert len(model.completion_calls) == SAMPLING_ATTEMPTS
+    assert response.text == "Mara is Short."  # cut back to its sentence: it hit the limit
+    assert response.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        pytest.param("[]", "[]", id="short"),
+        pytest.param(" \n", "", id="empty"),
+        pytest.param(' ["a"] ', '["a"]', id="list"),
+    ],
+)
+def test_json_is_generated_in_a_single_attempt(reply: str, text: str) -> None:
+    model = FakeModel([reply, '{"never": "asked"}'])
+    backend = backend_for(model, options={"seed": 7})
+    response = send(backend, make_request(backend.settings, response_format="json"))
+    (call,) = model.completion_calls
+    assert call["seed"] == 7
+    assert response.text == text
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (10, 4)
 
 
 def test_the_client_rejects_an_always_empty_continuation() -> None:
@@ -580,6 +627,66 @@ def test_an_existing_gguf_file_is_accepted(tmp_path: Path) -> None:
     check_available(local_settings(model="tiny.gguf"), SETTINGS_PATH)  # tmp_path is the cwd
 
 
+def test_model_path_is_relative_to_base_dir_and_leaves_absolute_paths(tmp_path: Path) -> None:
+    project = tmp_path / "site"
+    relative = local_settings(model="models/tiny.gguf", base_dir=project)
+    assert model_path(relative) == project / "models" / "tiny.gguf"
+    absolute = tmp_path / "elsewhere" / "m.gguf"
+    assert model_path(local_settings(model=str(absolute), base_dir=project)) == absolute
+
+
+@pytest.fixture
+def project_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectFactory:
+    """A project in tmp_path/site, with the working folder tmp_path/elsewhere."""
+    project = ProjectFactory(tmp_path / "site")
+    write_project(project, "{provider: local, model: models/tiny.gguf}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    return project
+
+
+def test_a_relative_model_path_is_found_in_the_project_from_another_folder(
+    project_elsewhere: ProjectFactory,
+) -> None:
+    model = project_elsewhere.root / "models" / "tiny.gguf"
+    model.parent.mkdir()
+    model.write_bytes(b"GGUF")
+    prepared = prepare(project_elsewhere.root, environ={})
+    assert model_path(prepared.settings.llm) == model.resolve()
+    check_available(prepared.settings.llm, SETTINGS_PATH)
+
+
+def test_a_relative_model_path_is_not_looked_up_in_the_working_folder(
+    project_elsewhere: ProjectFactory,
+) -> None:
+    in_cwd = Path("models") / "tiny.gguf"
+    in_cwd.parent.mkdir()
+    in_cwd.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError) as caught:
+        prepare(project_elsewhere.root, environ={})
+    assert caught.value.key == "llm.model"
+    assert "got 'models/tiny.gguf'" in str(caught.value)
+
+
+def test_load_llama_opens_the_file_in_the_project(
+    project_elsewhere: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[dict[str, Any]] = []
+
+    class FakeLlama:
+        def __init__(self, **kwargs: Any) -> None:
+            opened.append(kwargs)
+
+    monkeypatch.setattr(llama_cpp, "Llama", FakeLlama)
+    settings = replace(project_elsewhere.load().llm, threads=2)
+    assert isinstance(load_llama(settings), FakeLlama)
+    (kwargs,) = opened
+    expected = project_elsewhere.root.resolve() / "models" / "tiny.gguf"
+    assert kwargs["model_path"] == str(expected)
+    assert (kwargs["n_ctx"], kwargs["n_threads"]) == (2048, 2)
+
+
 def test_the_missing_extra_is_reported_before_the_model_path(without: Any) -> None:
     without("llama_cpp")
     with pytest.raises(MissingDependencyError):
@@ -644,6 +751,22 @@ def test_json_grammar(schema: dict[str, Any] | None) -> None:
         assert "highlights" in text
 
 
+def test_the_schemaless_json_grammar_admits_any_value() -> None:
+    """Without a schema, a list (or any JSON value) is allowed, not only an object."""
+    grammar = LlamaGrammar.from_string(local._JSON_GBNF, verbose=False)
+    assert isinstance(grammar, LlamaGrammar)
+    assert grammar._grammar == local._JSON_GBNF
+    rules = dict(
+        (name.strip(), body.strip())
+        for name, body in (line.split("::=", 1) for line in local._JSON_GBNF.strip().splitlines())
+    )
+    assert rules["root"] == "value"
+    assert "array" in rules["value"].split()
+    assert rules["array"].startswith('"["')
+    used = _json_grammar(make_request(response_format="json"))
+    assert re.search(r"^root\s+::=\s+value\s*$", used._grammar, re.MULTILINE)
+
+
 # ---------------------------------------------------------------------------- completion_frame
 
 
@@ -699,7 +822,7 @@ def test_a_blocks_stop_replaces_the_defaults(stop: tuple[str, ...]) -> None:
 
 
 def test_plan_jobs_frames_blocks_for_the_local_provider(project: ProjectFactory) -> None:
-    project.settings_file("site: {title: T, description: D}\n")
+    project.settings_file("site: {title: T, description: D}\nllm: {provider: ollama}\n")
     project.pages(
         [
             {
