@@ -13,7 +13,7 @@ WHEELHOUSE ?= $(HOME)/.cache/trinity/wheels
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install build test lint format type-check check clean cache-clear
+.PHONY: help setup install build test lint format type-check check bench clean cache-clear
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv; install Trinity, the embedded model and the development tools
 
-install: ## Install Trinity (without development tools) into the current Python
-	$(PYTHON) -m pip install .
+install: ## Install Trinity and the embedded model (no development tools) into the current Python
+	$(PYTHON) -m pip install ".[local]"
 
 build: $(STAMP) ## Build the example site with the embedded model (THEME=brutalist to switch)
 	$(BIN)/trinity build --theme $(THEME)
@@ -49,6 +49,9 @@ type-check: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy --strict trinity
 
 check: lint type-check test ## Everything CI checks
+
+bench: $(STAMP) ## Run the benchmarks (results and method in BENCHMARKS.md)
+	$(BIN)/python benchmarks/embedded_model.py
 
 clean: ## Remove build artefacts, caches of tools and output/
 	rm -rf output dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage

@@ -1,12 +1,16 @@
 """Tokens per second of the embedded model: through Trinity against llama-cpp-python directly.
 
 Both sides generate the example site's blocks with the same model file, the same
-documents, sampling parameters and seeds, in one process and one run, alternating which
-goes first. Trinity's side is a whole build (`build_project` with the cache off: framing,
-the worker thread, rendering and writing included); the direct side calls
-`Llama.create_completion` in a loop. Model loading is timed apart and left out of both.
+documents, sampling parameters and seeds, in one run, alternating which goes first.
+Trinity's side is a whole build (`build_project` with the cache off: framing, the
+generation thread, rendering and writing included); the direct side calls
+`Llama.create_completion` in a loop. Model loading is left out of both.
 
-    python benchmarks/embedded_model.py [--rounds 3]
+Each side runs in a process of its own: llama.cpp's OpenMP keeps a team of spinning
+threads per calling thread, and two sides in one process slowed each other down by
+up to half (measured), which says nothing about either.
+
+    python benchmarks/embedded_model.py [--rounds 4]
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -72,38 +78,51 @@ def trinity_run(model: Any, project: Project, output_dir: Path) -> Run:
     return anyio.run(build)
 
 
+def measure(side: str, project_dir: Path) -> Run:
+    """One side's run, in this process."""
+    project = prepare(project_dir, use_cache=False)
+    model = load_llama(project.settings.llm)
+    if side == "direct":
+        return direct_run(model, project)
+    return trinity_run(model, project, project_dir / "output")
+
+
+def measure_in_subprocess(side: str, project_dir: Path) -> Run:
+    command = [sys.executable, __file__, "--side", side, "--project", str(project_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    tokens, seconds = json.loads(result.stdout.strip().splitlines()[-1])
+    return Run(tokens, seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--side", choices=("direct", "trinity"), help=argparse.SUPPRESS)
+    parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        run = measure(args.side, args.project)
+        print(json.dumps([run.tokens, run.seconds]))
+        return
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         write_project(root)
-        project = prepare(root, use_cache=False)
-        started = time.perf_counter()
-        model = load_llama(project.settings.llm)
-        load_seconds = time.perf_counter() - started
-        direct: list[Run] = []
-        through: list[Run] = []
+        runs: dict[str, list[Run]] = {"direct": [], "trinity": []}
         for round_number in range(args.rounds):
             order = ("direct", "trinity") if round_number % 2 == 0 else ("trinity", "direct")
             for side in order:
-                if side == "direct":
-                    direct.append(direct_run(model, project))
-                else:
-                    through.append(trinity_run(model, project, root / "output"))
-    direct_rate = statistics.median(r.rate for r in direct)
-    trinity_rate = statistics.median(r.rate for r in through)
+                runs[side].append(measure_in_subprocess(side, root))
+    direct_rate = statistics.median(r.rate for r in runs["direct"])
+    trinity_rate = statistics.median(r.rate for r in runs["trinity"])
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
-        "model_load_s": round(load_seconds, 2),
         "rounds": args.rounds,
         "direct_tokens_per_s": round(direct_rate, 1),
         "trinity_tokens_per_s": round(trinity_rate, 1),
         "trinity_overhead_pct": round((1 - trinity_rate / direct_rate) * 100, 1),
-        "direct_runs": [[r.tokens, round(r.seconds, 2)] for r in direct],
-        "trinity_runs": [[r.tokens, round(r.seconds, 2)] for r in through],
+        "direct_runs": [[r.tokens, round(r.seconds, 2)] for r in runs["direct"]],
+        "trinity_runs": [[r.tokens, round(r.seconds, 2)] for r in runs["trinity"]],
     }
     print(json.dumps(result, indent=2))
 

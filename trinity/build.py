@@ -516,6 +516,7 @@ class _PageWriter:
             **self._shared,
             "page": {**_link(page), "description": page.description},
             "blocks": blocks,
+            "headings": {block.name: block.heading for block in page.blocks},
             "root": page_root(page),
         }
         html = self.project.renderer.render(page.template, context)

@@ -233,12 +233,19 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         top_p=f.number("top_p", None, minimum=0, maximum=1),
         system=f.string("system", None),
         options=MappingProxyType(f.mapping("options")),
-        style=f.string("style", "auto", choices=PROMPT_STYLES),
+        style=_read_style(f, provider),
         threads=f.integer("threads", None, minimum=1, maximum=512),
         context=f.integer("context", LLMSettings.context, minimum=256, maximum=1_048_576),
     )
     f.done()
     return settings
+
+
+def _read_style(f: Fields, provider: str) -> str:
+    style: str = f.string("style", "auto", choices=PROMPT_STYLES)
+    if style == "completion" and provider in HTTP_PROVIDERS:
+        raise f.fail("completion style needs the local provider; servers are sent chat", "style")
+    return style
 
 
 def _check_api_url(api_url: str, f: Fields, *, from_environment: bool) -> None:

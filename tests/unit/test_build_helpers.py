@@ -138,8 +138,10 @@ def test_block_value(block_format: str, text: str, expected: Any) -> None:
 
 
 def test_plan_jobs_resolves_every_request(project: ProjectFactory) -> None:
+    # Chat style: a base model (the default) is sent no messages, so no system prompt.
     project.settings_file(
-        "site: {title: T}\nllm: {system: Site rules., temperature: 0.4, max_tokens: 100}\n"
+        "site: {title: T}\n"
+        "llm: {style: chat, system: Site rules., temperature: 0.4, max_tokens: 100}\n"
     )
     project.pages(
         [

@@ -695,3 +695,37 @@ def test_local_settings_are_validated(
     error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  provider: local\n  {llm}\n"))
     assert error.key == key
     assert message in str(error)
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+def test_completion_style_needs_the_local_provider(
+    write_settings: WriteSettings, provider: str
+) -> None:
+    project = write_settings(
+        f"site: {{title: T}}\nllm: {{provider: {provider}, style: completion}}\n"
+    )
+    error = config_error(project)
+    assert error.key == "llm.style"
+    assert str(error).endswith(
+        "llm.style: completion style needs the local provider; servers are sent chat"
+    )
+
+
+def test_completion_style_with_a_provider_from_the_environment(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings("site: {title: T}\nllm: {provider: local, style: completion}\n")
+    assert load_settings(project, environ={}).llm.style == "completion"
+    error = config_error(project, {"LLM_PROVIDER": "ollama"})
+    assert error.key == "llm.style"
+    assert "completion style needs the local provider" in str(error)
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+@pytest.mark.parametrize("style", ["auto", "chat"])
+def test_servers_accept_the_chat_styles(
+    write_settings: WriteSettings, provider: str, style: str
+) -> None:
+    project = write_settings(f"site: {{title: T}}\nllm: {{provider: {provider}, style: {style}}}\n")
+    llm = load_settings(project, environ={}).llm
+    assert (llm.provider, llm.style) == (provider, style)

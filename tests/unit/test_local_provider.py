@@ -1,13 +1,15 @@
 """The local provider (LocalBackend) against a fake generator, and the completion frames.
 
 No real model runs here: `LocalBackend(settings, loader=...)` gets a fake with llama-cpp's
-method names and answer shapes, which records what it was asked.
+method names and answer shapes, which records what it was asked. The GGUF header reader
+runs on small files written here, and once on the packaged model's file.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import struct
 import threading
 import time
 from dataclasses import replace
@@ -34,11 +36,12 @@ from trinity.llm.providers.local import (
     SAMPLING_ATTEMPTS,
     LocalBackend,
     _json_grammar,
-    chat_style,
     check_available,
+    gguf_has_chat_template,
     load_llama,
     missing_packages,
     model_path,
+    resolve_style,
     trim_to_sentence,
 )
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
@@ -82,16 +85,8 @@ class FakeModel:
     records how many calls were running at once and on which thread it ran.
     """
 
-    def __init__(
-        self,
-        replies: list[Reply] | None = None,
-        *,
-        chat_template: str | None = None,
-        delay: float = 0.0,
-    ) -> None:
+    def __init__(self, replies: list[Reply] | None = None, *, delay: float = 0.0) -> None:
         self.metadata: dict[str, str] = {"general.architecture": "gemma3"}
-        if chat_template is not None:
-            self.metadata["tokenizer.chat_template"] = chat_template
         self.replies: list[Reply] = list(replies or [" a painter from Oslo."])
         self.delay = delay
         self.completion_calls: list[dict[str, Any]] = []
@@ -193,30 +188,254 @@ def send(backend: LocalBackend, request: LLMRequest | None = None) -> LLMRespons
     return anyio.run(backend.send, request or make_request(backend.settings))
 
 
-# ---------------------------------------------------------------------------- chat_style
+# ---------------------------------------------------------------------------- GGUF files
+
+# GGUF metadata value types, by id (gguf.h).
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY = range(10)
+UINT64, INT64, FLOAT64 = 10, 11, 12
+FIXED_FORMATS = {
+    UINT8: "<B",
+    INT8: "<b",
+    UINT16: "<H",
+    INT16: "<h",
+    UINT32: "<I",
+    INT32: "<i",
+    FLOAT32: "<f",
+    BOOL: "<?",
+    UINT64: "<Q",
+    INT64: "<q",
+    FLOAT64: "<d",
+}
+Metadata = list[tuple[str, int, Any]]
+
+
+def gguf_value(kind: int, value: Any) -> bytes:
+    """One metadata value as GGUF stores it (an array value is (item kind, items))."""
+    if kind == STRING:
+        data: bytes = value.encode("utf-8")
+        return struct.pack("<Q", len(data)) + data
+    if kind == ARRAY:
+        item_kind, items = value
+        head = struct.pack("<IQ", item_kind, len(items))
+        return head + b"".join(gguf_value(item_kind, item) for item in items)
+    return struct.pack(FIXED_FORMATS[kind], value)
+
+
+def gguf_bytes(metadata: Metadata, *, magic: bytes = b"GGUF", version: int = 3) -> bytes:
+    """A GGUF header: magic, version, tensor count, metadata count, then the metadata."""
+    data = magic + struct.pack("<IQQ", version, 1, len(metadata))
+    for key, kind, value in metadata:
+        data += gguf_value(STRING, key) + struct.pack("<I", kind) + gguf_value(kind, value)
+    return data
+
+
+# What comes first in a real GGUF: a string array and a fixed-size array among them.
+BASE_METADATA: Metadata = [
+    ("general.architecture", STRING, "gemma3"),
+    ("general.file_type", UINT32, 15),
+    ("tokenizer.ggml.tokens", ARRAY, (STRING, ["<pad>", "<eos>", "<bos>", "\u2581Mara"])),
+    ("tokenizer.ggml.scores", ARRAY, (FLOAT32, [0.0, 0.0, 0.0, -1.5])),
+]
+CHAT_METADATA: Metadata = [
+    *BASE_METADATA,
+    ("tokenizer.chat_template", STRING, TEMPLATE),
+    ("general.name", STRING, "after the template"),
+]
+
+
+def write_gguf(path: Path, metadata: Metadata = BASE_METADATA, **header: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gguf_bytes(metadata, **header))
+    return path
+
+
+def test_a_gguf_with_a_chat_template(tmp_path: Path) -> None:
+    assert gguf_has_chat_template(write_gguf(tmp_path / "chat.gguf", CHAT_METADATA)) is True
+
+
+def test_a_gguf_without_a_chat_template(tmp_path: Path) -> None:
+    assert gguf_has_chat_template(write_gguf(tmp_path / "base.gguf")) is False
 
 
 @pytest.mark.parametrize(
-    ("template", "configured", "expected"),
+    ("kind", "value"),
     [
-        pytest.param(TEMPLATE, "auto", "chat", id="auto-with-template"),
-        pytest.param(None, "auto", "completion", id="auto-without-template"),
-        pytest.param("", "auto", "completion", id="auto-empty-template"),
-        pytest.param(TEMPLATE, "completion", "completion", id="completion-wins"),
-        pytest.param(None, "chat", "chat", id="chat-wins"),
-        pytest.param(TEMPLATE, "chat", "chat", id="chat-with-template"),
-        pytest.param(None, "completion", "completion", id="completion-without-template"),
+        pytest.param(UINT8, 200, id="uint8"),
+        pytest.param(INT8, -3, id="int8"),
+        pytest.param(UINT16, 60000, id="uint16"),
+        pytest.param(INT16, -300, id="int16"),
+        pytest.param(UINT32, 4_000_000_000, id="uint32"),
+        pytest.param(INT32, -70000, id="int32"),
+        pytest.param(FLOAT32, 0.5, id="float32"),
+        pytest.param(BOOL, True, id="bool"),
+        pytest.param(STRING, "", id="empty-string"),
+        pytest.param(STRING, "h\u00e9llo \u2581", id="string"),
+        pytest.param(UINT64, 2**40, id="uint64"),
+        pytest.param(INT64, -(2**40), id="int64"),
+        pytest.param(FLOAT64, 1e-300, id="float64"),
+        pytest.param(ARRAY, (INT8, []), id="empty-array"),
+        pytest.param(ARRAY, (UINT16, [1, 2, 3]), id="uint16-array"),
+        pytest.param(ARRAY, (FLOAT64, [1.0, 2.0]), id="float64-array"),
+        pytest.param(ARRAY, (BOOL, [True, False, True]), id="bool-array"),
+        pytest.param(ARRAY, (STRING, ["a", "", "ccc"]), id="string-array"),
+        pytest.param(ARRAY, (ARRAY, [(STRING, ["x", "yy"]), (INT32, [7])]), id="nested-array"),
     ],
 )
-def test_chat_style(template: str | None, configured: str, expected: str) -> None:
-    assert chat_style(FakeModel(chat_template=template), configured) == expected
+def test_every_value_type_before_the_template_is_skipped(
+    tmp_path: Path, kind: int, value: Any
+) -> None:
+    """A value skipped by the wrong size would misread the key that follows it."""
+    metadata = [("before", kind, value), ("tokenizer.chat_template", STRING, TEMPLATE)]
+    assert gguf_has_chat_template(write_gguf(tmp_path / "m.gguf", metadata)) is True
+    without = [("before", kind, value), ("general.name", STRING, "m")]
+    assert gguf_has_chat_template(write_gguf(tmp_path / "m.gguf", without)) is False
 
 
-def test_style_is_known_once_the_model_has_loaded() -> None:
-    backend = backend_for(FakeModel(chat_template=TEMPLATE))
-    assert backend.style is None
-    send(backend)
-    assert backend.style == "chat"
+def test_only_the_exact_key_counts(tmp_path: Path) -> None:
+    metadata: Metadata = [
+        ("tokenizer.chat_template.tool_use", STRING, TEMPLATE),
+        ("general.description", STRING, "tokenizer.chat_template"),
+        ("tokenizer.ggml.tokens", ARRAY, (STRING, ["tokenizer.chat_template"])),
+    ]
+    assert gguf_has_chat_template(write_gguf(tmp_path / "m.gguf", metadata)) is False
+
+
+def test_a_version_2_gguf_is_read(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "v2.gguf", CHAT_METADATA, version=2)
+    assert gguf_has_chat_template(path) is True
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"not a model, just text\n" * 4, id="text"),
+        pytest.param(gguf_bytes(CHAT_METADATA, magic=b"GGML"), id="other-magic"),
+        pytest.param(gguf_bytes(CHAT_METADATA, version=1), id="version-1"),
+    ],
+)
+def test_a_file_that_is_not_gguf_is_a_value_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        gguf_has_chat_template(path)
+
+
+def _cut_points() -> list[Any]:
+    data = gguf_bytes(CHAT_METADATA)
+    return [
+        pytest.param(0, id="empty"),
+        pytest.param(4, id="after-magic"),
+        pytest.param(10, id="in-tensor-count"),
+        pytest.param(20, id="in-metadata-count"),
+        pytest.param(26, id="in-first-key-length"),
+        pytest.param(data.index(b"general.file_type") + 4, id="in-a-key"),
+        pytest.param(data.index(b"gemma3") + 3, id="in-a-string"),
+        pytest.param(data.index("\u2581Mara".encode()) + 2, id="in-a-string-array"),
+        pytest.param(data.index(b"tokenizer.chat_template") - 2, id="in-the-key-length"),
+        pytest.param(data.index(b"tokenizer.chat_template") + 10, id="in-the-key"),
+    ]
+
+
+@pytest.mark.parametrize("length", _cut_points())
+def test_a_truncated_gguf_is_a_value_error(tmp_path: Path, length: int) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes(CHAT_METADATA)[:length])
+    with pytest.raises(ValueError, match=r"truncated GGUF metadata|not a GGUF file"):
+        gguf_has_chat_template(path)
+
+
+def test_an_unknown_value_type_is_a_value_error(tmp_path: Path) -> None:
+    data = gguf_bytes([("general.name", STRING, "m")]).replace(
+        struct.pack("<I", STRING) + struct.pack("<Q", 1), struct.pack("<I", 13) + b"\0" * 8
+    )
+    path = tmp_path / "m.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="unknown GGUF value type 13"):
+        gguf_has_chat_template(path)
+
+
+def test_the_packaged_model_has_no_chat_template() -> None:
+    """Gemma 3 270M (the pretrained one) is a base model: its GGUF carries no template."""
+    package = importlib.import_module(MODEL_PACKAGE)
+    path = Path(package.assemble())
+    assert path.suffix == ".gguf"
+    assert gguf_has_chat_template(path) is False
+
+
+# ---------------------------------------------------------------------------- resolve_style
+
+
+@pytest.mark.parametrize("style", ["chat", "completion"])
+@pytest.mark.parametrize("model", [DEFAULT_LOCAL_MODEL, "nowhere.gguf", "not-gguf.gguf"])
+def test_an_explicit_style_wins_without_reading_the_model(
+    tmp_path: Path, style: str, model: str
+) -> None:
+    (tmp_path / "not-gguf.gguf").write_bytes(b"not a model")
+    settings = local_settings(model=model, style=style, base_dir=tmp_path)
+    assert resolve_style(settings) == style
+
+
+def test_auto_for_the_packaged_model_is_completion_without_assembling_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(settings: LLMSettings) -> Path:
+        raise AssertionError("the model file was looked up")
+
+    monkeypatch.setattr(local, "model_path", fail)
+    assert resolve_style(local_settings()) == "completion"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        pytest.param(CHAT_METADATA, "chat", id="with-template"),
+        pytest.param(BASE_METADATA, "completion", id="without-template"),
+    ],
+)
+def test_auto_for_a_gguf_path_follows_its_chat_template(
+    tmp_path: Path, metadata: Metadata, expected: str
+) -> None:
+    write_gguf(tmp_path / "models" / "m.gguf", metadata)
+    settings = local_settings(model="models/m.gguf", base_dir=tmp_path)  # relative to the project
+    assert settings.style == "auto"
+    assert resolve_style(settings) == expected
+
+
+def test_auto_for_a_file_that_is_not_gguf_raises(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        resolve_style(local_settings(model=str(tmp_path / "m.gguf")))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param({"provider": "ollama"}, "chat", id="ollama"),
+        pytest.param({"provider": "openai", "model": "gpt-4o-mini"}, "chat", id="openai"),
+        pytest.param({"provider": "ollama", "style": "chat"}, "chat", id="ollama-chat"),
+        pytest.param({}, "completion", id="local-default"),
+        pytest.param({"style": "chat"}, "chat", id="local-chat"),
+        pytest.param({"model": "chat.gguf"}, "chat", id="local-gguf-with-template"),
+        pytest.param({"model": "base.gguf"}, "completion", id="local-gguf-without-template"),
+        pytest.param(
+            {"model": "chat.gguf", "style": "completion"}, "completion", id="local-completion"
+        ),
+    ],
+)
+def test_the_client_knows_the_style_before_any_request(
+    tmp_path: Path, changes: dict[str, Any], expected: str
+) -> None:
+    write_gguf(tmp_path / "chat.gguf", CHAT_METADATA)
+    write_gguf(tmp_path / "base.gguf", BASE_METADATA)
+    if changes.get("provider", "local") == "local":
+        settings = local_settings(base_dir=tmp_path, **changes)
+    else:
+        settings = LLMSettings(**changes)
+    client = AsyncLLMClient(settings)
+    assert client.style == expected
+    assert client.completes_documents == (expected == "completion")
+    request = client.request("p", frame=FRAME)
+    assert (request.document is not None) == (expected == "completion")
 
 
 # ---------------------------------------------------------------------------- completion path
@@ -406,8 +625,8 @@ def test_a_request_without_a_document_is_sent_as_chat() -> None:
 
 
 def test_chat_sends_the_messages_with_the_system_message() -> None:
-    model = FakeModel(["A warm intro."], chat_template=TEMPLATE)
-    response = send(backend_for(model))
+    model = FakeModel(["A warm intro."])
+    response = send(backend_for(model, style="chat"))
 
     assert model.completion_calls == []
     (call,) = model.chat_calls
@@ -435,30 +654,31 @@ def test_chat_sends_the_messages_with_the_system_message() -> None:
 def test_chat_json_passes_the_response_format(
     schema: dict[str, Any] | None, expected: dict[str, Any]
 ) -> None:
-    model = FakeModel(['{"highlights": []}'], chat_template=TEMPLATE)
-    backend = backend_for(model)
+    model = FakeModel(['{"highlights": []}'])
+    backend = backend_for(model, style="chat")
     send(backend, make_request(backend.settings, response_format="json", json_schema=schema))
     (call,) = model.chat_calls
     assert call["response_format"] == expected
     assert "grammar" not in call
 
 
-def test_style_setting_overrides_the_template() -> None:
-    with_template = FakeModel(chat_template=TEMPLATE)
-    send(backend_for(with_template, style="completion"))
-    assert (len(with_template.completion_calls), len(with_template.chat_calls)) == (1, 0)
-
-    without_template = FakeModel()
-    send(backend_for(without_template, style="chat"))
-    assert (len(without_template.completion_calls), len(without_template.chat_calls)) == (0, 1)
+@pytest.mark.parametrize("style", ["auto", "chat", "completion"])
+def test_the_backend_follows_the_request_not_the_style_setting(style: str) -> None:
+    """The client decided the style when it made the request: a document is continued."""
+    model = FakeModel()
+    backend = backend_for(model, style=style)
+    send(backend, make_request(local_settings(style="completion")))
+    assert (len(model.completion_calls), len(model.chat_calls)) == (1, 0)
+    send(backend, make_request(local_settings(style="chat")))
+    assert (len(model.completion_calls), len(model.chat_calls)) == (1, 1)
 
 
 def test_a_chat_answer_with_no_content_reads_as_empty() -> None:
-    model = FakeModel(chat_template=TEMPLATE)
+    model = FakeModel()
     model.create_chat_completion = lambda messages, **kwargs: {  # type: ignore[method-assign]
         "choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]
     }
-    response = send(backend_for(model))
+    response = send(backend_for(model, style="chat"))
     assert (response.text, response.usage.input_tokens) == ("", 0)
 
 
@@ -484,8 +704,8 @@ def test_a_chat_answer_with_no_content_reads_as_empty() -> None:
 )
 def test_how_a_chat_template_formats_trinitys_messages(template: str, expected: str) -> None:
     """What a chat GGUF sees of a Trinity request: llama-cpp's own Jinja2 formatter."""
-    model = FakeModel(chat_template=template)
-    send(backend_for(model))
+    model = FakeModel()
+    send(backend_for(model, style="chat"))
     formatter = Jinja2ChatFormatter(template=template, eos_token="<eos>", bos_token="<bos>")
     formatted = formatter(messages=model.chat_calls[0]["messages"])
     assert formatted.prompt == expected
@@ -532,7 +752,7 @@ def test_the_client_with_an_injected_backend_loads_once_and_keeps_it() -> None:
 
     assert anyio.run(main) == ["Mara is a painter from Oslo."] * 2
     assert loader.calls == 1
-    assert backend.style == "completion"  # not closed: the client did not make it
+    assert backend._model is not None  # not closed: the client did not make it
 
 
 def test_closing_drops_the_model_and_the_next_request_loads_it_again() -> None:
@@ -609,7 +829,7 @@ def test_a_missing_extra_says_how_to_install_it(without: Any, hidden: str) -> No
     ],
 )
 def test_a_model_that_is_not_a_gguf_file_is_a_config_error(tmp_path: Path, name: str) -> None:
-    (tmp_path / "model.bin").write_bytes(b"GGUF")
+    write_gguf(tmp_path / "model.bin")  # a GGUF, but not named as one
     (tmp_path / "folder.gguf").mkdir()
     model = str(tmp_path / name)
     with pytest.raises(ConfigError) as caught:
@@ -620,11 +840,57 @@ def test_a_model_that_is_not_a_gguf_file_is_a_config_error(tmp_path: Path, name:
     assert f"'{DEFAULT_LOCAL_MODEL}'" in str(error)
 
 
-def test_an_existing_gguf_file_is_accepted(tmp_path: Path) -> None:
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF")
+@pytest.mark.parametrize("metadata", [BASE_METADATA, CHAT_METADATA], ids=["base", "chat"])
+def test_an_existing_gguf_file_is_accepted(tmp_path: Path, metadata: Metadata) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf", metadata)
     check_available(local_settings(model=str(path)), SETTINGS_PATH)
     check_available(local_settings(model="tiny.gguf"), SETTINGS_PATH)  # tmp_path is the cwd
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param(b"not a model, just text\n", "is not a GGUF file", id="text"),
+        pytest.param(b"", "truncated GGUF metadata", id="empty"),
+        pytest.param(gguf_bytes(CHAT_METADATA)[:40], "truncated GGUF metadata", id="truncated"),
+        pytest.param(
+            gguf_bytes([("general.name", ARRAY, (STRING, ["m"]))]).replace(
+                struct.pack("<I", STRING), struct.pack("<I", 99)
+            ),
+            "unknown GGUF value type 99",
+            id="unknown-type",
+        ),
+    ],
+)
+def test_an_unreadable_gguf_file_is_a_config_error(
+    tmp_path: Path, data: bytes, reason: str
+) -> None:
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        check_available(local_settings(model=str(path)), SETTINGS_PATH)
+    error = caught.value
+    assert (error.path, error.key, error.exit_code) == (SETTINGS_PATH, "llm.model", 2)
+    assert str(error).startswith(f"{SETTINGS_PATH}: llm.model: cannot read the model file: ")
+    assert reason in str(error)
+    assert error.__cause__ is None
+
+
+@pytest.mark.parametrize("style", ["chat", "completion"])
+def test_with_an_explicit_style_the_gguf_file_is_not_read(tmp_path: Path, style: str) -> None:
+    path = tmp_path / "opaque.gguf"
+    path.write_bytes(b"not a model, just text\n")
+    check_available(local_settings(model=str(path), style=style), SETTINGS_PATH)
+
+
+def test_prepare_reports_an_unreadable_gguf_file(project: ProjectFactory) -> None:
+    write_project(project, "{provider: local, model: models/broken.gguf}")
+    (project.root / "models").mkdir()
+    (project.root / "models" / "broken.gguf").write_bytes(b"not a model")
+    with pytest.raises(ConfigError) as caught:
+        prepare(project.root, environ={})
+    assert (caught.value.path, caught.value.key) == (SETTINGS_PATH, "llm.model")
+    assert "cannot read the model file" in str(caught.value)
 
 
 def test_model_path_is_relative_to_base_dir_and_leaves_absolute_paths(tmp_path: Path) -> None:
@@ -650,8 +916,7 @@ def test_a_relative_model_path_is_found_in_the_project_from_another_folder(
     project_elsewhere: ProjectFactory,
 ) -> None:
     model = project_elsewhere.root / "models" / "tiny.gguf"
-    model.parent.mkdir()
-    model.write_bytes(b"GGUF")
+    write_gguf(model)
     prepared = prepare(project_elsewhere.root, environ={})
     assert model_path(prepared.settings.llm) == model.resolve()
     check_available(prepared.settings.llm, SETTINGS_PATH)
@@ -661,8 +926,7 @@ def test_a_relative_model_path_is_not_looked_up_in_the_working_folder(
     project_elsewhere: ProjectFactory,
 ) -> None:
     in_cwd = Path("models") / "tiny.gguf"
-    in_cwd.parent.mkdir()
-    in_cwd.write_bytes(b"GGUF")
+    write_gguf(in_cwd)
     with pytest.raises(ConfigError) as caught:
         prepare(project_elsewhere.root, environ={})
     assert caught.value.key == "llm.model"
@@ -835,7 +1099,9 @@ def test_plan_jobs_frames_blocks_for_the_local_provider(project: ProjectFactory)
     prepared = prepare(project.root, environ={})
     page = prepared.site.pages[0]
     chat_client = AsyncLLMClient(prepared.settings.llm)
-    local_client = AsyncLLMClient(replace(prepared.settings.llm, provider="local", api_url=""))
+    local_client = AsyncLLMClient(
+        replace(prepared.settings.llm, provider="local", api_url="", model=DEFAULT_LOCAL_MODEL)
+    )
 
     (chat_job,) = plan_jobs(prepared, chat_client)
     (local_job,) = plan_jobs(prepared, local_client)
@@ -866,6 +1132,84 @@ def test_the_frame_is_dropped_for_http_providers() -> None:
 def test_the_frame_is_kept_for_the_local_provider() -> None:
     request = AsyncLLMClient(local_settings()).request("p", frame=FRAME)
     assert (request.document, request.lead, request.stop) == (DOCUMENT, "Mara is", ("\n\n", "<"))
+    assert request.messages == ()  # a base model sees only the document
+
+
+def test_the_frame_is_dropped_for_the_local_provider_in_chat_style() -> None:
+    client = AsyncLLMClient(local_settings(style="chat"))
+    framed = client.request("p", system="Be kind.", frame=FRAME)
+    assert (framed.document, framed.lead, framed.stop) == (None, "", ())
+    assert framed == client.request("p", system="Be kind.")
+    assert [m.role for m in framed.messages] == ["system", "user"]
+
+
+def test_a_completion_style_request_without_a_frame_keeps_its_messages() -> None:
+    """It has no document to continue, so it goes as chat: its messages are what is sent."""
+    request = AsyncLLMClient(local_settings()).request("p", system="Be kind.")
+    assert request.document is None
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "Be kind."),
+        ("user", "p"),
+    ]
+
+
+SYSTEM_PROMPTS = (None, "Be kind.", "Write like a pirate.")
+
+
+def test_the_system_prompt_does_not_split_a_base_models_cache() -> None:
+    """A base model never sees the system prompt (nor the theme's voice within it)."""
+    client = AsyncLLMClient(local_settings())
+    assert client.style == "completion"
+    requests = [client.request("p", system=system, frame=FRAME) for system in SYSTEM_PROMPTS]
+    assert len({client.key(request) for request in requests}) == 1
+    assert requests[0] == requests[1] == requests[2]
+
+
+def test_without_a_frame_the_system_prompt_splits_a_base_models_cache() -> None:
+    client = AsyncLLMClient(local_settings())
+    keys = {client.key(client.request("p", system=system)) for system in SYSTEM_PROMPTS}
+    assert len(keys) == len(SYSTEM_PROMPTS)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param(LLMSettings(provider="ollama"), id="ollama"),
+        pytest.param(LLMSettings(provider="openai", model="gpt-4o-mini"), id="openai"),
+        pytest.param(local_settings(style="chat"), id="local-chat"),
+    ],
+)
+def test_the_system_prompt_splits_a_chat_models_cache(settings: LLMSettings) -> None:
+    client = AsyncLLMClient(settings)
+    assert client.style == "chat"
+    keys = {
+        client.key(client.request("p", system=system, frame=FRAME)) for system in SYSTEM_PROMPTS
+    }
+    assert len(keys) == len(SYSTEM_PROMPTS)
+
+
+def test_a_chat_gguf_on_auto_is_keyed_by_its_system_prompt(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "chat.gguf", CHAT_METADATA)
+    client = AsyncLLMClient(local_settings(model=str(path)))
+    assert client.style == "chat"
+    keys = {
+        client.key(client.request("p", system=system, frame=FRAME)) for system in SYSTEM_PROMPTS
+    }
+    assert len(keys) == len(SYSTEM_PROMPTS)
+
+
+def test_the_theme_voice_does_not_split_the_local_cache(project: ProjectFactory) -> None:
+    """Through plan_jobs: the site's system prompt changes chat keys, not base-model keys."""
+    project.pages([{"slug": "index", "title": "Home", "blocks": {"intro": "Write."}}])
+    keys: dict[str, set[str]] = {"local": set(), "ollama": set()}
+    for system in ("", "system: Be terse."):
+        for provider in keys:
+            project.settings_file(f"site: {{title: T}}\nllm: {{provider: {provider}, {system}}}\n")
+            prepared = prepare(project.root, environ={})
+            (job,) = plan_jobs(prepared, AsyncLLMClient(prepared.settings.llm))
+            keys[provider].add(job.key)
+    assert len(keys["local"]) == 1
+    assert len(keys["ollama"]) == 2
 
 
 def test_local_options_include_the_defaults_and_settings_override_them() -> None:

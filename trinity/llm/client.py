@@ -20,6 +20,7 @@ from trinity.cache.keys import cache_key
 from trinity.cache.manager import CacheManager
 from trinity.config import LLMSettings
 from trinity.errors import (
+    ConfigError,
     LLMConnectionError,
     LLMError,
     LLMStatusError,
@@ -78,11 +79,12 @@ class AsyncLLMClient:
         self._transport = transport
         self._backend = backend
         self._owns_backend = backend is None
+        self.style = _prompt_style(self.settings)
 
     @property
     def completes_documents(self) -> bool:
-        """True when requests may be answered by continuing a document (the local model)."""
-        return self.settings.provider == "local"
+        """True when requests are answered by continuing a document (a base model)."""
+        return self.style == "completion"
 
     async def __aenter__(self) -> AsyncLLMClient:
         if self._backend is None:
@@ -125,11 +127,11 @@ class AsyncLLMClient:
         """
         s = self.settings
         options = dict(s.options)
-        if self.completes_documents:
+        if s.provider == "local":
             from trinity.llm.providers.local import DEFAULT_OPTIONS
 
             options = {**DEFAULT_OPTIONS, **options}
-        return LLMRequest.from_prompt(
+        request = LLMRequest.from_prompt(
             prompt,
             model=s.model,
             system=system,
@@ -141,6 +143,10 @@ class AsyncLLMClient:
             options=options,
             frame=frame if self.completes_documents else None,
         )
+        if self.completes_documents and frame is not None:
+            # A base model sees only the document: the chat form must not split its cache.
+            request = replace(request, messages=())
+        return request
 
     def key(self, request: LLMRequest) -> str:
         return cache_key(self.settings.provider, self.settings.api_url, request)
@@ -195,6 +201,17 @@ class AsyncLLMClient:
         """The text of the model's answer to `prompt` (the simple way in for scripts)."""
         response = await self.complete(self.request(prompt, system=system, **params))
         return response.text
+
+
+def _prompt_style(settings: LLMSettings) -> str:
+    if settings.provider != "local":
+        return "chat"
+    from trinity.llm.providers.local import resolve_style
+
+    try:
+        return resolve_style(settings)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the model file: {exc}", key="llm.model") from None
 
 
 class HTTPBackend:

@@ -20,9 +20,10 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, BinaryIO, Literal, Protocol, cast
 
 import anyio
 import anyio.to_thread
@@ -81,6 +82,12 @@ def check_available(settings: LLMSettings, settings_path: str) -> None:
                 path=settings_path,
                 key="llm.model",
             )
+        try:
+            resolve_style(settings)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot read the model file: {exc}", path=settings_path, key="llm.model"
+            ) from None
 
 
 def model_path(settings: LLMSettings) -> Path:
@@ -128,11 +135,64 @@ def _stderr_to_log() -> Iterator[None]:
                 log.debug("llama.cpp: %s", notes)
 
 
-def chat_style(model: Generator, configured: str) -> Style:
-    """'chat' when settings ask for it or the GGUF carries a chat template (on 'auto')."""
-    if configured in ("chat", "completion"):
-        return configured  # type: ignore[return-value]
-    return "chat" if model.metadata.get("tokenizer.chat_template") else "completion"
+def resolve_style(settings: LLMSettings) -> Style:
+    """How the model is prompted: as settings say, or on 'auto' by its GGUF.
+
+    Decided before any request, because the cache key holds what the model is sent: a
+    base model never sees chat messages (nor the theme's voice, a system prompt), so
+    they must not split its cache. The packaged Gemma 3 270M is a base model.
+    """
+    if settings.style in ("chat", "completion"):
+        return cast(Style, settings.style)
+    if settings.model == DEFAULT_LOCAL_MODEL:
+        return "completion"
+    return "chat" if gguf_has_chat_template(model_path(settings)) else "completion"
+
+
+# GGUF metadata value types with a fixed size, by type id (gguf.h): bytes per value.
+_GGUF_FIXED_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_has_chat_template(path: Path) -> bool:
+    """Whether a GGUF file's metadata holds `tokenizer.chat_template`, read without loading.
+
+    Raises ValueError for a file that is not GGUF.
+    """
+    with path.open("rb") as file:
+        magic, version = file.read(4), _read_int(file, 4)
+        if magic != b"GGUF" or version < 2:
+            raise ValueError(f"{path} is not a GGUF file (version 2 or later)")
+        _read_int(file, 8)  # tensor count
+        for _ in range(_read_int(file, 8)):
+            key = file.read(_read_int(file, 8)).decode("utf-8", "replace")
+            if key == "tokenizer.chat_template":
+                return True
+            _skip_gguf_value(file, _read_int(file, 4))
+    return False
+
+
+def _read_int(file: BinaryIO, size: int) -> int:
+    data = file.read(size)
+    if len(data) != size:
+        raise ValueError("truncated GGUF metadata")
+    return int.from_bytes(data, "little")
+
+
+def _skip_gguf_value(file: BinaryIO, kind: int) -> None:
+    if kind in _GGUF_FIXED_SIZES:
+        file.seek(_GGUF_FIXED_SIZES[kind], os.SEEK_CUR)
+    elif kind == _GGUF_STRING:
+        file.seek(_read_int(file, 8), os.SEEK_CUR)
+    elif kind == _GGUF_ARRAY:
+        item_kind, count = _read_int(file, 4), _read_int(file, 8)
+        if item_kind in _GGUF_FIXED_SIZES:
+            file.seek(_GGUF_FIXED_SIZES[item_kind] * count, os.SEEK_CUR)
+        else:
+            for _ in range(count):
+                _skip_gguf_value(file, item_kind)
+    else:
+        raise ValueError(f"unknown GGUF value type {kind}")
 
 
 class LocalBackend:
@@ -146,26 +206,31 @@ class LocalBackend:
         self.settings = settings
         self._loader = loader
         self._model: Generator | None = None
-        self._style: Style | None = None
         self._lock = anyio.Lock()
+        # Every generation runs on this one thread. llama.cpp's OpenMP keeps a team of
+        # spinning threads per calling thread, so hopping between worker threads made
+        # generation up to twice as slow on a two-core machine (measured).
+        self._thread: ThreadPoolExecutor | None = None
 
     async def send(self, request: LLMRequest) -> LLMResponse:
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._generate, request)
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="trinity-llama")
+            job = self._thread.submit(self._generate, request)
+            # The waiting happens in a worker thread, the generating on the model's own.
+            return await anyio.to_thread.run_sync(job.result)
 
     async def aclose(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
         self._model = None
 
-    @property
-    def style(self) -> Style | None:
-        """How the loaded model is prompted; None until it has loaded."""
-        return self._style
-
     def _generate(self, request: LLMRequest) -> LLMResponse:
+        """A document to continue when the request has one (see resolve_style), else chat."""
         if self._model is None:
             self._model = self._loader(self.settings)
-            self._style = chat_style(self._model, self.settings.style)
-        if self._style == "chat" or request.document is None:
+        if request.document is None:
             return self._chat(self._model, request)
         return self._complete(self._model, request)
 
