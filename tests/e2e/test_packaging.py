@@ -76,9 +76,17 @@ def _metadata(wheel: zipfile.ZipFile) -> tuple[str, str]:
 def test_wheel_contains_themes_example_and_py_typed(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
 
+    shipped = [
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "trinity" / "themes").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
     for theme in THEMES:
-        for relative in THEME_FILES:
-            assert f"trinity/themes/{theme}/{relative}" in names, (theme, relative)
+        assert f"trinity/themes/{theme}/theme.yaml" in shipped, theme
+    for relative in THEME_FILES:  # the root theme has the whole template contract
+        assert f"trinity/themes/minimal/{relative}" in shipped, relative
+    missing = sorted(set(shipped) - names)
+    assert missing == [], f"theme files missing from the wheel: {missing}"
     example = {
         "trinity/example/config/settings.yaml",
         "trinity/example/content/pages.yaml",

@@ -65,12 +65,32 @@ def test_builtin_themes_load_and_render(name: str, tmp_path: Path) -> None:
     assert theme.folder == BUILTIN_THEMES_DIR / name
     assert theme.description
     assert theme.voice
-    assert theme.extends is None
     assert "accent" in theme.defaults
     renderer = ThemeRenderer(theme, tmp_path)
     renderer.require()
     assert set(REQUIRED_TEMPLATES) <= set(renderer.env.list_templates())
-    assert renderer.static_folders() == [BUILTIN_THEMES_DIR / name / "static"]
+    assert renderer.static_folders()[-1] == BUILTIN_THEMES_DIR / name / "static"
+
+
+def test_brutalist_extends_minimal_with_its_own_look_and_voice(tmp_path: Path) -> None:
+    minimal, brutalist = load_theme("minimal", tmp_path), load_theme("brutalist", tmp_path)
+    assert minimal.extends is None
+    assert brutalist.extends == "minimal"
+    assert brutalist.folders == (BUILTIN_THEMES_DIR / "brutalist", BUILTIN_THEMES_DIR / "minimal")
+    assert brutalist.voice != minimal.voice
+    assert brutalist.defaults["accent"] != minimal.defaults["accent"]
+    renderer = ThemeRenderer(brutalist, tmp_path)
+    # Its own base.html, the parent's page.html; its CSS copied over the parent's.
+    assert renderer.env.get_template("base.html").filename == str(
+        BUILTIN_THEMES_DIR / "brutalist" / "templates" / "base.html"
+    )
+    assert renderer.env.get_template("page.html").filename == str(
+        BUILTIN_THEMES_DIR / "minimal" / "templates" / "page.html"
+    )
+    assert renderer.static_folders() == [
+        BUILTIN_THEMES_DIR / "minimal" / "static",
+        BUILTIN_THEMES_DIR / "brutalist" / "static",
+    ]
 
 
 def test_builtin_voices_differ() -> None:
@@ -145,7 +165,7 @@ def test_grandchild_chain(tmp_path: Path) -> None:
     make_theme(tmp_path, "middle", meta={"extends": "brutalist"}, templates={"page.html": "middle"})
     make_theme(tmp_path, "leaf", meta={"extends": "middle"}, templates={"item.html": "leaf"})
     theme = load_theme("leaf", tmp_path)
-    assert [f.name for f in theme.folders] == ["leaf", "middle", "brutalist"]
+    assert [f.name for f in theme.folders] == ["leaf", "middle", "brutalist", "minimal"]
     renderer = ThemeRenderer(theme, tmp_path)
     assert (renderer.render("page.html", {}), renderer.render("item.html", {})) == (
         "middle",
