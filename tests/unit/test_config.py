@@ -635,7 +635,7 @@ def test_each_provider_has_its_default_model(write_settings: WriteSettings, prov
 
 
 def test_default_models() -> None:
-    assert set(DEFAULT_MODELS) == set(PROVIDERS) == {"local", "ollama", "openai"}
+    assert set(DEFAULT_MODELS) == set(PROVIDERS) == {"local", "ollama", "openai", "anthropic"}
     assert DEFAULT_MODELS["local"] == DEFAULT_LOCAL_MODEL == "gemma3-270m"
     assert DEFAULT_MODELS["local"] == LLMSettings.model
     assert DEFAULT_MODELS["ollama"] == "llama3.2"
