@@ -1,24 +1,30 @@
 """A fake LLM server for tests: a real HTTP server on loopback.
 
 ``FakeLLMServer`` runs a standard-library ``ThreadingHTTPServer`` in a daemon thread,
-bound to ``127.0.0.1`` on a port picked by the OS, and speaks two wire formats:
+bound to ``127.0.0.1`` on a port picked by the OS, and speaks three wire formats:
 
 * **Ollama** -- ``POST /api/chat`` (non-streaming) and ``GET /api/tags``.
 * **OpenAI** -- ``POST /v1/chat/completions`` and ``GET /v1/models``.
+* **Anthropic** -- ``POST /v1/messages`` (non-streaming; the ``anthropic-version`` header
+  and ``max_tokens`` are required, ``system`` is a top-level string or list of text
+  blocks, and ``messages`` may hold only user/assistant turns, else 400).
 
 Every other method/path gets a 404 JSON error. HTTP/1.1 keep-alive works (every
 response carries ``Content-Length``), so pooled clients such as ``httpx`` are fine.
 
 Answers are deterministic. Let ``system`` be the system messages joined by newlines
-(``""`` if none) and ``user`` the content of the *last* user message; then::
+(``""`` if none; Anthropic: the top-level ``system``) and ``user`` the content of the
+*last* user message; then::
 
     digest = sha256((system + "\\n" + user).encode()).hexdigest()[:12]
     TEXT   = "Generated answer " + digest + ".\\n\\nThis paragraph responds to: "
              + " ".join(user.split())[:60]
 
 When JSON output is requested (Ollama ``"format": "json"`` or a JSON-schema dict in
-``format``; OpenAI ``response_format.type`` in ``{"json_object", "json_schema"}``) TEXT
-is instead the JSON object string
+``format``; OpenAI ``response_format.type`` in ``{"json_object", "json_schema"}``;
+Anthropic, which has no JSON mode: ``ANTHROPIC_JSON_INSTRUCTION`` in ``system``, where it and
+all after it are left out of the digest, so a system+prompt pair gets the same answer from
+every format) TEXT is instead the JSON object string
 ``{"digest": digest, "items": ["alpha", "beta"], "summary": "Structured answer to: ..."}``
 (any schema is ignored). Token counts: input = whitespace-separated words over the
 content of all messages, output = words of TEXT.
@@ -34,7 +40,20 @@ Test controls (all thread-safe)::
         server.fail_next(1, 429, headers={"Retry-After": "1"})
         server.fail_next(1, kind="drop")     # close the connection, no response
         server.fail_next(1, kind="malformed")  # 200 whose body is not JSON
-        server.fail_next(1, kind="truncated")  # 200, finish/done_reason "length"
+        server.fail_next(1, kind="truncated")  # 200, finish/done/stop_reason "length"
+                                             # ("max_tokens" for Anthropic)
+        server.fail_next(1, kind="timeout", hang=5)  # answer nothing for 5 s, then hang up
+        server.fail_next(1, kind="reset")    # abort the connection (TCP RST)
+        server.fail_rate(0.2, kinds=("status", "drop"), statuses=(500, 503), seed=1)
+                                             # each chat request fails with p=0.2
+        server.fail_rate(0)                  # ... and no longer
+        server.limit_per_key(10, window=60.0, clock=time.monotonic)
+                                             # 10 chat requests per key per window, else 429
+        server.limit_per_key(None)           # no limit
+        server.rate_limited_count            # chat requests refused with 429 by the limit
+        server.fault_count                   # chat requests given an injected fault
+        server.answered, server.answered_prompts  # chat requests that got a real answer,
+                                             # and their last user messages
         server.requests                      # snapshot list[RecordedRequest], all paths
         server.request_count                 # len(server.requests)
         server.chat_requests, server.chat_count  # only the chat POSTs
@@ -42,8 +61,22 @@ Test controls (all thread-safe)::
         server.reset()                       # clear log, counters and pending faults
 
 Faults are queued and consumed in order, one per chat request (health checks never
-consume them). Faulted requests are still recorded in the request log, so retry tests
-can count attempts with ``chat_count``. Latency applies to faulted requests too.
+consume them); with no queued fault, ``fail_rate`` may draw one (seeded, so a run is
+repeatable when requests arrive in the same order). Faulted requests are still recorded
+in the request log, so retry tests can count attempts with ``chat_count``. Latency
+applies to faulted requests too.
+
+``limit_per_key`` keeps a sliding window of admitted chat requests per API key (the
+``Authorization: Bearer`` token, else ``x-api-key``, else ``""``). A request over the
+limit gets 429 at once, before any fault or latency, with ``Retry-After`` (whole seconds
+until a slot frees, at least 1), ``x-ratelimit-remaining-requests: 0`` and
+``x-ratelimit-reset-requests: Ns``; admitted requests count against the window whatever
+their outcome, and their replies carry ``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests`` and ``x-ratelimit-reset-requests``. The clock is
+injectable, so a test can move time forward instead of waiting.
+
+``answered`` holds the chat requests that got a 200 with a well-formed answer (normal,
+scripted or "truncated"; not "malformed"), for counting what a rerun really generates.
 """
 
 from __future__ import annotations
@@ -52,18 +85,24 @@ import contextlib
 import hashlib
 import http.server
 import json
+import math
+import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
 __all__ = [
+    "ANTHROPIC_CHAT_PATH",
+    "ANTHROPIC_JSON_INSTRUCTION",
+    "DEFAULT_HANG",
     "MALFORMED_BODY",
     "OLLAMA_CHAT_PATH",
     "OPENAI_CHAT_PATH",
@@ -76,10 +115,29 @@ __all__ = [
 
 OLLAMA_CHAT_PATH = "/api/chat"
 OPENAI_CHAT_PATH = "/v1/chat/completions"
-CHAT_PATHS = frozenset({OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH})
+ANTHROPIC_CHAT_PATH = "/v1/messages"
+CHAT_PATHS = frozenset({OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH, ANTHROPIC_CHAT_PATH})
 
-FaultKind = Literal["status", "drop", "malformed", "truncated"]
-_FAULT_KINDS: frozenset[str] = frozenset({"status", "drop", "malformed", "truncated"})
+ANTHROPIC_JSON_INSTRUCTION = "Answer with a single JSON object only."
+"""The sentence in an Anthropic ``system`` prompt that asks for JSON (trinity's adapter's)."""
+
+FaultKind = Literal["status", "drop", "malformed", "truncated", "timeout", "reset"]
+_FAULT_KINDS: frozenset[str] = frozenset(
+    {"status", "drop", "malformed", "truncated", "timeout", "reset"}
+)
+
+DEFAULT_HANG = 5.0
+"""Seconds a "timeout" fault keeps the client waiting (longer than tests' client timeouts)."""
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 MALFORMED_BODY = b'{"message": {"role": "assistant", "content": "this is not valid JSON'
 """Body sent by ``fail_next(kind="malformed")`` (status 200, content-type JSON)."""
@@ -112,6 +170,7 @@ class _Fault:
     status: int = 500
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    hang: float = DEFAULT_HANG
 
 
 @dataclass(frozen=True)
@@ -119,6 +178,10 @@ class _Reply:
     status: int
     body: bytes
     headers: dict[str, str]
+    answered: bool = False  # a well-formed answer (what ``answered`` records)
+
+
+_Hangup = Literal["drop", "reset"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -139,6 +202,20 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         return []
     return [m for m in raw if isinstance(m, dict)]
+
+
+def _last_user(msgs: list[dict[str, Any]]) -> str:
+    user_msgs = [m for m in msgs if m.get("role") == "user"]
+    return _content_text(user_msgs[-1].get("content")) if user_msgs else ""
+
+
+def _api_key(headers: Mapping[str, str]) -> str:
+    """The key a request authenticates with (lower-cased header names)."""
+    auth = headers.get("authorization", "").strip()
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else auth
+    return headers.get("x-api-key", "")
 
 
 def _word_count(text: str) -> int:
@@ -172,6 +249,9 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def _error_body(path: str, status: int, message: str) -> bytes:
+    if path == ANTHROPIC_CHAT_PATH:
+        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        return _json_bytes({"type": "error", "error": {"type": kind, "message": message}})
     if path.startswith("/v1/"):
         return _json_bytes(
             {"error": {"message": message, "type": "fake_error", "param": None, "code": status}}
@@ -255,8 +335,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         record = RecordedRequest(method=method, path=path, body=body, headers=headers, raw=raw)
         reply = self.owner._handle(record)
-        if reply is None:  # "drop": hang up without a response
+        if not isinstance(reply, _Reply):  # hang up without a response
             self.close_connection = True
+            if reply == "reset":
+                self._abort()
             return
         self.send_response(reply.status)
         send_headers = {"Content-Type": "application/json", **reply.headers}
@@ -268,9 +350,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(reply.body)
         self.wfile.flush()
 
+    def _abort(self) -> None:
+        """Close the connection with a TCP RST (SO_LINGER 0) instead of a FIN."""
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # The socket is really closed only once its file objects are: close them first.
+        for stream in (self.wfile, self.rfile):
+            with contextlib.suppress(OSError):
+                stream.close()
+        with contextlib.suppress(OSError):
+            self.connection.close()
+
 
 class FakeLLMServer:
-    """Fake Ollama/OpenAI chat server on ``127.0.0.1``; started on construction.
+    """Fake Ollama/OpenAI/Anthropic chat server on ``127.0.0.1``; started on construction.
 
     See the module docstring for the wire formats, the answer rules and the controls.
     """
@@ -286,6 +379,18 @@ class FakeLLMServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self._serial = 0
+        self._rng = random.Random(0)
+        self._fail_rate = 0.0
+        self._rate_kinds: tuple[FaultKind, ...] = ("status",)
+        self._rate_statuses: tuple[int, ...] = (500,)
+        self._rate_hang = DEFAULT_HANG
+        self._fault_count = 0
+        self._limit: int | None = None
+        self._limit_window = 60.0
+        self._limit_clock: Callable[[], float] = time.monotonic
+        self._windows: dict[str, deque[float]] = {}
+        self._rate_limited = 0
+        self._answered: list[RecordedRequest] = []
         self._connections: set[socket.socket] = set()
         self._closed = False
         self._httpd = _HTTPServer(self)
@@ -367,6 +472,7 @@ class FakeLLMServer:
         headers: Mapping[str, str] | None = None,
         *,
         kind: FaultKind = "status",
+        hang: float = DEFAULT_HANG,
     ) -> None:
         """Make the next ``n`` chat requests fail (queued after any pending faults).
 
@@ -379,24 +485,87 @@ class FakeLLMServer:
         * ``"malformed"``: status 200, JSON content-type, body ``MALFORMED_BODY``.
         * ``"truncated"``: status 200, a well-formed response whose content is the
           normal answer cut to half its length and whose OpenAI ``finish_reason`` /
-          Ollama ``done_reason`` is ``"length"``.
+          Ollama ``done_reason`` is ``"length"`` (Anthropic ``stop_reason``:
+          ``"max_tokens"``).
+        * ``"timeout"``: read the request, send nothing for ``hang`` seconds (``close()``
+          cuts this short), then close the connection without a response.
+        * ``"reset"``: read the request, then abort the connection (a TCP RST).
 
         ``status``/``body``/``headers`` are only used by ``"status"``, except that
         ``headers`` are also added to ``"malformed"``/``"truncated"`` responses.
         """
         if n < 0:
             raise ValueError("n must be >= 0")
-        if kind not in _FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_FAULT_KINDS)}")
+        _check_kinds([kind])
+        if hang < 0:
+            raise ValueError("hang must be >= 0")
         if isinstance(body, Mapping):
             body_bytes: bytes | None = _json_bytes(dict(body))
         elif isinstance(body, str):
             body_bytes = body.encode("utf-8")
         else:
             body_bytes = body
-        fault = _Fault(kind=kind, status=status, body=body_bytes, headers=dict(headers or {}))
+        fault = _Fault(
+            kind=kind, status=status, body=body_bytes, headers=dict(headers or {}), hang=hang
+        )
         with self._lock:
             self._faults.extend([fault] * n)
+
+    def fail_rate(
+        self,
+        rate: float,
+        *,
+        kinds: Iterable[FaultKind] = ("status",),
+        statuses: Iterable[int] = (500,),
+        seed: int = 0,
+        hang: float = DEFAULT_HANG,
+    ) -> None:
+        """Make each chat request fail with probability ``rate`` (0 turns this off).
+
+        A failing request gets a fault of a kind drawn from ``kinds`` (as in
+        ``fail_next``; a "status" fault answers a status drawn from ``statuses`` with the
+        endpoint's JSON error). Draws come from ``random.Random(seed)``, reseeded by each
+        call; each request draws afresh, so a retried request may succeed. Queued
+        ``fail_next`` faults go first and take no draw.
+        """
+        kinds = tuple(kinds)
+        statuses = tuple(statuses)
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        if not kinds:
+            raise ValueError("kinds must not be empty")
+        _check_kinds(kinds)
+        if not statuses:
+            raise ValueError("statuses must not be empty")
+        if hang < 0:
+            raise ValueError("hang must be >= 0")
+        with self._lock:
+            self._fail_rate = float(rate)
+            self._rate_kinds = kinds
+            self._rate_statuses = statuses
+            self._rate_hang = float(hang)
+            self._rng = random.Random(seed)
+
+    def limit_per_key(
+        self,
+        requests_per_minute: int | None,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Admit at most ``requests_per_minute`` chat requests per API key per ``window``
+        seconds (a sliding window read from ``clock``); more get 429. ``None`` lifts the
+        limit. Each call starts every key's window afresh.
+        """
+        if requests_per_minute is not None and requests_per_minute < 1:
+            raise ValueError("requests_per_minute must be >= 1 (or None for no limit)")
+        if window <= 0:
+            raise ValueError("window must be > 0")
+        with self._lock:
+            self._limit = requests_per_minute
+            self._limit_window = float(window)
+            self._limit_clock = clock
+            self._windows.clear()
 
     @property
     def pending_faults(self) -> int:
@@ -405,11 +574,19 @@ class FakeLLMServer:
             return len(self._faults)
 
     def reset(self) -> None:
-        """Clear the request log, counters and pending faults (scripts and latency stay)."""
+        """Clear the request log, counters, rate-limit windows and pending faults.
+
+        Settings stay: scripts, latency, ``fail_rate`` (its random sequence goes on) and
+        ``limit_per_key``.
+        """
         with self._lock:
             self._requests.clear()
             self._faults.clear()
             self._max_in_flight = self._in_flight
+            self._fault_count = 0
+            self._windows.clear()
+            self._rate_limited = 0
+            self._answered.clear()
 
     # ------------------------------------------------------------------ inspection
 
@@ -441,6 +618,36 @@ class FakeLLMServer:
             return self._requests[-1] if self._requests else None
 
     @property
+    def answered(self) -> list[RecordedRequest]:
+        """The chat requests that got a well-formed 200 answer, oldest first."""
+        with self._lock:
+            return list(self._answered)
+
+    @property
+    def answered_prompts(self) -> list[str]:
+        """The last user message of each request in ``answered``."""
+        with self._lock:
+            answered = list(self._answered)
+        return [_last_user(_messages(r.body)) for r in answered]
+
+    @property
+    def answered_count(self) -> int:
+        with self._lock:
+            return len(self._answered)
+
+    @property
+    def rate_limited_count(self) -> int:
+        """Chat requests refused with 429 by ``limit_per_key`` (not ``fail_next`` 429s)."""
+        with self._lock:
+            return self._rate_limited
+
+    @property
+    def fault_count(self) -> int:
+        """Chat requests given an injected fault (queued or drawn by ``fail_rate``)."""
+        with self._lock:
+            return self._fault_count
+
+    @property
     def max_in_flight(self) -> int:
         """Peak number of chat requests being handled at once (since the last reset)."""
         with self._lock:
@@ -464,7 +671,7 @@ class FakeLLMServer:
                 return
             self._closing.wait(remaining)
 
-    def _handle(self, record: RecordedRequest) -> _Reply | None:
+    def _handle(self, record: RecordedRequest) -> _Reply | _Hangup:
         with self._lock:
             self._requests.append(record)
         if record.method == "GET" and record.path == "/api/tags":
@@ -475,8 +682,13 @@ class FakeLLMServer:
             msg = f"not found: {record.method} {record.path}"
             return _Reply(404, _error_body(record.path, 404, msg), {})
 
+        refused, limit_headers = self._admit(record)
+        if refused is not None:
+            return refused
         with self._lock:
-            fault = self._faults.popleft() if self._faults else None
+            fault = self._faults.popleft() if self._faults else self._draw_fault()
+            if fault is not None:
+                self._fault_count += 1
             latency = self._latency
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
@@ -485,17 +697,64 @@ class FakeLLMServer:
         try:
             if latency > 0:
                 self._sleep(latency)
+            if fault is not None and fault.kind == "timeout":
+                self._sleep(fault.hang)
+                return "drop"
             if self._closing.is_set():
-                return None
-            return self._chat(record, fault, serial)
+                return "drop"
+            reply = self._chat(record, fault, serial)
+            if isinstance(reply, _Reply):
+                reply = replace(reply, headers={**limit_headers, **reply.headers})
+                if reply.answered:
+                    with self._lock:
+                        self._answered.append(record)
+            return reply
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _chat(self, record: RecordedRequest, fault: _Fault | None, serial: int) -> _Reply | None:
-        path = record.path
-        if fault is not None and fault.kind == "drop":
+    def _draw_fault(self) -> _Fault | None:
+        """A fault drawn by ``fail_rate``, or None (call with the lock held)."""
+        if self._fail_rate <= 0 or self._rng.random() >= self._fail_rate:
             return None
+        kind = self._rng.choice(self._rate_kinds)
+        status = self._rng.choice(self._rate_statuses)
+        return _Fault(kind=kind, status=status, hang=self._rate_hang)
+
+    def _admit(self, record: RecordedRequest) -> tuple[_Reply | None, dict[str, str]]:
+        """(a 429 reply, {}) over the per-key limit; else (None, headers for the reply)."""
+        with self._lock:
+            limit = self._limit
+            if limit is None:
+                return None, {}
+            window = self._limit_window
+            now = self._limit_clock()
+            stamps = self._windows.setdefault(_api_key(record.headers), deque())
+            while stamps and stamps[0] <= now - window:
+                stamps.popleft()
+            if len(stamps) >= limit:
+                self._rate_limited += 1
+                wait = max(1, math.ceil(stamps[0] + window - now))
+                headers = {
+                    "Retry-After": str(wait),
+                    "x-ratelimit-limit-requests": str(limit),
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": f"{wait}s",
+                }
+                message = f"rate limit of {limit} requests per {window:g} s reached"
+                return _Reply(429, _error_body(record.path, 429, message), headers), {}
+            stamps.append(now)
+            reset = max(1, math.ceil(stamps[0] + window - now))
+            return None, {
+                "x-ratelimit-limit-requests": str(limit),
+                "x-ratelimit-remaining-requests": str(limit - len(stamps)),
+                "x-ratelimit-reset-requests": f"{reset}s",
+            }
+
+    def _chat(self, record: RecordedRequest, fault: _Fault | None, serial: int) -> _Reply | _Hangup:
+        path = record.path
+        if fault is not None and fault.kind in ("drop", "reset"):
+            return "reset" if fault.kind == "reset" else "drop"
         if fault is not None and fault.kind == "status":
             body = fault.body
             if body is None:
@@ -504,6 +763,8 @@ class FakeLLMServer:
         if fault is not None and fault.kind == "malformed":
             return _Reply(200, MALFORMED_BODY, fault.headers)
 
+        if path == ANTHROPIC_CHAT_PATH and not record.headers.get("anthropic-version"):
+            return _Reply(400, _error_body(path, 400, "anthropic-version: header is required"), {})
         req = record.body
         if not isinstance(req, dict):
             return _Reply(400, _error_body(path, 400, "request body must be a JSON object"), {})
@@ -511,6 +772,11 @@ class FakeLLMServer:
         if not msgs:
             return _Reply(400, _error_body(path, 400, "'messages' must be a non-empty list"), {})
         is_ollama = path == OLLAMA_CHAT_PATH
+        is_anthropic = path == ANTHROPIC_CHAT_PATH
+        if is_anthropic:
+            problem = _anthropic_problem(req, msgs)
+            if problem:
+                return _Reply(400, _error_body(path, 400, problem), {})
         if is_ollama and req.get("stream") is not False:
             # Real Ollama streams NDJSON unless "stream": false is sent explicitly.
             msg = 'fakellm: send "stream": false (Ollama streams by default)'
@@ -518,11 +784,13 @@ class FakeLLMServer:
         if not is_ollama and req.get("stream"):
             return _Reply(400, _error_body(path, 400, "fakellm does not support streaming"), {})
 
-        text = self._answer_text(req, msgs, is_ollama=is_ollama)
+        text = self._answer_text(req, msgs, path=path)
         truncated = fault is not None and fault.kind == "truncated"
         if truncated:
             text = text[: len(text) // 2]
         n_in = sum(_word_count(_content_text(m.get("content"))) for m in msgs)
+        if is_anthropic:
+            n_in += _word_count(_content_text(req.get("system")))
         n_out = _word_count(text)
         model = req.get("model") if isinstance(req.get("model"), str) else self.models[0]
         reason = "length" if truncated else "stop"
@@ -540,6 +808,17 @@ class FakeLLMServer:
                 "prompt_eval_duration": 500_000,
                 "eval_count": n_out,
                 "eval_duration": 500_000,
+            }
+        elif is_anthropic:
+            resp = {
+                "id": f"msg_fake{serial:08d}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "max_tokens" if truncated else "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": n_in, "output_tokens": n_out},
             }
         else:
             resp = {
@@ -560,22 +839,25 @@ class FakeLLMServer:
                     "total_tokens": n_in + n_out,
                 },
             }
-        return _Reply(200, _json_bytes(resp), extra_headers)
+        return _Reply(200, _json_bytes(resp), extra_headers, answered=True)
 
-    def _answer_text(
-        self, req: Mapping[str, Any], msgs: list[dict[str, Any]], *, is_ollama: bool
-    ) -> str:
+    def _answer_text(self, req: Mapping[str, Any], msgs: list[dict[str, Any]], *, path: str) -> str:
         system = "\n".join(
             _content_text(m.get("content")) for m in msgs if m.get("role") == "system"
         )
-        user_msgs = [m for m in msgs if m.get("role") == "user"]
-        user = _content_text(user_msgs[-1].get("content")) if user_msgs else ""
+        user = _last_user(msgs)
         with self._lock:
             scripts = list(self._scripts)
         for substring, scripted in scripts:
             if substring in user:
                 return scripted
-        if is_ollama:
+        if path == ANTHROPIC_CHAT_PATH:
+            system = _content_text(req.get("system"))
+            json_mode = ANTHROPIC_JSON_INSTRUCTION in system
+            if json_mode:
+                system = system[: system.index(ANTHROPIC_JSON_INSTRUCTION)]
+                system = system.removesuffix("\n\n")
+        elif path == OLLAMA_CHAT_PATH:
             fmt = req.get("format")
             json_mode = fmt == "json" or isinstance(fmt, dict)
         else:
@@ -606,3 +888,28 @@ class FakeLLMServer:
                 for name in self.models
             ],
         }
+
+
+def _check_kinds(kinds: Iterable[str]) -> None:
+    for kind in kinds:
+        if kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_FAULT_KINDS)}")
+
+
+def _anthropic_problem(req: Mapping[str, Any], msgs: list[dict[str, Any]]) -> str | None:
+    """Why the Messages API would refuse this request with 400, or None."""
+    max_tokens = req.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return "max_tokens: Field required (a positive integer)"
+    for m in msgs:
+        if m.get("role") not in ("user", "assistant"):
+            return (
+                f"messages: Unexpected role {m.get('role')!r}. The Messages API accepts a "
+                'top-level `system` parameter, not "system" as an input message role.'
+            )
+    system = req.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        return "system: Input should be a valid string or list of text blocks"
+    if req.get("stream"):
+        return "fakellm does not support streaming"
+    return None

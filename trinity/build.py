@@ -42,7 +42,7 @@ from trinity.yamlfile import shown_path
 REPORT_FILE = f"{MARKER_DIR}/report.json"
 GENERATOR = f"Trinity {__version__}"
 
-Source = Literal["llm", "cache", "failed", "cached", "pending"]
+Source = Literal["llm", "cache", "stale", "failed", "cached", "pending"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class BlockResult:
     input_tokens: int = 0
     output_tokens: int = 0
     latency: float = 0.0
+    attempts: int = 0
+    cost: float = 0.0
+    saved: float = 0.0
     error: str | None = None
 
 
@@ -106,6 +109,18 @@ class BuildReport:
     def output_tokens(self) -> int:
         return sum(b.output_tokens for b in self.blocks if b.source == "llm")
 
+    @property
+    def cost(self) -> float:
+        return sum(b.cost for b in self.blocks)
+
+    @property
+    def saved(self) -> float:
+        return sum(b.saved for b in self.blocks)
+
+    @property
+    def attempts(self) -> int:
+        return sum(b.attempts for b in self.blocks)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["totals"] = {
@@ -113,8 +128,12 @@ class BuildReport:
             "llm_calls": self.llm_calls,
             "cache_hits": self.cache_hits,
             "failed": len(self.failures),
+            "stale": self.count("stale"),
+            "attempts": self.attempts,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost, 6),
+            "saved_usd": round(self.saved, 6),
         }
         return data
 
@@ -152,6 +171,7 @@ def prepare(
     output: Path | str | None = None,
     concurrency: int | None = None,
     use_cache: bool = True,
+    max_cost: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Project:
     """Load and validate everything a build needs, without calling any model."""
@@ -160,6 +180,7 @@ def prepare(
         concurrency=concurrency,
         theme=theme,
         cache_enabled=None if use_cache else False,
+        max_cost=max_cost,
     )
     try:
         chosen = load_theme(settings.build.theme, settings.project_dir)
@@ -217,6 +238,7 @@ async def build_project(
     observer: BuildObserver | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     client: AsyncLLMClient | None = None,
+    keep_going: bool = False,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
@@ -224,25 +246,34 @@ async def build_project(
     A `client` may be passed in (already entered); otherwise one is made from settings,
     with the cache they ask for.
     """
+    options = _BuildOptions(dry_run, keep_going, observer or NullObserver(), clock)
     if client is not None:
-        return await _build(project, client, dry_run, observer or NullObserver(), clock)
+        return await _build(project, client, options)
     cache = _open_cache(project.settings)
     try:
-        async with AsyncLLMClient(project.settings.llm, cache=cache, transport=transport) as own:
-            return await _build(project, own, dry_run, observer or NullObserver(), clock)
+        async with AsyncLLMClient(
+            project.settings.llm,
+            cache=cache,
+            cache_ttl=project.settings.cache.ttl,
+            transport=transport,
+        ) as own:
+            return await _build(project, own, options)
     finally:
         if cache is not None:
             cache.close()
 
 
-async def _build(
-    project: Project,
-    client: AsyncLLMClient,
-    dry_run: bool,
-    observer: BuildObserver,
-    clock: Callable[[], float],
-) -> BuildReport:
+@dataclass(frozen=True)
+class _BuildOptions:
+    dry_run: bool
+    keep_going: bool
+    observer: BuildObserver
+    clock: Callable[[], float]
+
+
+async def _build(project: Project, client: AsyncLLMClient, options: _BuildOptions) -> BuildReport:
     settings = project.settings
+    clock, observer = options.clock, options.observer
     started = clock()
     report = BuildReport(
         project_dir=str(settings.project_dir),
@@ -251,26 +282,27 @@ async def _build(
         provider=settings.llm.provider,
         model=settings.llm.model,
         pages=len(project.site.pages),
-        dry_run=dry_run,
+        dry_run=options.dry_run,
     )
     jobs = list(plan_jobs(project, client))
     report.planned_blocks = len(jobs)
     report.timings["plan"] = clock() - started
     observer.planned(report)
-    if dry_run:
+    if options.dry_run:
         await _check_cached(jobs, client, report)
         return report
     with StagedOutput(settings.build.output_dir) as output:
-        writer = _PageWriter(project, output)
+        writer = _PageWriter(project, output, keep_going=options.keep_going)
         phase = clock()
         await _generate(jobs, client, settings.llm.concurrency, report, observer, writer)
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
-        if report.failures:
+        failures = [(b.page, b.block, b.error or "") for b in report.failures]
+        if failures and not options.keep_going:
             raise BuildFailed(
-                f"{len(report.failures)} of {len(jobs)} blocks could not be generated; "
+                f"{len(failures)} of {len(jobs)} blocks could not be generated; "
                 f"{settings.build.output_dir} was left as it was",
-                [(b.page, b.block, b.error or "") for b in report.failures],
+                failures,
             )
         phase = clock()
         writer.finish()
@@ -278,13 +310,21 @@ async def _build(
         output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
         output.commit()
         report.timings["write"] = clock() - phase
+    if failures:
+        raise BuildFailed(
+            f"{len(failures)} of {len(jobs)} blocks could not be generated; the site was "
+            "written with placeholders in their place (--keep-going)",
+            failures,
+        )
     return report
 
 
 def _open_cache(settings: Settings) -> CacheManager | None:
+    # No TTL in the tiers: the client judges freshness itself, so that an expired answer
+    # is still there to serve when the model fails.
     if not settings.cache.enabled:
         return None
-    return CacheManager.for_directory(settings.cache.directory, ttl=settings.cache.ttl)
+    return CacheManager.for_directory(settings.cache.directory)
 
 
 def system_prompt(*parts: str | None) -> str | None:
@@ -382,18 +422,29 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def _run_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> BlockResult:
+    """One block: its answer (fresh, cached, or a stale one when the model failed)."""
     base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
+    validate = _validator(job.block)
     try:
-        response = await client.complete(job.request, validate=_validator(job.block))
+        response = await client.complete(job.request, validate=validate)
     except LLMError as exc:
-        base.error = str(exc)
-        return base
-    base.source = "cache" if response.cache_tier else "llm"
+        stale = await client.stale(job.request, validate=validate)
+        if stale is None:
+            base.error = str(exc)
+            base.attempts = getattr(exc, "attempts", 1)
+            writer.block_failed(job)
+            return base
+        base.error = f"served the last good answer: {exc}"
+        response = stale
+    base.source = "stale" if response.stale else "cache" if response.cache_tier else "llm"
     base.cache_tier = response.cache_tier
     base.model = response.model or job.request.model
     base.input_tokens = response.usage.input_tokens
     base.output_tokens = response.usage.output_tokens
     base.latency = response.latency
+    base.attempts = response.attempts
+    base.cost = response.cost
+    base.saved = response.saved
     writer.block_ready(job, response)
     return base
 
@@ -472,11 +523,16 @@ def page_root(page: Page) -> str:
 
 
 class _PageWriter:
-    """Renders each page the moment its last block arrives, then forgets its answers."""
+    """Renders each page the moment its last block arrives, then forgets its answers.
 
-    def __init__(self, project: Project, output: StagedOutput) -> None:
+    With `keep_going`, a failed block takes the theme's placeholder so its page can still
+    be written; otherwise a page with a failed block is never rendered.
+    """
+
+    def __init__(self, project: Project, output: StagedOutput, keep_going: bool = False) -> None:
         self.project = project
         self.output = output
+        self.keep_going = keep_going
         self.render_time = 0.0
         self._pending: dict[str, dict[str, Any]] = {}
         site = project.site
@@ -502,9 +558,16 @@ class _PageWriter:
                 self._write(page, {})
 
     def block_ready(self, job: Job, response: LLMResponse) -> None:
+        self._settle(job, block_value(job.block, response.text))
+
+    def block_failed(self, job: Job) -> None:
+        if self.keep_going:
+            self._settle(job, self.project.renderer.placeholder(job.page.title, job.block.name))
+
+    def _settle(self, job: Job, value: Any) -> None:
         page = job.page
         answers = self._pending.setdefault(page.slug, {})
-        answers[job.block.name] = block_value(job.block, response.text)
+        answers[job.block.name] = value
         if len(answers) == len(page.blocks):
             del self._pending[page.slug]
             ordered = {b.name: answers[b.name] for b in page.blocks}

@@ -221,6 +221,7 @@ class Settings:
         concurrency: int | None = None,
         theme: str | None = None,
         cache_enabled: bool | None = None,
+        max_cost: float | None = None,
     ) -> Settings:
         """These settings with command-line choices applied on top."""
         build, llm, cache = self.build, self.llm, self.cache
@@ -234,6 +235,10 @@ class Settings:
             llm = replace(llm, concurrency=concurrency)
         if cache_enabled is not None:
             cache = replace(cache, enabled=cache_enabled)
+        if max_cost is not None:
+            if max_cost < 0:
+                raise ConfigError("must be at least 0", key="--max-cost")
+            llm = replace(llm, max_cost=max_cost)
         return replace(self, build=build, llm=llm, cache=cache)
 
 

@@ -10,16 +10,31 @@ Exception hierarchy::
     │   └── MissingDependencyError            an optional extra is not installed
     ├── BuildFailed                   exit 1  (some blocks could not be generated)
     ├── BuildInterrupted              exit 130
-    └── LLMError                              one failed request to a model
-        ├── LLMConnectionError                cannot reach the server (retryable)
-        ├── LLMTimeoutError                   no answer in time (retryable)
-        ├── LLMStatusError                    the server answered an HTTP error
-        └── MalformedResponseError            the answer is not what the protocol promises
+    └── LLMError                              one failed request to a model      retryable?
+        ├── LLMConnectionError                cannot reach the server             yes
+        ├── LLMTimeoutError                   no answer in time                   yes
+        ├── LLMStatusError                    the server answered an HTTP error   408, 409: yes
+        │   ├── RateLimitedError              429 (carries retry_after)           yes
+        │   ├── AuthenticationError           401, 403                            never
+        │   ├── BadRequestError               400, 404, 422 and any other 4xx     never
+        │   └── ServerError                   5xx                                 500, 502-504
+        ├── MalformedResponseError            the answer is not what the protocol promises  no
+        ├── CircuitBreakerOpen                the endpoint is failing; not called  no
+        └── BudgetExceeded                    `--max-cost` would be exceeded       never
+
+Every LLMError has `retryable` (may the same request succeed later, unchanged?) and
+`attempts` (how many calls were made before it was raised; set by the retry layer).
+`error_for_status` picks the LLMStatusError subclass for an HTTP status, and
+`parse_retry_after` reads a Retry-After header.
 
 Messages name the file and key at fault, and never contain secrets.
 """
 
 from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
@@ -81,9 +96,14 @@ class BuildInterrupted(TrinityError):
 
 
 class LLMError(TrinityError):
-    """A request to a language model failed."""
+    """A request to a language model failed.
 
-    retryable = False
+    `retryable` says whether the same request may succeed if sent again unchanged;
+    `attempts` is how many calls were made in all (the retry layer sets it).
+    """
+
+    retryable: bool = False
+    attempts: int = 1
 
 
 class LLMConnectionError(LLMError):
@@ -99,16 +119,142 @@ class LLMTimeoutError(LLMError):
 
 
 class LLMStatusError(LLMError):
-    """The server answered with an HTTP error status."""
+    """The server answered with an HTTP error status.
 
-    def __init__(self, message: str, *, status: int) -> None:
+    Raised as is for statuses no subclass claims (408 and 409, which are retryable, and
+    anything outside 4xx/5xx, which is not). `retry_after` is the server's Retry-After in
+    seconds, when it sent one (429 and 503 often do).
+    """
+
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
         self.status = status
+        self.retry_after = retry_after
+        self.retryable = status in RETRYABLE_STATUSES
         super().__init__(message)
 
-    @property
-    def retryable(self) -> bool:  # type: ignore[override]
-        return self.status in RETRYABLE_STATUSES
+
+class RateLimitedError(LLMStatusError):
+    """HTTP 429: too many requests or tokens for now; wait `retry_after` seconds if given."""
+
+    def __init__(
+        self, message: str, *, status: int = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        self.retryable = True
+
+
+class AuthenticationError(LLMStatusError):
+    """HTTP 401 or 403: the API key is missing, wrong or not allowed; never retried."""
+
+    def __init__(
+        self, message: str, *, status: int = 401, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        self.retryable = False
+
+
+class BadRequestError(LLMStatusError):
+    """HTTP 400, 404, 422 or another 4xx: the request itself is wrong; never retried."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        self.retryable = False
+
+
+class ServerError(LLMStatusError):
+    """HTTP 5xx: the server failed; 500, 502, 503 and 504 are retried, 501 and others not."""
+
+    def __init__(
+        self, message: str, *, status: int = 500, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
 
 
 class MalformedResponseError(LLMError):
     """The server answered, but not in the shape its protocol promises."""
+
+
+class CircuitBreakerOpen(LLMError):
+    """The breaker for an endpoint is open: the request was refused without being sent.
+
+    `retry_at` is the breaker clock's time (time.monotonic by default) when a trial call
+    will be let through; `remaining` is the seconds left until then when this was raised.
+    Not retryable here: a caller may fail over to another endpoint instead.
+    """
+
+    def __init__(self, name: str, *, retry_at: float, remaining: float, detail: str = "") -> None:
+        self.name = name
+        self.retry_at = retry_at
+        self.remaining = max(0.0, remaining)
+        who = f"the circuit breaker for {name}" if name else "the circuit breaker"
+        if detail:
+            message = f"{who} is open ({detail}); the request was not sent"
+        else:
+            message = (
+                f"{who} is open after repeated failures; the request was not sent "
+                f"(next trial in {self.remaining:.1f} s)"
+            )
+        super().__init__(message)
+
+
+class BudgetExceeded(LLMError):
+    """A request was refused because it would take the build past `--max-cost`."""
+
+    def __init__(
+        self, message: str, *, spent: float | None = None, limit: float | None = None
+    ) -> None:
+        self.spent = spent
+        self.limit = limit
+        super().__init__(message)
+
+
+def error_for_status(status: int, message: str, retry_after: float | None = None) -> LLMStatusError:
+    """The LLMStatusError subclass that fits an HTTP error `status`."""
+    kind: type[LLMStatusError]
+    if status == 429:
+        kind = RateLimitedError
+    elif status in (401, 403):
+        kind = AuthenticationError
+    elif status in (408, 409):
+        kind = LLMStatusError  # 4xx, but the same request may well succeed later
+    elif 400 <= status < 500:
+        kind = BadRequestError
+    elif 500 <= status < 600:
+        kind = ServerError
+    else:
+        kind = LLMStatusError
+    return kind(message, status=status, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date.
+
+    Returns a number >= 0 (a date in the past gives 0), or None when the header is
+    absent or cannot be read. `now` (default: the current UTC time) is for dates.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -86,8 +86,12 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
         "llm_calls": BLOCKS,
         "cache_hits": 0,
         "failed": 0,
+        "stale": 0,
+        "attempts": BLOCKS,
         "input_tokens": report["totals"]["input_tokens"],
         "output_tokens": report["totals"]["output_tokens"],
+        "cost_usd": 0.0,  # Ollama is free
+        "saved_usd": 0.0,
     }
     assert report["totals"]["input_tokens"] > 0
     assert report["totals"]["output_tokens"] > 0

@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from tests.fakellm import (
+    ANTHROPIC_CHAT_PATH,
+    ANTHROPIC_JSON_INSTRUCTION,
     MALFORMED_BODY,
     OLLAMA_CHAT_PATH,
     OPENAI_CHAT_PATH,
@@ -19,6 +21,8 @@ from tests.fakellm import (
     default_answer,
     prompt_digest,
 )
+from trinity.llm.providers import AnthropicAdapter, OpenAIAdapter
+from trinity.llm.types import LLMRequest
 
 
 @pytest.fixture
@@ -277,3 +281,428 @@ def test_context_manager_and_close() -> None:
     server.close()  # idempotent
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/api/tags", timeout=1.0)
+
+
+# ---------------------------------------------------------------------------- anthropic
+
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
+
+
+def anthropic_body(user: str, system: Any = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "claude-x",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": user}],
+        **extra,
+    }
+    if system is not None:
+        body["system"] = system
+    return body
+
+
+def anthropic_post(client: httpx.Client, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return client.post(ANTHROPIC_CHAT_PATH, json=body, headers={**ANTHROPIC_HEADERS, **headers})
+
+
+def test_anthropic_wire_format(client: httpx.Client) -> None:
+    resp = anthropic_post(client, anthropic_body("Hello there", "sys"))
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/json"
+    data = resp.json()
+    assert data["id"].startswith("msg_")
+    assert (data["type"], data["role"], data["model"]) == ("message", "assistant", "claude-x")
+    assert data["stop_reason"] == "end_turn"
+    [block] = data["content"]
+    assert block == {"type": "text", "text": default_answer("sys", "Hello there")}
+    assert data["usage"] == {"input_tokens": 3, "output_tokens": len(block["text"].split())}
+    # The same system and prompt get the same answer in every wire format.
+    openai = client.post(OPENAI_CHAT_PATH, json=openai_body("Hello there", "sys")).json()
+    assert openai["choices"][0]["message"]["content"] == block["text"]
+
+
+def test_anthropic_system_blocks_and_last_user_message(client: httpx.Client) -> None:
+    body = anthropic_body("ignored", [{"type": "text", "text": "Be brief."}])
+    body["messages"] = [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": [{"type": "text", "text": "second question"}]},
+    ]
+    data = anthropic_post(client, body).json()
+    assert data["content"][0]["text"] == default_answer("Be brief.", "second question")
+
+
+def test_anthropic_requires_the_version_header(
+    fake_llm: FakeLLMServer, client: httpx.Client
+) -> None:
+    resp = client.post(ANTHROPIC_CHAT_PATH, json=anthropic_body("a"), headers={"x-api-key": "k"})
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "anthropic-version: header is required",
+        },
+    }
+    assert anthropic_post(client, anthropic_body("a"), **{"x-api-key": "k"}).status_code == 200
+    first, second = fake_llm.chat_requests
+    assert "anthropic-version" not in first.headers
+    assert second.headers["anthropic-version"] == "2023-06-01"
+    assert second.headers["x-api-key"] == "k"
+    assert fake_llm.answered == [second]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_tokens": None}, "max_tokens"),
+        ({"messages": []}, "messages"),
+        (
+            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]},
+            "Unexpected role",
+        ),
+        ({"stream": True}, "streaming"),
+    ],
+)
+def test_anthropic_rejects_what_the_messages_api_rejects(
+    client: httpx.Client, change: dict[str, Any], message: str
+) -> None:
+    body = {**anthropic_body("a"), **change}
+    if body["max_tokens"] is None:
+        del body["max_tokens"]
+    resp = anthropic_post(client, body)
+    assert resp.status_code == 400
+    assert resp.json()["type"] == "error"
+    assert message in resp.json()["error"]["message"]
+
+
+def test_anthropic_json_mode(client: httpx.Client) -> None:
+    system = f"Be terse.\n\n{ANTHROPIC_JSON_INSTRUCTION} It must match this JSON schema: {{}}"
+    data = anthropic_post(client, anthropic_body("list things", system)).json()
+    parsed = json.loads(data["content"][0]["text"])
+    assert parsed["digest"] == prompt_digest("Be terse.", "list things")
+    openai = client.post(
+        OPENAI_CHAT_PATH,
+        json=openai_body("list things", "Be terse.", response_format={"type": "json_object"}),
+    ).json()
+    assert openai["choices"][0]["message"]["content"] == data["content"][0]["text"]
+    alone = anthropic_post(client, anthropic_body("x", ANTHROPIC_JSON_INSTRUCTION)).json()
+    assert json.loads(alone["content"][0]["text"])["digest"] == prompt_digest("", "x")
+
+
+def test_anthropic_faults(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_next(1, kind="truncated")
+    fake_llm.fail_next(1, 529)
+    truncated = anthropic_post(client, anthropic_body("a")).json()
+    assert truncated["stop_reason"] == "max_tokens"
+    assert default_answer("", "a").startswith(truncated["content"][0]["text"])
+    overloaded = anthropic_post(client, anthropic_body("a"))
+    assert overloaded.status_code == 529
+    assert overloaded.json()["error"]["type"] == "overloaded_error"
+
+
+def test_the_anthropic_adapter_talks_to_the_fake(client: httpx.Client) -> None:
+    adapter = AnthropicAdapter()
+    for response_format in ("text", "json"):
+        request = LLMRequest.from_prompt(
+            "Describe the moon",
+            model="claude-x",
+            system="You are a poet.",
+            temperature=0.2,
+            max_tokens=64,
+            response_format=response_format,
+        )
+        resp = client.post(
+            adapter.chat_path, json=adapter.body(request), headers=adapter.headers("sk-ant")
+        )
+        assert resp.status_code == 200
+        answer = adapter.parse(resp.json())
+        expected = default_answer(
+            "You are a poet.", "Describe the moon", json_mode=response_format == "json"
+        )
+        assert (answer.text, answer.finish_reason) == (expected, "stop")
+        assert answer.usage.input_tokens > 0
+    error = client.post(adapter.chat_path, json=adapter.body(request))
+    assert adapter.error_detail(error.json()) == (
+        "invalid_request_error: anthropic-version: header is required"
+    )
+
+
+# ---------------------------------------------------------------------------- more faults
+
+
+def test_fail_next_timeout(fake_llm: FakeLLMServer) -> None:
+    fake_llm.fail_next(1, kind="timeout")
+    with httpx.Client(base_url=fake_llm.url, timeout=0.2) as c:
+        start = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            c.post(OLLAMA_CHAT_PATH, json=ollama_body("a"))
+        assert time.monotonic() - start < 2
+        assert c.post(OLLAMA_CHAT_PATH, json=ollama_body("a")).status_code == 200
+    assert (fake_llm.chat_count, fake_llm.fault_count, fake_llm.answered_count) == (2, 1, 1)
+
+
+def test_a_short_hang_ends_in_a_hang_up(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_next(1, kind="timeout", hang=0.1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.post(OLLAMA_CHAT_PATH, json=ollama_body("a"))
+
+
+def test_close_wakes_a_hanging_request() -> None:
+    server = FakeLLMServer()
+    server.fail_next(1, kind="timeout", hang=30)
+    failures: list[Exception] = []
+
+    def call() -> None:
+        try:
+            httpx.post(server.url + OLLAMA_CHAT_PATH, json=ollama_body("a"), timeout=60)
+        except httpx.TransportError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    while server.chat_count == 0:
+        time.sleep(0.01)
+    start = time.monotonic()
+    server.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert time.monotonic() - start < 5
+    assert len(failures) == 1
+
+
+def test_fail_next_reset(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_next(1, kind="reset")
+    with pytest.raises(httpx.ReadError):  # a TCP RST: "connection reset by peer"
+        client.post(OPENAI_CHAT_PATH, json=openai_body("a"))
+    assert client.post(OPENAI_CHAT_PATH, json=openai_body("a")).status_code == 200
+    assert fake_llm.chat_count == 2
+
+
+def statuses_of(client: httpx.Client, n: int, prompt: str = "p") -> list[int | str]:
+    """The status of each of `n` OpenAI requests, or the name of the transport error."""
+    outcomes: list[int | str] = []
+    for i in range(n):
+        try:
+            resp = client.post(OPENAI_CHAT_PATH, json=openai_body(f"{prompt} {i}"))
+        except httpx.TransportError as exc:
+            outcomes.append(type(exc).__name__)
+            continue
+        try:
+            resp.json()
+        except json.JSONDecodeError:
+            outcomes.append("malformed")
+            continue
+        outcomes.append(resp.status_code)
+    return outcomes
+
+
+def test_fail_rate_statistics(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_rate(0.3, seed=7)
+    outcomes = statuses_of(client, 200)
+    failed = outcomes.count(500)
+    assert set(outcomes) == {200, 500}
+    assert 40 <= failed <= 80  # 60 expected, sd 6.5
+    assert fake_llm.fault_count == failed
+    assert fake_llm.answered_count == 200 - failed
+    assert fake_llm.pending_faults == 0
+    # The same seed draws the same failures.
+    fake_llm.fail_rate(0.3, seed=7)
+    assert statuses_of(client, 200) == outcomes
+    fake_llm.fail_rate(0.3, seed=8)
+    assert statuses_of(client, 200) != outcomes
+
+
+def test_fail_rate_draws_kinds_and_statuses(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_rate(
+        1.0,
+        kinds=("status", "drop", "reset", "malformed", "truncated"),
+        statuses=(500, 503),
+        seed=3,
+    )
+    outcomes = statuses_of(client, 80)
+    assert 200 in outcomes  # "truncated" answers are 200s
+    assert {500, 503, "malformed", "RemoteProtocolError", "ReadError"} <= set(outcomes)
+    assert fake_llm.fault_count == 80
+    assert fake_llm.answered_count == outcomes.count(200)  # only the truncated ones
+    fake_llm.fail_rate(0)
+    assert statuses_of(client, 20) == [200] * 20
+
+
+def test_fail_rate_timeouts(fake_llm: FakeLLMServer) -> None:
+    fake_llm.fail_rate(1.0, kinds=("timeout",))
+    with httpx.Client(base_url=fake_llm.url, timeout=0.2) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.post(OLLAMA_CHAT_PATH, json=ollama_body("a"))
+        fake_llm.fail_rate(0)
+        assert c.post(OLLAMA_CHAT_PATH, json=ollama_body("a")).status_code == 200
+
+
+def test_fail_rate_failures_are_per_request(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_rate(0.5, seed=1)
+    attempts = 0
+    while True:
+        attempts += 1
+        if client.post(OPENAI_CHAT_PATH, json=openai_body("same")).status_code == 200:
+            break
+        assert attempts < 30
+    assert fake_llm.answered_prompts == ["same"]
+    assert fake_llm.chat_count == attempts
+
+
+def test_queued_faults_go_before_drawn_ones(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.fail_rate(1.0, statuses=(503,))
+    fake_llm.fail_next(1, 418)
+    assert statuses_of(client, 2) == [418, 503]
+
+
+def test_fail_rate_is_thread_safe(fake_llm: FakeLLMServer) -> None:
+    fake_llm.fail_rate(0.5, seed=2)
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=fake_llm.url, timeout=5.0) as c:
+            for i in range(25):
+                code = c.post(OPENAI_CHAT_PATH, json=openai_body(f"x {i}")).status_code
+                with lock:
+                    codes.append(code)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(codes) == 100
+    assert codes.count(500) == fake_llm.fault_count
+    assert codes.count(200) == fake_llm.answered_count
+    assert 25 <= fake_llm.fault_count <= 75
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rate": 1.5}, "rate"),
+        ({"rate": -0.1}, "rate"),
+        ({"rate": 0.5, "kinds": ()}, "kinds"),
+        ({"rate": 0.5, "kinds": ("explode",)}, "unknown fault kind"),
+        ({"rate": 0.5, "statuses": ()}, "statuses"),
+        ({"rate": 0.5, "hang": -1}, "hang"),
+    ],
+)
+def test_fail_rate_rejects_bad_arguments(
+    fake_llm: FakeLLMServer, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        fake_llm.fail_rate(**kwargs)
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_limit_per_key(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    clock = FakeClock()
+    fake_llm.limit_per_key(3, clock=clock)
+    ok = [client.post(OPENAI_CHAT_PATH, json=openai_body("a"), headers=auth("A")) for _ in "123"]
+    assert [r.status_code for r in ok] == [200, 200, 200]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in ok] == ["2", "1", "0"]
+    assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {"3"}
+
+    clock.now += 10.2
+    refused = client.post(OPENAI_CHAT_PATH, json=openai_body("a"), headers=auth("A"))
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "50"  # 49.8 s until the first slot frees
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"] == "50s"
+    assert refused.json()["error"]["code"] == 429
+    assert OpenAIAdapter().retry_after(refused.headers) == 50
+
+    # Other keys have windows of their own: x-api-key, and no key at all.
+    other = anthropic_post(client, anthropic_body("b"), **{"x-api-key": "B"})
+    assert other.status_code == 200
+    assert other.headers["x-ratelimit-remaining-requests"] == "2"
+    assert client.post(OLLAMA_CHAT_PATH, json=ollama_body("c")).status_code == 200
+
+    clock.now += 49.5  # 0.3 s to go: Retry-After rounds up, to at least 1
+    again = anthropic_post(client, anthropic_body("a"), authorization="Bearer A")
+    assert again.status_code == 429
+    assert again.headers["retry-after"] == "1"
+    assert again.json()["error"]["type"] == "rate_limit_error"
+
+    clock.now += 0.3  # a minute after the first three: all their slots free again
+    assert client.post(OPENAI_CHAT_PATH, json=openai_body("a"), headers=auth("A")).is_success
+    assert fake_llm.rate_limited_count == 2
+    assert fake_llm.chat_count == 8  # refused requests are logged too
+    assert fake_llm.answered_prompts == ["a", "a", "a", "b", "c", "a"]
+
+    fake_llm.limit_per_key(None)
+    for _ in range(5):
+        resp = client.post(OPENAI_CHAT_PATH, json=openai_body("a"), headers=auth("A"))
+        assert resp.status_code == 200
+        assert "x-ratelimit-remaining-requests" not in resp.headers
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_sliding_window_frees_one_slot_at_a_time(
+    fake_llm: FakeLLMServer, client: httpx.Client
+) -> None:
+    clock = FakeClock()
+    fake_llm.limit_per_key(2, window=10.0, clock=clock)
+
+    def status() -> int:
+        return client.post(OLLAMA_CHAT_PATH, json=ollama_body("a")).status_code
+
+    assert status() == 200
+    clock.now += 4
+    assert status() == 200
+    assert status() == 429
+    clock.now += 6  # the first request leaves the window, the second stays 4 s more
+    assert status() == 200
+    resp = client.post(OLLAMA_CHAT_PATH, json=ollama_body("a"))
+    assert (resp.status_code, resp.headers["retry-after"]) == (429, "4")
+    assert fake_llm.rate_limited_count == 2
+
+
+def test_rate_limited_requests_take_no_fault_and_faulted_ones_count(
+    fake_llm: FakeLLMServer, client: httpx.Client
+) -> None:
+    clock = FakeClock()
+    fake_llm.limit_per_key(1, clock=clock)
+    fake_llm.fail_next(1, 503)
+    first = client.post(OPENAI_CHAT_PATH, json=openai_body("a"))
+    assert first.status_code == 503  # admitted, then faulted: it uses the slot
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    fake_llm.fail_next(1, 500)
+    assert client.post(OPENAI_CHAT_PATH, json=openai_body("a")).status_code == 429
+    assert fake_llm.pending_faults == 1
+    assert fake_llm.fault_count == 1
+
+
+def test_reset_clears_the_new_counters(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    clock = FakeClock()
+    fake_llm.limit_per_key(1, clock=clock)
+    fake_llm.fail_next(1)
+    statuses_of(client, 3)
+    assert (fake_llm.fault_count, fake_llm.rate_limited_count) == (1, 2)
+    fake_llm.reset()
+    assert (fake_llm.fault_count, fake_llm.rate_limited_count) == (0, 0)
+    assert fake_llm.answered == []
+    assert statuses_of(client, 2) == [200, 429]  # the limit stays; its windows restart
+    assert fake_llm.answered_prompts == ["p 0"]
+
+
+def test_limit_per_key_rejects_bad_arguments(fake_llm: FakeLLMServer) -> None:
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        fake_llm.limit_per_key(0)
+    with pytest.raises(ValueError, match="window"):
+        fake_llm.limit_per_key(5, window=0)

@@ -19,7 +19,8 @@ from trinity.errors import (
     LLMTimeoutError,
     MalformedResponseError,
 )
-from trinity.llm.client import AsyncLLMClient, _chat_url
+from trinity.llm.client import AsyncLLMClient
+from trinity.llm.http import chat_url as _chat_url
 from trinity.llm.providers import ADAPTERS, OllamaAdapter, OpenAIAdapter, get_adapter
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 
@@ -280,7 +281,7 @@ async def test_latency_is_measured_with_the_injected_clock() -> None:
     ticks = iter([10.0, 12.5])
     server = answering(ollama_answer())
     client = AsyncLLMClient(
-        settings_for("ollama"), transport=server.transport, clock=lambda: next(ticks)
+        settings_for("ollama"), transport=server.transport, timer=lambda: next(ticks)
     )
     async with client:
         response = await client.complete(client.request("p"))
@@ -560,7 +561,7 @@ async def test_a_foreign_cache_entry_is_ignored(entry: Any) -> None:
 
 async def test_errors_are_not_cached() -> None:
     responses = iter(
-        [httpx.Response(500, json={"error": "busy"}), httpx.Response(200, json=ollama_answer("ok"))]
+        [httpx.Response(400, json={"error": "bad"}), httpx.Response(200, json=ollama_answer("ok"))]
     )
     server = Server(lambda request: next(responses))
     cache = memory_cache()
@@ -585,7 +586,7 @@ async def test_without_a_cache_every_request_is_sent() -> None:
 
 
 def test_adapter_registry() -> None:
-    assert set(ADAPTERS) == {"ollama", "openai"}
+    assert set(ADAPTERS) == {"ollama", "openai", "anthropic"}
     assert isinstance(get_adapter("ollama"), OllamaAdapter)
     assert isinstance(get_adapter("openai"), OpenAIAdapter)
 

@@ -1,14 +1,27 @@
-"""AsyncLLMClient: one pooled HTTP client, a concurrency limit, and the answer cache.
+"""AsyncLLMClient: the cache, and a resilient path to one or more models.
 
-A request goes: cache lookup -> concurrency limiter -> provider adapter over HTTP ->
-validation -> cache write. Only answers that pass validation are cached, and they are
-cached the moment they arrive, so a later failure never pays for them twice.
+A request goes through these layers, outside in::
+
+    cache lookup (fresh answers only; an expired one is kept for `stale`)
+    -> for the model asked for, then each fallback:
+       retry (backoff with full jitter, Retry-After, at most `attempts`, build-wide budget)
+       -> circuit breaker of the endpoint (one per provider server; every attempt counts)
+       -> cost budget (--max-cost: estimate reserved before, real cost settled after)
+       -> key pool (round-robin API keys, each with its own rpm and token limits)
+       -> backend (HTTP through the one httpx client, or the in-process model)
+    -> validation -> cache write (the moment the answer arrives) -> cost and savings
+
+The breaker sits inside the retry loop so that once it opens, not one more attempt
+reaches a dead server; an open breaker is not retried but fails over to the next model.
+A non-retryable error (a bad request, a bad key) fails at once: another model would
+be refused the same.
 """
 
 from __future__ import annotations
 
+import random as _random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Protocol
@@ -18,16 +31,19 @@ import httpx
 
 from trinity.cache.keys import cache_key
 from trinity.cache.manager import CacheManager
-from trinity.config import LLMSettings
+from trinity.config import Endpoint, LLMSettings, Target
 from trinity.errors import (
+    CircuitBreakerOpen,
     ConfigError,
-    LLMConnectionError,
     LLMError,
-    LLMStatusError,
-    LLMTimeoutError,
     MalformedResponseError,
+    RateLimitedError,
 )
-from trinity.llm.providers import ProviderAdapter, get_adapter
+from trinity.llm.breaker import CircuitBreaker
+from trinity.llm.http import HTTPBackend
+from trinity.llm.pricing import CostBudget, cost, price_for
+from trinity.llm.ratelimit import ApiKey, KeyLimits, KeyPool, estimate_request_tokens
+from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
 from trinity.logs import get_logger
 
@@ -41,6 +57,9 @@ class ClientStats:
     """What this client has done so far."""
 
     calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    fallbacks: int = 0
     cache_hits: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -49,15 +68,27 @@ class ClientStats:
 class Backend(Protocol):
     """Where requests are answered: a server over HTTP, or a model in this process."""
 
-    async def send(self, request: LLMRequest) -> LLMResponse: ...
+    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse: ...
     async def aclose(self) -> None: ...
 
 
+@dataclass
+class _Route:
+    """Everything that belongs to one endpoint: how to reach it, its breaker, its keys."""
+
+    endpoint: Endpoint
+    backend: Backend
+    breaker: CircuitBreaker
+    pool: KeyPool
+
+
 class AsyncLLMClient:
-    """Answers requests through one provider; use it as an async context manager.
+    """Answers requests through the configured models; use it as an async context manager.
 
     `http_client` or `transport` may be injected (tests use `httpx.MockTransport`), and so
-    may a whole `backend`; the client closes only what it made itself.
+    may a `backend` for the main endpoint; the client closes only what it made itself.
+    `clock`, `sleep` and `random` drive the breaker, limiter and retry waits, so tests
+    never really wait; `timer` measures latency.
     """
 
     def __init__(
@@ -65,30 +96,45 @@ class AsyncLLMClient:
         settings: LLMSettings | None = None,
         *,
         cache: CacheManager | None = None,
+        cache_ttl: float | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         backend: Backend | None = None,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         self.settings = settings or LLMSettings()
         self.cache = cache
+        self.cache_ttl = cache_ttl
         self.stats = ClientStats()
         self.clock = clock
-        self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
-        self._http_client = http_client
-        self._transport = transport
-        self._backend = backend
-        self._owns_backend = backend is None
+        self.timer = timer
+        self.sleep = sleep
+        self.random = random
         self.style = _prompt_style(self.settings)
+        retry = self.settings.retry
+        self.retry_policy = RetryPolicy(
+            attempts=retry.attempts,
+            base_delay=retry.base_delay,
+            max_delay=retry.max_delay,
+            retry_after_cap=retry.retry_after_cap,
+        )
+        self.retry_budget = RetryBudget(ratio=retry.budget)
+        self.budget = CostBudget(self.settings.max_cost)
+        self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        self._http = http_client
+        self._owns_http = http_client is None
+        self._transport = transport
+        self._main_backend = backend
+        self._routes: dict[str, _Route] = {}
+        self._entered = False
 
-    @property
-    def completes_documents(self) -> bool:
-        """True when requests are answered by continuing a document (a base model)."""
-        return self.style == "completion"
+    # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AsyncLLMClient:
-        if self._backend is None:
-            self._backend = self._make_backend()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -97,22 +143,39 @@ class AsyncLLMClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._owns_backend and self._backend is not None:
-            await self._backend.aclose()
-            self._backend = None
+        for route in self._routes.values():
+            if route.backend is not self._main_backend:
+                await route.backend.aclose()
+        self._routes.clear()
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self._entered = False
 
-    def _make_backend(self) -> Backend:
-        if self.settings.provider == "local":
-            from trinity.llm.providers.local import LocalBackend
+    def _http_client(self) -> httpx.AsyncClient:
+        """The build's one httpx client, made when the first server endpoint needs it."""
+        if self._http is None:
+            limit = self.settings.concurrency
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.timeout),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                transport=self._transport,
+            )
+        return self._http
 
-            return LocalBackend(self.settings)
-        return HTTPBackend(self.settings, http_client=self._http_client, transport=self._transport)
+    @property
+    def completes_documents(self) -> bool:
+        """True when requests are answered by continuing a document (a base model)."""
+        return self.style == "completion"
+
+    # ------------------------------------------------------------------ requests
 
     def request(
         self,
         prompt: str,
         *,
         system: str | None = None,
+        model: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
         top_p: float | None = None,
@@ -122,8 +185,10 @@ class AsyncLLMClient:
     ) -> LLMRequest:
         """A request for `prompt`, every parameter not given taken from settings.
 
-        `frame` is kept only for providers that may continue documents, so that headings
-        and leads, which chat models never see, do not split their cache entries.
+        `model` is the name asked for (an alias is kept as the alias: it is what the cache
+        key holds). `frame` is kept only for base models, and then the chat messages are
+        dropped: a base model sees only the document, so neither they nor the headings and
+        leads a chat model never sees may split a cache entry.
         """
         s = self.settings
         options = dict(s.options)
@@ -133,7 +198,7 @@ class AsyncLLMClient:
             options = {**DEFAULT_OPTIONS, **options}
         request = LLMRequest.from_prompt(
             prompt,
-            model=s.model,
+            model=model or s.model,
             system=system,
             temperature=s.temperature if temperature is None else temperature,
             max_tokens=s.max_tokens if max_tokens is None else max_tokens,
@@ -144,7 +209,6 @@ class AsyncLLMClient:
             frame=frame if self.completes_documents else None,
         )
         if self.completes_documents and frame is not None:
-            # A base model sees only the document: the chat form must not split its cache.
             request = replace(request, messages=())
         return request
 
@@ -152,7 +216,22 @@ class AsyncLLMClient:
         return cache_key(self.settings.provider, self.settings.api_url, request)
 
     async def cached(self, request: LLMRequest) -> LLMResponse | None:
-        """The cached answer to `request`, without calling the model."""
+        """The fresh cached answer to `request` (within the TTL), without calling a model."""
+        found = await self._lookup(request)
+        if found is None or self._expired(found):
+            return None
+        return found
+
+    async def stale(
+        self, request: LLMRequest, *, validate: Validator | None = None
+    ) -> LLMResponse | None:
+        """The last good cached answer, however old: what a build serves when models fail."""
+        found = await self._lookup(request)
+        if found is None or not _passes(found, validate):
+            return None
+        return replace(found, stale=True)
+
+    async def _lookup(self, request: LLMRequest) -> LLMResponse | None:
         if self.cache is None:
             return None
         found = await self.cache.lookup_async(self.key(request))
@@ -160,12 +239,30 @@ class AsyncLLMClient:
             return None
         value, tier = found
         response = _from_entry(value)
-        return None if response is None else replace(response, cache_tier=tier)
+        if response is None:
+            return None
+        saved = cost(
+            price_for(*self._priced(request.model, response.model), self.settings.prices),
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+        )
+        return replace(response, cache_tier=tier, saved=saved)
+
+    def _expired(self, response: LLMResponse) -> bool:
+        return (
+            self.cache_ttl is not None
+            and response.created is not None
+            and (time.time() - response.created > self.cache_ttl)
+        )
+
+    def _priced(self, asked: str, answered: str) -> tuple[str, str]:
+        target = self.settings.target(asked)
+        return target.provider, answered or target.model
 
     async def complete(
         self, request: LLMRequest, *, validate: Validator | None = None
     ) -> LLMResponse:
-        """The answer to `request`, from the cache or the model.
+        """The answer to `request`, from the cache or a model.
 
         `validate` may raise MalformedResponseError; such an answer is not cached.
         """
@@ -173,12 +270,8 @@ class AsyncLLMClient:
         if hit is not None and _passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
-        if self._backend is None:
-            raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
         async with self._limiter:
-            started = self.clock()
-            response = await self._backend.send(request)
-            response = replace(response, latency=self.clock() - started)
+            response = await self._ask_chain(request)
         self.stats.calls += 1
         self.stats.input_tokens += response.usage.input_tokens
         self.stats.output_tokens += response.usage.output_tokens
@@ -202,6 +295,120 @@ class AsyncLLMClient:
         response = await self.complete(self.request(prompt, system=system, **params))
         return response.text
 
+    # ------------------------------------------------------------------ the chain
+
+    async def _ask_chain(self, request: LLMRequest) -> LLMResponse:
+        """The model asked for, then each fallback while failures are worth failing over."""
+        chain = self.settings.chain(request.model)
+        for position, target in enumerate(chain):
+            try:
+                return await self._ask(target, request)
+            except LLMError as error:
+                last = position == len(chain) - 1
+                if last or not (error.retryable or isinstance(error, CircuitBreakerOpen)):
+                    raise
+                self.stats.fallbacks += 1
+                log.warning(
+                    "%s failed (%s); falling back to %s", target, error, chain[position + 1]
+                )
+        raise AssertionError("a model chain is never empty")
+
+    async def _ask(self, target: Target, request: LLMRequest) -> LLMResponse:
+        route = self._route(target.provider)
+        price = price_for(target.provider, target.model, self.settings.prices)
+        started = self.timer()
+        attempts = 0
+
+        async def attempt() -> LLMResponse:
+            nonlocal attempts
+            attempts += 1
+            self.stats.attempts += 1
+            return await route.breaker.call_async(self._send, route, target, request, price)
+
+        def note_retry(number: int, error: LLMError, delay: float) -> None:
+            self.stats.retries += 1
+            log.info(
+                "retrying %s after %s (attempt %d, waiting %.2f s)", target, error, number, delay
+            )
+
+        response = await call_with_retry(
+            attempt,
+            self.retry_policy,
+            sleep=self.sleep,
+            random=self.random,
+            budget=self.retry_budget,
+            on_retry=note_retry,
+        )
+        return replace(
+            response,
+            model=response.model or target.model,
+            attempts=attempts,
+            latency=self.timer() - started,
+            cost=cost(price, response.usage.input_tokens, response.usage.output_tokens),
+        )
+
+    async def _send(
+        self, route: _Route, target: Target, request: LLMRequest, price: Any
+    ) -> LLMResponse:
+        """One attempt: reserve budget and a key, send, and settle both with the real usage."""
+        input_est, output_est = estimate_request_tokens(request)
+        reservation = self.budget.reserve(cost(price, input_est, output_est))
+        lease = await route.pool.acquire(input_est, output_est)
+        try:
+            response = await route.backend.send(replace(request, model=target.model), lease.secret)
+        except RateLimitedError as error:
+            lease.rate_limited(error.retry_after)
+            self.budget.release(reservation)
+            raise
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        usage = response.usage
+        lease.finish(usage.input_tokens, usage.output_tokens, response.headers)
+        self.budget.settle(reservation, cost(price, usage.input_tokens, usage.output_tokens))
+        return response
+
+    def _route(self, provider: str) -> _Route:
+        route = self._routes.get(provider)
+        if route is None:
+            endpoint = self.settings.endpoint(provider)
+            route = _Route(
+                endpoint=endpoint,
+                backend=self._backend_for(endpoint),
+                breaker=CircuitBreaker(
+                    self.settings.breaker.failure_threshold,
+                    self.settings.breaker.timeout,
+                    name=endpoint.name,
+                    clock=self.clock,
+                ),
+                pool=KeyPool(
+                    [
+                        ApiKey(k.variable, k.secret, KeyLimits.from_settings(k.limits))
+                        for k in endpoint.keys
+                    ],
+                    clock=self.clock,
+                    sleep=self.sleep,
+                    keyless_limits=KeyLimits.from_settings(endpoint.limits),
+                ),
+            )
+            self._routes[provider] = route
+        return route
+
+    def _backend_for(self, endpoint: Endpoint) -> Backend:
+        if not self._entered:
+            raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
+        if endpoint.provider == self.settings.provider and self._main_backend is not None:
+            return self._main_backend
+        if endpoint.provider == "local":
+            from trinity.llm.providers.local import LocalBackend
+
+            return LocalBackend(self.settings)
+        return HTTPBackend(endpoint, self._http_client(), self.settings.timeout)
+
+    def breaker(self, provider: str) -> CircuitBreaker:
+        """The circuit breaker of a provider's endpoint (for reports and tests)."""
+        return self._route(provider).breaker
+
 
 def _prompt_style(settings: LLMSettings) -> str:
     if settings.provider != "local":
@@ -212,87 +419,6 @@ def _prompt_style(settings: LLMSettings) -> str:
         return resolve_style(settings)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the model file: {exc}", key="llm.model") from None
-
-
-class HTTPBackend:
-    """One pooled httpx.AsyncClient speaking one provider's wire format."""
-
-    def __init__(
-        self,
-        settings: LLMSettings,
-        *,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.settings = settings
-        self.adapter: ProviderAdapter = get_adapter(settings.provider)
-        self._url = _chat_url(settings.api_url, self.adapter.chat_path)
-        self._owns_http = http_client is None
-        limit = settings.concurrency
-        self._http = http_client or httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            transport=transport,
-        )
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def send(self, request: LLMRequest) -> LLMResponse:
-        try:
-            reply = await self._http.post(
-                self._url,
-                json=self.adapter.body(request),
-                headers=self.adapter.headers(self.settings.api_key),
-            )
-        except httpx.TimeoutException:
-            raise LLMTimeoutError(
-                f"no answer from {self._url} within {self.settings.timeout:g} s"
-            ) from None
-        except httpx.TransportError as exc:
-            raise LLMConnectionError(
-                f"cannot reach {self._url}: {self._redact(_reason(exc))} (is the server running? "
-                "llm.api_url in settings or LLM_API_URL chooses it)"
-            ) from None
-        payload = _decode(reply)
-        if reply.status_code >= 400:
-            detail = self._redact(self.adapter.error_detail(payload) or reply.reason_phrase)
-            raise LLMStatusError(
-                f"{self._url} answered HTTP {reply.status_code}: {detail}",
-                status=reply.status_code,
-            )
-        if payload is _NOT_JSON:
-            raise MalformedResponseError(f"{self._url} answered with a body that is not JSON")
-        return self.adapter.parse(payload)
-
-    def _redact(self, text: str) -> str:
-        """`text` from the server or httpx, with the API key blanked out (servers echo it)."""
-        key = self.settings.api_key
-        return text.replace(key, "***") if key else text
-
-
-_NOT_JSON: Any = object()
-
-
-def _decode(reply: httpx.Response) -> Any:
-    try:
-        return reply.json()
-    except (ValueError, UnicodeDecodeError):
-        return _NOT_JSON
-
-
-def _reason(exc: httpx.TransportError) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _chat_url(api_url: str, chat_path: str) -> str:
-    """Join the server root and the chat path; a root already ending in '/v1' is accepted."""
-    base = api_url.rstrip("/")
-    first_segment = "/" + chat_path.strip("/").split("/", 1)[0]
-    if base.endswith(first_segment):
-        base = base[: -len(first_segment)]
-    return base + chat_path
 
 
 def _passes(response: LLMResponse, validate: Validator | None) -> bool:
@@ -321,11 +447,13 @@ def _from_entry(value: Any) -> LLMResponse | None:
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
         return None
     try:
+        created = value.get("created")
         return LLMResponse(
             text=value["text"],
             model=str(value.get("model", "")),
             usage=Usage(int(value.get("input_tokens", 0)), int(value.get("output_tokens", 0))),
             finish_reason=value.get("finish_reason"),
+            created=float(created) if created is not None else None,
         )
     except (TypeError, ValueError):
         return None

@@ -90,6 +90,15 @@ class LLMResponse:
     finish_reason: str | None = None
     cache_tier: str | None = None
     latency: float = 0.0
+    # Filled in by the client: requests it took, what it cost (USD), what a cache hit saved,
+    # whether it is an expired answer served because the model failed, and the provider's
+    # rate-limit headers (never cached).
+    attempts: int = 0
+    cost: float = 0.0
+    saved: float = 0.0
+    stale: bool = False
+    created: float | None = None  # when a cached answer was first received (epoch seconds)
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def truncated(self) -> bool:

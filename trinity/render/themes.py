@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from trinity.errors import ConfigError, ThemeError
 from trinity.schema import Fields
@@ -214,6 +215,16 @@ class ThemeRenderer:
             message = f"template error: {exc}"
             failure = exc
         raise ThemeError(message, path=_failing_template(failure, template)) from None
+
+    def placeholder(self, page_title: str, block_name: str) -> Markup:
+        """What stands in for a block that could not be generated (`--keep-going`).
+
+        A theme may style it with `placeholder.html`; otherwise a plain note is used.
+        """
+        context = {"page_title": page_title, "block": block_name, "theme": self.theme}
+        if "placeholder.html" in self.env.list_templates():
+            return Markup(self.render("placeholder.html", context))
+        return Markup('<p class="placeholder">This section is not available yet.</p>')
 
     def static_folders(self) -> list[Path]:
         """Static folders to copy, parents first so children override their files."""

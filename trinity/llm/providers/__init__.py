@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from trinity.llm.providers.anthropic import AnthropicAdapter
 from trinity.llm.providers.base import ProviderAdapter
 from trinity.llm.providers.ollama import OllamaAdapter
 from trinity.llm.providers.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    "anthropic": AnthropicAdapter,
     "ollama": OllamaAdapter,
     "openai": OpenAIAdapter,
 }
@@ -17,4 +19,11 @@ def get_adapter(provider: str) -> ProviderAdapter:
     return ADAPTERS[provider]()
 
 
-__all__ = ["ADAPTERS", "OllamaAdapter", "OpenAIAdapter", "ProviderAdapter", "get_adapter"]
+__all__ = [
+    "ADAPTERS",
+    "AnthropicAdapter",
+    "OllamaAdapter",
+    "OpenAIAdapter",
+    "ProviderAdapter",
+    "get_adapter",
+]

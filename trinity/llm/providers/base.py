@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from trinity.errors import MalformedResponseError
@@ -19,6 +24,11 @@ class ProviderAdapter(ABC):
 
     name: str
     chat_path: str
+    # (remaining, reset) header pairs that say when a spent rate limit frees up again.
+    rate_limit_headers: tuple[tuple[str, str], ...] = (
+        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+        ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    )
 
     def headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -41,6 +51,31 @@ class ProviderAdapter(ABC):
                 return error[:300]
         return None
 
+    def retry_after(self, headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+        """Seconds a reply's headers ask us to wait before trying again; None if they don't say.
+
+        `retry-after-ms`, then `Retry-After` (seconds or an HTTP date), then the reset header
+        of a rate limit whose remaining count is 0 (`rate_limit_headers`: a duration such as
+        "1s" or "6m0.5s", seconds, or an RFC 3339 time). `now` is the Unix time dates are
+        measured from (default: the current time).
+        """
+        found = {k.lower(): v.strip() for k, v in headers.items()}
+        wall = time.time() if now is None else now
+        millis = _number(found.get("retry-after-ms"))
+        if millis is not None:
+            return millis / 1000
+        if "retry-after" in found:
+            seconds = _seconds_until(found["retry-after"], wall, http_date=True)
+            if seconds is not None:
+                return seconds
+        waits = [
+            _seconds_until(found.get(reset, ""), wall, http_date=False)
+            for remaining, reset in self.rate_limit_headers
+            if _number(found.get(remaining)) == 0
+        ]
+        known = [w for w in waits if w is not None]
+        return max(known) if known else None
+
     def malformed(self, what: str) -> MalformedResponseError:
         return MalformedResponseError(f"{self.name} response {what}")
 
@@ -51,3 +86,32 @@ class ProviderAdapter(ABC):
     @staticmethod
     def token_count(value: Any) -> int:
         return value if isinstance(value, int) and value >= 0 else 0
+
+
+_DURATION_RE = re.compile(r"(?:\d+(?:\.\d*)?(?:ms|h|m|s))+")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _seconds_until(text: str, now: float, *, http_date: bool) -> float | None:
+    """A wait given as seconds, a duration ("6m0s"), or a date (HTTP or RFC 3339)."""
+    seconds = _number(text)
+    if seconds is not None:
+        return seconds
+    if _DURATION_RE.fullmatch(text):
+        return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(text))
+    try:
+        when = parsedate_to_datetime(text) if http_date else datetime.fromisoformat(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)

@@ -212,7 +212,8 @@ class LocalBackend:
         # generation up to twice as slow on a two-core machine (measured).
         self._thread: ThreadPoolExecutor | None = None
 
-    async def send(self, request: LLMRequest) -> LLMResponse:
+    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse:
+        """Generate an answer (`api_key` is unused: the model runs here)."""
         async with self._lock:
             if self._thread is None:
                 self._thread = ThreadPoolExecutor(1, thread_name_prefix="trinity-llama")

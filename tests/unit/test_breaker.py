@@ -1,0 +1,714 @@
+"""The circuit breaker: opening, fail-fast, one trial call, cancellation, and a state machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Generator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from trinity.errors import (
+    BadRequestError,
+    CircuitBreakerOpen,
+    LLMConnectionError,
+    LLMError,
+    LLMTimeoutError,
+    MalformedResponseError,
+    RateLimitedError,
+    error_for_status,
+)
+from trinity.llm.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerState,
+    CircuitBreaker,
+    counts_as_failure,
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Endpoint:
+    """An async callable that answers "ok" or raises `error`, counting its calls."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return "ok"
+
+
+def down() -> Endpoint:
+    return Endpoint(LLMConnectionError("connection refused"))
+
+
+async def open_breaker(breaker: CircuitBreaker) -> None:
+    for _ in range(breaker.failure_threshold):
+        with pytest.raises(LLMConnectionError):
+            await breaker.call_async(down())
+    assert breaker.state is OPEN
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """What the breaker logs (a handler on its own logger, whatever else configured logging)."""
+    caught: list[logging.LogRecord] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record)
+
+    logger = logging.getLogger("trinity.llm.breaker")
+    handler = ListHandler(level=logging.DEBUG)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield caught
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+# ---------------------------------------------------------------------------- basics
+
+
+def test_states_are_strings() -> None:
+    assert (CLOSED, OPEN, HALF_OPEN) == ("closed", "open", "half_open")
+    assert isinstance(CLOSED, str)
+    assert BreakerState("half_open") is HALF_OPEN
+
+
+def test_defaults_and_validation() -> None:
+    breaker = CircuitBreaker()
+    assert (breaker.failure_threshold, breaker.timeout, breaker.name) == (5, 60.0, "")
+    assert breaker.state is CLOSED
+    assert breaker.retry_at is None
+    with pytest.raises(ValueError):
+        CircuitBreaker(failure_threshold=0)
+    with pytest.raises(ValueError):
+        CircuitBreaker(timeout=-1)
+
+
+@pytest.mark.anyio
+async def test_closed_calls_through_with_arguments() -> None:
+    breaker = CircuitBreaker()
+
+    async def echo(a: int, *, b: str) -> str:
+        return f"{a}{b}"
+
+    assert await breaker.call_async(echo, 1, b="x") == "1x"
+    assert breaker.calls == 1
+
+
+@pytest.mark.anyio
+async def test_opens_after_threshold_consecutive_failures_and_fails_fast() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(3, 30.0, name="ollama localhost", clock=clock)
+    for expected in (1, 2):
+        with pytest.raises(LLMConnectionError):
+            await breaker.call_async(down())
+        assert (breaker.state, breaker.consecutive_failures) == (CLOSED, expected)
+    with pytest.raises(LLMConnectionError):
+        await breaker.call_async(down())
+    assert breaker.state is OPEN
+    assert breaker.retry_at == 1030.0
+
+    clock.advance(12.5)
+    endpoint = Endpoint()
+    with pytest.raises(CircuitBreakerOpen) as caught:
+        await breaker.call_async(endpoint)
+    assert endpoint.calls == 0
+    assert caught.value.name == "ollama localhost"
+    assert (caught.value.retry_at, caught.value.remaining) == (1030.0, 17.5)
+    assert "ollama localhost" in str(caught.value)
+    assert "17.5 s" in str(caught.value)
+    assert caught.value.retryable is False
+    assert breaker.rejected == 1
+
+
+@pytest.mark.anyio
+async def test_a_success_resets_the_streak() -> None:
+    breaker = CircuitBreaker(3, clock=FakeClock())
+    for _ in range(5):
+        for _ in range(2):
+            with pytest.raises(LLMError):
+                await breaker.call_async(down())
+        await breaker.call_async(Endpoint())
+    assert breaker.state is CLOSED
+    assert breaker.consecutive_failures == 0
+    assert breaker.total_failures == 10
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        LLMConnectionError("refused"),
+        LLMTimeoutError("slow"),
+        *(error_for_status(status, "x") for status in (500, 501, 502, 503, 504)),
+    ],
+    ids=lambda error: f"{type(error).__name__}-{getattr(error, 'status', '')}",
+)
+def test_what_counts_as_a_failure(error: LLMError) -> None:
+    assert counts_as_failure(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        *(error_for_status(status, "x") for status in (400, 401, 403, 404, 408, 409, 422, 429)),
+        MalformedResponseError("not JSON"),
+        CircuitBreakerOpen("inner", retry_at=0.0, remaining=0.0),
+        ValueError("a bug"),
+        asyncio.CancelledError(),
+    ],
+    ids=lambda error: f"{type(error).__name__}-{getattr(error, 'status', '')}",
+)
+def test_what_does_not_count(error: BaseException) -> None:
+    assert not counts_as_failure(error)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "error",
+    [
+        BadRequestError("bad", status=404),
+        RateLimitedError("slow down", retry_after=1.0),
+        MalformedResponseError("truncated"),
+        ValueError("a bug"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_uncounted_errors_pass_through_and_never_open(error: Exception) -> None:
+    breaker = CircuitBreaker(2, clock=FakeClock())
+    for _ in range(5):
+        with pytest.raises(type(error)) as caught:
+            await breaker.call_async(Endpoint(error))
+        assert caught.value is error
+    assert breaker.state is CLOSED
+    assert breaker.total_failures == 0
+
+
+@pytest.mark.anyio
+async def test_an_answer_from_the_server_breaks_the_streak() -> None:
+    # A 4xx is proof of life: the server answered.
+    breaker = CircuitBreaker(2, clock=FakeClock())
+    with pytest.raises(LLMError):
+        await breaker.call_async(down())
+    with pytest.raises(BadRequestError):
+        await breaker.call_async(Endpoint(BadRequestError("no such model", status=404)))
+    assert breaker.consecutive_failures == 0
+    with pytest.raises(ValueError):
+        await breaker.call_async(Endpoint(ValueError("our bug")))
+    with pytest.raises(LLMError):
+        await breaker.call_async(down())
+    assert breaker.consecutive_failures == 1  # our own bug said nothing either way
+
+
+# ---------------------------------------------------------------------------- half-open
+
+
+@pytest.mark.anyio
+async def test_after_the_timeout_a_trial_success_closes() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 10.0, clock=clock)
+    await open_breaker(breaker)
+    clock.advance(9.99)
+    assert breaker.state is OPEN
+    clock.advance(0.01)
+    assert breaker.state is HALF_OPEN
+    assert breaker.retry_at is None
+    assert await breaker.call_async(Endpoint()) == "ok"
+    assert breaker.state is CLOSED
+    assert breaker.consecutive_failures == 0
+
+
+@pytest.mark.anyio
+async def test_a_trial_failure_reopens_with_a_new_timeout() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 10.0, clock=clock)
+    await open_breaker(breaker)
+    clock.advance(15)
+    with pytest.raises(LLMTimeoutError):
+        await breaker.call_async(Endpoint(LLMTimeoutError("still slow")))
+    assert breaker.state is OPEN
+    assert breaker.retry_at == clock.now + 10.0
+    clock.advance(9)
+    with pytest.raises(CircuitBreakerOpen):
+        await breaker.call_async(Endpoint())
+    clock.advance(1)
+    assert breaker.state is HALF_OPEN
+
+
+@pytest.mark.anyio
+async def test_a_client_error_on_the_trial_closes() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 5.0, clock=clock)
+    await open_breaker(breaker)
+    clock.advance(5)
+    with pytest.raises(BadRequestError):
+        await breaker.call_async(Endpoint(BadRequestError("bad", status=422)))
+    assert breaker.state is CLOSED
+
+
+@pytest.mark.anyio
+async def test_half_open_lets_exactly_one_trial_through() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 10.0, name="openai", clock=clock)
+    await open_breaker(breaker)
+    clock.advance(10)
+
+    started, release = anyio.Event(), anyio.Event()
+    trial_calls = 0
+    results: list[str] = []
+
+    async def trial() -> str:
+        nonlocal trial_calls
+        trial_calls += 1
+        started.set()
+        await release.wait()
+        return "trial ok"
+
+    async def run_trial() -> None:
+        results.append(await breaker.call_async(trial))
+
+    others = Endpoint()
+    rejected: list[CircuitBreakerOpen] = []
+
+    async def other() -> None:
+        try:
+            await breaker.call_async(others)
+        except CircuitBreakerOpen as error:
+            rejected.append(error)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_trial)
+        await started.wait()
+        assert breaker.state is HALF_OPEN
+        assert breaker.trial_in_flight
+        async with anyio.create_task_group() as crowd:
+            for _ in range(10):
+                crowd.start_soon(other)
+        # Every other caller failed fast while the trial was held.
+        assert len(rejected) == 10
+        assert others.calls == 0
+        assert "openai" in str(rejected[0])
+        assert "trial" in str(rejected[0])
+        release.set()
+
+    assert (trial_calls, results) == (1, ["trial ok"])
+    assert breaker.state is CLOSED
+    assert await breaker.call_async(others) == "ok"
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_trial_frees_the_slot() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 10.0, clock=clock)
+    await open_breaker(breaker)
+    clock.advance(10)
+    started = anyio.Event()
+
+    async def hangs() -> str:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(breaker.call_async, hangs)
+        await started.wait()
+        assert breaker.trial_in_flight
+        group.cancel_scope.cancel()
+
+    assert breaker.state is HALF_OPEN
+    assert not breaker.trial_in_flight
+    assert breaker.total_failures == 2  # the cancellation was not a failure
+    assert await breaker.call_async(Endpoint()) == "ok"
+    assert breaker.state is CLOSED
+
+
+@pytest.mark.anyio
+async def test_an_asyncio_cancel_of_the_trial_frees_the_slot() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    await open_breaker(breaker)
+    clock.advance(10)
+    started = asyncio.Event()
+
+    async def hangs() -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    task = asyncio.create_task(breaker.call_async(hangs))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (breaker.state, breaker.trial_in_flight) == (HALF_OPEN, False)
+
+
+@pytest.mark.anyio
+async def test_a_bug_in_the_trial_frees_the_slot() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    await open_breaker(breaker)
+    clock.advance(10)
+    with pytest.raises(ValueError):
+        await breaker.call_async(Endpoint(ValueError("bug")))
+    assert (breaker.state, breaker.trial_in_flight) == (HALF_OPEN, False)
+
+
+@pytest.mark.anyio
+async def test_slow_calls_from_before_a_change_are_ignored() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 10.0, clock=clock)
+    release = anyio.Event()
+    outcome: list[BaseException | None] = [None]
+
+    async def slow() -> str:
+        await release.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+        return "late"
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(breaker.call_async, slow)
+        await anyio.lowlevel.checkpoint()
+        await open_breaker(breaker)
+        release.set()
+    # A success that started before the breaker opened does not close it.
+    assert breaker.state is OPEN
+
+    clock.advance(10)
+    release = anyio.Event()
+    outcome[0] = LLMConnectionError("late failure")
+    breaker.reset()
+    assert breaker.state is CLOSED
+    with pytest.raises(ExceptionGroup):
+        async with anyio.create_task_group() as group:
+            group.start_soon(breaker.call_async, slow)
+            await anyio.lowlevel.checkpoint()
+            breaker.record_failure()
+            breaker.record_failure()  # opened by hand while the slow call ran
+            clock.advance(10)
+            assert breaker.state is HALF_OPEN
+            release.set()
+    # Its late failure did not count against the new HALF_OPEN state.
+    assert breaker.state is HALF_OPEN
+
+
+# ---------------------------------------------------------------------------- observing
+
+
+@pytest.mark.anyio
+async def test_changes_are_logged_counted_and_reported(records: list[logging.LogRecord]) -> None:
+    clock = FakeClock()
+    changes: list[tuple[str, str, str]] = []
+    breaker = CircuitBreaker(
+        1, 5.0, name="anthropic", clock=clock, on_change=lambda *c: changes.append(c)
+    )
+    await open_breaker(breaker)
+    clock.advance(5)
+    with pytest.raises(LLMError):
+        await breaker.call_async(down())
+    clock.advance(5)
+    await breaker.call_async(Endpoint())
+
+    assert changes == [
+        ("anthropic", "closed", "open"),
+        ("anthropic", "open", "half_open"),
+        ("anthropic", "half_open", "open"),
+        ("anthropic", "open", "half_open"),
+        ("anthropic", "half_open", "closed"),
+    ]
+    assert breaker.transitions == {
+        "closed->open": 1,
+        "open->half_open": 2,
+        "half_open->open": 1,
+        "half_open->closed": 1,
+    }
+    levels = [(record.levelno, record.getMessage()) for record in records]
+    assert len(levels) == 5
+    assert [level for level, _ in levels] == [
+        logging.WARNING,
+        logging.INFO,
+        logging.WARNING,
+        logging.INFO,
+        logging.INFO,
+    ]
+    assert all("anthropic" in message for _, message in levels)
+    assert "closed -> open" in levels[0][1]
+
+
+@pytest.mark.anyio
+async def test_a_failing_callback_does_not_break_the_breaker(
+    records: list[logging.LogRecord],
+) -> None:
+    def broken(name: str, old: str, new: str) -> None:
+        raise RuntimeError("callback bug")
+
+    breaker = CircuitBreaker(1, 5.0, clock=FakeClock(), on_change=broken)
+    await open_breaker(breaker)
+    assert breaker.state is OPEN
+    assert any("on_change" in record.getMessage() for record in records)
+
+
+def test_record_helpers_and_reset() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 10.0, clock=clock)
+    breaker.record_failure()
+    breaker.record_success()
+    assert breaker.consecutive_failures == 0
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is OPEN
+    breaker.record_failure()  # already open: the timeout is not extended
+    assert breaker.retry_at == 1010.0
+    clock.advance(10)
+    breaker.record_success()
+    assert breaker.state is CLOSED
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.reset()
+    assert (breaker.state, breaker.consecutive_failures) == (CLOSED, 0)
+
+
+# ---------------------------------------------------------------------------- state machine
+
+
+class _Suspend:
+    """Awaiting this suspends the coroutine once, so a test can resume or cancel it."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+def _step(coro: Coroutine[Any, Any, str], throw: BaseException | None = None) -> tuple[str, Any]:
+    """Drive `coro` by hand: ("suspended", None), ("returned", value) or ("raised", error)."""
+    try:
+        if throw is None:
+            coro.send(None)
+        else:
+            coro.throw(throw)
+    except StopIteration as stop:
+        return "returned", stop.value
+    except BaseException as error:
+        return "raised", error
+    return "suspended", None
+
+
+THRESHOLD = 2
+TIMEOUT = 10.0
+OUTCOMES = {
+    "success": None,
+    "failure": LLMConnectionError("down"),
+    "server_error": error_for_status(503, "busy"),
+    "client_error": error_for_status(400, "bad"),
+    "rate_limited": error_for_status(429, "slow"),
+    "bug": ValueError("bug"),
+}
+OUTCOME_EFFECT = {
+    "success": "success",
+    "failure": "failure",
+    "server_error": "failure",
+    "client_error": "success",
+    "rate_limited": "success",
+    "bug": "neutral",
+    "cancel": "neutral",
+}
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """The breaker against a plain model, with calls that finish at once or later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.breaker = CircuitBreaker(THRESHOLD, TIMEOUT, name="model", clock=self.clock)
+        self.state = "closed"
+        self.fails = 0
+        self.opened_at = 0.0
+        self.trial = False
+        self.epoch = 0
+        self.moves = 0
+        self.pending: list[tuple[Coroutine[Any, Any, str], int, bool, list[str]]] = []
+
+    # --- the model
+
+    def move(self, new: str) -> None:
+        self.state = new
+        self.epoch += 1
+        self.moves += 1
+        self.trial = False
+        if new == "closed":
+            self.fails = 0
+        elif new == "open":
+            self.opened_at = self.clock.now
+
+    def refresh(self) -> None:
+        if self.state == "open" and self.clock.now >= self.opened_at + TIMEOUT:
+            self.move("half_open")
+
+    def admits(self) -> bool | None:
+        """None if the model refuses the call, else whether it is the trial."""
+        self.refresh()
+        if self.state == "closed":
+            return False
+        if self.state == "open" or self.trial:
+            return None
+        self.trial = True
+        return True
+
+    def settle(self, epoch: int, trial: bool, effect: str) -> None:
+        if epoch != self.epoch:
+            return
+        if trial:
+            self.trial = False
+        if effect == "success":
+            if self.state == "closed":
+                self.fails = 0
+            else:
+                self.move("closed")
+        elif effect == "failure":
+            if self.state == "closed":
+                self.fails += 1
+                if self.fails >= THRESHOLD:
+                    self.move("open")
+            elif self.state == "half_open":
+                self.move("open")
+            # Already open: nothing changes, and the timeout is not extended.
+
+    # --- the rules
+
+    def start(self, box: list[str]) -> Coroutine[Any, Any, str]:
+        async def endpoint() -> str:
+            box.append("called")
+            await _Suspend()
+            error = OUTCOMES[box[0]]
+            if error is not None:
+                raise error
+            return "ok"
+
+        return self.breaker.call_async(endpoint)
+
+    @rule(outcome=st.sampled_from(sorted(OUTCOMES)))
+    def call(self, outcome: str) -> None:
+        """A call that completes at once (well, after one suspension)."""
+        box = [outcome]
+        expected = self.admits()
+        coro = self.start(box)
+        kind, value = _step(coro)
+        if expected is None:
+            assert kind == "raised"
+            assert isinstance(value, CircuitBreakerOpen)
+            assert box == [outcome]  # the endpoint was never called
+            return
+        assert kind == "suspended"
+        kind, value = _step(coro)
+        if OUTCOMES[outcome] is None:
+            assert (kind, value) == ("returned", "ok")
+        else:
+            assert (kind, value) == ("raised", OUTCOMES[outcome])
+        self.settle(self.epoch, expected, OUTCOME_EFFECT[outcome])
+
+    @rule(seconds=st.sampled_from([0.0, 4.5, 9.99, 10.0, 25.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: len(self.pending) < 4)
+    @rule()
+    def begin(self) -> None:
+        """A call that stays in flight until `finish` resumes it."""
+        box: list[str] = []
+        expected = self.admits()
+        coro = self.start(box)
+        kind, value = _step(coro)
+        if expected is None:
+            assert kind == "raised"
+            assert isinstance(value, CircuitBreakerOpen)
+            assert box == []
+            return
+        assert (kind, box) == ("suspended", ["called"])
+        self.pending.append((coro, self.epoch, expected, box))
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), outcome=st.sampled_from([*sorted(OUTCOMES), "cancel"]))
+    def finish(self, data: st.DataObject, outcome: str) -> None:
+        index = data.draw(st.integers(0, len(self.pending) - 1))
+        coro, epoch, trial, box = self.pending.pop(index)
+        if outcome == "cancel":
+            kind, value = _step(coro, throw=asyncio.CancelledError())
+            assert kind == "raised"
+            assert isinstance(value, asyncio.CancelledError)
+        else:
+            box.insert(0, outcome)
+            kind, _ = _step(coro)
+            assert kind == ("returned" if OUTCOMES[outcome] is None else "raised")
+        self.settle(epoch, trial, OUTCOME_EFFECT[outcome])
+
+    @rule(effect=st.sampled_from(["success", "failure"]))
+    def record(self, effect: str) -> None:
+        self.refresh()
+        if effect == "success":
+            self.breaker.record_success()
+        else:
+            self.breaker.record_failure()
+        self.settle(self.epoch, False, effect)
+
+    # --- the invariants
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        self.refresh()
+        assert self.breaker.state == self.state
+        assert self.breaker.trial_in_flight is self.trial
+        assert sum(self.breaker.transitions.values()) == self.moves
+
+    @invariant()
+    def closed_means_below_the_threshold(self) -> None:
+        if self.breaker.state is CLOSED:
+            assert self.breaker.consecutive_failures == self.fails < THRESHOLD
+            assert not self.breaker.trial_in_flight
+
+    @invariant()
+    def open_means_waiting(self) -> None:
+        retry_at = self.breaker.retry_at
+        if self.breaker.state is OPEN:
+            assert retry_at is not None
+            assert self.clock.now < retry_at <= self.clock.now + TIMEOUT
+        else:
+            assert retry_at is None
+
+    @invariant()
+    def at_most_one_trial(self) -> None:
+        live_trials = [p for p in self.pending if p[2] and p[1] == self.epoch]
+        assert len(live_trials) <= 1
+        if live_trials:
+            assert self.breaker.state is HALF_OPEN
+
+    def teardown(self) -> None:
+        for coro, *_ in self.pending:
+            coro.close()
+
+
+BreakerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestBreakerStateMachine = BreakerMachine.TestCase

@@ -1,0 +1,331 @@
+"""Price lookups and overrides, the per-build ledger, and the cost budget."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trinity.errors import BudgetExceeded, LLMError
+from trinity.llm.pricing import (
+    FREE,
+    PRICES,
+    CostBudget,
+    Ledger,
+    Price,
+    cost,
+    price_for,
+)
+
+FAST = settings(max_examples=100, database=None, deadline=None)
+
+
+# --- prices --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o4-mini",
+        "claude-3-5-haiku-latest",
+        "claude-3-7-sonnet-latest",
+        "claude-sonnet-4-0",
+        "claude-opus-4-0",
+    ],
+)
+def test_common_models_are_in_the_table(model: str) -> None:
+    price = PRICES[model]
+    assert 0 < price.input_per_mtok <= price.output_per_mtok
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "expected"),
+    [
+        ("openai", "gpt-4o", Price(2.50, 10.00)),
+        ("openai", "gpt-4o-mini", Price(0.15, 0.60)),
+        ("openai", "gpt-4o-mini-2024-07-18", Price(0.15, 0.60)),
+        ("openai", "gpt-4.1-2025-04-14", Price(2.00, 8.00)),
+        ("openai", "GPT-4.1-Nano", Price(0.10, 0.40)),
+        ("anthropic", "claude-3-5-haiku-latest", Price(0.80, 4.00)),
+        ("anthropic", "claude-3-5-haiku-20241022", Price(0.80, 4.00)),
+        ("anthropic", "claude-sonnet-4-20250514", Price(3.00, 15.00)),
+        ("anthropic", "claude-opus-4-0", Price(15.00, 75.00)),
+    ],
+)
+def test_price_lookup(provider: str, model: str, expected: Price) -> None:
+    assert price_for(provider, model, None) == expected
+
+
+def test_a_snapshot_date_is_not_confused_with_a_different_model() -> None:
+    # gpt-4o-audio-preview is not gpt-4o: no prefix guessing.
+    assert price_for("openai", "gpt-4o-audio-preview", None) is None
+
+
+@pytest.mark.parametrize("provider", ["local", "ollama"])
+@pytest.mark.parametrize("model", ["llama3.2", "gemma3:270m", "gpt-4o"])
+def test_local_models_are_free(provider: str, model: str) -> None:
+    assert price_for(provider, model, None) == FREE == Price(0.0, 0.0)
+
+
+def test_unknown_models_have_no_price_and_cost_zero() -> None:
+    price = price_for("openai", "my-finetune-v3", None)
+    assert price is None
+    assert cost(price, 10_000, 10_000) == 0.0
+
+
+def test_overrides_by_model_or_by_provider_and_model_win() -> None:
+    overrides = {
+        "gpt-4o": {"input": 1.0, "output": 2.0},
+        "openai:gpt-4o-mini": {"input": 0.5, "output": 0.5},
+        "my-finetune-v3": {"input": 3.0, "output": 6.0},
+        "llama3.2": {"input": 0.01, "output": 0.02},  # even a local model, if asked
+    }
+    assert price_for("openai", "gpt-4o", overrides) == Price(1.0, 2.0)
+    assert price_for("openai", "gpt-4o-mini", overrides) == Price(0.5, 0.5)
+    assert price_for("anthropic", "gpt-4o-mini", overrides) == Price(0.15, 0.60)
+    assert price_for("openai", "my-finetune-v3", overrides) == Price(3.0, 6.0)
+    assert price_for("ollama", "llama3.2", overrides) == Price(0.01, 0.02)
+    assert price_for("openai", "gpt-4.1", overrides) == Price(2.00, 8.00)  # untouched
+
+
+def test_an_override_of_one_side_keeps_the_other() -> None:
+    assert price_for("openai", "gpt-4o", {"gpt-4o": {"output": 20.0}}) == Price(2.50, 20.0)
+
+
+def test_cost_per_million_tokens() -> None:
+    assert cost(Price(2.50, 10.00), 1_000_000, 0) == pytest.approx(2.50)
+    assert cost(Price(2.50, 10.00), 0, 1_000_000) == pytest.approx(10.00)
+    assert cost(PRICES["gpt-4o-mini"], 1000, 500) == pytest.approx(0.00015 + 0.0003)
+    assert cost(FREE, 10**9, 10**9) == 0.0
+    assert cost(Price(1.0, 1.0), -5, -5) == 0.0
+
+
+@FAST
+@given(
+    a=st.integers(0, 10**8),
+    b=st.integers(0, 10**8),
+    c=st.integers(0, 10**8),
+    d=st.integers(0, 10**8),
+)
+def test_cost_is_additive(a: int, b: int, c: int, d: int) -> None:
+    price = PRICES["claude-sonnet-4-0"]
+    assert cost(price, a + c, b + d) == pytest.approx(cost(price, a, b) + cost(price, c, d))
+
+
+# --- ledger --------------------------------------------------------------------------
+
+
+def filled_ledger() -> Ledger:
+    ledger = Ledger()
+    price = PRICES["gpt-4o-mini"]
+    ledger.record(
+        "index", "hero", model="gpt-4o-mini", source="llm", attempts=1, latency=1.2,
+        input_tokens=1000, output_tokens=500, cost=cost(price, 1000, 500),
+    )  # fmt: skip
+    ledger.record(
+        "index", "intro", model="gpt-4o-mini", source="llm", attempts=3, latency=4.0,
+        input_tokens=2000, output_tokens=1000, cost=cost(price, 2000, 1000),
+    )  # fmt: skip
+    ledger.record(
+        "about", "hero", model="gpt-4o-mini", source="cache", attempts=0, latency=0.001,
+        input_tokens=1000, output_tokens=500, cost=0.0, saved=cost(price, 1000, 500),
+    )  # fmt: skip
+    ledger.record(
+        "about", "team", model="gpt-4o-mini", source="failed", attempts=3, latency=9.0,
+        input_tokens=0, output_tokens=0, cost=0.0,
+    )  # fmt: skip
+    ledger.record(
+        "blog", "post", model="my-finetune", source="llm", attempts=1, latency=2.0,
+        input_tokens=300, output_tokens=100, cost=0.0, priced=False,
+    )  # fmt: skip
+    ledger.record(
+        "blog", "aside", model="gpt-4o-mini", source="stale", attempts=2, latency=3.0,
+        input_tokens=400, output_tokens=200, cost=0.0,
+    )  # fmt: skip
+    return ledger
+
+
+def test_ledger_totals() -> None:
+    ledger = filled_ledger()
+    totals = ledger.totals
+    assert len(ledger) == totals.blocks == 6
+    assert totals.calls == 3
+    assert totals.cache_hits == 1
+    assert totals.stale == 1
+    assert totals.failed == 1
+    assert totals.attempts == 1 + 3 + 0 + 3 + 1 + 2
+    assert totals.input_tokens == 1000 + 2000 + 0 + 300  # billed only
+    assert totals.output_tokens == 500 + 1000 + 0 + 100
+    assert totals.cached_input_tokens == 1000 + 400
+    assert totals.cached_output_tokens == 500 + 200
+    assert totals.cost == pytest.approx(0.00015 + 0.0003 + 0.0003 + 0.0006)
+    assert totals.saved == pytest.approx(0.00015 + 0.0003)
+    assert totals.unpriced_models == ("my-finetune",)
+
+
+def test_a_cache_hit_costs_nothing_and_saves_its_reprice() -> None:
+    ledger = Ledger()
+    price = PRICES["claude-3-5-haiku-latest"]
+    entry = ledger.record(
+        "index", "hero", model="claude-3-5-haiku-latest", source="cache", attempts=0,
+        latency=0.0, input_tokens=10_000, output_tokens=2_000, cost=0.0,
+        saved=cost(price, 10_000, 2_000),
+    )  # fmt: skip
+    assert entry.cost == 0.0
+    assert entry.saved == pytest.approx(0.008 + 0.008)
+    assert ledger.totals.cost == 0.0
+    assert ledger.totals.saved == pytest.approx(0.016)
+
+
+def test_ledger_by_model_and_to_dict() -> None:
+    ledger = filled_ledger()
+    by_model = ledger.by_model()
+    assert list(by_model) == ["gpt-4o-mini", "my-finetune"]
+    assert by_model["my-finetune"].calls == 1
+    assert by_model["gpt-4o-mini"].blocks == 5
+    data = ledger.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["totals"]["blocks"] == 6
+    assert data["totals"]["unpriced_models"] == ["my-finetune"]
+    assert data["entries"][0] == {
+        "page": "index",
+        "block": "hero",
+        "model": "gpt-4o-mini",
+        "source": "llm",
+        "attempts": 1,
+        "latency": 1.2,
+        "input_tokens": 1000,
+        "output_tokens": 500,
+        "cost": pytest.approx(0.00045),
+        "saved": 0.0,
+        "priced": True,
+    }
+
+
+def test_empty_ledger() -> None:
+    totals = Ledger().totals
+    assert totals.blocks == totals.calls == totals.attempts == 0
+    assert totals.cost == totals.saved == 0.0
+    assert Ledger().to_dict()["entries"] == []
+
+
+def test_ledger_rejects_an_unknown_source() -> None:
+    with pytest.raises(ValueError, match="source"):
+        Ledger().record(
+            "p", "b", model="m", source="guess",  # type: ignore[arg-type]
+            attempts=1, latency=0, input_tokens=0, output_tokens=0, cost=0,
+        )  # fmt: skip
+
+
+def test_ledger_entries_are_a_copy() -> None:
+    ledger = filled_ledger()
+    ledger.entries.clear()
+    assert len(ledger.entries) == 6
+
+
+# --- budget --------------------------------------------------------------------------
+
+
+def test_no_budget_never_refuses_but_still_counts() -> None:
+    budget = CostBudget(None)
+    budget.check(10**9)
+    token = budget.reserve(5.0)
+    budget.settle(token, 4.0)
+    assert budget.spent == 4.0
+    assert budget.remaining is None
+
+
+def test_check_refuses_what_would_pass_the_cap() -> None:
+    budget = CostBudget(1.0)
+    budget.check(1.0)  # exactly the cap is allowed
+    budget.settle(budget.reserve(0.75), 0.75)
+    budget.check(0.25)
+    with pytest.raises(BudgetExceeded) as caught:
+        budget.check(0.26)
+    error = caught.value
+    assert isinstance(error, LLMError)
+    assert not error.retryable
+    assert error.spent == pytest.approx(0.75)
+    assert error.limit == 1.0
+    assert "$1.0000" in str(error)
+
+
+def test_reservations_count_until_settled() -> None:
+    budget = CostBudget(1.0)
+    first = budget.reserve(0.6)
+    assert budget.reserved == pytest.approx(0.6)
+    assert budget.remaining == pytest.approx(0.4)
+    with pytest.raises(BudgetExceeded, match="held by calls in flight"):
+        budget.reserve(0.5)
+    budget.settle(first, 0.2)  # cost less than estimated: the rest comes back
+    assert budget.spent == pytest.approx(0.2)
+    assert budget.reserved == 0.0
+    budget.reserve(0.5)
+
+
+def test_settle_counts_once_and_release_gives_back() -> None:
+    budget = CostBudget(1.0)
+    token = budget.reserve(0.4)
+    budget.settle(token, 0.3)
+    budget.settle(token, 0.3)
+    assert budget.spent == pytest.approx(0.3)
+    other = budget.reserve(0.7)
+    budget.release(other)
+    assert budget.spent == pytest.approx(0.3)
+    assert budget.reserved == 0.0
+    assert other.settled
+
+
+@pytest.mark.anyio
+async def test_concurrent_calls_cannot_overshoot_together() -> None:
+    budget = CostBudget(1.0)
+    admitted: list[int] = []
+    refused: list[int] = []
+
+    async def call(i: int) -> None:
+        try:
+            token = budget.reserve(0.3)
+        except BudgetExceeded:
+            refused.append(i)
+            return
+        admitted.append(i)
+        await anyio.lowlevel.checkpoint()  # every call is in flight at once
+        await anyio.lowlevel.checkpoint()
+        budget.settle(token, 0.3)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(call, i)
+    assert len(admitted) == 3
+    assert len(refused) == 7
+    assert budget.spent == pytest.approx(0.9)
+    assert budget.spent <= 1.0
+
+
+@FAST
+@given(
+    cap=st.floats(0, 10),
+    calls=st.lists(st.tuples(st.floats(0, 2), st.floats(0, 1)), max_size=40),
+)
+def test_spending_never_passes_the_cap_when_calls_cost_at_most_their_estimate(
+    cap: float, calls: list[tuple[float, float]]
+) -> None:
+    budget = CostBudget(cap)
+    open_tokens = []
+    for estimate, share in calls:
+        with contextlib.suppress(BudgetExceeded):
+            open_tokens.append((budget.reserve(estimate), estimate * share))
+        assert budget.spent + budget.reserved <= cap + 1e-9
+    for token, actual in open_tokens:
+        budget.settle(token, actual)
+    assert budget.spent <= cap + 1e-9

@@ -1,0 +1,263 @@
+"""A circuit breaker for one LLM endpoint: fail fast while it is down, probe with one call.
+
+States::
+
+    CLOSED ──(failure_threshold consecutive failures)──> OPEN
+    OPEN ──(timeout seconds pass)──> HALF_OPEN
+    HALF_OPEN ──(the one trial call succeeds)──> CLOSED
+    HALF_OPEN ──(the trial call fails)──> OPEN (a new timeout)
+
+What counts as a failure (`counts_as_failure`): evidence that the endpoint is unhealthy,
+namely connection errors, timeouts and HTTP 5xx. Client errors (4xx) and 429 do not
+count: the server answered, and rate limits are the limiter's business. Any other
+answer from the server (an HTTP error that is not a failure, or a malformed body) is
+proof of life and counts as a success; it is still raised to the caller.
+
+Exceptions that say nothing about the endpoint (cancellation, KeyboardInterrupt, a bug
+in our own code, CircuitBreakerOpen from an inner breaker, BudgetExceeded) change no
+counts. If they end the HALF_OPEN trial, the trial slot is
+released and the next caller becomes the trial, so the breaker can never stay stuck.
+
+While OPEN, and while HALF_OPEN with the trial in flight, `call_async` raises
+CircuitBreakerOpen without calling. Outcomes of calls that started before a state change
+are ignored: a slow success from before the breaker opened does not close it.
+
+Every state change is logged on "trinity.llm.breaker" (WARNING when it opens, INFO
+otherwise), counted in `transitions` ("closed->open": n, ...), and passed to
+`on_change(name, old_state, new_state)`. The clock is injectable (time.monotonic by
+default). Not thread-safe: one event loop uses it, and no await separates a check from
+the update it guards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import ParamSpec, TypeVar
+
+from trinity.errors import (
+    CircuitBreakerOpen,
+    LLMConnectionError,
+    LLMStatusError,
+    LLMTimeoutError,
+    MalformedResponseError,
+)
+
+log = logging.getLogger("trinity.llm.breaker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+CLOSED = BreakerState.CLOSED
+OPEN = BreakerState.OPEN
+HALF_OPEN = BreakerState.HALF_OPEN
+
+# What a finished call tells the breaker.
+_SUCCESS = "success"
+_FAILURE = "failure"
+_NEUTRAL = "neutral"
+
+
+def counts_as_failure(error: BaseException) -> bool:
+    """True for errors that mean the endpoint is unhealthy: connection, timeout, 5xx."""
+    if isinstance(error, LLMConnectionError | LLMTimeoutError):
+        return True
+    return isinstance(error, LLMStatusError) and error.status >= 500
+
+
+class CircuitBreaker:
+    """Opens after `failure_threshold` consecutive failures; probes after `timeout` seconds."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        timeout: float = 60.0,
+        *,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, str, str], None] | None = None,
+        is_failure: Callable[[BaseException], bool] = counts_as_failure,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be at least 1, not {failure_threshold}")
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a number >= 0, not {timeout!r}")
+        self.failure_threshold = failure_threshold
+        self.timeout = timeout
+        self.name = name
+        self.clock = clock
+        self.on_change = on_change
+        self.is_failure = is_failure
+        self._state = CLOSED
+        self._failures = 0  # consecutive, while CLOSED
+        self._opened_at = 0.0
+        self._trial_in_flight = False
+        self._generation = 0  # bumped by every state change
+        self.transitions: dict[str, int] = {}
+        self.calls = 0  # calls let through
+        self.rejected = 0  # calls refused with CircuitBreakerOpen
+        self.total_failures = 0  # counted failures, all time
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state; an OPEN breaker whose timeout has passed is HALF_OPEN."""
+        self._refresh()
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    @property
+    def trial_in_flight(self) -> bool:
+        return self._trial_in_flight
+
+    @property
+    def retry_at(self) -> float | None:
+        """Clock time when the next trial call may go through, while OPEN; else None."""
+        if self.state is OPEN:
+            return self._opened_at + self.timeout
+        return None
+
+    def _refresh(self) -> None:
+        if self._state is OPEN and self.clock() >= self._opened_at + self.timeout:
+            self._move(HALF_OPEN)
+
+    def _move(self, new: BreakerState) -> None:
+        old = self._state
+        self._state = new
+        self._generation += 1
+        self._trial_in_flight = False
+        if new is CLOSED:
+            self._failures = 0
+        elif new is OPEN:
+            self._opened_at = self.clock()
+        change = f"{old}->{new}"
+        self.transitions[change] = self.transitions.get(change, 0) + 1
+        label = self.name or "endpoint"
+        if new is OPEN:
+            log.warning(
+                "circuit breaker %s: %s -> %s; requests fail fast for %g s",
+                label,
+                old,
+                new,
+                self.timeout,
+            )
+        else:
+            log.info("circuit breaker %s: %s -> %s", label, old, new)
+        if self.on_change is not None:
+            try:
+                self.on_change(self.name, str(old), str(new))
+            except Exception:
+                log.exception("circuit breaker %s: on_change callback failed", label)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def record_success(self) -> None:
+        """The endpoint answered: reset the failure count, and close if not CLOSED."""
+        self._refresh()
+        if self._state is CLOSED:
+            self._failures = 0
+        else:
+            self._move(CLOSED)
+
+    def record_failure(self) -> None:
+        """The endpoint failed: count it; open at the threshold, or reopen if HALF_OPEN."""
+        self._refresh()
+        self.total_failures += 1
+        if self._state is CLOSED:
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._move(OPEN)
+        elif self._state is HALF_OPEN:
+            self._move(OPEN)
+        # Already OPEN: the timeout is not extended.
+
+    def reset(self) -> None:
+        """Back to CLOSED with no failures counted."""
+        if self._state is CLOSED:
+            self._failures = 0
+        else:
+            self._move(CLOSED)
+
+    def _classify(self, error: BaseException) -> str:
+        if self.is_failure(error):
+            return _FAILURE
+        if isinstance(error, LLMStatusError | MalformedResponseError):
+            return _SUCCESS  # the server answered, so it is alive
+        return _NEUTRAL
+
+    # ------------------------------------------------------------------ calling
+
+    def _admit(self) -> bool:
+        """Let a call through (True when it is the HALF_OPEN trial), or raise."""
+        self._refresh()
+        if self._state is CLOSED:
+            return False
+        now = self.clock()
+        retry_at = self._opened_at + self.timeout
+        if self._state is OPEN:
+            self.rejected += 1
+            raise CircuitBreakerOpen(self.name, retry_at=retry_at, remaining=retry_at - now)
+        if self._trial_in_flight:
+            self.rejected += 1
+            raise CircuitBreakerOpen(
+                self.name,
+                retry_at=now,
+                remaining=0.0,
+                detail="half-open, a trial request is in flight",
+            )
+        self._trial_in_flight = True
+        return True
+
+    def _settle(self, generation: int, trial: bool, outcome: str) -> None:
+        if generation != self._generation:
+            return  # the breaker changed state while this call ran; its news is stale
+        if trial:
+            self._trial_in_flight = False
+        if outcome == _SUCCESS:
+            self.record_success()
+        elif outcome == _FAILURE:
+            self.record_failure()
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`await fn(*args, **kwargs)` if the breaker allows it, recording the outcome."""
+        trial = self._admit()
+        generation = self._generation
+        self.calls += 1
+        outcome = _NEUTRAL
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as error:
+            outcome = self._classify(error)
+            raise
+        else:
+            outcome = _SUCCESS
+            return result
+        finally:
+            # Also runs on cancellation (outcome stays neutral), which frees the trial slot.
+            self._settle(generation, trial, outcome)
+
+
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitBreakerOpen",
+    "counts_as_failure",
+]

@@ -1,0 +1,110 @@
+"""Anthropic's Messages API: POST /v1/messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from trinity.llm.providers.base import ProviderAdapter
+from trinity.llm.types import LLMRequest, LLMResponse, Usage
+
+API_VERSION = "2023-06-01"
+
+# The Messages API has no JSON mode: a JSON answer is asked for in the system prompt.
+JSON_INSTRUCTION = "Answer with a single JSON object only."
+
+# Anthropic's temperature runs from 0 to 1; Trinity's settings allow up to 2.
+MAX_TEMPERATURE = 1.0
+
+_FINISH_REASONS = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
+
+
+class AnthropicAdapter(ProviderAdapter):
+    name = "anthropic"
+    chat_path = "/v1/messages"
+    rate_limit_headers = (
+        ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
+        ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+        ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
+        ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
+        *ProviderAdapter.rate_limit_headers,
+    )
+
+    def headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        return headers
+
+    def body(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "temperature": min(request.temperature, MAX_TEMPERATURE),
+            "messages": [
+                {"role": m.role, "content": m.content}
+                for m in request.messages
+                if m.role != "system"
+            ],
+        }
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        system = self.system(request)
+        if system:
+            body["system"] = system
+        body.update(request.options)
+        return body
+
+    @staticmethod
+    def system(request: LLMRequest) -> str:
+        """Every system message joined, and the JSON instruction when JSON is asked for."""
+        parts = [m.content for m in request.messages if m.role == "system"]
+        system = "\n".join(parts)
+        if request.response_format == "json" or request.json_schema is not None:
+            instruction = JSON_INSTRUCTION
+            if request.json_schema is not None:
+                schema = json.dumps(dict(request.json_schema), separators=(",", ":"))
+                instruction += f" It must match this JSON schema: {schema}"
+            system = f"{system}\n\n{instruction}" if system else instruction
+        return system
+
+    def parse(self, payload: Any) -> LLMResponse:
+        if not isinstance(payload, Mapping):
+            raise self.malformed("is not a JSON object")
+        content = payload.get("content")
+        if not isinstance(content, list):
+            raise self.malformed("has no content")
+        texts: list[str] = []
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "text":
+                text = block.get("text")
+                if not isinstance(text, str):
+                    raise self.malformed("has a text block without text")
+                texts.append(text)
+        usage = payload.get("usage")
+        usage = usage if isinstance(usage, Mapping) else {}
+        stop_reason = payload.get("stop_reason")
+        return LLMResponse(
+            text="".join(texts),
+            model=str(payload.get("model", "")),
+            usage=Usage(
+                input_tokens=self.token_count(usage.get("input_tokens")),
+                output_tokens=self.token_count(usage.get("output_tokens")),
+            ),
+            finish_reason=(
+                _FINISH_REASONS.get(stop_reason, stop_reason)
+                if isinstance(stop_reason, str) and stop_reason
+                else None
+            ),
+        )
+
+    def error_detail(self, payload: Any) -> str | None:
+        """The error's type and message from Anthropic's {"type": "error", "error": {...}}."""
+        if isinstance(payload, Mapping):
+            error = payload.get("error")
+            if isinstance(error, Mapping):
+                kind, message = error.get("type"), error.get("message")
+                if isinstance(message, str):
+                    return (f"{kind}: {message}" if isinstance(kind, str) else message)[:300]
+        return super().error_detail(payload)

@@ -1,0 +1,497 @@
+"""Per-API-key rate limits, and a pool of keys that spreads requests over them.
+
+Each key has three sliding one-minute windows (requests, input tokens, output tokens).
+A request reserves an *estimate* before it is sent and reconciles to the real usage when
+the answer arrives, giving back what it did not use (aiolimiter cannot). On top of the
+windows a key can be cooling down (after a 429 and its Retry-After) or paced by the
+provider's own rate-limit headers (`x-ratelimit-remaining-*`, `anthropic-ratelimit-*`):
+when the provider says nothing is left, the key waits for the reset it announced.
+
+Every class takes its clock (`time.monotonic` style seconds) and its async sleep as
+arguments, so tests drive a fake clock and never really wait.
+
+Secrets never appear in `repr` or `str` of anything here; keys are shown by their name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import anyio
+
+from trinity.llm.types import LLMRequest
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Float slack when comparing times, so that sleeping exactly the wait we computed frees
+# the window instead of leaving a wait of 1e-15 s.
+_EPSILON = 1e-9
+
+# Cooldown after a 429 that did not say how long to wait.
+DEFAULT_COOLDOWN = 1.0
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap estimate of the tokens in `text`: about four characters a token, at least 1."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def estimate_request_tokens(request: LLMRequest) -> tuple[int, int]:
+    """(input, output) tokens to reserve for a request: its text, and its max_tokens."""
+    text_tokens = sum(estimate_tokens(message.content) + 4 for message in request.messages)
+    if request.document is not None:
+        text_tokens += estimate_tokens(request.document)
+    return max(1, text_tokens), max(0, request.max_tokens)
+
+
+class _Entry:
+    """One amount recorded in a window; mutable so a reservation can be reconciled."""
+
+    __slots__ = ("amount", "at")
+
+    def __init__(self, at: float, amount: int) -> None:
+        self.at = at
+        self.amount = amount
+
+
+class SlidingWindow:
+    """At most `limit` units in any `window` seconds; `limit=None` means no limit.
+
+    An amount recorded at time t counts until t + window (exclusive). An amount larger
+    than the whole limit is let through once the window is empty, rather than never.
+    """
+
+    def __init__(
+        self, limit: int | None, window: float = 60.0, clock: Clock = time.monotonic
+    ) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"a window limit must be at least 1, got {limit}")
+        if window <= 0:
+            raise ValueError(f"a window must last more than 0 s, got {window}")
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._entries: deque[_Entry] = deque()
+        self._last: _Entry | None = None
+
+    def __repr__(self) -> str:
+        return f"SlidingWindow(limit={self.limit}, window={self.window}, used={self.used()})"
+
+    def _prune(self, now: float) -> None:
+        entries = self._entries
+        while entries and entries[0].at + self.window <= now + _EPSILON:
+            entries.popleft()
+
+    def used(self, now: float | None = None) -> int:
+        """Units counted in the window at `now` (default: the clock's now)."""
+        now = self._clock() if now is None else now
+        self._prune(now)
+        return sum(entry.amount for entry in self._entries)
+
+    def available(self, now: float | None = None) -> float:
+        """Units that fit at `now`: `math.inf` without a limit, never below 0."""
+        if self.limit is None:
+            return math.inf
+        return max(0, self.limit - self.used(now))
+
+    def wait_time(self, amount: int) -> float:
+        """Seconds until `amount` fits; 0 if it fits now."""
+        if self.limit is None:
+            return 0.0
+        now = self._clock()
+        self._prune(now)
+        amount = min(max(0, amount), self.limit)  # too big: wait for an empty window
+        excess = sum(entry.amount for entry in self._entries) + amount - self.limit
+        if excess <= 0:
+            return 0.0
+        for entry in self._entries:  # oldest first: wait until enough of them expire
+            excess -= entry.amount
+            if excess <= 0:
+                return max(0.0, entry.at + self.window - now)
+        return 0.0  # unreachable: the window emptied frees everything
+
+    def add(self, amount: int) -> _Entry:
+        """Record `amount` now; returns the entry, which `adjust` can correct later."""
+        entry = _Entry(self._clock(), max(0, amount))
+        if self.limit is not None:  # an unlimited window need not remember anything
+            self._prune(entry.at)
+            self._entries.append(entry)
+        self._last = entry
+        return entry
+
+    def adjust(self, delta: int, entry: _Entry | None = None) -> None:
+        """Add (delta > 0) or give back (delta < 0) units of a recorded amount.
+
+        The amount is `entry` (by default the most recent one) and never goes below zero.
+        An amount that already left the window changes nothing.
+        """
+        entry = self._last if entry is None else entry
+        if entry is not None:
+            entry.amount = max(0, entry.amount + delta)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """Limits of one API key, per minute; None for no limit."""
+
+    rpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: _LimitsLike) -> KeyLimits:
+        """Copy limits from anything with rpm, input_tpm and output_tpm (the settings)."""
+        return cls(settings.rpm, settings.input_tpm, settings.output_tpm)
+
+
+class _LimitsLike(Protocol):
+    @property
+    def rpm(self) -> int | None: ...
+    @property
+    def input_tpm(self) -> int | None: ...
+    @property
+    def output_tpm(self) -> int | None: ...
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_reset(value: str, wall_now: float) -> float | None:
+    """Seconds from now until a rate-limit reset, or None if `value` makes no sense.
+
+    Accepts plain seconds ("12", "0.5"), Go-style durations as OpenAI sends them ("1s",
+    "6m0s", "20ms", "1h2m3.5s") and RFC 3339 times as Anthropic sends them
+    ("2026-01-01T12:00:00Z"), the latter measured against `wall_now` (Unix seconds).
+    """
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    parts = _DURATION_PART.findall(text)
+    if parts and "".join(number + unit for number, unit in parts) == text:
+        return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None  # a time without a zone could be anything
+    return max(0.0, moment.timestamp() - wall_now)
+
+
+def _parse_count(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        count = float(value.strip())
+    except ValueError:
+        return None
+    return count if math.isfinite(count) else None
+
+
+class _HeaderBudget:
+    """What the provider last said is left of one limit, and when it resets."""
+
+    __slots__ = ("remaining", "reset_at")
+
+    def __init__(self, remaining: float, reset_at: float) -> None:
+        self.remaining = remaining
+        self.reset_at = reset_at
+
+    def wait_time(self, now: float, need: int) -> float:
+        if now + _EPSILON >= self.reset_at:
+            return 0.0
+        if self.remaining <= 0 or self.remaining < need:
+            return self.reset_at - now
+        return 0.0
+
+    def consume(self, amount: int) -> None:
+        self.remaining -= amount
+
+
+# Header names: (remaining, reset) for each limit the provider reports.
+_REQUEST_HEADERS = (
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
+)
+_TOKEN_HEADERS = (
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+)
+_INPUT_TOKEN_HEADERS = (
+    ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
+)
+_OUTPUT_TOKEN_HEADERS = (
+    ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
+)
+
+
+class Reservation:
+    """The estimate one request reserved on a key; `reconcile` corrects it to real usage."""
+
+    def __init__(
+        self,
+        limiter: KeyLimiter,
+        input_entry: _Entry,
+        output_entry: _Entry,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        self._limiter = limiter
+        self._input_entry = input_entry
+        self._output_entry = output_entry
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+    def __repr__(self) -> str:
+        return f"Reservation(input_tokens={self.input_tokens}, output_tokens={self.output_tokens})"
+
+    def reconcile(self, input_tokens: int, output_tokens: int) -> None:
+        """Set the reserved tokens to what the request really used (may be called again)."""
+        input_tokens, output_tokens = max(0, input_tokens), max(0, output_tokens)
+        self._limiter.input_window.adjust(input_tokens - self.input_tokens, self._input_entry)
+        self._limiter.output_window.adjust(output_tokens - self.output_tokens, self._output_entry)
+        self.input_tokens, self.output_tokens = input_tokens, output_tokens
+
+
+class KeyLimiter:
+    """The limits of one key: three sliding windows, a cooldown and header pacing."""
+
+    def __init__(
+        self,
+        limits: KeyLimits = KeyLimits(),
+        clock: Clock = time.monotonic,
+        *,
+        window: float = 60.0,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self.request_window = SlidingWindow(limits.rpm, window, clock)
+        self.input_window = SlidingWindow(limits.input_tpm, window, clock)
+        self.output_window = SlidingWindow(limits.output_tpm, window, clock)
+        self._cooldown_until = -math.inf
+        self._requests: _HeaderBudget | None = None
+        self._tokens: _HeaderBudget | None = None
+        self._input_tokens: _HeaderBudget | None = None
+        self._output_tokens: _HeaderBudget | None = None
+
+    def __repr__(self) -> str:
+        return f"KeyLimiter({self.limits!r})"
+
+    @property
+    def cooling_down(self) -> bool:
+        return self._clock() + _EPSILON < self._cooldown_until
+
+    def wait_time(self, input_est: int, output_est: int) -> float:
+        """Seconds until a request of this size may be sent on this key; 0 means now."""
+        now = self._clock()
+        waits = [
+            self._cooldown_until - now,
+            self.request_window.wait_time(1),
+            self.input_window.wait_time(input_est),
+            self.output_window.wait_time(output_est),
+        ]
+        for budget, need in (
+            (self._requests, 1),
+            (self._tokens, input_est + output_est),
+            (self._input_tokens, input_est),
+            (self._output_tokens, output_est),
+        ):
+            if budget is not None:
+                waits.append(budget.wait_time(now, need))
+        wait = max(waits)
+        return wait if wait > _EPSILON else 0.0
+
+    def reserve(self, input_est: int, output_est: int) -> Reservation:
+        """Count a request of this size now, whether or not it fits (check `wait_time`)."""
+        input_est, output_est = max(0, input_est), max(0, output_est)
+        self.request_window.add(1)
+        input_entry = self.input_window.add(input_est)
+        output_entry = self.output_window.add(output_est)
+        for budget, amount in (
+            (self._requests, 1),
+            (self._tokens, input_est + output_est),
+            (self._input_tokens, input_est),
+            (self._output_tokens, output_est),
+        ):
+            if budget is not None:
+                budget.consume(amount)
+        return Reservation(self, input_entry, output_entry, input_est, output_est)
+
+    def cool_down(self, seconds: float) -> None:
+        """Send nothing on this key for `seconds` (after a 429); never shortens a cooldown."""
+        self._cooldown_until = max(self._cooldown_until, self._clock() + max(0.0, seconds))
+
+    def update_from_headers(self, headers: Mapping[str, str]) -> None:
+        """Pace from the provider's rate-limit headers: when nothing is left, wait the reset."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        self._requests = self._read_budget(lowered, _REQUEST_HEADERS, self._requests)
+        self._tokens = self._read_budget(lowered, _TOKEN_HEADERS, self._tokens)
+        self._input_tokens = self._read_budget(lowered, _INPUT_TOKEN_HEADERS, self._input_tokens)
+        self._output_tokens = self._read_budget(lowered, _OUTPUT_TOKEN_HEADERS, self._output_tokens)
+
+    def _read_budget(
+        self,
+        headers: Mapping[str, str],
+        names: tuple[tuple[str, str], ...],
+        current: _HeaderBudget | None,
+    ) -> _HeaderBudget | None:
+        for remaining_name, reset_name in names:
+            remaining = _parse_count(headers.get(remaining_name))
+            reset_value = headers.get(reset_name)
+            if remaining is None or reset_value is None:
+                continue
+            reset = parse_reset(reset_value, self._wall_clock())
+            if reset is None:
+                continue
+            return _HeaderBudget(remaining, self._clock() + reset)
+        return current
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One API key: a name safe to log (e.g. the variable it came from) and its secret."""
+
+    name: str
+    secret: str = field(repr=False)
+    limits: KeyLimits = KeyLimits()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Lease:
+    """A key picked for one request, with its reservation; report back how it went."""
+
+    def __init__(self, key: ApiKey | None, limiter: KeyLimiter, reservation: Reservation) -> None:
+        self.key = key
+        self._limiter = limiter
+        self.reservation = reservation
+
+    @property
+    def secret(self) -> str | None:
+        return self.key.secret if self.key is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.key.name if self.key is not None else "no key"
+
+    def __repr__(self) -> str:
+        return f"Lease(key={self.name!r})"
+
+    __str__ = __repr__
+
+    def finish(
+        self, input_tokens: int, output_tokens: int, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """The request ended: count its real usage, and pace from the answer's headers."""
+        self.reservation.reconcile(input_tokens, output_tokens)
+        if headers:
+            self._limiter.update_from_headers(headers)
+
+    def rate_limited(
+        self, retry_after: float | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """The provider answered 429: rest this key for `retry_after` s (1 s if unknown)."""
+        if headers:
+            self._limiter.update_from_headers(headers)
+        self._limiter.cool_down(DEFAULT_COOLDOWN if retry_after is None else retry_after)
+
+
+@dataclass
+class _Slot:
+    key: ApiKey | None
+    limiter: KeyLimiter
+
+
+class KeyPool:
+    """Round-robin over API keys, skipping keys that are limited or cooling down.
+
+    When every key is limited, `acquire` sleeps until the earliest one frees and looks
+    again. The check and the reservation happen with no await between them, so tasks
+    acquiring at once never reserve more than a key allows. A pool without keys (a server
+    that needs none, such as Ollama) leases "no key", limited by `keyless_limits`.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[ApiKey],
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = anyio.sleep,
+        wall_clock: Clock = time.time,
+        window: float = 60.0,
+        keyless_limits: KeyLimits = KeyLimits(),
+    ) -> None:
+        def limiter(limits: KeyLimits) -> KeyLimiter:
+            return KeyLimiter(limits, clock, window=window, wall_clock=wall_clock)
+
+        self._slots = [_Slot(key, limiter(key.limits)) for key in keys] or [
+            _Slot(None, limiter(keyless_limits))
+        ]
+        self._sleep = sleep
+        self._next = 0
+
+    def __repr__(self) -> str:
+        names = [slot.key.name if slot.key else "no key" for slot in self._slots]
+        return f"KeyPool(keys={names!r})"
+
+    __str__ = __repr__
+
+    def __len__(self) -> int:
+        return sum(1 for slot in self._slots if slot.key is not None)
+
+    def limiter(self, name: str) -> KeyLimiter:
+        """The limiter of the key called `name` ("no key" for a keyless pool)."""
+        for slot in self._slots:
+            if (slot.key.name if slot.key else "no key") == name:
+                return slot.limiter
+        raise KeyError(name)
+
+    def wait_time(self, input_est: int, output_est: int) -> float:
+        """Seconds until some key could take a request of this size; 0 means now."""
+        return min(slot.limiter.wait_time(input_est, output_est) for slot in self._slots)
+
+    def try_acquire(self, input_est: int, output_est: int) -> Lease | None:
+        """A lease on the next key free now, in round-robin order; None if all are limited."""
+        count = len(self._slots)
+        for step in range(count):
+            index = (self._next + step) % count
+            slot = self._slots[index]
+            if slot.limiter.wait_time(input_est, output_est) <= 0:
+                self._next = (index + 1) % count
+                reservation = slot.limiter.reserve(input_est, output_est)
+                return Lease(slot.key, slot.limiter, reservation)
+        return None
+
+    async def acquire(self, input_est: int, output_est: int) -> Lease:
+        """A lease on a key that can take this request, waiting for one if none can now."""
+        while True:
+            lease = self.try_acquire(input_est, output_est)
+            if lease is not None:
+                return lease
+            await self._sleep(self.wait_time(input_est, output_est))
