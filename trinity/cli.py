@@ -110,6 +110,19 @@ def build(
         bool, typer.Option("--dry-run", help="Show the plan and what is cached; call no model.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Refuse model calls that would take this build past this many USD."
+        ),
+    ] = None,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="Write the site even if blocks fail (with placeholders); still exit 1.",
+        ),
+    ] = False,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     import anyio
@@ -124,14 +137,25 @@ def build(
             output=output,
             concurrency=concurrency,
             use_cache=not no_cache,
+            max_cost=max_cost,
         )
         started = time.perf_counter()
         with _Progress(consoles.err, enabled=not quiet and not dry_run) as progress:
-            report = anyio.run(lambda: build_project(prepared, dry_run=dry_run, observer=progress))
+            report = anyio.run(
+                lambda: build_project(
+                    prepared, dry_run=dry_run, observer=progress, keep_going=keep_going
+                )
+            )
         if dry_run:
             consoles.out.print(_plan_table(report))
         elif not quiet:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
+            for block in report.blocks:
+                if block.source == "stale":
+                    consoles.err.print(
+                        f"[yellow]Stale[/]: {block.page}: {block.block}: {block.error}",
+                        highlight=False,
+                    )
             consoles.err.print(f"[green]Built[/] {report.pages} pages into {report.output_dir}")
 
 
@@ -235,8 +259,11 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("pages", report.pages),
         ("blocks", len(report.blocks)),
         ("LLM calls", report.llm_calls),
+        ("requests sent", report.attempts),
         ("cache hits", report.cache_hits),
+        ("stale answers", report.count("stale")),
         ("tokens in / out", f"{report.input_tokens} / {report.output_tokens}"),
+        ("cost", f"${report.cost:.4f} (cache saved ${report.saved:.4f})"),
         ("theme", report.theme),
         ("model", f"{report.provider}:{report.model}"),
         ("wall time", f"{wall:.2f} s"),
