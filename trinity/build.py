@@ -367,6 +367,7 @@ def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
             request = client.request(
                 block.prompt,
                 system=system_prompt(site_system, voice, block.system),
+                model=block.model,
                 temperature=block.temperature,
                 max_tokens=block.max_tokens,
                 response_format="json" if block.format == "json" else "text",

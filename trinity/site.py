@@ -53,6 +53,7 @@ class Block:
     heading: str = ""
     lead: str = ""
     stop: tuple[str, ...] | None = None
+    model: str | None = None  # a model or alias for this block; None: llm.model
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class _BlockSpec:
     heading: jinja2.Template
     lead: jinja2.Template | None
     stop: tuple[str, ...] | None
+    model: str | None
     format: str
     max_tokens: int | None
     temperature: float | None
@@ -341,6 +343,7 @@ class _Planner:
             heading=self.compile(f, "heading", heading_source),
             lead=self.compile(f, "lead", lead_source) if lead_source else None,
             stop=f.strings("stop"),
+            model=f.string("model", None, nonempty=True),
             format=block_format,
             max_tokens=f.integer("max_tokens", None, minimum=1, maximum=1_000_000),
             temperature=f.number("temperature", None, minimum=0, maximum=2),
@@ -373,4 +376,5 @@ class _Planner:
             heading=self._nonempty(spec.heading, f"{spec.key}.heading", context, where),
             lead=self.render(spec.lead, f"{spec.key}.lead", context, where) if spec.lead else "",
             stop=spec.stop,
+            model=spec.model,
         )

@@ -14,7 +14,6 @@ from trinity.errors import (
     LLMTimeoutError,
     MalformedResponseError,
     error_for_status,
-    parse_retry_after,
 )
 from trinity.llm.providers import ProviderAdapter, get_adapter
 from trinity.llm.types import LLMRequest, LLMResponse
@@ -58,7 +57,8 @@ class HTTPBackend:
             raise error_for_status(
                 reply.status_code,
                 f"{self.url} answered HTTP {reply.status_code}: {_redact(detail, api_key)}",
-                retry_after=parse_retry_after(reply.headers.get("retry-after")),
+                # Retry-After, or the reset time of a rate limit the headers say is spent.
+                retry_after=self.adapter.retry_after(reply.headers),
             )
         if payload is _NOT_JSON:
             raise MalformedResponseError(f"{self.url} answered with a body that is not JSON")
