@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from trinity.errors import MalformedResponseError
+from trinity.errors import MalformedResponseError, parse_retry_after
+from trinity.llm.ratelimit import parse_reset
 from trinity.llm.types import LLMRequest, LLMResponse
 
 
@@ -64,12 +63,13 @@ class ProviderAdapter(ABC):
         millis = _number(found.get("retry-after-ms"))
         if millis is not None:
             return millis / 1000
-        if "retry-after" in found:
-            seconds = _seconds_until(found["retry-after"], wall, http_date=True)
-            if seconds is not None:
-                return seconds
+        seconds = parse_retry_after(
+            found.get("retry-after"), datetime.fromtimestamp(wall, tz=UTC)
+        )
+        if seconds is not None:
+            return seconds
         waits = [
-            _seconds_until(found.get(reset, ""), wall, http_date=False)
+            parse_reset(found.get(reset, ""), wall)
             for remaining, reset in self.rate_limit_headers
             if _number(found.get(remaining)) == 0
         ]
@@ -88,30 +88,9 @@ class ProviderAdapter(ABC):
         return value if isinstance(value, int) and value >= 0 else 0
 
 
-_DURATION_RE = re.compile(r"(?:\d+(?:\.\d*)?(?:ms|h|m|s))+")
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
 def _number(text: str | None) -> float | None:
     try:
         value = float(text) if text is not None else math.nan
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0 else None
-
-
-def _seconds_until(text: str, now: float, *, http_date: bool) -> float | None:
-    """A wait given as seconds, a duration ("6m0s"), or a date (HTTP or RFC 3339)."""
-    seconds = _number(text)
-    if seconds is not None:
-        return seconds
-    if _DURATION_RE.fullmatch(text):
-        return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(text))
-    try:
-        when = parsedate_to_datetime(text) if http_date else datetime.fromisoformat(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
