@@ -2,9 +2,10 @@
 
 `SiteProject.create` writes the example project that `trinity init` writes, points its
 `llm:` section (which the example sets to the embedded model) at a `FakeLLMServer` over
-the Ollama or OpenAI protocol, adds a json block (`highlights`) to the `projects`
-collection and scripts its answers so that they match its schema. Everything lives under
-the test's `tmp_path`; nothing is ever written into the repository.
+the Ollama or OpenAI protocol, with fast retries (`FAST_RETRY`), adds a json block
+(`highlights`) to the `projects` collection and scripts its answers so that they match
+its schema. Everything lives under the test's `tmp_path`; nothing is ever written into
+the repository.
 
 Runs go through `SiteProject.cli` (Typer's CliRunner, in process) or
 `SiteProject.run` / `SiteProject.popen` (`python -m trinity` in a subprocess).
@@ -59,6 +60,10 @@ HIGHLIGHTS_BLOCK: dict[str, Any] = {
     },
     # No max_tokens: this block takes llm.max_tokens, the others set their own.
 }
+# Retries as the client makes them, but with backoff in hundredths of a second: the CLI
+# builds really sleep (the defaults wait 0.5..8 s), and e2e tests must stay fast.
+FAST_RETRY: dict[str, float] = {"base_delay": 0.01, "max_delay": 0.05}
+FAST_RETRY_YAML = "  retry: {base_delay: 0.01, max_delay: 0.05}"
 # Wide enough that Rich never wraps a message or a table cell in the tests.
 CONSOLE_WIDTH = 240
 
@@ -284,7 +289,7 @@ class SiteProject:
         replacements = {
             r"^  provider: local\b.*$": f"  provider: {self.provider}\n  api_url: {url}",
             r"^  model: gemma3-270m\b.*$": f"  model: {MODEL}",
-            r"^  timeout: 120\b.*$": "  timeout: 30",
+            r"^  timeout: 120\b.*$": "  timeout: 30\n" + FAST_RETRY_YAML,
         }
         for pattern, new in replacements.items():
             text, count = re.subn(pattern, new, text, flags=re.MULTILINE)
@@ -297,6 +302,7 @@ class SiteProject:
             MODEL,
             30,
         )
+        assert llm["retry"] == FAST_RETRY
 
     def _add_highlights_block(self) -> None:
         """Append the json block `highlights` to the example's projects collection."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 
 import anyio
 import anyio.lowlevel
@@ -16,7 +15,6 @@ from trinity.llm.pricing import (
     FREE,
     PRICES,
     CostBudget,
-    Ledger,
     Price,
     cost,
     price_for,
@@ -120,117 +118,6 @@ def test_cost_per_million_tokens() -> None:
 def test_cost_is_additive(a: int, b: int, c: int, d: int) -> None:
     price = PRICES["claude-sonnet-4-0"]
     assert cost(price, a + c, b + d) == pytest.approx(cost(price, a, b) + cost(price, c, d))
-
-
-# --- ledger --------------------------------------------------------------------------
-
-
-def filled_ledger() -> Ledger:
-    ledger = Ledger()
-    price = PRICES["gpt-4o-mini"]
-    ledger.record(
-        "index", "hero", model="gpt-4o-mini", source="llm", attempts=1, latency=1.2,
-        input_tokens=1000, output_tokens=500, cost=cost(price, 1000, 500),
-    )  # fmt: skip
-    ledger.record(
-        "index", "intro", model="gpt-4o-mini", source="llm", attempts=3, latency=4.0,
-        input_tokens=2000, output_tokens=1000, cost=cost(price, 2000, 1000),
-    )  # fmt: skip
-    ledger.record(
-        "about", "hero", model="gpt-4o-mini", source="cache", attempts=0, latency=0.001,
-        input_tokens=1000, output_tokens=500, cost=0.0, saved=cost(price, 1000, 500),
-    )  # fmt: skip
-    ledger.record(
-        "about", "team", model="gpt-4o-mini", source="failed", attempts=3, latency=9.0,
-        input_tokens=0, output_tokens=0, cost=0.0,
-    )  # fmt: skip
-    ledger.record(
-        "blog", "post", model="my-finetune", source="llm", attempts=1, latency=2.0,
-        input_tokens=300, output_tokens=100, cost=0.0, priced=False,
-    )  # fmt: skip
-    ledger.record(
-        "blog", "aside", model="gpt-4o-mini", source="stale", attempts=2, latency=3.0,
-        input_tokens=400, output_tokens=200, cost=0.0,
-    )  # fmt: skip
-    return ledger
-
-
-def test_ledger_totals() -> None:
-    ledger = filled_ledger()
-    totals = ledger.totals
-    assert len(ledger) == totals.blocks == 6
-    assert totals.calls == 3
-    assert totals.cache_hits == 1
-    assert totals.stale == 1
-    assert totals.failed == 1
-    assert totals.attempts == 1 + 3 + 0 + 3 + 1 + 2
-    assert totals.input_tokens == 1000 + 2000 + 0 + 300  # billed only
-    assert totals.output_tokens == 500 + 1000 + 0 + 100
-    assert totals.cached_input_tokens == 1000 + 400
-    assert totals.cached_output_tokens == 500 + 200
-    assert totals.cost == pytest.approx(0.00015 + 0.0003 + 0.0003 + 0.0006)
-    assert totals.saved == pytest.approx(0.00015 + 0.0003)
-    assert totals.unpriced_models == ("my-finetune",)
-
-
-def test_a_cache_hit_costs_nothing_and_saves_its_reprice() -> None:
-    ledger = Ledger()
-    price = PRICES["claude-3-5-haiku-latest"]
-    entry = ledger.record(
-        "index", "hero", model="claude-3-5-haiku-latest", source="cache", attempts=0,
-        latency=0.0, input_tokens=10_000, output_tokens=2_000, cost=0.0,
-        saved=cost(price, 10_000, 2_000),
-    )  # fmt: skip
-    assert entry.cost == 0.0
-    assert entry.saved == pytest.approx(0.008 + 0.008)
-    assert ledger.totals.cost == 0.0
-    assert ledger.totals.saved == pytest.approx(0.016)
-
-
-def test_ledger_by_model_and_to_dict() -> None:
-    ledger = filled_ledger()
-    by_model = ledger.by_model()
-    assert list(by_model) == ["gpt-4o-mini", "my-finetune"]
-    assert by_model["my-finetune"].calls == 1
-    assert by_model["gpt-4o-mini"].blocks == 5
-    data = ledger.to_dict()
-    assert json.loads(json.dumps(data)) == data
-    assert data["totals"]["blocks"] == 6
-    assert data["totals"]["unpriced_models"] == ["my-finetune"]
-    assert data["entries"][0] == {
-        "page": "index",
-        "block": "hero",
-        "model": "gpt-4o-mini",
-        "source": "llm",
-        "attempts": 1,
-        "latency": 1.2,
-        "input_tokens": 1000,
-        "output_tokens": 500,
-        "cost": pytest.approx(0.00045),
-        "saved": 0.0,
-        "priced": True,
-    }
-
-
-def test_empty_ledger() -> None:
-    totals = Ledger().totals
-    assert totals.blocks == totals.calls == totals.attempts == 0
-    assert totals.cost == totals.saved == 0.0
-    assert Ledger().to_dict()["entries"] == []
-
-
-def test_ledger_rejects_an_unknown_source() -> None:
-    with pytest.raises(ValueError, match="source"):
-        Ledger().record(
-            "p", "b", model="m", source="guess",  # type: ignore[arg-type]
-            attempts=1, latency=0, input_tokens=0, output_tokens=0, cost=0,
-        )  # fmt: skip
-
-
-def test_ledger_entries_are_a_copy() -> None:
-    ledger = filled_ledger()
-    ledger.entries.clear()
-    assert len(ledger.entries) == 6
 
 
 # --- budget --------------------------------------------------------------------------

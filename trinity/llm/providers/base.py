@@ -63,9 +63,7 @@ class ProviderAdapter(ABC):
         millis = _number(found.get("retry-after-ms"))
         if millis is not None:
             return millis / 1000
-        seconds = parse_retry_after(
-            found.get("retry-after"), datetime.fromtimestamp(wall, tz=UTC)
-        )
+        seconds = parse_retry_after(found.get("retry-after"), datetime.fromtimestamp(wall, tz=UTC))
         if seconds is not None:
             return seconds
         waits = [
