@@ -18,12 +18,18 @@ if TYPE_CHECKING:
 
 # Environment that changes what Trinity does (or how Rich draws): never inherited by a test.
 LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
-LEAKY_VARIABLES = ("OPENAI_API_KEY", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+LEAKY_VARIABLES = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "FORCE_COLOR",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+)
 
 
 @pytest.fixture(autouse=True)
 def _no_leaky_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's LLM_*, TRINITY_*, OPENAI_API_KEY (and colour) settings out.
+    """Keep the developer's LLM_*, TRINITY_*, provider API keys (and colour) settings out.
 
     Tests that need one of these pass it explicitly (CliRunner `env=`, or `environ=`).
     """
@@ -44,24 +50,44 @@ def _is_loopback(address: Any) -> bool:
         return False
 
 
+class ConnectLog:
+    """Every in-process socket connect, in order: (host, port) for TCP, else the address."""
+
+    def __init__(self) -> None:
+        self.addresses: list[Any] = []
+
+    def to_port(self, port: int) -> int:
+        """How many connects tried `port` (on any loopback address)."""
+        return sum(
+            1 for a in self.addresses if isinstance(a, tuple) and len(a) >= 2 and a[1] == port
+        )
+
+
 @pytest.fixture
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any in-process connection to a host other than 127.0.0.1 / ::1."""
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> ConnectLog:
+    """Fail any in-process connection to a host other than 127.0.0.1 / ::1.
+
+    Returns the log of connects made (a dead port cannot count what reaches it).
+    """
+    log = ConnectLog()
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
 
     def connect(self: socket.socket, address: Any) -> None:
         if not _is_loopback(address):
             raise AssertionError(f"test tried to connect to {address!r}")
+        log.addresses.append(address)
         original_connect(self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
         if not _is_loopback(address):
             raise AssertionError(f"test tried to connect to {address!r}")
+        log.addresses.append(address)
         return original_connect_ex(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return log
 
 
 @pytest.fixture

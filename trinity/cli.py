@@ -8,6 +8,7 @@ and `trinity --help` start fast.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -284,13 +285,16 @@ def _plan_table(report: BuildReport) -> Table:
 
 
 _BLOCKS_SHOWN_PER_REASON = 8
+# The part of a reason that differs between blocks failing for one cause: the wait an
+# open circuit breaker announces, which shrinks as the build goes on.
+_VARYING_DETAIL = re.compile(r" \(next trial in [0-9.]+ s\)")
 
 
 def _failure_table(failures: list[tuple[str, str, str]]) -> Table:
     """Failed blocks grouped by reason: a dead server is one row, not a hundred."""
     by_reason: dict[str, list[str]] = {}
     for page, block, reason in failures:
-        by_reason.setdefault(reason, []).append(f"{page}: {block}")
+        by_reason.setdefault(_VARYING_DETAIL.sub("", reason), []).append(f"{page}: {block}")
     table = Table("blocks", "reason", title="Blocks that failed", title_style="bold red")
     for reason, blocks in by_reason.items():
         shown = blocks[:_BLOCKS_SHOWN_PER_REASON]

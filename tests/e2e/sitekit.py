@@ -69,7 +69,13 @@ CONSOLE_WIDTH = 240
 
 # Variables that would change what a build does; tests pass them explicitly or not at all.
 LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
-LEAKY_VARIABLES = ("OPENAI_API_KEY", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+LEAKY_VARIABLES = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "FORCE_COLOR",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+)
 
 Args = Sequence[str | Path]
 
@@ -328,6 +334,38 @@ class SiteProject:
             {"name": name, "language": language, "year": 2021, "description": description},
         ]
         (self.data_dir / "projects.yaml").write_text(yaml.safe_dump(items, sort_keys=False))
+
+    def use_collection(self, count: int, *, max_tokens: int = 20) -> None:
+        """Make the site `count` project pages of one cheap text block each, and nothing else.
+
+        The projects are "Item 001", "Item 002", ...; their block `summary` asks a prompt
+        that names the item, so each page gets its own answer (see `expected_digests`).
+        """
+        items = [
+            {
+                "name": f"Item {n:03d}",
+                "language": "Python",
+                "year": 2020,
+                "description": f"Example item number {n}.",
+            }
+            for n in range(1, count + 1)
+        ]
+        (self.data_dir / "projects.yaml").write_text(yaml.safe_dump(items, sort_keys=False))
+        page = {
+            "collection": "projects",
+            "slug": "projects/{{ item.name | slugify }}",
+            "title": "{{ item.name }}",
+            "blocks": {
+                "summary": {
+                    "format": "text",
+                    "prompt": "One line about {{ item.name }}.",
+                    "max_tokens": max_tokens,
+                }
+            },
+        }
+        data = self.pages()
+        data["pages"] = [page]
+        self.write_pages(data)
 
     # ------------------------------------------------------------------ paths
 

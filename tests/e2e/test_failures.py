@@ -3,6 +3,8 @@ output folder, Ctrl-C. The previous site must survive every one of them."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import re
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import trinity.build
+from tests.conftest import ConnectLog
 from tests.e2e.sitekit import (
     BLOCKS,
     ITEM_BLOCKS,
@@ -24,6 +28,7 @@ from tests.e2e.sitekit import (
     highlights_for,
     snapshot,
 )
+from trinity.llm.client import AsyncLLMClient
 
 
 def assert_ok(result: RunResult) -> None:
@@ -48,6 +53,26 @@ def failure_rows(result: RunResult) -> tuple[list[tuple[str, str]], int]:
         elif found := re.fullmatch(r"\.\.\. and (\d+) more", cells[0]):
             more += int(found.group(1))
     return listed, more
+
+
+def failure_groups(result: RunResult) -> dict[str, tuple[list[tuple[str, str]], int]]:
+    """The 'Blocks that failed' table by reason: the (page, block) listed, and how many more."""
+    assert "Blocks that failed" in result.stderr, result.describe()
+    groups: dict[str, tuple[list[tuple[str, str]], int]] = {}
+    reason = ""
+    for line in result.stderr.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if len(cells) != 2 or cells[0] == "blocks":
+            continue
+        if cells[1]:
+            reason = cells[1]  # a group's reason is on its first row; Rich leaves the rest blank
+        listed, more = groups.get(reason, ([], 0))
+        if entry := re.fullmatch(r"(\S+): (\w+)", cells[0]):
+            listed.append((entry.group(1), entry.group(2)))
+        elif found := re.fullmatch(r"\.\.\. and (\d+) more", cells[0]):
+            more += int(found.group(1))
+        groups[reason] = (listed, more)
+    return groups
 
 
 def all_blocks(project: SiteProject) -> list[tuple[str, str]]:
@@ -172,24 +197,63 @@ def test_malformed_json_answer_fails_the_build_and_is_not_cached(
         assert highlight in beacon
 
 
-def test_one_failed_request_keeps_the_other_answers(site_project: SiteProject) -> None:
+@pytest.mark.parametrize(
+    ("fault", "args", "reason", "requests"),
+    [
+        # Not worth retrying: the block fails at its first and only request.
+        ((1, 400), (), "HTTP 400", BLOCKS),
+        # Worth retrying, but it fails all three attempts; one request at a time, so the
+        # three faults queued at the server all fall on the first block's attempts.
+        ((3, 500), ("--concurrency", "1"), "HTTP 500", BLOCKS + 2),
+    ],
+    ids=["bad-request", "500-three-times"],
+)
+def test_one_failed_block_keeps_the_other_answers(
+    site_project: SiteProject,
+    fault: tuple[int, int],
+    args: tuple[str, ...],
+    reason: str,
+    requests: int,
+) -> None:
     server = site_project.server
-    server.fail_next(1, 500)
+    server.fail_next(*fault)
 
-    failed = site_project.build()
+    failed = site_project.build(*args)
 
     assert failed.exit_code == 1, failed.describe()
     listed, more = failure_rows(failed)
     assert (len(listed), more) == (1, 0)
     assert listed[0] in all_blocks(site_project)
-    assert "HTTP 500" in failed.flat
+    assert reason in failed.flat
+    assert server.chat_count == requests
     assert not site_project.output.exists(), "a failed first build writes no output"
     assert site_project.leftovers() == []
 
     fixed = site_project.build()
 
     assert_ok(fixed)
-    assert server.chat_count == BLOCKS + 1, "the answers that arrived were cached"
+    assert server.chat_count == requests + 1, "the answers that arrived were cached"
+    totals = site_project.report()["totals"]
+    assert (totals["llm_calls"], totals["cache_hits"]) == (1, BLOCKS - 1)
+
+
+def test_one_server_error_is_retried_transparently(site_project: SiteProject) -> None:
+    server = site_project.server
+    server.fail_next(1, 500)
+
+    result = site_project.build()
+
+    assert_ok(result)
+    assert server.chat_count == BLOCKS + 1
+    assert server.answered_count == BLOCKS
+    totals = site_project.report()["totals"]
+    assert (totals["llm_calls"], totals["failed"], totals["attempts"]) == (
+        BLOCKS,
+        0,
+        BLOCKS + 1,
+    )
+    attempts = sorted(b["attempts"] for b in site_project.report()["blocks"])
+    assert attempts == [1] * (BLOCKS - 1) + [2]
 
 
 def test_template_error_while_rendering(site_project: SiteProject) -> None:
@@ -224,20 +288,27 @@ def _closed_port() -> int:
     return port
 
 
+BREAKER_THRESHOLD = 5  # llm.breaker.failure_threshold by default
+CONCURRENCY = 4  # llm.concurrency in the example
+
+
 @pytest.mark.parametrize("how", ["closed-port", "server-stopped"])
 def test_server_down_leaves_the_previous_site_untouched(
-    site_project: SiteProject, how: str
+    site_project: SiteProject, how: str, loopback_only: ConnectLog
 ) -> None:
     assert_ok(site_project.build())
     before = snapshot(site_project.output)
     inode = site_project.output.stat().st_ino
     if how == "closed-port":
         # A new URL is a new cache key: every block must be asked for again.
-        site_project.update_settings("llm", api_url=f"http://127.0.0.1:{_closed_port()}")
+        port = _closed_port()
+        site_project.update_settings("llm", api_url=f"http://127.0.0.1:{port}")
         args: tuple[str, ...] = ()
     else:
+        port = site_project.server.port
         site_project.server.close()
         args = ("--no-cache",)
+    connects = loopback_only.to_port(port)
 
     started = time.monotonic()
     result = site_project.build(*args)
@@ -245,16 +316,51 @@ def test_server_down_leaves_the_previous_site_untouched(
     assert result.exit_code == 1, result.describe()
     assert "Traceback" not in result.output
     assert time.monotonic() - started < 20
-    listed, more = failure_rows(result)
-    assert len(listed) == SHOWN_PER_REASON  # one reason: a dead server is one group
-    assert set(listed) < set(all_blocks(site_project))
-    assert more == BLOCKS - SHOWN_PER_REASON
-    assert "cannot reach" in result.flat
+    # Every block is listed once, under one of two reasons: the connection errors until
+    # the breaker opened, then the open breaker (each group lists 8, then "and N more").
+    groups = failure_groups(result)
+    assert 1 <= len(groups) <= 2, groups
+    for reason, (listed, more) in groups.items():
+        assert "cannot reach" in reason or "circuit breaker" in reason, reason
+        assert len(listed) == min(SHOWN_PER_REASON, len(listed) + more)
+    everything = [block for listed, _ in groups.values() for block in listed]
+    assert len(everything) == len(set(everything))
+    assert set(everything) <= set(all_blocks(site_project))
+    assert sum(len(listed) + more for listed, more in groups.values()) == BLOCKS
+    assert "circuit breaker" in result.flat, "15 blocks x 3 attempts must open the breaker"
     assert f"{BLOCKS} of {BLOCKS} blocks could not be generated" in result.flat
     assert f"{site_project.output} was left as it was" in result.flat
+    # Once the breaker opened, no request was sent: attempts reached the dead port only
+    # until the 5th failure, plus those already in flight then (at most concurrency - 1).
+    tried = loopback_only.to_port(port) - connects
+    assert BREAKER_THRESHOLD <= tried <= BREAKER_THRESHOLD + CONCURRENCY - 1
     assert snapshot(site_project.output) == before
     assert site_project.output.stat().st_ino == inode
     assert site_project.leftovers() == []
+
+
+def test_a_dead_server_is_a_row_or_two_however_long_the_build(
+    site_project: SiteProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks refused by the open breaker at different moments are still one reason."""
+    readings = itertools.count()
+
+    def slow_clock() -> float:
+        return 1000.0 + 0.01 * next(readings)  # every reading of the clock 10 ms later
+
+    monkeypatch.setattr(
+        trinity.build, "AsyncLLMClient", functools.partial(AsyncLLMClient, clock=slow_clock)
+    )
+    site_project.use_collection(20)
+    site_project.server.fail_rate(1.0, statuses=(500,))
+
+    result = site_project.build()
+
+    assert result.exit_code == 1, result.describe()
+    groups = failure_groups(result)
+    assert 1 <= len(groups) <= 2, groups
+    assert sum(len(listed) + more for listed, more in groups.values()) == 20
+    assert any("circuit breaker" in reason for reason in groups)
 
 
 def test_server_down_in_a_subprocess(site_project: SiteProject) -> None:

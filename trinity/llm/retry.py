@@ -26,6 +26,7 @@ the random source.
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,9 +35,6 @@ from typing import TypeVar
 from trinity.errors import LLMError, LLMStatusError
 
 T = TypeVar("T")
-
-# 2 ** 62 seconds is forever; capping the exponent keeps the float arithmetic finite.
-_MAX_EXPONENT = 62
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,13 @@ def backoff_delay(policy: RetryPolicy, retry_number: int, random: Callable[[], f
     """Seconds to wait before retry `retry_number` (1 for the first retry), full jitter."""
     if retry_number < 1:
         raise ValueError(f"retry_number starts at 1, not {retry_number}")
-    exponent = min(retry_number - 1, _MAX_EXPONENT)
-    ceiling = min(policy.max_delay, policy.base_delay * 2.0**exponent)
+    try:
+        # base_delay * 2 ** (n - 1), exact however small base_delay is; past the largest
+        # float it is forever, and max_delay applies.
+        grown = math.ldexp(policy.base_delay, retry_number - 1)
+    except OverflowError:
+        grown = math.inf
+    ceiling = min(policy.max_delay, grown)
     return random() * ceiling
 
 
