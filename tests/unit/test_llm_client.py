@@ -604,3 +604,36 @@ def test_adapter_registry() -> None:
 )
 def test_error_detail(adapter: Any, payload: Any, expected: str | None) -> None:
     assert adapter.error_detail(payload) == expected
+
+
+async def test_a_key_resting_longer_than_the_cap_fails_over_without_waiting() -> None:
+    """After a 429 asking for 120 s (cap 60), later requests go to the fallback at once."""
+    from types import MappingProxyType
+
+    from trinity.config import Endpoint, RetrySettings
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "primary.test":
+            return httpx.Response(429, json={"error": "slow down"}, headers={"Retry-After": "120"})
+        return httpx.Response(200, json=openai_answer("from backup"))
+
+    server = Server(handle)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    settings = settings_for(
+        "ollama",
+        api_url="http://primary.test",
+        fallbacks=MappingProxyType({"m": ("openai:backup",)}),
+        endpoints=MappingProxyType({"openai": Endpoint("openai", "http://backup.test")}),
+        retry=RetrySettings(retry_after_cap=60),
+    )
+    async with AsyncLLMClient(settings, transport=server.transport, sleep=sleep) as client:
+        first = await client.complete(client.request("one"))
+        second = await client.complete(client.request("two"))
+    assert (first.text, second.text) == ("from backup", "from backup")
+    hosts = [r.url.host for r in server.requests]
+    assert hosts == ["primary.test", "backup.test", "backup.test"]  # the resting key is spared
+    assert slept == []

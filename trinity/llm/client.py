@@ -352,6 +352,13 @@ class AsyncLLMClient:
     ) -> LLMResponse:
         """One attempt: reserve budget and a key, send, and settle both with the real usage."""
         input_est, output_est = estimate_request_tokens(request)
+        wait = route.pool.wait_time(input_est, output_est)
+        if wait > self.retry_policy.retry_after_cap:
+            # Every key rests longer than we would wait: fail over instead of sleeping.
+            raise RateLimitedError(
+                f"every key for {route.endpoint.name} is rate limited for {wait:.0f} s",
+                retry_after=wait,
+            )
         reservation = self.budget.reserve(cost(price, input_est, output_est))
         lease = await route.pool.acquire(input_est, output_est)
         try:
