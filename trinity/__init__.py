@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from trinity.build import build_site
     from trinity.cache.manager import CacheManager
+    from trinity.errors import CircuitBreakerOpen
+    from trinity.llm.breaker import CircuitBreaker
     from trinity.llm.client import AsyncLLMClient
     from trinity.logs import get_logger
 
@@ -16,11 +18,21 @@ if TYPE_CHECKING:
 _LAZY = {
     "AsyncLLMClient": "trinity.llm.client",
     "CacheManager": "trinity.cache.manager",
+    "CircuitBreaker": "trinity.llm.breaker",
+    "CircuitBreakerOpen": "trinity.errors",
     "build_site": "trinity.build",
     "get_logger": "trinity.logs",
 }
 
-__all__ = ["AsyncLLMClient", "CacheManager", "__version__", "build_site", "get_logger"]
+__all__ = [
+    "AsyncLLMClient",
+    "CacheManager",
+    "CircuitBreaker",
+    "CircuitBreakerOpen",
+    "__version__",
+    "build_site",
+    "get_logger",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,15 @@ import pytest
 
 import trinity
 
-PUBLIC = {"AsyncLLMClient", "CacheManager", "build_site", "get_logger", "__version__"}
+PUBLIC = {
+    "AsyncLLMClient",
+    "CacheManager",
+    "CircuitBreaker",
+    "CircuitBreakerOpen",
+    "build_site",
+    "get_logger",
+    "__version__",
+}
 
 
 def test_all_lists_exactly_the_public_names() -> None:
@@ -34,6 +42,8 @@ def test_each_public_name_resolves(name: str) -> None:
     [
         ("AsyncLLMClient", "trinity.llm.client"),
         ("CacheManager", "trinity.cache.manager"),
+        ("CircuitBreaker", "trinity.llm.breaker"),
+        ("CircuitBreakerOpen", "trinity.errors"),
         ("build_site", "trinity.build"),
         ("get_logger", "trinity.logs"),
     ],
