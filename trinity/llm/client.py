@@ -41,7 +41,7 @@ from trinity.errors import (
 )
 from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.http import HTTPBackend
-from trinity.llm.pricing import CostBudget, cost, price_for
+from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import ApiKey, KeyLimits, KeyPool, estimate_request_tokens
 from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
@@ -348,7 +348,7 @@ class AsyncLLMClient:
         )
 
     async def _send(
-        self, route: _Route, target: Target, request: LLMRequest, price: Any
+        self, route: _Route, target: Target, request: LLMRequest, price: Price | None
     ) -> LLMResponse:
         """One attempt: reserve budget and a key, send, and settle both with the real usage."""
         input_est, output_est = estimate_request_tokens(request)
