@@ -10,7 +10,7 @@ Each side runs in a process of its own: llama.cpp's OpenMP keeps a team of spinn
 threads per calling thread, and two sides in one process slowed each other down by
 up to half (measured), which says nothing about either.
 
-    python benchmarks/embedded_model.py [--rounds 4]
+    python benchmarks/embedded_model.py [--rounds 6]
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def measure_in_subprocess(side: str, project_dir: Path) -> Run:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--side", choices=("direct", "trinity"), help=argparse.SUPPRESS)
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
