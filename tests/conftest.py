@@ -11,20 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.environment import is_leaky_variable
 from tests.fakellm import FakeLLMServer
 
 if TYPE_CHECKING:
     from tests.e2e.sitekit import SiteProject
-
-# Environment that changes what Trinity does (or how Rich draws): never inherited by a test.
-LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
-LEAKY_VARIABLES = (
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "FORCE_COLOR",
-    "TTY_COMPATIBLE",
-    "TTY_INTERACTIVE",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +25,7 @@ def _no_leaky_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     Tests that need one of these pass it explicitly (CliRunner `env=`, or `environ=`).
     """
     for name in list(os.environ):
-        if name.startswith(LEAKY_VARIABLE_PREFIXES) or name in LEAKY_VARIABLES:
+        if is_leaky_variable(name):
             monkeypatch.delenv(name)
 
 

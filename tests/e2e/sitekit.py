@@ -31,6 +31,7 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.environment import is_leaky_variable
 from tests.fakellm import FakeLLMServer, prompt_digest
 from trinity import cli
 from trinity.scaffold import write_project
@@ -67,21 +68,8 @@ FAST_RETRY_YAML = "  retry: {base_delay: 0.01, max_delay: 0.05}"
 # Wide enough that Rich never wraps a message or a table cell in the tests.
 CONSOLE_WIDTH = 240
 
-# Variables that would change what a build does; tests pass them explicitly or not at all.
-LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
-LEAKY_VARIABLES = (
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "FORCE_COLOR",
-    "TTY_COMPATIBLE",
-    "TTY_INTERACTIVE",
-)
 
 Args = Sequence[str | Path]
-
-
-def is_leaky_variable(name: str) -> bool:
-    return name.startswith(LEAKY_VARIABLE_PREFIXES) or name in LEAKY_VARIABLES
 
 
 @dataclass(frozen=True)
