@@ -42,7 +42,7 @@ from trinity.errors import (
 from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.http import HTTPBackend
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
-from trinity.llm.ratelimit import ApiKey, KeyLimits, KeyPool, estimate_request_tokens
+from trinity.llm.ratelimit import ApiKey, KeyPool, estimate_request_tokens
 from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
 from trinity.logs import get_logger
@@ -389,13 +389,10 @@ class AsyncLLMClient:
                     clock=self.clock,
                 ),
                 pool=KeyPool(
-                    [
-                        ApiKey(k.variable, k.secret, KeyLimits.from_settings(k.limits))
-                        for k in endpoint.keys
-                    ],
+                    [ApiKey(k.variable, k.secret, k.limits) for k in endpoint.keys],
                     clock=self.clock,
                     sleep=self.sleep,
-                    keyless_limits=KeyLimits.from_settings(endpoint.limits),
+                    keyless_limits=endpoint.limits,
                 ),
             )
             self._routes[provider] = route

@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 import anyio
 
+from trinity.config import KeyLimitSettings
 from trinity.llm.types import LLMRequest
 
 Clock = Callable[[], float]
@@ -138,27 +138,9 @@ class SlidingWindow:
             entry.amount = max(0, entry.amount + delta)
 
 
-@dataclass(frozen=True)
-class KeyLimits:
-    """Limits of one API key, per minute; None for no limit."""
-
-    rpm: int | None = None
-    input_tpm: int | None = None
-    output_tpm: int | None = None
-
-    @classmethod
-    def from_settings(cls, settings: _LimitsLike) -> KeyLimits:
-        """Copy limits from anything with rpm, input_tpm and output_tpm (the settings)."""
-        return cls(settings.rpm, settings.input_tpm, settings.output_tpm)
-
-
-class _LimitsLike(Protocol):
-    @property
-    def rpm(self) -> int | None: ...
-    @property
-    def input_tpm(self) -> int | None: ...
-    @property
-    def output_tpm(self) -> int | None: ...
+# One key's limits per minute (None for no limit): the settings' own type, used as is.
+KeyLimits = KeyLimitSettings
+NO_LIMITS = KeyLimits()
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
@@ -281,7 +263,7 @@ class KeyLimiter:
 
     def __init__(
         self,
-        limits: KeyLimits = KeyLimits(),
+        limits: KeyLimits = NO_LIMITS,
         clock: Clock = time.monotonic,
         *,
         window: float = 60.0,
@@ -378,7 +360,7 @@ class ApiKey:
 
     name: str
     secret: str = field(repr=False)
-    limits: KeyLimits = KeyLimits()
+    limits: KeyLimits = NO_LIMITS
 
     def __str__(self) -> str:
         return self.name
@@ -445,7 +427,7 @@ class KeyPool:
         sleep: Sleep = anyio.sleep,
         wall_clock: Clock = time.time,
         window: float = 60.0,
-        keyless_limits: KeyLimits = KeyLimits(),
+        keyless_limits: KeyLimits = NO_LIMITS,
     ) -> None:
         def limiter(limits: KeyLimits) -> KeyLimiter:
             return KeyLimiter(limits, clock, window=window, wall_clock=wall_clock)
