@@ -13,6 +13,7 @@ import pytest
 
 from tests.environment import is_leaky_variable
 from tests.fakellm import FakeLLMServer
+from tests.redisserver import REDIS_SERVER, RedisServer
 
 if TYPE_CHECKING:
     from tests.e2e.sitekit import SiteProject
@@ -122,3 +123,37 @@ def site_project(make_site_project: Callable[..., SiteProject]) -> SiteProject:
 def openai_site_project(make_site_project: Callable[..., SiteProject]) -> SiteProject:
     """The example project, talking the OpenAI protocol to the fake server."""
     return make_site_project(provider="openai")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests use their own key prefix or flush it."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's redis-server, emptied before and after the test."""
+    with redis_server.client() as client:
+        client.flushall()
+    yield redis_server
+    with redis_server.client() as client:
+        client.flushall()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that kill or freeze it."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -3,7 +3,7 @@
 Tests never inherit them: they pass what they mean explicitly, or nothing.
 """
 
-LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_")
+LEAKY_VARIABLE_PREFIXES = ("LLM_", "TRINITY_", "CACHE_REDIS_", "LOG_")
 LEAKY_VARIABLES = (
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",

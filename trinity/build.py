@@ -85,6 +85,8 @@ class BuildReport:
     planned_blocks: int = 0
     blocks: list[BlockResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # The cache's own counts: lookups, and hits per tier in lookup order.
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def count(self, source: Source) -> int:
         return sum(1 for b in self.blocks if b.source == source)
@@ -96,6 +98,15 @@ class BuildReport:
     @property
     def cache_hits(self) -> int:
         return self.count("cache")
+
+    @property
+    def hits_by_tier(self) -> dict[str, int]:
+        """Blocks answered from the cache, by the tier that had them (or in-flight)."""
+        counts: dict[str, int] = {}
+        for b in self.blocks:
+            if b.source == "cache" and b.cache_tier is not None:
+                counts[b.cache_tier] = counts.get(b.cache_tier, 0) + 1
+        return counts
 
     @property
     def failures(self) -> list[BlockResult]:
@@ -127,6 +138,7 @@ class BuildReport:
             "blocks": len(self.blocks),
             "llm_calls": self.llm_calls,
             "cache_hits": self.cache_hits,
+            "cache_hits_by_tier": self.hits_by_tier,
             "failed": len(self.failures),
             "stale": self.count("stale"),
             "attempts": self.attempts,
@@ -249,7 +261,7 @@ async def build_project(
     options = _BuildOptions(dry_run, keep_going, observer or NullObserver(), clock)
     if client is not None:
         return await _build(project, client, options)
-    cache = _open_cache(project.settings)
+    cache = open_cache(project.settings)
     try:
         async with AsyncLLMClient(
             project.settings.llm,
@@ -260,7 +272,7 @@ async def build_project(
             return await _build(project, own, options)
     finally:
         if cache is not None:
-            cache.close()
+            await cache.aclose()
 
 
 @dataclass(frozen=True)
@@ -307,6 +319,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         phase = clock()
         writer.finish()
         report.timings["total"] = clock() - started
+        report.cache = cache_counts(client.cache)
         output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
         output.commit()
         report.timings["write"] = clock() - phase
@@ -319,12 +332,22 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     return report
 
 
-def _open_cache(settings: Settings) -> CacheManager | None:
-    # No TTL in the tiers: the client judges freshness itself, so that an expired answer
-    # is still there to serve when the model fails.
+def open_cache(settings: Settings) -> CacheManager | None:
+    """The cache the settings ask for, or None when it is off.
+
+    `cache.ttl` is not given to the tiers: the client judges freshness itself, so that
+    an expired answer is still there to serve when the model fails.
+    """
     if not settings.cache.enabled:
         return None
-    return CacheManager.for_directory(settings.cache.directory)
+    return CacheManager.from_settings(settings.cache)
+
+
+def cache_counts(cache: CacheManager | None) -> dict[str, Any]:
+    """What the cache saw this build: lookups, misses, and hits per tier."""
+    if cache is None:
+        return {}
+    return {"lookups": cache.lookups, "misses": cache.misses, "hits": dict(cache.hits)}
 
 
 def system_prompt(*parts: str | None) -> str | None:
@@ -504,6 +527,12 @@ def _validator(block: Block) -> Callable[[LLMResponse], None] | None:
         return None
 
     def validate(response: LLMResponse) -> None:
+        if response.truncated:
+            # Even if what came back parses, it is not all the model meant to say.
+            raise MalformedResponseError(
+                f"the answer was cut off after {response.usage.output_tokens} tokens; "
+                "raise the block's max_tokens"
+            )
         parse_json_answer(response.text, block.schema)
 
     return validate

@@ -206,6 +206,79 @@ def themes(project: ProjectOption = Path()) -> None:
         consoles.out.print(table)
 
 
+cache_app = typer.Typer(
+    help="Look at and tidy the answer cache (memory, Redis, disk).", no_args_is_help=True
+)
+app.add_typer(cache_app, name="cache")
+
+TierOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tier", help="Only this tier: memory, redis or disk (filesystem). Default: all enabled."
+    ),
+]
+
+
+@cache_app.command("stats")
+def cache_stats(project: ProjectOption = Path(), config: ConfigOption = None) -> None:
+    """Entries and size of every enabled tier, and its hit rate in the last build."""
+    from trinity.maintenance import cache_stats as read_stats
+
+    with _errors_to_exit_codes():
+        table = Table("tier", "entries", "size", "last build hits", "where", box=None)
+        for tier in read_stats(project, config):
+            if tier.error is not None:
+                table.add_row(tier.name, "", "", "", f"[red]{tier.error}[/] ({tier.location})")
+                continue
+            table.add_row(
+                tier.name,
+                f"{tier.entries:,}",
+                _size(tier.bytes or 0),
+                _hit_rate(tier.hits, tier.reached),
+                tier.location,
+            )
+        consoles.out.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    project: ProjectOption = Path(), config: ConfigOption = None, tier: TierOption = None
+) -> None:
+    """Delete every cached answer (only Trinity's keys in a shared Redis)."""
+    from trinity.maintenance import clear_cache
+
+    with _errors_to_exit_codes():
+        for name, count in clear_cache(project, config, tier).items():
+            consoles.out.print(f"{name}: removed {count:,} entries")
+
+
+@cache_app.command("prune")
+def cache_prune(project: ProjectOption = Path(), config: ConfigOption = None) -> None:
+    """Delete expired entries (past cache.ttl), old key versions and unreadable ones."""
+    from trinity.maintenance import prune_cache
+
+    with _errors_to_exit_codes():
+        for name, count in prune_cache(project, config).items():
+            consoles.out.print(f"{name}: pruned {count:,} entries")
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    size, unit = count / 1024, "KB"
+    for bigger in ("MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+def _hit_rate(hits: int | None, reached: int | None) -> str:
+    if hits is None or not reached:
+        return "-"
+    return f"{hits:,} of {reached:,} ({hits / reached:.0%})"
+
+
 class _Progress:
     """A Rich progress bar fed by the build's observer calls."""
 
@@ -261,7 +334,7 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("blocks", len(report.blocks)),
         ("LLM calls", report.llm_calls),
         ("requests sent", report.attempts),
-        ("cache hits", report.cache_hits),
+        ("cache hits", _hits_by_tier(report)),
         ("stale answers", report.count("stale")),
         ("tokens in / out", f"{report.input_tokens} / {report.output_tokens}"),
         ("cost", f"${report.cost:.4f} (cache saved ${report.saved:.4f})"),
@@ -272,6 +345,13 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def _hits_by_tier(report: BuildReport) -> str:
+    tiers = report.hits_by_tier
+    if not tiers:
+        return str(report.cache_hits)
+    return f"{report.cache_hits} ({', '.join(f'{name} {n}' for name, n in tiers.items())})"
 
 
 def _plan_table(report: BuildReport) -> Table:

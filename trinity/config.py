@@ -191,11 +191,52 @@ class LLMSettings:
         return Endpoint(provider, DEFAULT_API_URLS[provider])
 
 
+# The tiers in lookup order. "filesystem" is accepted for "disk" (Trinity's first docs).
+CACHE_TIERS = ("memory", "redis", "disk")
+TIER_ALIASES = {"filesystem": "disk"}
+REDIS_RETENTION = 30 * 24 * 3600  # a shared Redis should not fill up with old answers
+
+
+@dataclass(frozen=True)
+class MemoryTierSettings:
+    max_entries: int = 10_000
+    ttl: int | None = None
+
+
+@dataclass(frozen=True)
+class RedisTierSettings:
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    password: str | None = field(default=None, repr=False)
+    prefix: str = "trinity:"
+    timeout: float = 0.1
+    ttl: int | None = REDIS_RETENTION
+
+
+@dataclass(frozen=True)
+class DiskTierSettings:
+    directory: Path = Path(".cache")
+    max_size_mb: int = 1024
+    ttl: int | None = None
+
+
 @dataclass(frozen=True)
 class CacheSettings:
+    """`ttl` is how long an answer stays fresh (judged by the client, so an older answer
+    can still be served when the model fails); a tier's own `ttl` is how long it keeps
+    an entry at all."""
+
     enabled: bool = True
-    directory: Path = Path(".cache")
     ttl: int | None = None
+    tiers: tuple[str, ...] = ("memory", "disk")
+    memory: MemoryTierSettings = MemoryTierSettings()
+    redis: RedisTierSettings = RedisTierSettings()
+    disk: DiskTierSettings = DiskTierSettings()
+
+    @property
+    def directory(self) -> Path:
+        return self.disk.directory
 
 
 @dataclass(frozen=True)
@@ -259,13 +300,13 @@ def load_settings(
     top = Fields(load_data_file(path, ConfigError), path=shown, key="", error=ConfigError)
     site = _read_site(Fields(top.value("site"), path=shown, key="site", error=ConfigError))
     llm = _read_llm(Fields(top.value("llm"), path=shown, key="llm", error=ConfigError), env)
-    cache = _read_cache(Fields(top.value("cache"), path=shown, key="cache", error=ConfigError))
+    cache = _read_cache(Fields(top.value("cache"), path=shown, key="cache", error=ConfigError), env)
     build = _read_build(Fields(top.value("build"), path=shown, key="build", error=ConfigError))
     top.done()
     output_dir = Path(env["TRINITY_OUTPUT_DIR"]) if env.get("TRINITY_OUTPUT_DIR") else None
     build = replace(build, output_dir=project / (output_dir or build.output_dir))
     llm = replace(llm, base_dir=project)
-    cache = replace(cache, directory=project / cache.directory)
+    cache = replace(cache, disk=replace(cache.disk, directory=project / cache.disk.directory))
     return Settings(project, path, site, llm, cache, build)
 
 
@@ -538,14 +579,85 @@ def _check_api_url(api_url: str, f: Fields, *, from_environment: bool) -> None:
         raise ConfigError(f"expected an http(s) URL, got '{api_url}'", path=path, key=key)
 
 
-def _read_cache(f: Fields) -> CacheSettings:
+def _read_cache(f: Fields, env: Mapping[str, str]) -> CacheSettings:
+    tiers = _read_tiers(f, env)
+    memory = f.child("memory")
+    redis = f.child("redis")
+    disk = f.child("disk")
     cache = CacheSettings(
         enabled=f.boolean("enabled", True),
-        directory=Path(f.string("dir", ".cache", nonempty=True)),
         ttl=f.integer("ttl", None, minimum=1),
+        tiers=tiers,
+        memory=MemoryTierSettings(
+            max_entries=memory.integer("max_entries", 10_000, minimum=1),
+            ttl=memory.integer("ttl", None, minimum=1),
+        ),
+        redis=_read_redis(redis, env),
+        disk=DiskTierSettings(
+            directory=Path(disk.string("dir", ".cache", nonempty=True)),
+            max_size_mb=disk.integer("max_size_mb", 1024, minimum=1),
+            ttl=disk.integer("ttl", None, minimum=1),
+        ),
+    )
+    for fields in (memory, disk, f):
+        fields.done()
+    return cache
+
+
+def _read_tiers(f: Fields, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The enabled tiers in lookup order; CACHE_REDIS_HOST switches Redis on."""
+    names = f.strings("tiers")
+    if names is None:
+        names = ("memory", "disk")
+    chosen: set[str] = set()
+    for index, name in enumerate(names):
+        tier = TIER_ALIASES.get(name, name)
+        if tier not in CACHE_TIERS:
+            hint = did_you_mean(name, CACHE_TIERS)
+            raise f.fail(
+                f"'{name}' is not one of {', '.join(CACHE_TIERS)}{hint}", f"tiers[{index}]"
+            )
+        if tier in chosen:
+            raise f.fail(f"'{name}' is listed twice", f"tiers[{index}]")
+        chosen.add(tier)
+    if env.get("CACHE_REDIS_HOST"):
+        chosen.add("redis")
+    return tuple(tier for tier in CACHE_TIERS if tier in chosen)
+
+
+def _read_redis(f: Fields, env: Mapping[str, str]) -> RedisTierSettings:
+    if f.has("password"):
+        raise f.fail(
+            "the Redis password is read from the environment only; remove it from this file "
+            "and set CACHE_REDIS_PASSWORD instead",
+            "password",
+        )
+    host = f.string("host", "localhost", nonempty=True)
+    port = f.integer("port", 6379, minimum=1, maximum=65535)
+    settings = RedisTierSettings(
+        host=env.get("CACHE_REDIS_HOST") or host,
+        port=_environment_port(env) or port,
+        db=f.integer("db", 0, minimum=0),
+        password=env.get("CACHE_REDIS_PASSWORD") or None,
+        prefix=f.string("prefix", "trinity:"),
+        timeout=f.number("timeout", 0.1, minimum=0.001),
+        ttl=f.integer("ttl", REDIS_RETENTION, minimum=1),
     )
     f.done()
-    return cache
+    return settings
+
+
+def _environment_port(env: Mapping[str, str]) -> int | None:
+    raw = env.get("CACHE_REDIS_PORT")
+    if not raw:
+        return None
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(
+            f"expected a port number from 1 to 65535, got '{raw}'",
+            path="environment",
+            key="CACHE_REDIS_PORT",
+        )
+    return int(raw)
 
 
 def _read_build(f: Fields) -> BuildSettings:

@@ -10,6 +10,7 @@ Exception hierarchy::
     │   └── MissingDependencyError            an optional extra is not installed
     ├── BuildFailed                   exit 1  (some blocks could not be generated)
     ├── BuildInterrupted              exit 130
+    ├── CacheUnavailable              exit 1  (`trinity cache` could not reach a tier)
     └── LLMError                              one failed request to a model      retryable?
         ├── LLMConnectionError                cannot reach the server             yes
         ├── LLMTimeoutError                   no answer in time                   yes
@@ -93,6 +94,10 @@ class BuildInterrupted(TrinityError):
     """The user interrupted the build; output/ was left untouched."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class CacheUnavailable(TrinityError):
+    """A cache command could not reach a tier (a build only warns and goes on)."""
 
 
 class LLMError(TrinityError):
@@ -258,3 +263,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     elif now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (for a warning), or its type when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,4 +1,4 @@
-"""The answer cache: a memory tier in front of a disk tier, keyed by everything that matters."""
+"""The answer cache: memory, then Redis, then disk, keyed by everything that matters."""
 
 from trinity.cache.manager import CacheManager
 

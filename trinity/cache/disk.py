@@ -2,19 +2,25 @@
 
 diskcache pickles values by default, and unpickles whatever it finds (CVE-2025-69872):
 anyone who can write the cache folder could run code. This tier stores UTF-8 JSON bytes,
-and its `SafeDisk` refuses to unpickle: a pickled or corrupt entry reads as a miss.
+and its `SafeDisk` refuses to unpickle: a pickled or corrupt entry reads as a miss, and is
+deleted so the next answer replaces it.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
+from trinity.cache.codec import decode, encode
+from trinity.cache.tier import Keep, ThreadedAsync, TierUsage
+
 FOLDER_MODE = 0o700
+
+_UNREADABLE = (OSError, sqlite3.DatabaseError)
 
 
 class UnsafeEntryError(Exception):
@@ -35,7 +41,14 @@ class SafeDisk(diskcache.Disk):  # type: ignore[misc]
         return super().fetch(mode, filename, value, read)
 
 
-class DiskTier:
+class DiskTier(ThreadedAsync):
+    """Entries in SQLite (large ones in files), bounded by `max_size_mb`.
+
+    diskcache evicts the least recently stored entries once the folder passes its size
+    limit, and drops entries past their TTL. Its calls block, so the async twins run them
+    in a worker thread.
+    """
+
     name = "disk"
 
     def __init__(self, directory: Path, max_size_mb: int = 1024, ttl: float | None = None) -> None:
@@ -47,32 +60,62 @@ class DiskTier:
             str(directory), disk=SafeDisk, size_limit=max_size_mb * 1024 * 1024
         )
 
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
     def get(self, key: str) -> Any | None:
         try:
             raw = self._cache.get(key)
-        except (UnsafeEntryError, OSError, sqlite3.DatabaseError, UnicodeDecodeError):
-            self.delete(key)
+        except (UnsafeEntryError, UnicodeDecodeError, *_UNREADABLE):
+            self._forget(key)
             return None
-        if not isinstance(raw, bytes):
+        if raw is None:
             return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            self.delete(key)
-            return None
+        value = decode(raw)
+        if value is None:
+            self._forget(key)
+        return value
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        payload = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._cache.set(key, payload, expire=self.ttl if ttl is None else ttl)
+        self._cache.set(key, encode(value), expire=self.ttl if ttl is None else ttl)
 
     def delete(self, key: str) -> None:
         self._cache.delete(key)
 
-    def clear(self) -> None:
-        self._cache.clear()
+    def clear(self) -> int:
+        return int(self._cache.clear())
+
+    def prune(self, keep: Keep) -> int:
+        removed = int(self._cache.expire())
+        for key in self._string_keys():
+            value = self.get(key)
+            if value is None or not keep(key, value):
+                self.delete(key)
+                removed += 1
+        return removed
+
+    def _string_keys(self) -> list[str]:
+        # Read from SQLite itself: diskcache's iterkeys() would unpickle a planted key.
+        database = self.directory / diskcache.core.DBNAME
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+            rows = connection.execute("SELECT key FROM Cache WHERE raw = 1").fetchall()
+        return [key for (key,) in rows if isinstance(key, str)]
+
+    def usage(self) -> TierUsage:
+        # diskcache keeps a running total of stored sizes; volume() adds SQLite's pages.
+        size = int(self._cache.volume())
+        return TierUsage(self.name, len(self._cache), size)
 
     def close(self) -> None:
         self._cache.close()
+
+    def _forget(self, key: Any) -> None:
+        # A corrupt entry must not fail the build, and deleting it may fail the same way.
+        try:
+            self._cache.delete(key)
+        except _UNREADABLE:
+            pass
 
     def __len__(self) -> int:
         return len(self._cache)

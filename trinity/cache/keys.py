@@ -52,3 +52,8 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "items"):
         return dict(value.items())
     raise TypeError(f"cannot put {type(value).__name__} in a cache key")
+
+
+def is_current_key(key: str) -> bool:
+    """True for a key of this KEY_VERSION; older ones can never be looked up again."""
+    return key.startswith(f"v{KEY_VERSION}:")

@@ -3,6 +3,7 @@
 A request goes through these layers, outside in::
 
     cache lookup (fresh answers only; an expired one is kept for `stale`)
+    -> in-flight coalescing (one call per cache key, however many callers ask at once)
     -> for the model asked for, then each fallback:
        retry (backoff with full jitter, Retry-After, at most `attempts`, build-wide budget)
        -> circuit breaker of the endpoint (one per provider server; every attempt counts)
@@ -40,6 +41,7 @@ from trinity.errors import (
     RateLimitedError,
 )
 from trinity.llm.breaker import CircuitBreaker
+from trinity.llm.coalesce import Coalescer
 from trinity.llm.http import HTTPBackend
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import ApiKey, KeyPool, estimate_request_tokens
@@ -51,6 +53,9 @@ log = get_logger(__name__)
 
 Validator = Callable[[LLMResponse], None]
 
+# The `cache_tier` of an answer shared with an identical request that was already in flight.
+IN_FLIGHT = "in-flight"
+
 
 @dataclass
 class ClientStats:
@@ -61,6 +66,7 @@ class ClientStats:
     retries: int = 0
     fallbacks: int = 0
     cache_hits: int = 0
+    coalesced: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -129,6 +135,7 @@ class AsyncLLMClient:
         self._transport = transport
         self._main_backend = backend
         self._routes: dict[str, _Route] = {}
+        self._in_flight: Coalescer[LLMResponse] = Coalescer()
         self._entered = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -238,7 +245,7 @@ class AsyncLLMClient:
         if found is None:
             return None
         value, tier = found
-        response = _from_entry(value)
+        response = read_entry(value)
         if response is None:
             return None
         saved = cost(
@@ -270,6 +277,19 @@ class AsyncLLMClient:
         if hit is not None and _passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
+        key = self.key(request)
+        response, shared = await self._in_flight.run(
+            key, lambda: self._generate(request, key, validate)
+        )
+        if not shared:
+            return response
+        # Another block asked the same thing at the same time: its answer costs nothing more.
+        self.stats.coalesced += 1
+        return replace(response, cache_tier=IN_FLIGHT, attempts=0, cost=0.0, saved=response.cost)
+
+    async def _generate(
+        self, request: LLMRequest, key: str, validate: Validator | None
+    ) -> LLMResponse:
         async with self._limiter:
             response = await self._ask_chain(request)
         self.stats.calls += 1
@@ -280,7 +300,7 @@ class AsyncLLMClient:
         if validate is not None:
             validate(response)
         if self.cache is not None:
-            await self.cache.set_async(self.key(request), _to_entry(response))
+            await self.cache.set_async(key, _to_entry(response))
         return response
 
     async def generate_content_async(
@@ -446,7 +466,7 @@ def _to_entry(response: LLMResponse) -> dict[str, Any]:
     }
 
 
-def _from_entry(value: Any) -> LLMResponse | None:
+def read_entry(value: Any) -> LLMResponse | None:
     """A cached entry back as a response; None for anything not in our shape."""
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
         return None
@@ -463,4 +483,4 @@ def _from_entry(value: Any) -> LLMResponse | None:
         return None
 
 
-__all__ = ["AsyncLLMClient", "Backend", "ClientStats", "HTTPBackend"]
+__all__ = ["IN_FLIGHT", "AsyncLLMClient", "Backend", "ClientStats", "HTTPBackend", "read_entry"]

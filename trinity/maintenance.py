@@ -1,0 +1,163 @@
+"""`trinity cache stats | clear | prune`: look at and tidy the cache a project uses.
+
+Each works on the tiers the project's settings enable (Redis when CACHE_REDIS_HOST is
+set, too). The memory tier lives only as long as a build, so these find it empty; its hit
+rate, like the others', comes from the last build's report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trinity.build import REPORT_FILE
+from trinity.cache.keys import is_current_key
+from trinity.cache.manager import open_tier
+from trinity.cache.tier import CacheTier, Keep
+from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
+from trinity.errors import CacheUnavailable, ConfigError, one_line
+from trinity.llm.client import read_entry
+from trinity.yamlfile import did_you_mean, shown_path
+
+
+@dataclass(frozen=True)
+class TierStatus:
+    name: str
+    location: str
+    entries: int | None = None
+    bytes: int | None = None
+    # From the last build's report: lookups that reached this tier, and hits in it.
+    reached: int | None = None
+    hits: int | None = None
+    error: str | None = None
+
+    @property
+    def hit_rate(self) -> float | None:
+        if not self.reached or self.hits is None:
+            return None
+        return self.hits / self.reached
+
+
+def cache_stats(
+    project_dir: Path | str = ".",
+    config: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[TierStatus]:
+    """Entries, bytes and last-build hit rate of every enabled tier; never raises for a tier."""
+    settings = load_settings(project_dir, config, environ)
+    counts = _last_build_counts(settings)
+    statuses = []
+    lookups = counts.get("lookups")
+    reached = lookups if isinstance(lookups, int) else None
+    hits_by_tier = counts.get("hits", {})
+    for name in settings.cache.tiers:
+        hits = hits_by_tier.get(name) if isinstance(hits_by_tier, dict) else None
+        statuses.append(_tier_status(settings, name, reached, hits))
+        if reached is not None and isinstance(hits, int):
+            reached -= hits  # what this tier answered never reached the next one
+    return statuses
+
+
+def clear_cache(
+    project_dir: Path | str = ".",
+    config: Path | str | None = None,
+    tier: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, int]:
+    """Empty one tier or every enabled one; how many entries each held."""
+    settings = load_settings(project_dir, config, environ)
+    return {
+        name: _with_tier(settings, name, lambda t: t.clear()) for name in _chosen(settings, tier)
+    }
+
+
+def prune_cache(
+    project_dir: Path | str = ".",
+    config: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> dict[str, int]:
+    """Drop what no build will use fresh again: entries past `cache.ttl` or a tier's TTL,
+    of an older key version, or unreadable. How many each tier dropped."""
+    settings = load_settings(project_dir, config, environ)
+    keep = _fresh_entries(settings.cache.ttl, time.time() if now is None else now)
+    return {name: _with_tier(settings, name, lambda t: t.prune(keep)) for name in _chosen(settings)}
+
+
+def _fresh_entries(ttl: int | None, now: float) -> Keep:
+    def keep(key: str, value: Any) -> bool:
+        entry = read_entry(value)
+        if entry is None or not is_current_key(key):
+            return False
+        return ttl is None or entry.created is None or now - entry.created <= ttl
+
+    return keep
+
+
+def _chosen(settings: Settings, tier: str | None = None) -> tuple[str, ...]:
+    enabled = settings.cache.tiers
+    if tier is None:
+        return enabled
+    name = TIER_ALIASES.get(tier, tier)
+    if name not in CACHE_TIERS:
+        choices = (*CACHE_TIERS, *TIER_ALIASES)
+        raise ConfigError(
+            f"'{tier}' is not one of {', '.join(choices)}{did_you_mean(tier, choices)}",
+            key="--tier",
+        )
+    if name not in enabled:
+        raise ConfigError(
+            f"the {name} tier is not enabled: add it to cache.tiers in "
+            f"{shown_path(settings.config_path)}"
+            + (" or set CACHE_REDIS_HOST" if name == "redis" else ""),
+            key="--tier",
+        )
+    return (name,)
+
+
+def _with_tier(settings: Settings, name: str, action: Callable[[CacheTier], int]) -> int:
+    tier = _open(settings, name)
+    try:
+        return action(tier)
+    except Exception as exc:  # whatever a broken tier raises, say which tier and why
+        raise CacheUnavailable(f"the {name} cache failed: {one_line(exc)}") from None
+    finally:
+        tier.close()
+
+
+def _open(settings: Settings, name: str) -> CacheTier:
+    tier = open_tier(settings.cache, name)
+    if tier is None:
+        raise CacheUnavailable(f"the {name} cache at {settings.cache.disk.directory} is unusable")
+    return tier
+
+
+def _tier_status(settings: Settings, name: str, reached: int | None, hits: Any) -> TierStatus:
+    shown_hits = hits if isinstance(hits, int) else None
+    tier = open_tier(settings.cache, name)
+    if tier is None:
+        location = str(settings.cache.disk.directory)
+        return TierStatus(name, location, reached=reached, hits=shown_hits, error="unusable")
+    try:
+        usage = tier.usage()
+    except Exception as exc:  # a tier that cannot be read is a row that says so
+        return TierStatus(
+            name, tier.location, reached=reached, hits=shown_hits, error=one_line(exc)
+        )
+    finally:
+        tier.close()
+    return TierStatus(name, tier.location, usage.entries, usage.bytes, reached, shown_hits)
+
+
+def _last_build_counts(settings: Settings) -> dict[str, Any]:
+    path = settings.build.output_dir / REPORT_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    counts = report.get("cache") if isinstance(report, dict) else None
+    return counts if isinstance(counts, dict) else {}
