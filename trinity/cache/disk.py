@@ -9,7 +9,7 @@ deleted so the next answer replaces it.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +112,8 @@ class DiskTier(ThreadedAsync):
 
     def _forget(self, key: Any) -> None:
         # A corrupt entry must not fail the build, and deleting it may fail the same way.
-        try:
+        with suppress(*_UNREADABLE):
             self._cache.delete(key)
-        except _UNREADABLE:
-            pass
 
     def __len__(self) -> int:
         return len(self._cache)
