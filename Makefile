@@ -52,10 +52,11 @@ check: lint type-check test ## Everything CI checks
 
 bench: $(STAMP) ## Run the benchmarks (results and method in BENCHMARKS.md)
 	$(BIN)/python benchmarks/embedded_model.py
+	$(BIN)/python benchmarks/cache_latency.py
 
 clean: ## Remove build artefacts, caches of tools and output/
 	rm -rf output dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-cache-clear: ## Delete every cached LLM answer (.cache/)
-	rm -rf .cache
+cache-clear: $(STAMP) ## Delete every cached LLM answer (every enabled tier)
+	$(BIN)/trinity cache clear

@@ -20,10 +20,17 @@ from rich.console import Console
 from rich.table import Table
 
 from trinity import __version__
-from trinity.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BuildFailed, TrinityError
+from trinity.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BUILD_FAILED,
+    EXIT_INTERRUPTED,
+    BuildFailed,
+    TrinityError,
+)
 
 if TYPE_CHECKING:
     from trinity.build import BlockResult, BuildReport
+    from trinity.maintenance import TierOutcome
 
 app = typer.Typer(
     name="trinity",
@@ -248,8 +255,7 @@ def cache_clear(
     from trinity.maintenance import clear_cache
 
     with _errors_to_exit_codes():
-        for name, count in clear_cache(project, config, tier).items():
-            consoles.out.print(f"{name}: removed {count:,} entries")
+        _print_outcomes(clear_cache(project, config, tier), "removed")
 
 
 @cache_app.command("prune")
@@ -258,8 +264,21 @@ def cache_prune(project: ProjectOption = Path(), config: ConfigOption = None) ->
     from trinity.maintenance import prune_cache
 
     with _errors_to_exit_codes():
-        for name, count in prune_cache(project, config).items():
-            consoles.out.print(f"{name}: pruned {count:,} entries")
+        _print_outcomes(prune_cache(project, config), "pruned")
+
+
+def _print_outcomes(outcomes: list[TierOutcome], done: str) -> None:
+    """One line per tier; exit 1 if a tier could not be reached (the others were done)."""
+    for outcome in outcomes:
+        if outcome.error is None:
+            consoles.out.print(f"{outcome.name}: {done} {outcome.removed:,} entries")
+        else:
+            consoles.err.print(
+                f"[bold red]Error:[/] the {outcome.name} cache failed: {outcome.error}",
+                highlight=False,
+            )
+    if any(outcome.error is not None for outcome in outcomes):
+        raise typer.Exit(EXIT_BUILD_FAILED)
 
 
 def _size(count: int) -> str:

@@ -580,6 +580,8 @@ def _check_api_url(api_url: str, f: Fields, *, from_environment: bool) -> None:
 
 
 def _read_cache(f: Fields, env: Mapping[str, str]) -> CacheSettings:
+    if f.has("dir"):
+        raise f.fail("the cache folder is now set by cache.disk.dir", "dir")
     tiers = _read_tiers(f, env)
     memory = f.child("memory")
     redis = f.child("redis")

@@ -10,7 +10,6 @@ Exception hierarchy::
     │   └── MissingDependencyError            an optional extra is not installed
     ├── BuildFailed                   exit 1  (some blocks could not be generated)
     ├── BuildInterrupted              exit 130
-    ├── CacheUnavailable              exit 1  (`trinity cache` could not reach a tier)
     └── LLMError                              one failed request to a model      retryable?
         ├── LLMConnectionError                cannot reach the server             yes
         ├── LLMTimeoutError                   no answer in time                   yes
@@ -94,10 +93,6 @@ class BuildInterrupted(TrinityError):
     """The user interrupted the build; output/ was left untouched."""
 
     exit_code = EXIT_INTERRUPTED
-
-
-class CacheUnavailable(TrinityError):
-    """A cache command could not reach a tier (a build only warns and goes on)."""
 
 
 class LLMError(TrinityError):

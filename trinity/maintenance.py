@@ -19,7 +19,7 @@ from trinity.cache.keys import is_current_key
 from trinity.cache.manager import open_tier
 from trinity.cache.tier import CacheTier, Keep
 from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
-from trinity.errors import CacheUnavailable, ConfigError, one_line
+from trinity.errors import ConfigError, one_line
 from trinity.llm.client import read_entry
 from trinity.yamlfile import did_you_mean, shown_path
 
@@ -62,17 +62,24 @@ def cache_stats(
     return statuses
 
 
+@dataclass(frozen=True)
+class TierOutcome:
+    """What a clear or prune did to one tier: entries removed, or why it could not."""
+
+    name: str
+    removed: int = 0
+    error: str | None = None
+
+
 def clear_cache(
     project_dir: Path | str = ".",
     config: Path | str | None = None,
     tier: str | None = None,
     environ: Mapping[str, str] | None = None,
-) -> dict[str, int]:
-    """Empty one tier or every enabled one; how many entries each held."""
+) -> list[TierOutcome]:
+    """Empty one tier or every enabled one."""
     settings = load_settings(project_dir, config, environ)
-    return {
-        name: _with_tier(settings, name, lambda t: t.clear()) for name in _chosen(settings, tier)
-    }
+    return [_with_tier(settings, name, lambda t: t.clear()) for name in _chosen(settings, tier)]
 
 
 def prune_cache(
@@ -80,12 +87,12 @@ def prune_cache(
     config: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
     now: float | None = None,
-) -> dict[str, int]:
+) -> list[TierOutcome]:
     """Drop what no build will use fresh again: entries past `cache.ttl` or a tier's TTL,
-    of an older key version, or unreadable. How many each tier dropped."""
+    of an older key version, or unreadable."""
     settings = load_settings(project_dir, config, environ)
     keep = _fresh_entries(settings.cache.ttl, time.time() if now is None else now)
-    return {name: _with_tier(settings, name, lambda t: t.prune(keep)) for name in _chosen(settings)}
+    return [_with_tier(settings, name, lambda t: t.prune(keep)) for name in _chosen(settings)]
 
 
 def _fresh_entries(ttl: int | None, now: float) -> Keep:
@@ -101,7 +108,8 @@ def _fresh_entries(ttl: int | None, now: float) -> Keep:
 def _chosen(settings: Settings, tier: str | None = None) -> tuple[str, ...]:
     enabled = settings.cache.tiers
     if tier is None:
-        return enabled
+        # The memory tier lives and dies with a build: a command never finds it filled.
+        return tuple(name for name in enabled if name != "memory")
     name = TIER_ALIASES.get(tier, tier)
     if name not in CACHE_TIERS:
         choices = (*CACHE_TIERS, *TIER_ALIASES)
@@ -119,21 +127,17 @@ def _chosen(settings: Settings, tier: str | None = None) -> tuple[str, ...]:
     return (name,)
 
 
-def _with_tier(settings: Settings, name: str, action: Callable[[CacheTier], int]) -> int:
-    tier = _open(settings, name)
-    try:
-        return action(tier)
-    except Exception as exc:  # whatever a broken tier raises, say which tier and why
-        raise CacheUnavailable(f"the {name} cache failed: {one_line(exc)}") from None
-    finally:
-        tier.close()
-
-
-def _open(settings: Settings, name: str) -> CacheTier:
+def _with_tier(settings: Settings, name: str, action: Callable[[CacheTier], int]) -> TierOutcome:
+    """Run `action` on one tier; a tier that fails is reported, and the others still run."""
     tier = open_tier(settings.cache, name)
     if tier is None:
-        raise CacheUnavailable(f"the {name} cache at {settings.cache.disk.directory} is unusable")
-    return tier
+        return TierOutcome(name, error=f"{settings.cache.disk.directory} is unusable")
+    try:
+        return TierOutcome(name, action(tier))
+    except Exception as exc:  # whatever a broken tier raises, say which tier and why
+        return TierOutcome(name, error=one_line(exc))
+    finally:
+        tier.close()
 
 
 def _tier_status(settings: Settings, name: str, reached: int | None, hits: Any) -> TierStatus:

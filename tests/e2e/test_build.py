@@ -85,6 +85,7 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
         "blocks": BLOCKS,
         "llm_calls": BLOCKS,
         "cache_hits": 0,
+        "cache_hits_by_tier": {},
         "failed": 0,
         "stale": 0,
         "attempts": BLOCKS,
@@ -104,6 +105,8 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
     report = site_project.report()
     assert report["totals"]["llm_calls"] == 0
     assert report["totals"]["cache_hits"] == BLOCKS
+    assert report["totals"]["cache_hits_by_tier"] == {"disk": BLOCKS}
+    assert report["cache"] == {"lookups": BLOCKS, "misses": 0, "hits": {"memory": 0, "disk": BLOCKS}}
     assert {b["source"] for b in report["blocks"]} == {"cache"}
     assert site_without_report(site_project.output) == built_once
     assert site_project.leftovers() == []

@@ -273,7 +273,7 @@ def test_cache_can_be_switched_off_in_settings(site_project: SiteProject) -> Non
 
 
 def test_cache_folder_setting(site_project: SiteProject) -> None:
-    site_project.update_settings("cache", dir="var/answers")
+    site_project.update_settings("cache", disk={"dir": "var/answers"})
 
     build_site(site_project.root, environ={})
 

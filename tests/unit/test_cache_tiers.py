@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import diskcache
@@ -13,10 +17,13 @@ import pytest
 from trinity.cache.disk import FOLDER_MODE, DiskTier
 from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
+from trinity.cache.tier import TierUsage
+from trinity.config import CacheSettings, DiskTierSettings, MemoryTierSettings
 
 # ---------------------------------------------------------------------------- helpers
 
 UNPICKLED: list[str] = []
+MEGABYTE = 1024 * 1024
 
 
 def record_unpickling(marker: str) -> str:
@@ -42,7 +49,10 @@ class FakeClock:
 
 
 class BrokenTier:
+    """A tier whose every call fails, as a full disk or a vanished folder would."""
+
     name = "broken"
+    location = "nowhere"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -51,18 +61,53 @@ class BrokenTier:
         self.calls += 1
         raise OSError("disk on fire")
 
-    get = set = delete = clear = _fail
+    async def _fail_async(self, *args: Any) -> Any:
+        self._fail()
+
+    get = set = delete = clear = prune = usage = close = _fail
+    get_async = set_async = delete_async = aclose = _fail_async
 
 
 class RecordingTier(MemoryTier):
+    """A memory tier under another name that counts the gets and sets it is asked for.
+
+    Its async twins run through `get` and `set`, so both paths are counted.
+    """
+
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
         self.gets = 0
+        self.sets = 0
 
     def get(self, key: str) -> Any | None:
         self.gets += 1
         return super().get(key)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        self.sets += 1
+        super().set(key, value, ttl)
+
+    def plant(self, key: str, value: Any) -> None:
+        """Store a value without counting it as the manager's write."""
+        MemoryTier.set(self, key, value)
+
+    def holds(self, key: str) -> Any | None:
+        """Look a value up without counting it as the manager's read."""
+        return MemoryTier.get(self, key)
+
+
+def keep_all(key: str, value: Any) -> bool:
+    return True
+
+
+def plant(directory: Path, key: Any, value: Any) -> None:
+    """Write an entry with plain diskcache, which pickles whatever is not bytes or str."""
+    raw = diskcache.Cache(str(directory))
+    try:
+        raw.set(key, value)
+    finally:
+        raw.close()
 
 
 @pytest.fixture
@@ -71,7 +116,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Any:
+def disk_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The clock diskcache reads store and expiry times from, under the test's control."""
+    fake = FakeClock()
+    monkeypatch.setattr(diskcache.core, "time", SimpleNamespace(time=fake, sleep=time.sleep))
+    return fake
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[DiskTier]:
     tier = DiskTier(tmp_path / "cache")
     yield tier
     tier.close()
@@ -144,11 +197,59 @@ def test_memory_without_ttl_keeps_entries(clock: FakeClock) -> None:
     assert tier.get("k") == "v"
 
 
-def test_memory_clear() -> None:
+def test_memory_clear_returns_how_many_it_held() -> None:
     tier = MemoryTier()
     tier.set("a", 1)
-    tier.clear()
+    tier.set("b", 2)
+    assert tier.clear() == 2
     assert len(tier) == 0
+    assert tier.clear() == 0
+
+
+def test_memory_prune_drops_expired_and_refused_entries(clock: FakeClock) -> None:
+    tier = MemoryTier(clock=clock)
+    tier.set("old", 1, ttl=5)
+    tier.set("refused", {"stale": True})
+    tier.set("kept", {"stale": False})
+    tier.set("fresh", 2, ttl=50)
+    clock.now += 10
+    judged: list[tuple[str, Any]] = []
+
+    def keep(key: str, value: Any) -> bool:
+        judged.append((key, value))
+        return not (isinstance(value, dict) and value["stale"])
+
+    assert tier.prune(keep) == 2
+    assert len(tier) == 2
+    assert (tier.get("kept"), tier.get("fresh")) == ({"stale": False}, 2)
+    assert ("refused", {"stale": True}) in judged
+    assert tier.prune(keep_all) == 0
+
+
+def test_memory_usage_counts_entries_and_json_bytes() -> None:
+    tier = MemoryTier()
+    assert tier.usage() == TierUsage("memory", 0, 0)
+    tier.set("a", "é")  # '"é"': two quotes and two UTF-8 bytes
+    tier.set("b", {"n": 1})  # '{"n": 1}'
+    assert tier.usage() == TierUsage("memory", 2, 4 + 8)
+
+
+@pytest.mark.anyio
+async def test_memory_async_twins_run_inline() -> None:
+    threads: list[int] = []
+
+    class Watched(MemoryTier):
+        def get(self, key: str) -> Any | None:
+            threads.append(threading.get_ident())
+            return super().get(key)
+
+    tier = Watched()
+    await tier.set_async("k", [1, 2])
+    assert await tier.get_async("k") == [1, 2]
+    await tier.delete_async("k")
+    assert await tier.get_async("k") is None
+    assert threads == [threading.get_ident()] * 2
+    await tier.aclose()
 
 
 # ---------------------------------------------------------------------------- disk
@@ -160,6 +261,8 @@ def test_disk_round_trip(disk: DiskTier) -> None:
     assert disk.get("k") == value
     assert disk.get("missing") is None
     assert len(disk) == 1
+    disk.delete("k")
+    assert disk.get("k") is None
 
 
 def test_disk_survives_reopening(tmp_path: Path) -> None:
@@ -191,6 +294,7 @@ def test_disk_folder_is_private(tmp_path: Path, existing_mode: int | None) -> No
     tier = DiskTier(folder)
     tier.close()
     assert stat.S_IMODE(folder.stat().st_mode) == FOLDER_MODE == 0o700
+    assert tier.location == str(folder)
 
 
 def test_disk_ttl_expires_entries(tmp_path: Path) -> None:
@@ -198,6 +302,39 @@ def test_disk_ttl_expires_entries(tmp_path: Path) -> None:
     try:
         tier.set("k", "v", ttl=-1)
         assert tier.get("k") is None
+    finally:
+        tier.close()
+
+
+def test_disk_ttl_with_a_fake_clock(tmp_path: Path, disk_clock: FakeClock) -> None:
+    tier = DiskTier(tmp_path / "c", ttl=10)
+    try:
+        tier.set("default", 1)
+        tier.set("longer", 2, ttl=100)
+        disk_clock.now += 9
+        assert (tier.get("default"), tier.get("longer")) == (1, 2)
+        disk_clock.now += 2
+        assert (tier.get("default"), tier.get("longer")) == (None, 2)
+    finally:
+        tier.close()
+
+
+def test_disk_without_ttl_keeps_entries(disk: DiskTier, disk_clock: FakeClock) -> None:
+    disk.set("k", "v")
+    disk_clock.now += 10**9
+    assert disk.get("k") == "v"
+
+
+def test_disk_is_bounded_by_max_size_and_evicts_the_oldest(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path / "c", max_size_mb=1)
+    payload = "x" * 50_000  # large enough that diskcache keeps it in a file of its own
+    try:
+        for n in range(40):  # about twice the limit
+            tier.set(f"k{n:02}", payload)
+            assert tier.usage().bytes <= MEGABYTE
+        assert 0 < len(tier) < 40
+        assert tier.get("k00") is None
+        assert tier.get("k39") == payload
     finally:
         tier.close()
 
@@ -213,22 +350,29 @@ def test_disk_ttl_expires_entries(tmp_path: Path) -> None:
     ],
 )
 def test_disk_reads_foreign_values_as_a_miss(disk: DiskTier, planted: Any) -> None:
-    raw = diskcache.Cache(str(disk.directory))
-    try:
-        raw.set("k", planted)
-    finally:
-        raw.close()
+    plant(disk.directory, "k", planted)
     assert disk.get("k") is None
 
 
-def test_disk_deletes_a_corrupt_entry(disk: DiskTier) -> None:
-    raw = diskcache.Cache(str(disk.directory))
-    try:
-        raw.set("k", b"{broken")
-    finally:
-        raw.close()
+def test_disk_deletes_a_corrupt_entry_and_the_next_set_replaces_it(disk: DiskTier) -> None:
+    plant(disk.directory, "k", b"{broken")
     assert disk.get("k") is None
     assert len(disk) == 0
+    disk.set("k", {"fresh": True})
+    assert disk.get("k") == {"fresh": True}
+
+
+def test_disk_treats_a_truncated_file_as_a_miss_and_deletes_it(disk: DiskTier) -> None:
+    value = {"text": "y" * 100_000}
+    disk.set("k", value)
+    (stored,) = disk.directory.rglob("*.val")
+    stored.write_bytes(stored.read_bytes()[:50_000])
+
+    assert disk.get("k") is None
+    assert len(disk) == 0
+    assert not stored.exists()
+    disk.set("k", value)
+    assert disk.get("k") == value
 
 
 @pytest.mark.parametrize(
@@ -240,14 +384,10 @@ def test_disk_deletes_a_corrupt_entry(disk: DiskTier) -> None:
     ],
 )
 def test_disk_never_unpickles_a_planted_entry(
-    disk: DiskTier, make_value: Any, request: pytest.FixtureRequest
+    disk: DiskTier, make_value: Callable[[str], Any], request: pytest.FixtureRequest
 ) -> None:
     marker = request.node.name
-    raw = diskcache.Cache(str(disk.directory))
-    try:
-        raw.set("key", make_value(marker))
-    finally:
-        raw.close()
+    plant(disk.directory, "key", make_value(marker))
     UNPICKLED.clear()
 
     assert disk.get("key") is None
@@ -259,7 +399,7 @@ def test_disk_never_unpickles_a_planted_entry(
 
 
 def test_the_planted_entry_would_run_code_with_plain_diskcache(tmp_path: Path) -> None:
-    # The control for the test above: the exploit is real when diskcache unpickles.
+    # The control for the tests above and below: the exploit is real when diskcache unpickles.
     raw = diskcache.Cache(str(tmp_path / "c"))
     try:
         raw.set("key", Exploit("control"))
@@ -271,11 +411,95 @@ def test_the_planted_entry_would_run_code_with_plain_diskcache(tmp_path: Path) -
         UNPICKLED.clear()
 
 
-def test_disk_clear(disk: DiskTier) -> None:
+def test_disk_clear_returns_how_many_it_held(disk: DiskTier) -> None:
     disk.set("a", 1)
     disk.set("b", 2)
-    disk.clear()
+    assert disk.clear() == 2
     assert len(disk) == 0
+
+
+def test_disk_usage_counts_entries_and_stored_bytes(disk: DiskTier) -> None:
+    empty = disk.usage()
+    assert (empty.name, empty.entries) == ("disk", 0)
+    disk.set("a", "x" * 100_000)
+    disk.set("b", "y" * 10)
+    grown = disk.usage()
+    assert grown.entries == 2
+    assert grown.bytes - empty.bytes >= 100_000
+
+
+def test_disk_prune_drops_expired_refused_and_corrupt_entries(
+    disk: DiskTier, disk_clock: FakeClock
+) -> None:
+    disk.set("expired", {"v": 1}, ttl=5)
+    disk.set("refused", {"v": 2})
+    disk.set("kept", {"v": 3})
+    disk.set("fresh", {"v": 4}, ttl=50)
+    plant(disk.directory, "corrupt", b"{broken")
+    disk_clock.now += 10
+    judged: list[tuple[str, Any]] = []
+
+    def keep(key: str, value: Any) -> bool:
+        judged.append((key, value))
+        return key != "refused"
+
+    assert disk.prune(keep) == 3
+    assert sorted(key for key, _ in judged) == ["fresh", "kept", "refused"]
+    assert len(disk) == 2
+    assert (disk.get("kept"), disk.get("fresh")) == ({"v": 3}, {"v": 4})
+    assert disk.prune(keep) == 0
+
+
+def test_disk_prune_never_unpickles_a_planted_value(disk: DiskTier) -> None:
+    plant(disk.directory, "planted", Exploit("prune-value"))
+    plant(disk.directory, "large", {"pad": "x" * 100_000, "e": Exploit("prune-large")})
+    disk.set("kept", 1)
+    UNPICKLED.clear()
+
+    assert disk.prune(keep_all) == 2
+    assert UNPICKLED == []
+    assert len(disk) == 1
+    assert disk.get("kept") == 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(Exploit("prune-key"), id="pickled-key"),
+        pytest.param(b"bytes-key", id="bytes-key"),
+    ],
+)
+def test_disk_prune_drops_entries_under_foreign_keys_without_unpickling(
+    disk: DiskTier, key: Any
+) -> None:
+    # No lookup can ever reach these (Trinity's keys are strings), so they only take space.
+    plant(disk.directory, key, b'{"json": "but unreachable"}')
+    disk.set("kept", 1)
+    UNPICKLED.clear()
+
+    removed = disk.prune(keep_all)
+    assert UNPICKLED == []
+    assert removed == 1
+    assert len(disk) == 1
+
+
+@pytest.mark.anyio
+async def test_disk_async_twins_run_in_a_worker_thread(tmp_path: Path) -> None:
+    threads: list[int] = []
+
+    class Watched(DiskTier):
+        def get(self, key: str) -> Any | None:
+            threads.append(threading.get_ident())
+            return super().get(key)
+
+    tier = Watched(tmp_path / "c")
+    await tier.set_async("k", {"a": 1})
+    assert await tier.get_async("k") == {"a": 1}
+    await tier.delete_async("k")
+    assert await tier.get_async("k") is None
+    assert len(threads) == 2
+    assert threading.get_ident() not in threads
+    await tier.aclose()
 
 
 # ---------------------------------------------------------------------------- manager
@@ -303,6 +527,41 @@ def test_manager_promotes_a_disk_hit_into_memory(tmp_path: Path) -> None:
         disk.close()
 
 
+@pytest.fixture
+def three_tiers() -> tuple[RecordingTier, RecordingTier, RecordingTier]:
+    return RecordingTier("memory"), RecordingTier("redis"), RecordingTier("disk")
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.anyio
+async def test_manager_promotes_through_three_tiers(
+    three_tiers: tuple[RecordingTier, RecordingTier, RecordingTier], use_async: bool
+) -> None:
+    memory, redis, disk = three_tiers
+    manager = CacheManager([memory, redis, disk])
+
+    async def lookup(key: str) -> tuple[Any, str] | None:
+        return await manager.lookup_async(key) if use_async else manager.lookup(key)
+
+    disk.plant("deep", "from disk")
+    assert await lookup("deep") == ("from disk", "disk")
+    assert (memory.holds("deep"), redis.holds("deep")) == ("from disk", "from disk")
+    assert (memory.sets, redis.sets, disk.sets) == (1, 1, 0)
+
+    redis.plant("middle", "from redis")
+    assert await lookup("middle") == ("from redis", "redis")
+    assert memory.holds("middle") == "from redis"
+    assert disk.holds("middle") is None  # a hit is copied up, never down
+    assert (memory.sets, redis.sets, disk.sets) == (2, 1, 0)
+
+    assert await lookup("deep") == ("from disk", "memory")
+    assert (redis.gets, disk.gets) == (2, 1)  # the memory hit went no further
+
+    assert await lookup("nowhere") is None
+    assert manager.hits == {"memory": 1, "redis": 1, "disk": 1}
+    assert (manager.misses, manager.lookups) == (1, 4)
+
+
 def test_manager_counts_misses_and_writes_every_tier() -> None:
     upper, lower = RecordingTier("upper"), RecordingTier("lower")
     manager = CacheManager([upper, lower])
@@ -310,9 +569,17 @@ def test_manager_counts_misses_and_writes_every_tier() -> None:
     assert manager.misses == 1
     assert (upper.gets, lower.gets) == (1, 1)
     manager.set("k", 5)
-    assert (MemoryTier.get(upper, "k"), MemoryTier.get(lower, "k")) == (5, 5)
+    assert (upper.holds("k"), lower.holds("k")) == (5, 5)
     manager.delete("k")
     assert manager.get("k") is None
+
+
+def test_manager_set_passes_the_ttl_to_every_tier(clock: FakeClock) -> None:
+    upper, lower = MemoryTier(clock=clock), MemoryTier(clock=clock)
+    manager = CacheManager([upper, lower])
+    manager.set("k", 1, ttl=5)
+    clock.now += 6
+    assert (upper.get("k"), lower.get("k")) == (None, None)
 
 
 def test_a_memory_hit_does_not_touch_lower_tiers() -> None:
@@ -323,12 +590,65 @@ def test_a_memory_hit_does_not_touch_lower_tiers() -> None:
     assert (upper.gets, lower.gets) == (1, 0)
 
 
-def test_manager_clear_all() -> None:
-    upper, lower = MemoryTier(), MemoryTier()
-    manager = CacheManager([upper, lower])
-    manager.set("k", 1)
-    manager.clear_all()
-    assert (len(upper), len(lower)) == (0, 0)
+def test_manager_clear_all_counts_per_tier(tmp_path: Path) -> None:
+    memory, disk = MemoryTier(), DiskTier(tmp_path / "c")
+    manager = CacheManager([memory, disk])
+    try:
+        manager.set("a", 1)
+        manager.set("b", 2)
+        disk.set("disk-only", 3)
+        assert manager.clear_all() == {"memory": 2, "disk": 3}
+        assert (len(memory), len(disk)) == (0, 0)
+        assert manager.clear_all() == {"memory": 0, "disk": 0}
+    finally:
+        manager.close()
+
+
+def test_manager_prune_counts_per_tier(
+    tmp_path: Path, clock: FakeClock, disk_clock: FakeClock
+) -> None:
+    memory, disk = MemoryTier(clock=clock), DiskTier(tmp_path / "c")
+    manager = CacheManager([memory, disk])
+    try:
+        manager.set("kept", 1)
+        manager.set("refused", 2)
+        manager.set("expired", 3, ttl=5)
+        plant(disk.directory, "corrupt", b"{broken")
+        clock.now += 10
+        disk_clock.now += 10
+
+        assert manager.prune(lambda key, value: key != "refused") == {"memory": 2, "disk": 3}
+        assert manager.get("kept") == 1
+        assert (len(memory), len(disk)) == (1, 1)
+    finally:
+        manager.close()
+
+
+def test_manager_prune_without_a_judge_drops_only_expired_entries(clock: FakeClock) -> None:
+    memory = MemoryTier(clock=clock)
+    manager = CacheManager([memory])
+    manager.set("short", 1, ttl=5)
+    manager.set("long", 2)
+    clock.now += 10
+    assert manager.prune() == {"memory": 1}
+    assert manager.get("long") == 2
+
+
+def test_manager_usage_lists_every_tier(tmp_path: Path) -> None:
+    manager = CacheManager([MemoryTier(), DiskTier(tmp_path / "c")])
+    try:
+        manager.set("k", "v")
+        assert [(u.name, u.entries) for u in manager.usage()] == [("memory", 1), ("disk", 1)]
+    finally:
+        manager.close()
+
+
+def test_manager_tier_finds_a_tier_by_name(
+    three_tiers: tuple[RecordingTier, RecordingTier, RecordingTier],
+) -> None:
+    manager = CacheManager(list(three_tiers))
+    assert manager.tier("redis") is three_tiers[1]
+    assert manager.tier("nope") is None
 
 
 @pytest.mark.parametrize("position", [0, 1])
@@ -352,6 +672,65 @@ def test_a_broken_tier_is_dropped_with_one_warning(
     assert len(warnings) == 1
     assert "broken cache failed" in warnings[0].getMessage()
     assert "disk on fire" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.anyio
+async def test_a_hit_is_not_written_back_into_its_own_tier_after_a_tier_above_is_dropped(
+    use_async: bool,
+) -> None:
+    memory, disk = RecordingTier("memory"), RecordingTier("disk")
+    manager = CacheManager([BrokenTier(), memory, disk])
+    disk.plant("k", "v")
+
+    found = await manager.lookup_async("k") if use_async else manager.lookup("k")
+    assert found == ("v", "disk")
+    assert memory.holds("k") == "v"
+    # Writing the hit back would restart its TTL in the tier it came from.
+    assert disk.sets == 0
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+@pytest.mark.anyio
+async def test_async_path_drops_a_broken_tier_with_one_warning(
+    caplog: pytest.LogCaptureFixture, position: int
+) -> None:
+    broken, memory, disk = BrokenTier(), RecordingTier("memory"), RecordingTier("disk")
+    tiers: list[Any] = [memory, disk]
+    tiers.insert(position, broken)
+    manager = CacheManager(tiers)
+
+    with caplog.at_level(logging.WARNING, logger="trinity"):
+        await manager.set_async("k", 1)
+        assert await manager.get_async("k") == 1
+        await manager.delete_async("k")
+        assert await manager.get_async("k") is None
+
+    assert manager.tiers == [memory, disk]
+    assert broken.calls == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "broken cache failed" in warnings[0].getMessage()
+    assert "disk on fire" in warnings[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_async_lookup_survives_a_broken_tier() -> None:
+    memory = MemoryTier()
+    manager = CacheManager([BrokenTier(), memory])
+    await manager.set_async("k", 1)
+    assert await manager.get_async("k") == 1
+    assert [tier.name for tier in manager.tiers] == ["memory"]
+
+
+def test_clear_all_raises_a_broken_tiers_failure() -> None:
+    # Clearing is something the user asked for: a failure is reported, not swallowed.
+    manager = CacheManager([MemoryTier(), BrokenTier()])
+    with pytest.raises(OSError, match="disk on fire"):
+        manager.clear_all()
+
+
+# ---------------------------------------------------------------------------- building
 
 
 def test_for_directory_falls_back_to_memory_when_disk_is_unusable(
@@ -381,6 +760,44 @@ def test_for_directory_has_memory_then_disk(tmp_path: Path) -> None:
         reopened.close()
 
 
+@pytest.mark.parametrize(
+    "tiers", [("memory",), ("disk",), ("memory", "disk")], ids=["memory", "disk", "both"]
+)
+def test_from_settings_builds_the_named_tiers(tmp_path: Path, tiers: tuple[str, ...]) -> None:
+    settings = CacheSettings(
+        tiers=tiers,
+        memory=MemoryTierSettings(max_entries=7, ttl=30),
+        disk=DiskTierSettings(directory=tmp_path / "c", max_size_mb=3, ttl=60),
+    )
+    manager = CacheManager.from_settings(settings)
+    try:
+        assert [tier.name for tier in manager.tiers] == list(tiers)
+        memory = manager.tier("memory")
+        if memory is not None:
+            assert isinstance(memory, MemoryTier)
+            assert (memory.max_entries, memory.ttl) == (7, 30)
+        disk = manager.tier("disk")
+        if disk is not None:
+            assert isinstance(disk, DiskTier)
+            assert (disk.directory, disk.ttl) == (tmp_path / "c", 60)
+            assert disk.location == str(tmp_path / "c")
+    finally:
+        manager.close()
+
+
+def test_from_settings_skips_an_unusable_disk_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / diskcache.core.DBNAME).write_bytes(b"this is not a SQLite database" * 100)
+    settings = CacheSettings(tiers=("memory", "disk"), disk=DiskTierSettings(directory=folder))
+    with caplog.at_level(logging.WARNING, logger="trinity"):
+        manager = CacheManager.from_settings(settings)
+    assert [tier.name for tier in manager.tiers] == ["memory"]
+    assert "unusable" in caplog.text
+
+
 # ---------------------------------------------------------------------------- async twins
 
 
@@ -398,16 +815,7 @@ async def test_async_twins(tmp_path: Path) -> None:
         await manager.delete_async("k")
         assert await manager.get_async("k") is None
         await manager.set_async("k2", 1)
-        await manager.clear_all_async()
+        assert await manager.clear_all_async() == {"memory": 1, "disk": 1}
         assert (len(memory), len(disk)) == (0, 0)
     finally:
-        manager.close()
-
-
-@pytest.mark.anyio
-async def test_async_lookup_survives_a_broken_tier(caplog: pytest.LogCaptureFixture) -> None:
-    memory = MemoryTier()
-    manager = CacheManager([BrokenTier(), memory])
-    await manager.set_async("k", 1)
-    assert await manager.get_async("k") == 1
-    assert [tier.name for tier in manager.tiers] == ["memory"]
+        await manager.aclose()

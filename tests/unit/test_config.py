@@ -15,6 +15,7 @@ from trinity.config import (
     PROVIDERS,
     BuildSettings,
     CacheSettings,
+    DiskTierSettings,
     LLMSettings,
     load_settings,
 )
@@ -57,7 +58,8 @@ def test_defaults_with_only_a_title(write_settings: WriteSettings) -> None:
     assert settings.llm.max_tokens == LLMSettings.max_tokens
     assert settings.llm.top_p is None
     assert settings.cache.enabled is True
-    assert settings.cache.directory == project.resolve() / CacheSettings.directory
+    assert settings.cache.directory == project.resolve() / ".cache"
+    assert settings.cache.tiers == ("memory", "disk")
     assert settings.cache.ttl is None
     assert settings.build.output_dir == project.resolve() / BuildSettings.output_dir
     assert settings.build.theme == "minimal"
@@ -87,8 +89,8 @@ llm:
   options: {seed: 3}
 cache:
   enabled: false
-  dir: elsewhere
   ttl: 60
+  disk: {dir: elsewhere}
 build:
   output_dir: public
   theme: brutalist
@@ -113,7 +115,7 @@ build:
     assert (s.llm.max_tokens, s.llm.top_p, s.llm.system) == (77, 0.5, "Be brief.")
     assert dict(s.llm.options) == {"seed": 3}
     assert s.cache == CacheSettings(
-        enabled=False, directory=project.resolve() / "elsewhere", ttl=60
+        enabled=False, ttl=60, disk=DiskTierSettings(directory=project.resolve() / "elsewhere")
     )
     assert s.build.output_dir == project.resolve() / "public"
     assert s.build.theme == "brutalist"
