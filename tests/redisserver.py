@@ -1,7 +1,8 @@
 """A real redis-server on a free loopback port, for the Redis tier's tests.
 
-`.ci/run` installs redis-server when it is missing; a developer without it sees the Redis
-tests skipped with the reason, never a false pass.
+`.ci/run` installs redis-server when it is missing and sets REQUIRE_REDIS_SERVER=1, so
+there the Redis tests fail rather than skip; a developer without it sees them skipped
+with the reason, never a false pass.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import redis
 
 REDIS_SERVER = shutil.which("redis-server")
+# .ci/run sets this, so that a CI machine without redis-server fails instead of skipping.
+REDIS_REQUIRED = os.environ.get("REQUIRE_REDIS_SERVER") == "1"
 
 
 def free_port() -> int:
