@@ -653,13 +653,14 @@ def _environment_port(env: Mapping[str, str]) -> int | None:
     raw = env.get("CACHE_REDIS_PORT")
     if not raw:
         return None
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
+    port = int(raw) if raw.strip().isascii() and raw.strip().isdigit() else 0
+    if not 1 <= port <= 65535:
         raise ConfigError(
             f"expected a port number from 1 to 65535, got '{raw}'",
             path="environment",
             key="CACHE_REDIS_PORT",
         )
-    return int(raw)
+    return port
 
 
 def _read_build(f: Fields) -> BuildSettings:

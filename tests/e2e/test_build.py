@@ -106,7 +106,11 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
     assert report["totals"]["llm_calls"] == 0
     assert report["totals"]["cache_hits"] == BLOCKS
     assert report["totals"]["cache_hits_by_tier"] == {"disk": BLOCKS}
-    assert report["cache"] == {"lookups": BLOCKS, "misses": 0, "hits": {"memory": 0, "disk": BLOCKS}}
+    assert report["cache"] == {
+        "lookups": BLOCKS,
+        "misses": 0,
+        "hits": {"memory": 0, "disk": BLOCKS},
+    }
     assert {b["source"] for b in report["blocks"]} == {"cache"}
     assert site_without_report(site_project.output) == built_once
     assert site_project.leftovers() == []

@@ -27,8 +27,22 @@ class UnsafeEntryError(Exception):
     """An entry that would need unpickling to read."""
 
 
+class StoredKey:
+    """A key exactly as a row of the Cache table holds it, so a row whose key cannot be
+    read (a pickled one, say) can still be deleted through diskcache's own bookkeeping."""
+
+    def __init__(self, stored: Any, raw: bool) -> None:
+        self.stored = stored
+        self.raw = raw
+
+
 class SafeDisk(diskcache.Disk):  # type: ignore[misc]
     """A diskcache Disk that never unpickles keys or values."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if isinstance(key, StoredKey):
+            return key.stored, key.raw
+        return super().put(key)  # type: ignore[no-any-return]
 
     def get(self, key: Any, raw: bool) -> Any:
         if not raw:
@@ -88,19 +102,23 @@ class DiskTier(ThreadedAsync):
 
     def prune(self, keep: Keep) -> int:
         removed = int(self._cache.expire())
-        for key in self._string_keys():
-            value = self.get(key)
-            if value is None or not keep(key, value):
-                self.delete(key)
+        for stored, raw in self._stored_keys():
+            if not (raw and isinstance(stored, str)):
+                # No lookup can reach an entry under a foreign key: drop it unread.
+                self._forget(StoredKey(stored, bool(raw)))
+                removed += 1
+                continue
+            value = self.get(stored)
+            if value is None or not keep(stored, value):
+                self.delete(stored)
                 removed += 1
         return removed
 
-    def _string_keys(self) -> list[str]:
+    def _stored_keys(self) -> list[tuple[Any, int]]:
         # Read from SQLite itself: diskcache's iterkeys() would unpickle a planted key.
         database = self.directory / diskcache.core.DBNAME
         with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
-            rows = connection.execute("SELECT key FROM Cache WHERE raw = 1").fetchall()
-        return [key for (key,) in rows if isinstance(key, str)]
+            return connection.execute("SELECT key, raw FROM Cache").fetchall()
 
     def usage(self) -> TierUsage:
         # diskcache keeps a running total of stored sizes; volume() adds SQLite's pages.

@@ -69,11 +69,12 @@ class CacheManager:
 
     def lookup(self, key: str) -> tuple[Any, str] | None:
         """The value and the name of the tier that had it, or None."""
-        for index, tier in enumerate(list(self.tiers)):
+        tiers = list(self.tiers)  # a tier may be dropped while we look
+        for index, tier in enumerate(tiers):
             value = self._call(tier, tier.get, key)
             if value is not None:
                 self.hits[tier.name] = self.hits.get(tier.name, 0) + 1
-                for upper in self.tiers[:index]:
+                for upper in self._still_here(tiers[:index]):
                     self._call(upper, upper.set, key, value)
                 return value, tier.name
         self.misses += 1
@@ -110,11 +111,12 @@ class CacheManager:
     # ------------------------------------------------------------------ async
 
     async def lookup_async(self, key: str) -> tuple[Any, str] | None:
-        for index, tier in enumerate(list(self.tiers)):
+        tiers = list(self.tiers)  # a tier may be dropped while we look
+        for index, tier in enumerate(tiers):
             value = await self._call_async(tier, tier.get_async, key)
             if value is not None:
                 self.hits[tier.name] = self.hits.get(tier.name, 0) + 1
-                for upper in self.tiers[:index]:
+                for upper in self._still_here(tiers[:index]):
                     await self._call_async(upper, upper.set_async, key, value)
                 return value, tier.name
         self.misses += 1
@@ -156,6 +158,9 @@ class CacheManager:
         except Exception as exc:  # a broken tier is a warning and a miss, never a failure
             self._drop(tier, exc)
             return None
+
+    def _still_here(self, tiers: list[CacheTier]) -> list[CacheTier]:
+        return [tier for tier in tiers if tier in self.tiers]
 
     def _drop(self, tier: CacheTier, exc: Exception) -> None:
         if tier in self.tiers:
