@@ -287,6 +287,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     settings = project.settings
     clock, observer = options.clock, options.observer
     started = clock()
+    counts_before = cache_counts(client.cache)
     report = BuildReport(
         project_dir=str(settings.project_dir),
         output_dir=str(settings.build.output_dir),
@@ -319,7 +320,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         phase = clock()
         writer.finish()
         report.timings["total"] = clock() - started
-        report.cache = cache_counts(client.cache)
+        report.cache = cache_counts(client.cache, since=counts_before)
         output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
         output.commit()
         report.timings["write"] = clock() - phase
@@ -343,11 +344,20 @@ def open_cache(settings: Settings) -> CacheManager | None:
     return CacheManager.from_settings(settings.cache)
 
 
-def cache_counts(cache: CacheManager | None) -> dict[str, Any]:
-    """What the cache saw this build: lookups, misses, and hits per tier."""
+def cache_counts(
+    cache: CacheManager | None, since: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the cache has seen: lookups, misses and hits per tier, less the counts `since`
+    (taken when a build began, so a cache shared by several builds reports each its own)."""
     if cache is None:
         return {}
-    return {"lookups": cache.lookups, "misses": cache.misses, "hits": dict(cache.hits)}
+    before = since or {}
+    hits_before = before.get("hits", {})
+    return {
+        "lookups": cache.lookups - before.get("lookups", 0),
+        "misses": cache.misses - before.get("misses", 0),
+        "hits": {name: n - hits_before.get(name, 0) for name, n in cache.hits.items()},
+    }
 
 
 def system_prompt(*parts: str | None) -> str | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trinity import __version__
@@ -89,10 +90,10 @@ def _errors_to_exit_codes() -> Iterator[None]:
         yield
     except BuildFailed as exc:
         consoles.err.print(_failure_table(exc.failures))
-        consoles.err.print(f"[bold red]Build failed:[/] {exc}", highlight=False)
+        consoles.err.print(f"[bold red]Build failed:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except TrinityError as exc:
-        consoles.err.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+        consoles.err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         consoles.err.print("[yellow]Interrupted[/]: the previous output was left as it was.")
@@ -160,11 +161,11 @@ def build(
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
             for block in report.blocks:
                 if block.source == "stale":
-                    consoles.err.print(
-                        f"[yellow]Stale[/]: {block.page}: {block.block}: {block.error}",
-                        highlight=False,
-                    )
-            consoles.err.print(f"[green]Built[/] {report.pages} pages into {report.output_dir}")
+                    where = f"{block.page}: {block.block}: {block.error}"
+                    consoles.err.print(f"[yellow]Stale[/]: {escape(where)}", highlight=False)
+            consoles.err.print(
+                f"[green]Built[/] {report.pages} pages into {escape(report.output_dir)}"
+            )
 
 
 @app.command()
@@ -181,7 +182,7 @@ def check(
         blocks = prepared.site.block_count
         consoles.out.print(
             f"[green]OK[/]: {len(prepared.site.pages)} pages, {blocks} blocks, "
-            f"theme '{prepared.theme.name}'"
+            f"theme '{escape(prepared.theme.name)}'"
         )
 
 
@@ -195,9 +196,9 @@ def init(
 
     with _errors_to_exit_codes():
         written = write_project(directory, force=force)
-        consoles.out.print(f"Wrote {len(written)} files into {directory}{os.sep}")
+        consoles.out.print(f"Wrote {len(written)} files into {escape(str(directory))}{os.sep}")
         step = "trinity build" if directory == Path() else f"cd {directory} && trinity build"
-        consoles.out.print(f"Next: [bold]{step}[/]", highlight=False)
+        consoles.out.print(f"Next: [bold]{escape(step)}[/]", highlight=False)
 
 
 @app.command()
@@ -209,7 +210,8 @@ def themes(project: ProjectOption = Path()) -> None:
         table = Table("theme", "description", "extends", "from", box=None)
         for found in list_themes(project.resolve()):
             origin = "built-in" if found.builtin else str(found.folder)
-            table.add_row(found.name, found.description, found.extends or "", origin)
+            row = (found.name, found.description, found.extends or "", origin)
+            table.add_row(*(escape(cell) for cell in row))
         consoles.out.print(table)
 
 
@@ -235,14 +237,16 @@ def cache_stats(project: ProjectOption = Path(), config: ConfigOption = None) ->
         table = Table("tier", "entries", "size", "last build hits", "where", box=None)
         for tier in read_stats(project, config):
             if tier.error is not None:
-                table.add_row(tier.name, "", "", "", f"[red]{tier.error}[/] ({tier.location})")
+                table.add_row(
+                    tier.name, "", "", "", f"[red]{escape(tier.error)}[/] ({escape(tier.location)})"
+                )
                 continue
             table.add_row(
                 tier.name,
                 f"{tier.entries:,}",
                 _size(tier.bytes or 0),
                 _hit_rate(tier.hits, tier.reached),
-                tier.location,
+                escape(tier.location),
             )
         consoles.out.print(table)
 
@@ -274,7 +278,7 @@ def _print_outcomes(outcomes: list[TierOutcome], done: str) -> None:
             consoles.out.print(f"{outcome.name}: {done} {outcome.removed:,} entries")
         else:
             consoles.err.print(
-                f"[bold red]Error:[/] the {outcome.name} cache failed: {outcome.error}",
+                f"[bold red]Error:[/] the {outcome.name} cache failed: {escape(outcome.error)}",
                 highlight=False,
             )
     if any(outcome.error is not None for outcome in outcomes):
@@ -362,7 +366,7 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("wall time", f"{wall:.2f} s"),
     ]
     for name, value in rows:
-        table.add_row(name, str(value))
+        table.add_row(name, escape(str(value)))
     return table
 
 
@@ -377,7 +381,7 @@ def _plan_table(report: BuildReport) -> Table:
     table = Table("page", "block", "status", title=f"Plan: {report.pages} pages (dry run)")
     for block in report.blocks:
         status = f"cached ({block.cache_tier})" if block.source == "cached" else "to generate"
-        table.add_row(block.page, block.block, status)
+        table.add_row(escape(block.page), escape(block.block), status)
     pending = report.count("pending")
     table.caption = f"{len(report.blocks) - pending} cached, {pending} to generate"
     return table
@@ -399,7 +403,7 @@ def _failure_table(failures: list[tuple[str, str, str]]) -> Table:
         shown = blocks[:_BLOCKS_SHOWN_PER_REASON]
         if len(blocks) > len(shown):
             shown.append(f"... and {len(blocks) - len(shown)} more")
-        table.add_row("\n".join(shown), reason)
+        table.add_row(escape("\n".join(shown)), escape(reason))
     return table
 
 

@@ -1,9 +1,10 @@
 """The tiered answer cache in real builds: the loopback fake LLM server, a real redis-server.
 
 Covered: a Redis that dies or freezes in the middle of a build (one warning, no timeout
-per request), promotion between memory, Redis and disk, in-flight coalescing of identical
-prompts (their answer and their failure), answers shared with a second process and a
-second project folder, and answers that fail validation never being cached.
+per request), promotion between memory, Redis and disk, the report's cache counts, in-flight
+coalescing of identical prompts (their answer, their failure, and a lookup that misses just
+before the answer is cached), answers shared with a second process and a second project
+folder, and answers that fail validation never being cached.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,12 @@ import httpx
 import pytest
 
 from tests.e2e.sitekit import BLOCKS, SiteProject
-from tests.redisserver import RedisServer, free_port
+from tests.redisserver import RedisServer
 from trinity import build_site
 from trinity.build import BlockResult, BuildReport, Project, build_project, prepare
 from trinity.cache.disk import DiskTier
 from trinity.cache.manager import CacheManager
+from trinity.cache.memory import MemoryTier
 from trinity.cache.redis import RedisTier
 from trinity.errors import BuildFailed
 from trinity.llm.client import IN_FLIGHT, AsyncLLMClient, Backend
@@ -32,6 +35,7 @@ from trinity.llm.http import HTTPBackend
 from trinity.llm.types import LLMRequest, LLMResponse
 
 PREFIX = "trinity:"
+PATIENT_REDIS_TIMEOUT = 5.0
 ANSWER = re.compile(r"Generated answer ([0-9a-f]{12})\.")
 
 
@@ -46,19 +50,22 @@ class CountingRedisTier(RedisTier):
         self.in_flight = 0
         self.peak_in_flight = 0
 
-    async def _counted(self, call: Callable[[], Any]) -> Any:
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            return await call()
+            yield
         finally:
             self.in_flight -= 1
 
     async def get_async(self, key: str) -> Any | None:
-        return await self._counted(lambda: super(CountingRedisTier, self).get_async(key))
+        with self._counted():
+            return await super().get_async(key)
 
     async def set_async(self, key: str, value: Any, ttl: float | None = None) -> None:
-        await self._counted(lambda: super(CountingRedisTier, self).set_async(key, value, ttl))
+        with self._counted():
+            await super().set_async(key, value, ttl)
 
 
 class AfterBlocks:
@@ -104,18 +111,22 @@ def build_with(
     cache: CacheManager,
     *,
     observer: AfterBlocks | None = None,
-    gate: Callable[[], bool] | None = None,
+    gate: Callable[[AsyncLLMClient], bool] | None = None,
 ) -> BuildReport:
-    """Build `project` through a client on `cache`, then close the cache."""
+    """Build `project` through a client on `cache`, then close the cache.
+
+    With a `gate`, requests to the server wait until `gate(client)` is true.
+    """
 
     async def run() -> BuildReport:
         llm = project.settings.llm
+        made: list[AsyncLLMClient] = []
         try:
             async with httpx.AsyncClient(timeout=llm.timeout) as http:
                 backend = None
                 if gate is not None:
                     main = HTTPBackend(llm.endpoint(llm.provider), http, llm.timeout)
-                    backend = GatedBackend(main, gate)
+                    backend = GatedBackend(main, lambda: gate(made[0]))
                 async with AsyncLLMClient(
                     llm,
                     cache=cache,
@@ -123,6 +134,7 @@ def build_with(
                     http_client=http,
                     backend=backend,
                 ) as client:
+                    made.append(client)
                     return await build_project(project, client=client, observer=observer)
         finally:
             await cache.aclose()
@@ -139,7 +151,8 @@ def manager_for(project: Project, redis: RedisTier | None = None) -> CacheManage
 
 
 def counting_redis(server: RedisServer) -> CountingRedisTier:
-    return CountingRedisTier(host=server.host, port=server.port, prefix=PREFIX)
+    # Patient enough that only the outage can trip it; a frozen server costs this once.
+    return CountingRedisTier(host=server.host, port=server.port, prefix=PREFIX, timeout=1.0)
 
 
 def trinity_keys(server: RedisServer) -> list[bytes]:
@@ -147,7 +160,7 @@ def trinity_keys(server: RedisServer) -> list[bytes]:
         return list(client.scan_iter(match=PREFIX + "*"))
 
 
-def redis_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -179,14 +192,32 @@ def collection_pages(count: int) -> list[str]:
     return [f"projects/item-{n:03d}/index.html" for n in range(1, count + 1)]
 
 
+def patient_redis(site: SiteProject) -> None:
+    """A Redis timeout that a busy test machine cannot trip (the default is 0.1 s)."""
+    data = site.settings()
+    data["cache"]["redis"]["timeout"] = PATIENT_REDIS_TIMEOUT
+    site.write_settings(data)
+
+
 @pytest.fixture
-def big_site(site_project: SiteProject, own_redis_server: RedisServer) -> Iterator[SiteProject]:
+def shared_redis(site_project: SiteProject, redis_db: RedisServer) -> RedisServer:
+    """The session's Redis, emptied, with the example site set to wait for it patiently."""
+    patient_redis(site_project)
+    return redis_db
+
+
+@pytest.fixture
+def big_site(site_project: SiteProject) -> SiteProject:
+    """The site as 100 pages of one block each, every one with its own prompt."""
     site_project.use_collection(100)
-    yield site_project
+    return site_project
 
 
 # --------------------------------------------------------------------------- Redis outages
 
+# The build's worker pool (2 x llm.concurrency + 8, with the example's concurrency of 4)
+# bounds the Redis calls on their way at once: far fewer than the 100 pages.
+MOST_REDIS_CALLS_AT_ONCE = 16
 OUTAGES = {
     "killed": RedisServer.kill,
     "paused": RedisServer.pause,
@@ -202,9 +233,17 @@ def test_a_redis_outage_mid_build_costs_one_warning_and_no_pile_up(
 ) -> None:
     project = prepare(big_site.root, environ=own_redis_server.environ)
     assert project.settings.cache.tiers == ("memory", "redis", "disk")
+    assert project.settings.llm.concurrency == 4
     redis = counting_redis(own_redis_server)
     cache = manager_for(project, redis)
-    observer = AfterBlocks(20, lambda: OUTAGES[outage](own_redis_server))
+    before_outage: list[tuple[int, int]] = []  # (keys in Redis, failed calls)
+
+    def outage_now() -> None:
+        with own_redis_server.client() as client:
+            before_outage.append((int(client.dbsize()), redis.failed_calls))
+        OUTAGES[outage](own_redis_server)
+
+    observer = AfterBlocks(20, outage_now)
 
     with caplog.at_level(logging.WARNING, logger="trinity"):
         report = build_with(project, cache, observer=observer)
@@ -215,17 +254,18 @@ def test_a_redis_outage_mid_build_costs_one_warning_and_no_pile_up(
         assert (big_site.output / page_file).is_file(), page_file
     assert big_site.server.chat_count == 100
 
-    (warning,) = redis_warnings(caplog)
+    # Redis worked until the outage: it held the first blocks' answers, nothing had failed.
+    ((keys, failed),) = before_outage
+    assert (keys >= 20, failed) == (True, 0)
+    (warning,) = warnings_logged(caplog)
     assert warning.name == "trinity.cache.redis"
     assert f"{own_redis_server.host}:{own_redis_server.port}" in warning.getMessage()
     assert redis.breaker.is_open
     # Every call that failed was on its way when the first failure opened the breaker;
     # after that, none waited on Redis again. Without the breaker each of the 80 blocks
     # left would have failed a lookup and a write.
-    assert 1 <= redis.failed_calls <= redis.peak_in_flight
-    assert redis.peak_in_flight < 20
-    # Redis held the answers of the first blocks, then was left alone: 100 were written
-    # to disk.
+    assert 1 <= redis.failed_calls <= redis.peak_in_flight <= MOST_REDIS_CALLS_AT_ONCE
+    # The disk tier went on as if nothing had happened.
     assert disk_entries(project) == 100
 
 
@@ -233,29 +273,29 @@ def test_a_redis_outage_mid_build_costs_one_warning_and_no_pile_up(
 
 
 def test_a_disk_hit_fills_redis_again_after_a_flush(
-    site_project: SiteProject, redis_db: RedisServer
+    site_project: SiteProject, shared_redis: RedisServer
 ) -> None:
-    first = build_site(site_project.root, environ=redis_db.environ)
+    first = build_site(site_project.root, environ=shared_redis.environ)
     assert first.llm_calls == BLOCKS
-    assert len(trinity_keys(redis_db)) == BLOCKS
-    with redis_db.client() as client:
+    assert len(trinity_keys(shared_redis)) == BLOCKS
+    with shared_redis.client() as client:
         client.flushall()
 
-    project = prepare(site_project.root, environ=redis_db.environ)
+    project = prepare(site_project.root, environ=shared_redis.environ)
     cache = manager_for(project)
     report = build_with(project, cache)
 
     assert report.hits_by_tier == {"disk": BLOCKS}
     assert site_project.server.chat_count == BLOCKS
-    assert len(trinity_keys(redis_db)) == BLOCKS
+    assert len(trinity_keys(shared_redis)) == BLOCKS
     assert memory_entries(cache) == BLOCKS
 
 
 def test_a_redis_hit_fills_memory_when_the_disk_is_gone(
-    site_project: SiteProject, redis_db: RedisServer
+    site_project: SiteProject, shared_redis: RedisServer
 ) -> None:
-    build_site(site_project.root, environ=redis_db.environ)
-    project = prepare(site_project.root, environ=redis_db.environ)
+    build_site(site_project.root, environ=shared_redis.environ)
+    project = prepare(site_project.root, environ=shared_redis.environ)
     shutil.rmtree(project.settings.cache.disk.directory)
 
     cache = manager_for(project)
@@ -269,6 +309,18 @@ def test_a_redis_hit_fills_memory_when_the_disk_is_gone(
     assert again.hits_by_tier == {"memory": BLOCKS}
 
 
+def test_a_build_through_a_reused_cache_reports_its_own_lookups(site_project: SiteProject) -> None:
+    project = prepare(site_project.root, environ={})
+    cache = manager_for(project)
+    first = build_with(project, cache)
+    assert first.cache == {"lookups": BLOCKS, "misses": BLOCKS, "hits": {"memory": 0, "disk": 0}}
+
+    again = build_with(project, cache)
+
+    assert again.hits_by_tier == {"memory": BLOCKS}
+    assert again.cache == {"lookups": BLOCKS, "misses": 0, "hits": {"memory": BLOCKS, "disk": 0}}
+
+
 # --------------------------------------------------------------------------- coalescing
 
 SAME_PROMPT = "Write one line about the studio."
@@ -279,23 +331,21 @@ SAME_PAGES = 50
 def same_prompt_site(site_project: SiteProject) -> SiteProject:
     """50 pages whose one block asks the same prompt; enough workers to ask it at once."""
     site_project.use_collection(SAME_PAGES)
-    site_project.edit_pages(
-        lambda pages: pages[0]["blocks"]["summary"].update(prompt=SAME_PROMPT)
-    )
+    site_project.edit_pages(lambda pages: pages[0]["blocks"]["summary"].update(prompt=SAME_PROMPT))
     site_project.update_settings("llm", concurrency=25)
     return site_project
 
 
-def all_looked_up(cache: CacheManager) -> Callable[[], bool]:
-    """True once every block has missed the cache (and so waits on the one request)."""
-    return lambda: cache.misses >= SAME_PAGES
+def all_waiting(client: AsyncLLMClient) -> bool:
+    """True once every other block waits on the one request in flight."""
+    return client.in_flight.waiting >= SAME_PAGES - 1
 
 
 def test_fifty_pages_asking_one_prompt_make_one_request(same_prompt_site: SiteProject) -> None:
     project = prepare(same_prompt_site.root, environ={})
     cache = manager_for(project)
 
-    report = build_with(project, cache, gate=all_looked_up(cache))
+    report = build_with(project, cache, gate=all_waiting)
 
     assert same_prompt_site.server.chat_count == 1
     assert report.llm_calls == 1
@@ -315,7 +365,7 @@ def test_the_failure_of_the_one_request_reaches_every_page(same_prompt_site: Sit
     cache = manager_for(project)
 
     with pytest.raises(BuildFailed) as caught:
-        build_with(project, cache, gate=all_looked_up(cache))
+        build_with(project, cache, gate=all_waiting)
 
     assert server.chat_count == 1
     failures = caught.value.failures
@@ -325,6 +375,64 @@ def test_the_failure_of_the_one_request_reaches_every_page(same_prompt_site: Sit
     (reason,) = {reason for _, _, reason in failures}
     assert "HTTP 400" in reason
     assert not same_prompt_site.output.exists()
+
+
+class LateDisk(DiskTier):
+    """A disk tier whose first lookup misses at once, but whose caller resumes only when
+    `release` is set: a read that finished before a write, scheduled after it."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.missed = anyio.Event()
+        self.release = anyio.Event()
+        self._held = False
+
+    async def get_async(self, key: str) -> Any | None:
+        value = await super().get_async(key)
+        if not self._held:
+            self._held = True
+            self.missed.set()
+            await self.release.wait()
+        return value
+
+
+def test_a_caller_arriving_during_the_lookup_waits_and_shares_the_answer(
+    site_project: SiteProject, tmp_path: Path
+) -> None:
+    server = site_project.server
+    llm = prepare(site_project.root, environ={}).settings.llm
+    disk = LateDisk(tmp_path / "late-disk")
+    answers: list[LLMResponse] = []
+
+    async def scenario() -> None:
+        with anyio.fail_after(10):
+            await both_ask()
+
+    async def both_ask() -> None:
+        async with AsyncLLMClient(llm, cache=CacheManager([MemoryTier(), disk])) as client:
+            request = client.request(SAME_PROMPT)
+
+            async def ask() -> None:
+                answers.append(await client.complete(request))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(ask)  # misses memory and disk, then waits to go on
+                await disk.missed.wait()
+                # A second block with the same prompt arrives while the first is still
+                # looking: it must wait for the first, not look up and ask on its own.
+                group.start_soon(ask)
+                while client.in_flight.waiting < 1:
+                    await anyio.sleep(0.001)
+                disk.release.set()
+
+    try:
+        anyio.run(scenario)
+    finally:
+        disk.close()
+
+    assert len(answers) == 2
+    assert answers[0].text == answers[1].text
+    assert server.chat_count == 1, "the first caller asked again for an answer now cached"
 
 
 # --------------------------------------------------------------------------- sharing
@@ -345,15 +453,15 @@ def test_a_second_process_makes_no_llm_calls(site_project: SiteProject) -> None:
 
 
 def test_projects_sharing_only_redis_share_answers(
-    site_project: SiteProject, redis_db: RedisServer, tmp_path: Path
+    site_project: SiteProject, shared_redis: RedisServer, tmp_path: Path
 ) -> None:
     site_project.update_settings("cache", tiers=["redis"])
-    first = build_site(site_project.root, environ=redis_db.environ)
+    first = build_site(site_project.root, environ=shared_redis.environ)
     assert first.llm_calls == BLOCKS
     other = tmp_path / "elsewhere" / "site"
     shutil.copytree(site_project.root, other, ignore=shutil.ignore_patterns("output"))
 
-    report = build_site(other, environ=redis_db.environ)
+    report = build_site(other, environ=shared_redis.environ)
 
     assert (report.llm_calls, report.hits_by_tier) == (0, {"redis": BLOCKS})
     assert site_project.server.chat_count == BLOCKS

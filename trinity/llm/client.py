@@ -171,6 +171,11 @@ class AsyncLLMClient:
         return self._http
 
     @property
+    def in_flight(self) -> Coalescer[LLMResponse]:
+        """The requests being answered now, and how many callers wait for them."""
+        return self._in_flight
+
+    @property
     def completes_documents(self) -> bool:
         """True when requests are answered by continuing a document (a base model)."""
         return self.style == "completion"
@@ -273,19 +278,29 @@ class AsyncLLMClient:
 
         `validate` may raise MalformedResponseError; such an answer is not cached.
         """
-        hit = await self.cached(request)
-        if hit is not None and _passes(hit, validate):
-            self.stats.cache_hits += 1
-            return hit
         key = self.key(request)
+        # The lookup runs inside the coalescer too: a caller that missed the cache just
+        # before an identical request's answer was stored would otherwise ask again.
         response, shared = await self._in_flight.run(
-            key, lambda: self._generate(request, key, validate)
+            key, lambda: self._answer(request, key, validate)
         )
         if not shared:
+            return response
+        if response.cache_tier is not None:
+            self.stats.cache_hits += 1
             return response
         # Another block asked the same thing at the same time: its answer costs nothing more.
         self.stats.coalesced += 1
         return replace(response, cache_tier=IN_FLIGHT, attempts=0, cost=0.0, saved=response.cost)
+
+    async def _answer(
+        self, request: LLMRequest, key: str, validate: Validator | None
+    ) -> LLMResponse:
+        hit = await self.cached(request)
+        if hit is not None and _passes(hit, validate):
+            self.stats.cache_hits += 1
+            return hit
+        return await self._generate(request, key, validate)
 
     async def _generate(
         self, request: LLMRequest, key: str, validate: Validator | None

@@ -25,6 +25,7 @@ class _Flight(Generic[T]):
 class Coalescer(Generic[T]):
     def __init__(self) -> None:
         self._flights: dict[str, _Flight[T]] = {}
+        self.waiting = 0  # callers waiting now for another's call
 
     def __len__(self) -> int:
         """Calls in flight now."""
@@ -33,7 +34,11 @@ class Coalescer(Generic[T]):
     async def run(self, key: str, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """The result of `call` for `key`, and whether it was shared from another caller."""
         while (flight := self._flights.get(key)) is not None:
-            await flight.done.wait()
+            self.waiting += 1
+            try:
+                await flight.done.wait()
+            finally:
+                self.waiting -= 1
             if flight.error is not None:
                 raise flight.error
             if flight.finished:
