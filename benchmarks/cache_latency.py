@@ -3,9 +3,14 @@
 For each tier alone it times the sync `tier.get` and the async path a build really takes,
 `await manager.lookup_async(key)` with a manager holding only that tier (so the disk row
 includes the hop to a worker thread). Then the full stack, memory -> Redis -> disk, for a
-hit in each position: before each get the key is deleted from the tiers above the one
-being measured (untimed), so every timed lookup misses above it and promotes the answer
-upwards, as a build would.
+hit in each position: before each batch of distinct keys is read, its keys are deleted
+from the tiers above the one measured (untimed), so every timed lookup misses above it
+and promotes the answer upwards, as a build would. Last, for reference, what those
+latencies are made of: a no-op hop through anyio's worker thread and a raw Redis PING
+round trip, sync and async (a fifth as many gets).
+
+The rows take turns, in `--rounds` slices of their gets, so that a noisy moment on a
+shared machine spreads over every row instead of landing on one.
 
 The entry is the shape `AsyncLLMClient` stores: about 1,500 characters of prose and the
 answer's model, token counts, finish reason and time. Redis is a redis-server this script
@@ -19,6 +24,7 @@ a temporary folder too (`--dir` to put it on another file system).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import hashlib
@@ -32,8 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +70,7 @@ PROSE = (
 
 @dataclass
 class Row:
-    group: str
+    group: str  # "alone", "stack", or "reference" (no tier: what the others are made of)
     label: str
     tier: str
     p50_us: float | None = None
@@ -73,8 +79,8 @@ class Row:
 
     @property
     def verdict(self) -> str:
-        if self.p50_us is None or self.p99_us is None:
-            return "-"
+        if self.p50_us is None or self.p99_us is None or self.tier not in AIM_US:
+            return ""
         aim = AIM_US[self.tier]
         if self.p99_us < aim:
             return "met"
@@ -117,67 +123,78 @@ def summarise(row: Row, samples: list[int]) -> Row:
     return row
 
 
-def cycle(keys: list[str], count: int) -> Iterator[str]:
-    for i in range(count):
-        yield keys[i % len(keys)]
+# ---------------------------------------------------------------------- timing
 
 
-def _check(value: Any, label: str) -> None:
+@dataclass
+class Measurement:
+    """One row's timed call: sync (`get` returns the value) or async (it returns an awaitable)."""
+
+    row: Row
+    get: Callable[[str], Any]
+    is_async: bool
+    # Untimed, before a batch of distinct keys is read: empties the tiers above the one
+    # measured, in one go (one Redis round trip for the batch, not one per get).
+    prepare: Callable[[list[str]], None] | None = None
+    # The tier `lookup_async` must report the hit from.
+    expect: str | None = None
+    samples: list[int] = field(default_factory=list)
+    turn: int = 0
+
+
+async def take(measurement: Measurement, keys: list[str], count: int, timed: bool) -> None:
+    """`count` gets, the keys taken in turn; their times kept if `timed`."""
+    clock = time.perf_counter_ns
+    get, prepare = measurement.get, measurement.prepare
+    done = 0
+    while done < count:
+        size = min(len(keys), count - done)
+        batch = [keys[(measurement.turn + i) % len(keys)] for i in range(size)]
+        measurement.turn += size
+        done += size
+        if prepare is not None:
+            prepare(batch)
+        for key in batch:
+            if measurement.is_async:
+                started = clock()
+                value = await get(key)
+                elapsed = clock() - started
+            else:
+                started = clock()
+                value = get(key)
+                elapsed = clock() - started
+            if timed:
+                measurement.samples.append(elapsed)
+            _check(measurement, value)
+
+
+def _check(measurement: Measurement, value: Any) -> None:
+    label = measurement.row.label
     if value is None:
         raise SystemExit(f"{label}: a get missed; the numbers would not be hit latencies")
+    if measurement.expect is not None and value[1] != measurement.expect:
+        raise SystemExit(f"{label}: the hit came from {value[1]}, not {measurement.expect}")
 
 
-# ---------------------------------------------------------------------- timing loops
-
-
-def time_sync(
-    get: Callable[[str], Any],
-    keys: list[str],
-    gets: int,
-    warmup: int,
-    label: str,
-    before: Callable[[str], None] | None = None,
-) -> list[int]:
-    for key in cycle(keys, warmup):
-        if before is not None:
-            before(key)
-        _check(get(key), label)
-    gc.collect()
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    for key in cycle(keys, gets):
-        if before is not None:
-            before(key)
-        started = clock()
-        value = get(key)
-        samples.append(clock() - started)
-        _check(value, label)
-    return samples
-
-
-async def time_async(
-    lookup: Callable[[str], Awaitable[Any]],
-    keys: list[str],
-    gets: int,
-    warmup: int,
-    label: str,
-    before: Callable[[str], Awaitable[None]] | None = None,
-) -> list[int]:
-    for key in cycle(keys, warmup):
-        if before is not None:
-            await before(key)
-        _check(await lookup(key), label)
-    gc.collect()
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    for key in cycle(keys, gets):
-        if before is not None:
-            await before(key)
-        started = clock()
-        value = await lookup(key)
-        samples.append(clock() - started)
-        _check(value, label)
-    return samples
+async def run_rounds(
+    measurements: list[Measurement], keys: list[str], gets: int, warmup: int, rounds: int
+) -> None:
+    """Every measurement in turn, in `rounds` slices, so that a noisy moment on a shared
+    machine spreads over all rows instead of landing on one."""
+    for measurement in measurements:
+        await take(measurement, keys, warmup, timed=False)
+    for number in range(rounds):
+        print(f"  round {number + 1}/{rounds}", file=sys.stderr)
+        share = gets // rounds + (1 if number < gets % rounds else 0)
+        gc.collect()
+        for measurement in measurements:
+            # A few untimed gets first: the other rows have just run on this core.
+            await take(measurement, keys, min(warmup, 10), timed=False)
+            # The references only explain the other rows: a fifth of the gets will do.
+            count = share if measurement.row.group != "reference" else max(1, share // 5)
+            await take(measurement, keys, count, timed=True)
+    for measurement in measurements:
+        summarise(measurement.row, measurement.samples)
 
 
 # ---------------------------------------------------------------------- redis-server
@@ -220,7 +237,8 @@ def redis_server(executable: str, folder: Path) -> Iterator[int]:
                 process.kill()
                 process.wait()
             log.close()
-    raise SystemExit(f"redis-server did not start; see its log in {folder}")
+    tail = (folder / "redis.log").read_text(errors="replace").strip().splitlines()[-5:]
+    raise SystemExit("redis-server did not start:\n" + "\n".join(tail))
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
@@ -247,7 +265,7 @@ def redis_version(executable: str) -> str:
     for part in output.split():
         if part.startswith("v="):
             return part[2:]
-    return output.strip() or "unknown"
+    return output.strip().split("\n")[0] or "unknown"
 
 
 # ---------------------------------------------------------------------- the machine
@@ -277,6 +295,24 @@ def file_system(path: Path) -> str:
     return kind
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat): user nice system idle iowait irq
+    softirq steal; None where there is no /proc."""
+    with contextlib.suppress(OSError, ValueError):
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+        if first[0] == "cpu":
+            return [int(n) for n in first[1:9]]
+    return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> str:
+    """The share of CPU time a hypervisor gave to other guests meanwhile (noise we cannot see)."""
+    if before is None or after is None:
+        return "unknown"
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return f"{100 * spent[7] / max(1, sum(spent)):.1f} %"
+
+
 def machine(redis_exe: str | None, disk_dir: Path) -> str:
     return (
         f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
@@ -293,10 +329,7 @@ def machine(redis_exe: str | None, disk_dir: Path) -> str:
 
 
 def run_all(args: argparse.Namespace, redis_port: int | None, disk_dir: Path) -> list[Row]:
-    gets, warmup = args.gets, args.warmup
     keys = make_keys(args.keys, "bench:")
-    entries = {key: make_entry(i) for i, key in enumerate(keys)}
-
     memory = MemoryTier(max_entries=max(10_000, len(keys)))
     disk = DiskTier(disk_dir / "cache")
     redis_tier = (
@@ -304,83 +337,106 @@ def run_all(args: argparse.Namespace, redis_port: int | None, disk_dir: Path) ->
         if redis_port is not None
         else None
     )
-    tiers: list[tuple[str, Any]] = [("memory", memory), ("redis", redis_tier), ("disk", disk)]
-    for _, tier in tiers:
-        if tier is not None:
-            for key, value in entries.items():
-                tier.set(key, value)
+    tiers: list[Any] = [memory, redis_tier, disk]
+    # For the benchmark's own untimed chores.
+    admin = redis.Redis(host="127.0.0.1", port=redis_port) if redis_port is not None else None
+    for index, key in enumerate(keys):
+        entry = make_entry(index)
+        for tier in tiers:
+            if tier is not None:
+                tier.set(key, entry)
 
-    rows: list[Row] = []
-    # Each tier alone, sync.
-    for name, tier in tiers:
-        row = Row("alone", f"{name}: tier.get (sync)", name)
-        if tier is None:
-            rows.append(_skipped(row))
-            continue
-        rows.append(summarise(row, time_sync(tier.get, keys, gets, warmup, row.label)))
-        _progress(row)
+    async def measure() -> list[Row]:
+        rows: list[Row] = []
+        measurements: list[Measurement] = []
 
-    async def async_runs() -> list[Row]:
-        found: list[Row] = []
-        # Each tier alone, the build's path.
-        for name, tier in tiers:
-            row = Row("alone", f"{name}: await manager.lookup_async (async)", name)
+        def add(row: Row, get: Callable[[str], Any] | None, is_async: bool, **extra: Any) -> None:
+            rows.append(row if get is not None else _skipped(row))
+            if get is not None:
+                measurements.append(Measurement(row, get, is_async, **extra))
+
+        # Each tier alone: sync, and the build's path.
+        for name, tier in zip(("memory", "redis", "disk"), tiers, strict=True):
             if tier is None:
-                found.append(_skipped(row))
+                add(Row("alone", f"{name}: tier.get (sync)", name), None, False)
+                add(Row("alone", f"{name}: await manager.lookup_async (async)", name), None, True)
                 continue
-            alone = CacheManager([tier])
-            samples = await time_async(alone.lookup_async, keys, gets, warmup, row.label)
-            found.append(summarise(row, samples))
-            _progress(row)
+            add(Row("alone", f"{name}: tier.get (sync)", name), tier.get, False)
+            add(
+                Row("alone", f"{name}: await manager.lookup_async (async)", name),
+                CacheManager([tier]).lookup_async,
+                True,
+            )
 
         # The full stack, a hit in each position.
-        stack_tiers = [tier for _, tier in tiers if tier is not None]
+        stack_tiers = [tier for tier in tiers if tier is not None]
         stack = CacheManager(stack_tiers)
         names = " -> ".join(tier.name for tier in stack_tiers)
         for position, tier in enumerate(stack_tiers):
-            row = Row("stack", f"stack ({names}): hit in {tier.name}", tier.name)
             above = stack_tiers[:position]
 
-            async def clear_above(key: str, above: list[Any] = above) -> None:
+            def clear_above(batch: list[str], above: list[Any] = above) -> None:
                 for upper in above:
-                    await upper.delete_async(key)
+                    if upper is redis_tier:
+                        admin.delete(*(redis_tier.prefix + key for key in batch))
+                    else:
+                        for key in batch:
+                            upper.delete(key)
 
-            samples = await time_async(
-                stack.lookup_async,
-                keys,
-                gets,
-                warmup,
-                row.label,
-                before=clear_above if above else None,
-            )
+            row = Row("stack", f"stack ({names}): hit in {tier.name}", tier.name)
+            prepare = clear_above if above else None
+            add(row, stack.lookup_async, True, prepare=prepare, expect=tier.name)
+            if tier is memory and redis_tier is None:
+                add(Row("stack", "stack: hit in redis", "redis"), None, True)
+
+        # What the tiers' latencies are made of, measured the same way.
+        add(Row("reference", "reference: await anyio.to_thread.run_sync(no-op)", ""), _hop, True)
+        streams = None
+        if redis_port is not None:
+            sock = socket.create_connection(("127.0.0.1", redis_port), timeout=1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            streams = await asyncio.open_connection("127.0.0.1", redis_port)
+            reader, writer = streams
+
+            def ping(_key: str) -> bytes:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64)
+
+            async def ping_async(_key: str) -> bytes:
+                writer.write(b"PING\r\n")
+                return await reader.readuntil(b"\r\n")
+
+            add(Row("reference", "reference: raw PING over a blocking socket", ""), ping, False)
+            add(Row("reference", "reference: raw PING over asyncio streams", ""), ping_async, True)
+        try:
+            await run_rounds(measurements, keys, args.gets, args.warmup, args.rounds)
             if stack.tiers != stack_tiers:
-                raise SystemExit(f"{row.label}: a tier failed and was dropped")
-            found.append(summarise(row, samples))
-            _progress(row)
-        if redis_tier is None:
-            found.append(_skipped(Row("stack", "stack: hit in redis", "redis")))
-        await stack.aclose()
-        return found
+                raise SystemExit("a tier failed and the manager dropped it")
+        finally:
+            if streams is not None:
+                sock.close()
+                streams[1].close()
+            if redis_tier is not None:
+                await redis_tier.aclose()
+        return rows
 
     try:
-        rows += anyio.run(async_runs, backend="asyncio")
+        return anyio.run(measure, backend="asyncio")
     finally:
         disk.close()
-        if redis_tier is not None:
+        if redis_tier is not None and admin is not None:
             redis_tier.clear()
             redis_tier.close()
-    # Each tier's sync and async rows together, then the stack.
-    order = {"memory": 0, "redis": 1, "disk": 2}
-    return sorted(rows, key=lambda r: (r.group != "alone", order[r.tier]))
+            admin.close()
+
+
+async def _hop(key: str) -> str:
+    return await anyio.to_thread.run_sync(str, key)
 
 
 def _skipped(row: Row) -> Row:
     row.note = "skipped: redis-server not found"
     return row
-
-
-def _progress(row: Row) -> None:
-    print(f"  {row.label}: p50 {row.p50_us:.1f} us, p99 {row.p99_us:.1f} us", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- output
@@ -390,16 +446,11 @@ HEADERS = ("hit", "p50 (us)", "p99 (us)", "original docs", "our aim", "aim")
 
 
 def _cells(row: Row) -> tuple[str, ...]:
+    original = ORIGINAL.get(row.tier, "")
+    aim = f"< {AIM_US[row.tier]:.0f} us" if row.tier in AIM_US else ""
     if row.p50_us is None or row.p99_us is None:
-        return (row.label, "-", "-", ORIGINAL[row.tier], f"< {AIM_US[row.tier]:.0f} us", row.note)
-    return (
-        row.label,
-        f"{row.p50_us:.1f}",
-        f"{row.p99_us:.1f}",
-        ORIGINAL[row.tier],
-        f"< {AIM_US[row.tier]:.0f} us",
-        row.verdict,
-    )
+        return (row.label, "-", "-", original, aim, row.note)
+    return (row.label, f"{row.p50_us:.1f}", f"{row.p99_us:.1f}", original, aim, row.verdict)
 
 
 def plain_table(rows: list[Row]) -> str:
@@ -435,7 +486,10 @@ def markdown_table(rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gets", type=int, default=10_000, help="timed gets per row")
-    parser.add_argument("--warmup", type=int, default=1_000, help="untimed gets per row first")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed gets per row first")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="slices the rows take turns in (spreads noise)"
+    )
     parser.add_argument("--keys", type=int, default=1_000, help="distinct entries cycled over")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     parser.add_argument(
@@ -455,7 +509,7 @@ def main() -> None:
             "will show in the tails",
             file=sys.stderr,
         )
-    started = time.perf_counter()
+    started, times = time.perf_counter(), cpu_times()
     with contextlib.ExitStack() as stack:
         disk_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=args.dir)))
         description = machine(args.redis_server, disk_dir)
@@ -467,12 +521,12 @@ def main() -> None:
         else:
             print("redis-server not found on PATH: skipping the Redis rows", file=sys.stderr)
         rows = run_all(args, port, disk_dir)
-    elapsed = time.perf_counter() - started
+    elapsed, steal = time.perf_counter() - started, steal_share(times, cpu_times())
 
     print()
     print(f"Cache hit latency, {args.gets} gets per row ({args.warmup} warm-up), {elapsed:.0f} s")
     print(f"Machine: {description}")
-    print(f"Load average at start: {load:.2f}")
+    print(f"Load average at start: {load:.2f}; CPU steal during the run: {steal}")
     print()
     print(plain_table(rows))
     print("\n'aim' is met when p99 is under it; 'p50 only' when just the median is.")
