@@ -13,10 +13,12 @@ WHEELHOUSE ?= $(HOME)/.cache/trinity/wheels
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install build test lint format type-check check bench clean cache-clear
+.PHONY: help setup install build test test-coverage test-async lint format type-check check \
+	bench clean cache-clear logs logs-json logs-errors logs-analyze logs-clear \
+	docker-build docker-run docker-stop
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +38,12 @@ build: $(STAMP) ## Build the example site with the embedded model (THEME=brutali
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest
+
+test-coverage: $(STAMP) ## Run the tests with a coverage report (terminal and htmlcov/)
+	$(BIN)/pytest --cov=trinity --cov-report=term-missing --cov-report=html
+
+test-async: $(STAMP) ## Run only the async tests (marked anyio)
+	$(BIN)/pytest -m anyio
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check trinity tests benchmarks
@@ -60,3 +68,45 @@ clean: ## Remove build artefacts, caches of tools and output/
 
 cache-clear: $(STAMP) ## Delete every cached LLM answer (every enabled tier)
 	$(BIN)/trinity cache clear
+
+# Logs: logs/trinity.log and logs/errors.log hold one JSON object per line.
+LOG_FILE   := logs/trinity.log
+ERROR_LOG  := logs/errors.log
+JQ         ?= jq
+LOG_LINE   := '"\(.timestamp) \(.level) \(.logger): \(.message)"'
+SLOWEST    := 'map(select(.event == "llm_request" and .status != "cached")) | sort_by(-.latency_ms) | .[:10][] | "\(.latency_ms) ms  \(.page)/\(.block)  \(.model)  attempt \(.attempt): \(.status)"'
+
+logs: ## The last 50 log lines, readable (needs jq)
+	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
+	@tail -n 50 $(LOG_FILE) | $(JQ) -r $(LOG_LINE)
+
+logs-json: ## The whole log as pretty JSON (needs jq)
+	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
+	@$(JQ) . $(LOG_FILE)
+
+logs-errors: ## Errors only, readable (needs jq)
+	@test -f $(ERROR_LOG) || { echo "no errors logged"; exit 0; }
+	@$(JQ) -r $(LOG_LINE) $(ERROR_LOG)
+
+logs-analyze: ## Counts by level, top messages, slowest LLM requests (needs jq)
+	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
+	@echo "== records by level"
+	@$(JQ) -r .level $(LOG_FILE) | sort | uniq -c | sort -rn
+	@echo "== top messages (numbers folded)"
+	@$(JQ) -r '.message | gsub("[0-9]+"; "N")' $(LOG_FILE) | sort | uniq -c | sort -rn | head -n 10
+	@echo "== slowest LLM requests"
+	@$(JQ) -rs $(SLOWEST) $(LOG_FILE)
+
+logs-clear: ## Delete the log files
+	rm -f logs/*.log logs/*.log.[0-9]*
+
+# Docker: docker-compose.yml runs Trinity beside a Redis cache.
+docker-build: ## Build the trinity:latest image
+	docker build -t trinity:latest .
+
+docker-run: ## Build this site in a container, with Redis (output/ logs/ .cache/ mounted)
+	mkdir -p output logs .cache
+	TRINITY_UID=$$(id -u) TRINITY_GID=$$(id -g) docker compose up --build --abort-on-container-exit --exit-code-from trinity trinity
+
+docker-stop: ## Stop and remove the containers (the Redis volume stays)
+	docker compose down

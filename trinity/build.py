@@ -27,6 +27,7 @@ from trinity.config import Settings, SiteSettings, load_settings
 from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
+from trinity.logs import correlation, current_correlation_id, get_logger, log_context
 from trinity.render.markdown import render_markdown, render_text
 from trinity.render.output import (
     MARKER_DIR,
@@ -38,6 +39,8 @@ from trinity.render.output import (
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
 from trinity.site import INDEX_SLUG, PAGES_FILE, Block, Page, Site, load_site
 from trinity.yamlfile import shown_path
+
+log = get_logger(__name__)
 
 REPORT_FILE = f"{MARKER_DIR}/report.json"
 GENERATOR = f"Trinity {__version__}"
@@ -82,6 +85,9 @@ class BuildReport:
     model: str
     pages: int
     dry_run: bool = False
+    correlation_id: str | None = None
+    settings_digest: str = ""
+    generator: str = GENERATOR
     planned_blocks: int = 0
     blocks: list[BlockResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -252,27 +258,32 @@ async def build_project(
     client: AsyncLLMClient | None = None,
     keep_going: bool = False,
     clock: Callable[[], float] = time.perf_counter,
+    correlation_id: str | None = None,
+    report_path: Path | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
     A `client` may be passed in (already entered); otherwise one is made from settings,
-    with the cache they ask for.
+    with the cache they ask for. Every log record of the build carries `correlation_id`
+    (the current one, or a new one). The report goes to `output/.trinity/report.json`,
+    and to `report_path` too when given.
     """
-    options = _BuildOptions(dry_run, keep_going, observer or NullObserver(), clock)
-    if client is not None:
-        return await _build(project, client, options)
-    cache = open_cache(project.settings)
-    try:
-        async with AsyncLLMClient(
-            project.settings.llm,
-            cache=cache,
-            cache_ttl=project.settings.cache.ttl,
-            transport=transport,
-        ) as own:
-            return await _build(project, own, options)
-    finally:
-        if cache is not None:
-            await cache.aclose()
+    options = _BuildOptions(dry_run, keep_going, observer or NullObserver(), clock, report_path)
+    with correlation(correlation_id or current_correlation_id()):
+        if client is not None:
+            return await _build(project, client, options)
+        cache = open_cache(project.settings)
+        try:
+            async with AsyncLLMClient(
+                project.settings.llm,
+                cache=cache,
+                cache_ttl=project.settings.cache.ttl,
+                transport=transport,
+            ) as own:
+                return await _build(project, own, options)
+        finally:
+            if cache is not None:
+                await cache.aclose()
 
 
 @dataclass(frozen=True)
@@ -281,6 +292,7 @@ class _BuildOptions:
     keep_going: bool
     observer: BuildObserver
     clock: Callable[[], float]
+    report_path: Path | None = None
 
 
 async def _build(project: Project, client: AsyncLLMClient, options: _BuildOptions) -> BuildReport:
@@ -296,6 +308,14 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         model=settings.llm.model,
         pages=len(project.site.pages),
         dry_run=options.dry_run,
+        correlation_id=current_correlation_id(),
+        settings_digest=settings.digest(),
+    )
+    log.info(
+        "build of %d pages with theme %s started",
+        report.pages,
+        report.theme,
+        extra={"event": "build_started", "settings_digest": report.settings_digest},
     )
     jobs = list(plan_jobs(project, client))
     report.planned_blocks = len(jobs)
@@ -319,11 +339,21 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
             )
         phase = clock()
         writer.finish()
+        report.timings["write"] = writer.write_time + clock() - phase
         report.timings["total"] = clock() - started
         report.cache = cache_counts(client.cache, since=counts_before)
         output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
         output.commit()
-        report.timings["write"] = clock() - phase
+    if options.report_path is not None:
+        write_report(report, options.report_path)
+    log.info(
+        "build finished: %d blocks, %d LLM calls, %d cache hits, %d failed",
+        len(report.blocks),
+        report.llm_calls,
+        report.cache_hits,
+        len(report.failures),
+        extra={"event": "build_finished", "totals": report.to_dict()["totals"]},
+    )
     if failures:
         raise BuildFailed(
             f"{len(failures)} of {len(jobs)} blocks could not be generated; the site was "
@@ -342,6 +372,14 @@ def open_cache(settings: Settings) -> CacheManager | None:
     if not settings.cache.enabled:
         return None
     return CacheManager.from_settings(settings.cache)
+
+
+def write_report(report: BuildReport, path: Path) -> None:
+    """The report as JSON at `path`, written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    partial.replace(path)
 
 
 def cache_counts(
@@ -457,11 +495,17 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 async def _run_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> BlockResult:
     """One block: its answer (fresh, cached, or a stale one when the model failed)."""
+    with log_context(page=job.page.slug, block=job.block.name):
+        return await _answer_job(job, client, writer)
+
+
+async def _answer_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> BlockResult:
     base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     validate = _validator(job.block)
     try:
         response = await client.complete(job.request, validate=validate)
     except LLMError as exc:
+        log.warning("block failed: %s", exc, extra={"event": "block_failed"})
         stale = await client.stale(job.request, validate=validate)
         if stale is None:
             base.error = str(exc)
@@ -573,7 +617,10 @@ class _PageWriter:
         self.project = project
         self.output = output
         self.keep_going = keep_going
+        # Pages are rendered and written while blocks are still generating: these add up
+        # the time spent on each, which the generate phase's wall time includes.
         self.render_time = 0.0
+        self.write_time = 0.0
         self._pending: dict[str, dict[str, Any]] = {}
         site = project.site
         self._nav = [_link(p) for p in site.pages if p.collection is None]
@@ -623,8 +670,10 @@ class _PageWriter:
             "root": page_root(page),
         }
         html = self.project.renderer.render(page.template, context)
-        self.render_time += time.perf_counter() - started
+        rendered = time.perf_counter()
+        self.render_time += rendered - started
         self.output.write_text(page.output_path, html)
+        self.write_time += time.perf_counter() - rendered
 
     def finish(self) -> None:
         """Static files, and sitemap.xml and robots.txt when the site has a base URL."""

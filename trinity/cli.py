@@ -7,11 +7,13 @@ and `trinity --help` start fast.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +33,7 @@ from trinity.errors import (
 
 if TYPE_CHECKING:
     from trinity.build import BlockResult, BuildReport
+    from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome
 
 app = typer.Typer(
@@ -100,6 +103,46 @@ def _errors_to_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+LogProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-profile",
+        help="Logging profile from config/logging.yaml (default: LOG_PROFILE, then "
+        "TRINITY_ENV=production, then default_profile).",
+    ),
+]
+
+
+@contextmanager
+def _logging(
+    project: Path, config: Path | None, profile: str | None = None, *, quiet: bool = False
+) -> Iterator[InstalledLogging]:
+    """Install the chosen logging profile for one command, and remove it afterwards."""
+    from trinity.logs import install_logging, secrets_from_environment
+
+    chosen = _log_profile(project, config, profile)
+    if quiet:
+        chosen = replace(chosen, console_level="ERROR")
+    installed = install_logging(
+        chosen,
+        console=consoles.err,
+        secrets=secrets_from_environment(os.environ),
+        base_dir=project,
+    )
+    try:
+        yield installed
+    finally:
+        installed.remove()
+
+
+def _log_profile(project: Path, config: Path | None, profile: str | None) -> LogProfile:
+    """The profile from logging.yaml beside the settings file (validated)."""
+    from trinity.logsettings import choose_profile, load_logging_settings
+
+    config_dir = config.parent if config is not None else project / "config"
+    return choose_profile(load_logging_settings(config_dir), profile)
+
+
 @app.command()
 def build(
     project: ProjectOption = Path(),
@@ -132,13 +175,26 @@ def build(
             help="Write the site even if blocks fail (with placeholders); still exit 1.",
         ),
     ] = False,
+    log_profile: LogProfileOption = None,
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(help="Tag this build's log records and report (default: a new UUID)."),
+    ] = None,
+    report_path: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write the build report here too (JSON)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the build report as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     import anyio
 
     from trinity.build import build_project, prepare
+    from trinity.logs import new_correlation_id
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _logging(project, config, log_profile, quiet=quiet) as logs:
         prepared = prepare(
             project,
             config=config,
@@ -148,15 +204,26 @@ def build(
             use_cache=not no_cache,
             max_cost=max_cost,
         )
+        logs.redactor.add(prepared.settings.secrets())
         started = time.perf_counter()
         with _Progress(consoles.err, enabled=not quiet and not dry_run) as progress:
             report = anyio.run(
                 lambda: build_project(
-                    prepared, dry_run=dry_run, observer=progress, keep_going=keep_going
+                    prepared,
+                    dry_run=dry_run,
+                    observer=progress,
+                    keep_going=keep_going,
+                    correlation_id=correlation_id or new_correlation_id(),
+                    report_path=report_path,
                 )
             )
+        if as_json:
+            # soft_wrap: a long value must not be broken across lines inside the JSON.
+            text = json.dumps(report.to_dict(), indent=2)
+            consoles.out.print(text, soft_wrap=True, markup=False, highlight=False)
         if dry_run:
-            consoles.out.print(_plan_table(report))
+            if not as_json:
+                consoles.out.print(_plan_table(report))
         elif not quiet:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
             for block in report.blocks:
@@ -179,6 +246,7 @@ def check(
 
     with _errors_to_exit_codes():
         prepared = prepare(project, config=config, theme=theme)
+        _log_profile(project, config, None)
         blocks = prepared.site.block_count
         consoles.out.print(
             f"[green]OK[/]: {len(prepared.site.pages)} pages, {blocks} blocks, "
@@ -233,7 +301,7 @@ def cache_stats(project: ProjectOption = Path(), config: ConfigOption = None) ->
     """Entries and size of every enabled tier, and its hit rate in the last build."""
     from trinity.maintenance import cache_stats as read_stats
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _logging(project, config):
         table = Table("tier", "entries", "size", "last build hits", "where", box=None)
         for tier in read_stats(project, config):
             if tier.error is not None:
@@ -258,7 +326,7 @@ def cache_clear(
     """Delete every cached answer (only Trinity's keys in a shared Redis)."""
     from trinity.maintenance import clear_cache
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _logging(project, config):
         _print_outcomes(clear_cache(project, config, tier), "removed")
 
 
@@ -267,7 +335,7 @@ def cache_prune(project: ProjectOption = Path(), config: ConfigOption = None) ->
     """Delete expired entries (past cache.ttl), old key versions and unreadable ones."""
     from trinity.maintenance import prune_cache
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _logging(project, config):
         _print_outcomes(prune_cache(project, config), "pruned")
 
 

@@ -7,9 +7,11 @@ variable such as `OPENAI_API_KEY`), never from a file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -281,6 +283,68 @@ class Settings:
                 raise ConfigError("must be at least 0", key="--max-cost")
             llm = replace(llm, max_cost=max_cost)
         return replace(self, build=build, llm=llm, cache=cache)
+
+    def secrets(self) -> list[str]:
+        """Every secret these settings hold (API keys, the Redis password): what logs mask.
+
+        Secrets are exactly the fields declared with `repr=False`.
+        """
+        found: list[str] = []
+
+        def collect(value: Any, public: bool) -> None:
+            if not public and isinstance(value, str) and value:
+                found.append(value)
+
+        _walk(self, collect)
+        return found
+
+    def digest(self) -> str:
+        """A SHA-256 of the settings as they apply, secrets left out and paths taken
+        relative to the project, so one configuration has one digest on any machine."""
+        return hashlib.sha256(
+            json.dumps(self._public(), sort_keys=True, default=str).encode("utf-8")
+        ).hexdigest()
+
+    def _public(self) -> Any:
+        def public(value: Any) -> Any:
+            if is_dataclass(value) and not isinstance(value, type):
+                return {
+                    f.name: public(getattr(value, f.name))
+                    for f in fields(value)
+                    if f.repr and f.name not in ("project_dir", "config_path", "base_dir")
+                }
+            if isinstance(value, Mapping):
+                return {str(k): public(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [public(v) for v in value]
+            if isinstance(value, Path):
+                return _relative(value, self.project_dir)
+            return value
+
+        return public(self)
+
+
+def _walk(value: Any, visit: Callable[[Any, bool], None], public: bool = True) -> None:
+    """Call `visit(leaf, public)` for every leaf of nested settings; a leaf is public
+    unless a field on its way was declared with `repr=False`."""
+    if is_dataclass(value) and not isinstance(value, type):
+        for f in fields(value):
+            _walk(getattr(value, f.name), visit, public and f.repr)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _walk(item, visit, public)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _walk(item, visit, public)
+    else:
+        visit(value, public)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def load_settings(
@@ -601,8 +665,8 @@ def _read_cache(f: Fields, env: Mapping[str, str]) -> CacheSettings:
             ttl=disk.integer("ttl", None, minimum=1),
         ),
     )
-    for fields in (memory, disk, f):
-        fields.done()
+    for section in (memory, disk, f):
+        section.done()
     return cache
 
 

@@ -1,10 +1,349 @@
-"""Logging: the public way in for code and scripts that use Trinity as a library."""
+"""Logging: correlation ids, JSON lines, secret redaction, and installing a profile.
+
+Every record carries the build's `correlation_id`, and the `page` and `block` being
+generated when there is one. They live in context variables, which anyio's task groups
+copy into every task they start, so they stay right however many blocks run at once.
+
+A `RedactingFilter` sits on every handler: API keys, `Authorization` and `x-api-key`
+headers, and values named like secrets never reach a console, a file or a report.
+
+`get_logger(__name__)` is the public way in; `install_logging` is for the CLI (and any
+script that wants Trinity's profiles).
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import logging.handlers
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+LogFormat = Literal["text", "json"]
+
+_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trinity_correlation_id", default=None
+)
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "trinity_log_context", default=MappingProxyType({})
+)
+
+# Loggers of libraries that log every request at INFO or DEBUG: quiet below WARNING.
+QUIET_LOGGERS = ("httpx", "httpcore")
+SECRET_SUFFIXES = ("key", "token", "secret", "password")
+MASK = "***"
 
 
 def get_logger(name: str) -> logging.Logger:
     """A logger under Trinity's hierarchy (`trinity.*`), for `get_logger(__name__)`."""
     return logging.getLogger(name if name.startswith("trinity") else f"trinity.{name}")
+
+
+# ---------------------------------------------------------------------------- context
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current_correlation_id() -> str | None:
+    return _correlation_id.get()
+
+
+@contextmanager
+def correlation(correlation_id: str | None = None) -> Iterator[str]:
+    """Tag every record logged inside with `correlation_id` (a new one if None)."""
+    chosen = correlation_id or new_correlation_id()
+    token = _correlation_id.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _correlation_id.reset(token)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add `fields` (such as page and block) to every record logged inside."""
+    token = _context.set(MappingProxyType({**_context.get(), **fields}))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Puts the correlation id and the context fields on each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "correlation_id", None) is None:
+            record.correlation_id = _correlation_id.get()
+        for name, value in _context.get().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+# ---------------------------------------------------------------------------- redaction
+
+_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:" + "|".join(SECRET_SUFFIXES) + r")"
+_PATTERNS = (
+    # Authorization: Bearer sk-...  /  'authorization': 'Basic ...'
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer\s+|basic\s+)?)([^\s'\",}]+)"),
+    # x-api-key: ...   and any NAME_KEY=..., "token": "...", password: ...
+    re.compile(r"(?i)(\b" + _SECRET_NAME + r"['\"]?\s*[:=]\s*['\"]?)([^\s'\",}&]+)"),
+    # Provider key shapes, wherever they appear.
+    re.compile(r"()\b((?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{16,})"),
+)
+
+
+class Redactor:
+    """Masks known secret values and anything shaped like a credential in text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these values too (from settings read after logging began)."""
+        # Longest first, so a secret that contains another is masked whole. Very short
+        # values would mask ordinary words; a credential is never that short.
+        known = {*self.secrets, *(s for s in secrets if len(s) >= 4)}
+        self.secrets = sorted(known, key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + MASK, text)
+        return text
+
+    def value(self, value: Any, name: str = "") -> Any:
+        """`value` with secrets masked; a whole value under a secret-like name is masked."""
+        if name.lower().endswith(SECRET_SUFFIXES) and value not in (None, ""):
+            return MASK
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {k: self.value(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+
+# Attributes every LogRecord has: not user data, never rewritten.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "correlation_id",
+}
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record so that no secret survives in its message, extras or traceback."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.text(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self.redactor.text(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+        for name, value in list(vars(record).items()):
+            if name not in _RECORD_ATTRIBUTES:
+                setattr(record, name, self.redactor.value(value, name))
+        return True
+
+
+def secrets_from_environment(environ: Mapping[str, str]) -> list[str]:
+    """Values of environment variables named like secrets (…_KEY, …_TOKEN, …)."""
+    return [
+        value
+        for name, value in environ.items()
+        if name.lower().endswith(SECRET_SUFFIXES) and value.strip()
+    ]
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line: timestamp (UTC, ISO 8601), level, logger, message,
+    correlation_id, and any structured fields passed with `extra=`."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    return JsonFormatter(
+        ["levelname", "name", "message", "correlation_id"],
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+    )
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+# ---------------------------------------------------------------------------- installing
+
+
+@dataclass(frozen=True)
+class LogProfile:
+    """How one profile logs. Files always hold JSON lines, for jq and log shippers."""
+
+    name: str
+    level: str = "INFO"
+    format: LogFormat = "text"
+    color: bool = True
+    console: bool = True
+    # The least level the console shows (default: `level`); files get `level`.
+    console_level: str | None = None
+    directory: Path | None = Path("logs")
+    max_bytes: int = 10 * 1024 * 1024
+    backup_count: int = 5
+
+
+@dataclass
+class InstalledLogging:
+    """Handlers put in place by `install_logging`; `remove()` puts everything back."""
+
+    redactor: Redactor = field(default_factory=Redactor)
+    handlers: list[logging.Handler] = field(default_factory=list)
+    levels: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def remove(self) -> None:
+        root = logging.getLogger()
+        for handler in self.handlers:
+            root.removeHandler(handler)
+            handler.close()
+        for name, level in self.levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        self.handlers.clear()
+
+
+def install_logging(
+    profile: LogProfile,
+    *,
+    console: Console | None = None,
+    secrets: Iterable[str] = (),
+    base_dir: Path = Path(),
+) -> InstalledLogging:
+    """Route Trinity's records (and other libraries' warnings) as `profile` says.
+
+    The console handler writes to stderr (through `console` when given, so log lines
+    and the progress bar share one Rich console), and stdout stays clean for `--json`.
+    A log folder that cannot be written costs the files, after a warning, not the build.
+    """
+    installed = InstalledLogging(Redactor(secrets))
+    level = logging.getLevelName(profile.level)
+    root = logging.getLogger()
+    # Other libraries speak from WARNING up (or the profile's level, if higher).
+    for name, wanted in (("", max(logging.WARNING, level)), ("trinity", level)):
+        installed.levels[name] = logging.getLogger(name or None).level
+        logging.getLogger(name or None).setLevel(wanted)
+    for name in QUIET_LOGGERS:
+        installed.levels[name] = logging.getLogger(name).level
+        logging.getLogger(name).setLevel(logging.WARNING)
+    filters: list[logging.Filter] = [ContextFilter(), RedactingFilter(installed.redactor)]
+    handlers: list[logging.Handler] = []
+    if profile.console:
+        handlers.append(_console_handler(profile, console))
+    if profile.directory is not None:
+        handlers += _file_handlers(profile, base_dir / profile.directory, installed)
+    for handler in handlers:
+        for log_filter in filters:
+            handler.addFilter(log_filter)
+        root.addHandler(handler)
+        installed.handlers.append(handler)
+    for problem in installed.problems:
+        get_logger(__name__).warning("%s", problem)
+    return installed
+
+
+def _console_handler(profile: LogProfile, console: Console | None) -> logging.Handler:
+    handler: logging.Handler
+    if profile.format == "json":
+        handler = logging.StreamHandler(console.file if console is not None else sys.stderr)
+        handler.setFormatter(json_formatter())
+    elif profile.color and console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(console.file if console is not None else sys.stderr)
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.setLevel(profile.console_level or profile.level)
+    return handler
+
+
+class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Creates its folder and file with the first record, so a run that logs nothing
+    (a command refused for bad input, say) leaves no trace in the project."""
+
+    def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
+        super().__init__(
+            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
+        )
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def _file_handlers(
+    profile: LogProfile, directory: Path, installed: InstalledLogging
+) -> list[logging.Handler]:
+    if not _writable(directory):
+        installed.problems.append(f"cannot write logs to {directory}; logging to the console only")
+        return []
+    handlers: list[logging.Handler] = []
+    for name, level in (("trinity.log", profile.level), ("errors.log", "ERROR")):
+        handler = _LazyRotatingFileHandler(
+            directory / name, profile.max_bytes, profile.backup_count
+        )
+        handler.setFormatter(json_formatter())
+        handler.setLevel(level)
+        handlers.append(handler)
+    return handlers
+
+
+def _writable(directory: Path) -> bool:
+    """True if `directory` exists and is writable, or could be created."""
+    existing = directory
+    while not existing.exists():
+        if existing.parent == existing:
+            return False
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+__all__ = [
+    "ContextFilter",
+    "InstalledLogging",
+    "LogProfile",
+    "RedactingFilter",
+    "Redactor",
+    "correlation",
+    "current_correlation_id",
+    "get_logger",
+    "install_logging",
+    "log_context",
+    "new_correlation_id",
+]

@@ -278,10 +278,15 @@ async def test_stats_count_calls_and_tokens() -> None:
 
 
 async def test_latency_is_measured_with_the_injected_clock() -> None:
-    ticks = iter([10.0, 12.5])
-    server = answering(ollama_answer())
+    now = [10.0]
+
+    def slow_answer(request: httpx.Request) -> httpx.Response:
+        now[0] += 2.5  # the server takes 2.5 s by the injected clock
+        return httpx.Response(200, json=ollama_answer())
+
+    server = Server(slow_answer)
     client = AsyncLLMClient(
-        settings_for("ollama"), transport=server.transport, timer=lambda: next(ticks)
+        settings_for("ollama"), transport=server.transport, timer=lambda: now[0]
     )
     async with client:
         response = await client.complete(client.request("p"))

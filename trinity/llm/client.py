@@ -47,7 +47,7 @@ from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import ApiKey, KeyPool, estimate_request_tokens
 from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
-from trinity.logs import get_logger
+from trinity.logs import correlation, current_correlation_id, get_logger
 
 log = get_logger(__name__)
 
@@ -279,19 +279,26 @@ class AsyncLLMClient:
         `validate` may raise MalformedResponseError; such an answer is not cached.
         """
         key = self.key(request)
+        began = self.timer()
         # The lookup runs inside the coalescer too: a caller that missed the cache just
         # before an identical request's answer was stored would otherwise ask again.
         response, shared = await self._in_flight.run(
             key, lambda: self._answer(request, key, validate)
         )
-        if not shared:
-            return response
-        if response.cache_tier is not None:
+        if shared and response.cache_tier is None:
+            # Another block asked the same thing at the same time: it costs nothing more.
+            self.stats.coalesced += 1
+            response = replace(
+                response, cache_tier=IN_FLIGHT, attempts=0, cost=0.0, saved=response.cost
+            )
+        elif shared:
             self.stats.cache_hits += 1
-            return response
-        # Another block asked the same thing at the same time: its answer costs nothing more.
-        self.stats.coalesced += 1
-        return replace(response, cache_tier=IN_FLIGHT, attempts=0, cost=0.0, saved=response.cost)
+        if response.cache_tier is not None:
+            target = self.settings.target(request.model)
+            self._log_request(
+                target, 0, "cached", self.timer() - began, response.usage, response.cache_tier
+            )
+        return response
 
     async def _answer(
         self, request: LLMRequest, key: str, validate: Validator | None
@@ -326,8 +333,12 @@ class AsyncLLMClient:
         correlation_id: str | None = None,
         **params: Any,
     ) -> str:
-        """The text of the model's answer to `prompt` (the simple way in for scripts)."""
-        response = await self.complete(self.request(prompt, system=system, **params))
+        """The text of the model's answer to `prompt` (the simple way in for scripts).
+
+        `correlation_id` tags this call's log records (a new id when none is current).
+        """
+        with correlation(correlation_id or current_correlation_id()):
+            response = await self.complete(self.request(prompt, system=system, **params))
         return response.text
 
     # ------------------------------------------------------------------ the chain
@@ -358,7 +369,15 @@ class AsyncLLMClient:
             nonlocal attempts
             attempts += 1
             self.stats.attempts += 1
-            return await route.breaker.call_async(self._send, route, target, request, price)
+            began = self.timer()
+            try:
+                response = await route.breaker.call_async(self._send, route, target, request, price)
+            except LLMError as error:
+                status = getattr(error, "status", None) or type(error).__name__
+                self._log_request(target, attempts, status, self.timer() - began)
+                raise
+            self._log_request(target, attempts, "ok", self.timer() - began, response.usage)
+            return response
 
         def note_retry(number: int, error: LLMError, delay: float) -> None:
             self.stats.retries += 1
@@ -380,6 +399,36 @@ class AsyncLLMClient:
             attempts=attempts,
             latency=self.timer() - started,
             cost=cost(price, response.usage.input_tokens, response.usage.output_tokens),
+        )
+
+    def _log_request(
+        self,
+        target: Target,
+        attempt: int,
+        status: int | str,
+        latency: float,
+        usage: Usage | None = None,
+        cache_tier: str | None = None,
+    ) -> None:
+        """One line per request sent (or answered from the cache), with its numbers."""
+        what = f"from the {cache_tier} cache" if cache_tier else f"attempt {attempt}: {status}"
+        log.info(
+            "LLM %s:%s %s in %.0f ms",
+            target.provider,
+            target.model,
+            what,
+            latency * 1000,
+            extra={
+                "event": "llm_request",
+                "provider": target.provider,
+                "model": target.model,
+                "attempt": attempt,
+                "status": status,
+                "latency_ms": round(latency * 1000, 1),
+                "input_tokens": usage.input_tokens if usage else 0,
+                "output_tokens": usage.output_tokens if usage else 0,
+                "cache_tier": cache_tier,
+            },
         )
 
     async def _send(
