@@ -27,7 +27,7 @@ from trinity.config import Settings, SiteSettings, load_settings
 from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
-from trinity.logs import correlation, current_correlation_id, get_logger, log_context
+from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.render.markdown import render_markdown, render_text
 from trinity.render.output import (
     MARKER_DIR,
@@ -327,7 +327,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     with StagedOutput(settings.build.output_dir) as output:
         writer = _PageWriter(project, output, keep_going=options.keep_going)
         phase = clock()
-        await _generate(jobs, client, settings.llm.concurrency, report, observer, writer)
+        redactor = Redactor(settings.secrets())
+        await _generate(jobs, client, settings.llm.concurrency, report, observer, writer, redactor)
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
         failures = [(b.page, b.block, b.error or "") for b in report.failures]
@@ -468,13 +469,14 @@ async def _generate(
     report: BuildReport,
     observer: BuildObserver,
     writer: _PageWriter,
+    redactor: Redactor,
 ) -> None:
     """Run every job; a fixed pool of workers keeps memory flat however many jobs there are."""
     queue = iter(jobs)
 
     async def worker() -> None:
         for job in queue:  # shared iterator: each job goes to exactly one worker
-            result = await _run_job(job, client, writer)
+            result = await _run_job(job, client, writer, redactor)
             report.blocks.append(result)
             observer.block_done(result)
 
@@ -493,13 +495,17 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _run_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> BlockResult:
+async def _run_job(
+    job: Job, client: AsyncLLMClient, writer: _PageWriter, redactor: Redactor
+) -> BlockResult:
     """One block: its answer (fresh, cached, or a stale one when the model failed)."""
     with log_context(page=job.page.slug, block=job.block.name):
-        return await _answer_job(job, client, writer)
+        return await _answer_job(job, client, writer, redactor)
 
 
-async def _answer_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> BlockResult:
+async def _answer_job(
+    job: Job, client: AsyncLLMClient, writer: _PageWriter, redactor: Redactor
+) -> BlockResult:
     base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     validate = _validator(job.block)
     try:
@@ -508,11 +514,12 @@ async def _answer_job(job: Job, client: AsyncLLMClient, writer: _PageWriter) -> 
         log.warning("block failed: %s", exc, extra={"event": "block_failed"})
         stale = await client.stale(job.request, validate=validate)
         if stale is None:
-            base.error = str(exc)
+            # Server messages go into the report and onto the console: mask what they echo.
+            base.error = redactor.text(str(exc))
             base.attempts = getattr(exc, "attempts", 1)
             writer.block_failed(job)
             return base
-        base.error = f"served the last good answer: {exc}"
+        base.error = redactor.text(f"served the last good answer: {exc}")
         response = stale
     base.source = "stale" if response.stale else "cache" if response.cache_tier else "llm"
     base.cache_tier = response.cache_tier

@@ -205,8 +205,10 @@ def build(
             max_cost=max_cost,
         )
         logs.redactor.add(prepared.settings.secrets())
+        # With JSON logs stderr is for machines: no progress bar or tables in between.
+        human = not quiet and logs.profile.format != "json"
         started = time.perf_counter()
-        with _Progress(consoles.err, enabled=not quiet and not dry_run) as progress:
+        with _Progress(consoles.err, enabled=human and not dry_run) as progress:
             report = anyio.run(
                 lambda: build_project(
                     prepared,
@@ -224,7 +226,7 @@ def build(
         if dry_run:
             if not as_json:
                 consoles.out.print(_plan_table(report))
-        elif not quiet:
+        elif human:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
             for block in report.blocks:
                 if block.source == "stale":

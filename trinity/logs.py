@@ -42,6 +42,8 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 # Loggers of libraries that log every request at INFO or DEBUG: quiet below WARNING.
 QUIET_LOGGERS = ("httpx", "httpcore")
 SECRET_SUFFIXES = ("key", "token", "secret", "password")
+# Fields whose whole value is masked: secrets, and headers that carry them.
+_SECRET_FIELDS = (*SECRET_SUFFIXES, "authorization")
 MASK = "***"
 
 
@@ -131,7 +133,7 @@ class Redactor:
 
     def value(self, value: Any, name: str = "") -> Any:
         """`value` with secrets masked; a whole value under a secret-like name is masked."""
-        if name.lower().endswith(SECRET_SUFFIXES) and value not in (None, ""):
+        if name.lower().endswith(_SECRET_FIELDS) and value not in (None, ""):
             return MASK
         if isinstance(value, str):
             return self.text(value)
@@ -223,6 +225,7 @@ class LogProfile:
 class InstalledLogging:
     """Handlers put in place by `install_logging`; `remove()` puts everything back."""
 
+    profile: LogProfile
     redactor: Redactor = field(default_factory=Redactor)
     handlers: list[logging.Handler] = field(default_factory=list)
     levels: dict[str, int] = field(default_factory=dict)
@@ -251,7 +254,7 @@ def install_logging(
     and the progress bar share one Rich console), and stdout stays clean for `--json`.
     A log folder that cannot be written costs the files, after a warning, not the build.
     """
-    installed = InstalledLogging(Redactor(secrets))
+    installed = InstalledLogging(profile, Redactor(secrets))
     level = logging.getLevelName(profile.level)
     root = logging.getLogger()
     # Other libraries speak from WARNING up (or the profile's level, if higher).

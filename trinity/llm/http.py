@@ -56,7 +56,8 @@ class HTTPBackend:
             detail = self.adapter.error_detail(payload) or reply.reason_phrase
             raise error_for_status(
                 reply.status_code,
-                f"{self.url} answered HTTP {reply.status_code}: {_redact(detail, api_key)}",
+                f"{self.url} answered HTTP {reply.status_code}: "
+                f"{_redact(detail, api_key)[:_DETAIL_LIMIT]}",
                 # Retry-After, or the reset time of a rate limit the headers say is spent.
                 retry_after=self.adapter.retry_after(reply.headers),
             )
@@ -85,6 +86,11 @@ def _decode(reply: httpx.Response) -> Any:
 
 def _reason(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
+
+
+# How much of a server's error message is kept; cut after the key is masked, so a key
+# straddling the cut cannot leave its first characters behind.
+_DETAIL_LIMIT = 300
 
 
 def _redact(text: str, api_key: str | None) -> str:

@@ -106,5 +106,5 @@ class AnthropicAdapter(ProviderAdapter):
             if isinstance(error, Mapping):
                 kind, message = error.get("type"), error.get("message")
                 if isinstance(message, str):
-                    return (f"{kind}: {message}" if isinstance(kind, str) else message)[:300]
+                    return f"{kind}: {message}" if isinstance(kind, str) else message
         return super().error_detail(payload)

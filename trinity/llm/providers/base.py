@@ -41,13 +41,14 @@ class ProviderAdapter(ABC):
         """The answer in a decoded JSON response; MalformedResponseError if it has none."""
 
     def error_detail(self, payload: Any) -> str | None:
-        """The server's own words from an error body, when it has any."""
+        """The server's own words from an error body, when it has any (whole: the caller
+        masks the API key in it before shortening it)."""
         if isinstance(payload, Mapping):
             error = payload.get("error")
             if isinstance(error, Mapping):
                 error = error.get("message")
             if isinstance(error, str):
-                return error[:300]
+                return error
         return None
 
     def retry_after(self, headers: Mapping[str, str], *, now: float | None = None) -> float | None:
