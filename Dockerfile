@@ -29,7 +29,8 @@ WORKDIR /site
 # The example project, so `docker run trinity` builds something; mount your own over it.
 COPY --chown=trinity:trinity trinity/example/config ./config
 COPY --chown=trinity:trinity trinity/example/content ./content
-RUN mkdir -p output logs .cache && chown trinity:trinity output logs .cache
+# The build stages its output beside output/, so the user needs the folder itself too.
+RUN mkdir -p output logs .cache && chown trinity:trinity . output logs .cache
 USER trinity
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["trinity", "--version"]

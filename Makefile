@@ -85,8 +85,7 @@ logs-json: ## The whole log as pretty JSON (needs jq)
 	@$(JQ) . $(LOG_FILE)
 
 logs-errors: ## Errors only, readable (needs jq)
-	@test -f $(ERROR_LOG) || { echo "no errors logged"; exit 0; }
-	@$(JQ) -r $(LOG_LINE) $(ERROR_LOG)
+	@if [ -f $(ERROR_LOG) ]; then $(JQ) -r $(LOG_LINE) $(ERROR_LOG); else echo "no errors logged"; fi
 
 logs-analyze: ## Counts by level, top messages, slowest LLM requests (needs jq)
 	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
@@ -104,7 +103,7 @@ logs-clear: ## Delete the log files
 docker-build: ## Build the trinity:latest image
 	docker build -t trinity:latest .
 
-docker-run: ## Build this site in a container, with Redis (output/ logs/ .cache/ mounted)
+docker-run: ## Build this site in a container, with Redis (into output/ logs/ .cache/ here)
 	mkdir -p output logs .cache
 	TRINITY_UID=$$(id -u) TRINITY_GID=$$(id -g) docker compose up --build --abort-on-container-exit --exit-code-from trinity trinity
 
