@@ -140,7 +140,11 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["totals"] = {
+        data["totals"] = self.totals()
+        return data
+
+    def totals(self) -> dict[str, Any]:
+        return {
             "blocks": len(self.blocks),
             "llm_calls": self.llm_calls,
             "cache_hits": self.cache_hits,
@@ -153,7 +157,6 @@ class BuildReport:
             "cost_usd": round(self.cost, 6),
             "saved_usd": round(self.saved, 6),
         }
-        return data
 
 
 class BuildObserver(Protocol):
@@ -353,7 +356,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         report.llm_calls,
         report.cache_hits,
         len(report.failures),
-        extra={"event": "build_finished", "totals": report.to_dict()["totals"]},
+        extra={"event": "build_finished", "totals": report.totals()},
     )
     if failures:
         raise BuildFailed(

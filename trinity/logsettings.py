@@ -9,7 +9,7 @@ file is missing or names only some of them; the file's values override theirs.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -108,22 +108,24 @@ def choose_profile(
 
 def _overridden(profile: LogProfile, env: Mapping[str, str]) -> LogProfile:
     changes: dict[str, Any] = {}
-    level = env.get("LOG_LEVEL", "").strip().upper()
+    level = _environment_choice(env, "LOG_LEVEL", LEVELS, str.upper)
     if level:
-        if level not in LEVELS:
-            raise ConfigError(
-                f"'{env['LOG_LEVEL']}' is not one of {', '.join(LEVELS)}",
-                path="environment",
-                key="LOG_LEVEL",
-            )
         changes.update(level=level, console_level=None)
-    log_format = env.get("LOG_FORMAT", "").strip().lower()
+    log_format = _environment_choice(env, "LOG_FORMAT", FORMATS, str.lower)
     if log_format:
-        if log_format not in FORMATS:
-            raise ConfigError(
-                f"'{env['LOG_FORMAT']}' is not one of {', '.join(FORMATS)}",
-                path="environment",
-                key="LOG_FORMAT",
-            )
         changes["format"] = log_format
     return replace(profile, **changes)
+
+
+def _environment_choice(
+    env: Mapping[str, str], name: str, choices: tuple[str, ...], normal: Callable[[str], str]
+) -> str | None:
+    """The variable's value if it is one of `choices` (in any case); None when unset."""
+    value = normal(env.get(name, "").strip())
+    if not value:
+        return None
+    if value not in choices:
+        raise ConfigError(
+            f"'{env[name]}' is not one of {', '.join(choices)}", path="environment", key=name
+        )
+    return value
