@@ -43,6 +43,9 @@ app = typer.Typer(
     add_completion=False,
     # Locals in tracebacks can hold API keys.
     pretty_exceptions_show_locals=False,
+    # Plain help: Rich-formatted help imports Markdown and Pygments, about 150 ms of the
+    # 300 ms `trinity --help` may take (benchmarks/startup.py).
+    rich_markup_mode=None,
 )
 
 
@@ -286,7 +289,9 @@ def themes(project: ProjectOption = Path()) -> None:
 
 
 cache_app = typer.Typer(
-    help="Look at and tidy the answer cache (memory, Redis, disk).", no_args_is_help=True
+    help="Look at and tidy the answer cache (memory, Redis, disk).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(cache_app, name="cache")
 
