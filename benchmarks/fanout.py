@@ -1,0 +1,611 @@
+"""Fan-out efficiency: many blocks against a server with a fixed latency, through Trinity
+and through a bare httpx client.
+
+The server is benchmarks/loopback_server.py, in a process of its own, answering every
+request exactly `--latency` seconds (100 ms) after it arrived. With `--blocks` 500 and
+`--concurrency` 50 the ideal generation time is ceil(500 / 50) x 100 ms = 1.0 s; what a
+client needs beyond that is its own doing.
+
+The site is synthetic, written with Trinity's own formats into a temporary folder: a
+collection over content/data/items.yaml, one page per item, one block per page whose
+prompt names the item, so every request differs. The sides, in one run, taking turns
+(the order reverses every round):
+
+- reference: HTTP/1.1 written and parsed by hand over asyncio streams, one coroutine per
+  connection: what this machine and the server allow without an HTTP library;
+- bare: `httpx.AsyncClient` and `asyncio.gather` under an `asyncio.Semaphore`, sending
+  the same JSON bodies Trinity sends (made untimed beforehand) and decoding each answer;
+  the client is created inside the timed part, as Trinity's is;
+- Trinity, cache on: `build_project` in this process; the time is the build report's
+  `timings["generate"]`, which includes the cache lookups, the cache writes of every
+  answer (memory and a disk tier in a folder emptied before each run), and rendering and
+  writing each page as its block arrives;
+- Trinity, cache off: the same with `use_cache=False`;
+- the CLI: `trinity build --json --quiet` in a subprocess (cache on, the default logging
+  profile's log file included), `timings["generate"]` of the report it prints.
+
+Each row also shows what the server saw: its busy span (first request in to last answer
+out) and the most requests it held at once.
+
+Then a breakdown of the client's own work per block: the same builds against an instant
+server in this process (`httpx.MockTransport`), so nothing waits and the time is what
+the event loop spends; the pages' rendering and writing times come from the build report.
+A client keeps up with the server only while that stays under latency / concurrency per
+block (2 ms here).
+
+    python benchmarks/fanout.py [--blocks 500] [--concurrency 50] [--latency 0.1]
+                                [--rounds 5] [--breakdown-rounds 9] [--dir FOLDER]
+                                [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import gc
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from trinity.build import build_project, plan_jobs, prepare
+from trinity.llm.client import AsyncLLMClient
+from trinity.llm.http import chat_url
+from trinity.llm.providers.openai import OpenAIAdapter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopback_server import RunningServer, answer_text, running_server
+
+# Targets from the issue: Trinity's generate phase against the ideal and the bare client.
+TARGET_IDEAL = 1.15
+TARGET_BARE = 1.10
+
+SETTINGS = """\
+site:
+  title: Fan-out benchmark
+  description: A synthetic site of many small pages.
+llm:
+  provider: openai
+  api_url: {url}
+  model: loopback
+  concurrency: {concurrency}
+  timeout: 60
+  max_tokens: 120
+cache:
+  enabled: true
+  tiers: [memory, disk]
+  disk:
+    dir: .cache
+build:
+  output_dir: output
+  theme: minimal
+"""
+
+PAGES = """\
+pages:
+  - collection: items
+    slug: "items/{{ item.name | slugify }}"
+    title: "{{ item.name }}"
+    description: "{{ item.kind }} number {{ item.number }}"
+    blocks:
+      body:
+        prompt: >-
+          Write one short paragraph about {{ item.name }}, a {{ item.kind }}
+          (number {{ item.number }} of the catalogue).
+"""
+
+KINDS = ("lamp", "chair", "kettle", "bicycle", "teapot", "notebook", "compass")
+ANSWER_WORDS = 60
+
+
+def write_site(root: Path, url: str, blocks: int, concurrency: int) -> None:
+    (root / "config").mkdir(parents=True)
+    (root / "content" / "data").mkdir(parents=True)
+    (root / "config" / "settings.yaml").write_text(
+        SETTINGS.format(url=url, concurrency=concurrency)
+    )
+    (root / "content" / "pages.yaml").write_text(PAGES)
+    items = [
+        {"name": f"Item {n:04d}", "kind": KINDS[n % len(KINDS)], "number": n}
+        for n in range(1, blocks + 1)
+    ]
+    (root / "content" / "data" / "items.yaml").write_text(json.dumps(items, indent=1))
+
+
+def request_bodies(root: Path) -> tuple[str, list[dict[str, Any]]]:
+    """The URL and JSON bodies Trinity sends for this site, made with its own adapter."""
+    project = prepare(root, use_cache=False, environ={})
+    client = AsyncLLMClient(project.settings.llm)
+    adapter = OpenAIAdapter()
+    bodies = [adapter.body(job.request) for job in plan_jobs(project, client)]
+    return chat_url(project.settings.llm.api_url, adapter.chat_path), bodies
+
+
+# ---------------------------------------------------------------------- the sides
+
+
+@dataclass
+class Sample:
+    seconds: float
+    render: float = 0.0  # from a build report: rendering pages, writing them
+    write: float = 0.0
+
+
+@dataclass
+class Side:
+    label: str
+    run: Callable[[], Sample]
+    samples: list[Sample] = field(default_factory=list)
+    spans: list[float] = field(default_factory=list)
+    in_flight: list[int] = field(default_factory=list)
+
+    @property
+    def times(self) -> list[float]:
+        return [sample.seconds for sample in self.samples]
+
+
+def raw_run(port: int, bodies: list[dict[str, Any]], concurrency: int) -> Sample:
+    """HTTP/1.1 by hand over asyncio streams: `concurrency` connections take turns at
+    the bodies, each sending one, reading its answer, and decoding it."""
+    length_header = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+    async def fan_out() -> Sample:
+        started = time.perf_counter()
+        pending = iter(bodies)
+        answers: list[str] = []
+
+        async def connection() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                for body in pending:  # shared: each body goes to exactly one connection
+                    data = json.dumps(body).encode()
+                    writer.write(
+                        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+                    )
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    found = length_header.search(head)
+                    if not head.startswith(b"HTTP/1.1 200") or found is None:
+                        raise SystemExit(f"reference: unexpected answer {head[:80]!r}")
+                    answer = json.loads(await reader.readexactly(int(found.group(1))))
+                    answers.append(answer["choices"][0]["message"]["content"])
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(connection() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        _check_answers("reference", answers, bodies)
+        return Sample(elapsed)
+
+    return asyncio.run(fan_out())
+
+
+def bare_run(
+    url: str,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Sample:
+    async def fan_out() -> Sample:
+        started = time.perf_counter()
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=60, limits=limits, transport=transport) as client:
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(body: dict[str, Any]) -> str:
+                async with gate:
+                    reply = await client.post(url, json=body)
+                reply.raise_for_status()
+                text: str = reply.json()["choices"][0]["message"]["content"]
+                return text
+
+            answers = await asyncio.gather(*(one(body) for body in bodies))
+        elapsed = time.perf_counter() - started
+        _check_answers("bare", answers, bodies)
+        return Sample(elapsed)
+
+    return asyncio.run(fan_out())
+
+
+def _check_answers(side: str, answers: list[str], bodies: list[dict[str, Any]]) -> None:
+    if len(answers) != len(bodies) or not all(answers):
+        raise SystemExit(f"{side}: {len(answers)} answers to {len(bodies)} requests")
+
+
+def trinity_run(
+    root: Path,
+    blocks: int,
+    use_cache: bool,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tiers: tuple[str, ...] | None = None,
+) -> Sample:
+    shutil.rmtree(root / ".cache", ignore_errors=True)
+    project = prepare(root, use_cache=use_cache, environ={})
+    if tiers is not None:
+        cache = dataclasses.replace(project.settings.cache, tiers=tiers)
+        settings = dataclasses.replace(project.settings, cache=cache)
+        project = dataclasses.replace(project, settings=settings)
+    report = anyio.run(
+        functools.partial(build_project, project, transport=transport), backend="asyncio"
+    )
+    if report.llm_calls != blocks:
+        raise SystemExit(f"Trinity made {report.llm_calls} calls, not {blocks}")
+    timings = report.timings
+    return Sample(timings["generate"], timings["render"], timings["write"])
+
+
+def cli_run(root: Path, blocks: int) -> Sample:
+    shutil.rmtree(root / ".cache", ignore_errors=True)
+    trinity = Path(sys.executable).with_name("trinity")
+    command = [str(trinity), "build", "--json", "--quiet", "--project", str(root)]
+    # The settings file alone decides: no key, provider, Redis or log profile from here.
+    overrides = ("LLM_", "OPENAI_", "TRINITY_", "LOG_", "CACHE_")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(overrides)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=environment, cwd=root
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"trinity build failed:\n{result.stderr[-2000:]}")
+    report = json.loads(result.stdout)
+    if report["totals"]["llm_calls"] != blocks:
+        raise SystemExit(f"the CLI made {report['totals']['llm_calls']} calls, not {blocks}")
+    timings = report["timings"]
+    return Sample(timings["generate"], timings["render"], timings["write"])
+
+
+def take_turns(sides: list[Side], rounds: int, server: RunningServer | None, name: str) -> None:
+    """One untimed run of each side, then `rounds` timed ones, the order reversing."""
+    for number in range(rounds + 1):
+        if number:
+            print(f"  {name}: round {number}/{rounds}", file=sys.stderr)
+        for side in sides if number % 2 == 0 else reversed(sides):
+            if server is not None:
+                server.reset()
+            gc.collect()
+            sample = side.run()
+            if number == 0:
+                continue  # warm-up: imports, template compilation, first connections
+            side.samples.append(sample)
+            if server is not None:
+                stats = server.stats()
+                side.spans.append(stats["span"])
+                side.in_flight.append(stats["max_in_flight"])
+
+
+# ---------------------------------------------------------------------- the breakdown
+
+
+def instant_answer(request: httpx.Request) -> httpx.Response:
+    """What the loopback server answers, at once and in this process."""
+    body = json.loads(request.content)
+    text = answer_text(body["messages"][-1]["content"], ANSWER_WORDS)
+    return httpx.Response(
+        200,
+        json={
+            "model": body.get("model", "loopback"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 30, "completion_tokens": len(text.split())},
+        },
+    )
+
+
+def breakdown_sides(
+    root: Path, url: str, bodies: list[dict[str, Any]], blocks: int, concurrency: int
+) -> list[Side]:
+    def mock() -> httpx.MockTransport:
+        return httpx.MockTransport(instant_answer)
+
+    def bare() -> Sample:
+        return bare_run(url, bodies, concurrency, transport=mock())
+
+    def trinity(use_cache: bool, tiers: tuple[str, ...] | None = None) -> Callable[[], Sample]:
+        return lambda: trinity_run(root, blocks, use_cache, transport=mock(), tiers=tiers)
+
+    return [
+        Side("bare httpx.AsyncClient", bare),
+        Side("Trinity, cache off", trinity(False)),
+        Side("Trinity, cache on: memory tier only", trinity(True, ("memory",))),
+        Side("Trinity, cache on: memory + disk (the default)", trinity(True)),
+    ]
+
+
+def breakdown_rows(sides: list[Side], blocks: int) -> list[tuple[str, ...]]:
+    def per_block(values: list[float]) -> str:
+        return f"{statistics.median(values) / blocks * 1000:.2f}"
+
+    rows = []
+    for side in sides:
+        trinity = side.label.startswith("Trinity")
+        rows.append(
+            (
+                side.label,
+                per_block(side.times),
+                per_block([s.render for s in side.samples]) if trinity else "",
+                per_block([s.write for s in side.samples]) if trinity else "",
+            )
+        )
+    return rows
+
+
+def breakdown_notes(sides: list[Side], blocks: int, budget_ms: float) -> list[str]:
+    def ms(values: list[float]) -> float:
+        return statistics.median(values) / blocks * 1000
+
+    bare, off, memory, disk = sides
+    pages = ms([s.render + s.write for s in off.samples])
+    own = ms(off.times) - pages - ms(bare.times)
+    return [
+        f"The event loop's budget per block at this latency and concurrency: {budget_ms:.2f} ms.",
+        f"Pages (rendered and written in the event loop as each block arrives): {pages:.2f} ms.",
+        f"Trinity's own work per block besides pages (client layers, Markdown, bookkeeping): "
+        f"{own:.2f} ms.",
+        f"The cache: memory tier {ms(memory.times) - ms(off.times):+.2f} ms, "
+        f"disk tier {ms(disk.times) - ms(memory.times):+.2f} ms.",
+    ]
+
+
+# ---------------------------------------------------------------------- the machine
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system holding `path` (from /proc/mounts), or 'unknown'."""
+    best, kind = "", "unknown"
+    resolved = str(path.resolve())
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            mount = fields[1]
+            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) > len(best):
+                best, kind = mount, fields[2]
+    return kind
+
+
+def cpu_times() -> list[int] | None:
+    with contextlib.suppress(OSError, ValueError):
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+        if first[0] == "cpu":
+            return [int(n) for n in first[1:9]]
+    return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> str:
+    """The share of CPU time a hypervisor gave to other guests meanwhile."""
+    if before is None or after is None:
+        return "unknown"
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return f"{100 * spent[7] / max(1, sum(spent)):.1f} %"
+
+
+def machine(site: Path) -> str:
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, httpx {importlib.metadata.version('httpx')}, "
+        f"httpcore {importlib.metadata.version('httpcore')}, "
+        f"anyio {importlib.metadata.version('anyio')}; site and cache on {file_system(site)}"
+    )
+
+
+# ---------------------------------------------------------------------- output
+
+
+HEADERS = ("", "median (s)", "range (s)", "/ ideal", "/ bare", "server span (s)", "in flight")
+BREAKDOWN_HEADERS = ("instant server", "ms per block", "rendering pages", "writing pages")
+
+
+@dataclass
+class Row:
+    label: str
+    median: float
+    low: float
+    high: float
+    vs_ideal: float
+    vs_bare: float | None = None
+    span: float | None = None
+    in_flight: int | None = None
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.label,
+            f"{self.median:.2f}",
+            f"{self.low:.2f}-{self.high:.2f}" if self.low != self.high else "",
+            f"{self.vs_ideal:.2f}",
+            f"{self.vs_bare:.2f}" if self.vs_bare is not None else "",
+            f"{self.span:.2f}" if self.span is not None else "",
+            str(self.in_flight) if self.in_flight is not None else "",
+        )
+
+
+def rows_for(sides: list[Side], bare: Side, ideal: float) -> list[Row]:
+    rows = [Row("ideal: ceil(blocks / concurrency) x latency", ideal, ideal, ideal, 1.0)]
+    for side in sides:
+        # Against bare: the median of each round's ratio (the two ran moments apart).
+        ratios = [t / b for t, b in zip(side.times, bare.times, strict=True)]
+        median = statistics.median(side.times)
+        rows.append(
+            Row(
+                side.label,
+                median,
+                min(side.times),
+                max(side.times),
+                median / ideal,
+                statistics.median(ratios) if side is not bare else None,
+                statistics.median(side.spans),
+                min(side.in_flight),
+            )
+        )
+    return rows
+
+
+def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    table = [headers, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    lines = []
+    for n, line in enumerate(table):
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    lines = []
+    for row in rows:
+        if not row.label.startswith("Trinity") or row.vs_bare is None:
+            continue
+        ideal = "met" if row.vs_ideal <= TARGET_IDEAL else "missed"
+        bare = "met" if row.vs_bare <= TARGET_BARE else "missed"
+        lines.append(
+            f"{row.label}: {row.vs_ideal:.2f} x ideal (target <= {TARGET_IDEAL}: {ideal}), "
+            f"{row.vs_bare:.2f} x bare (target <= {TARGET_BARE}: {bare})"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--latency", type=float, default=0.1, help="the server's, in seconds")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-cli", action="store_true", help="leave out the CLI row")
+    parser.add_argument(
+        "--breakdown-rounds", type=int, default=9, help="rounds of the breakdown (0: none)"
+    )
+    parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to put the site (default: a temp dir)"
+    )
+    args = parser.parse_args()
+
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) / 2:
+        print(
+            f"Warning: load average {load:.1f} on {os.cpu_count()} cores; other processes "
+            "will show in the times",
+            file=sys.stderr,
+        )
+    ideal = math.ceil(args.blocks / args.concurrency) * args.latency
+    started, times = time.perf_counter(), cpu_times()
+    with (
+        tempfile.TemporaryDirectory(dir=args.dir) as folder,
+        running_server(args.latency, words=ANSWER_WORDS) as server,
+    ):
+        root = Path(folder)
+        description = machine(root)
+        print(f"Machine: {description}", file=sys.stderr)
+        write_site(root, server.url, args.blocks, args.concurrency)
+        url, bodies = request_bodies(root)
+        bare = Side(
+            "bare httpx.AsyncClient + asyncio.gather",
+            functools.partial(bare_run, url, bodies, args.concurrency),
+        )
+        sides = [
+            Side(
+                "reference: HTTP/1.1 by hand over asyncio streams",
+                functools.partial(raw_run, server.port, bodies, args.concurrency),
+            ),
+            bare,
+            Side(
+                "Trinity, build_project, cache on",
+                functools.partial(trinity_run, root, args.blocks, True),
+            ),
+            Side(
+                "Trinity, build_project, cache off",
+                functools.partial(trinity_run, root, args.blocks, False),
+            ),
+        ]
+        if not args.no_cli:
+            sides.append(
+                Side(
+                    "Trinity, `trinity build --json`, cache on",
+                    functools.partial(cli_run, root, args.blocks),
+                )
+            )
+        take_turns(sides, args.rounds, server, "loopback")
+        parts: list[Side] = []
+        if args.breakdown_rounds:
+            parts = breakdown_sides(root, url, bodies, args.blocks, args.concurrency)
+            take_turns(parts, args.breakdown_rounds, None, "instant server")
+    elapsed, steal = time.perf_counter() - started, steal_share(times, cpu_times())
+
+    rows = [row.cells() for row in rows_for(sides, bare, ideal)]
+    print()
+    print(
+        f"Fan-out: {args.blocks} blocks, concurrency {args.concurrency}, server latency "
+        f"{args.latency * 1000:.0f} ms, median of {args.rounds} rounds, {elapsed:.0f} s"
+    )
+    print(f"Machine: {description}")
+    print(f"Load average at start: {load:.2f}; CPU steal during the run: {steal}")
+    print()
+    print(plain_table(HEADERS, rows))
+    print()
+    print("\n".join(verdicts(rows_for(sides, bare, ideal))))
+    if parts:
+        budget_ms = args.latency / args.concurrency * 1000
+        print()
+        print(
+            "Per block, against an instant server in this process "
+            f"(median of {args.breakdown_rounds}):"
+        )
+        print(plain_table(BREAKDOWN_HEADERS, breakdown_rows(parts, args.blocks)))
+        print()
+        print("\n".join(breakdown_notes(parts, args.blocks, budget_ms)))
+    if args.markdown:
+        print()
+        print(f"Machine: {description}.")
+        print()
+        print(markdown_table(HEADERS, rows))
+        if parts:
+            print()
+            print(markdown_table(BREAKDOWN_HEADERS, breakdown_rows(parts, args.blocks)))
+
+
+if __name__ == "__main__":
+    main()

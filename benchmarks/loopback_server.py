@@ -1,0 +1,295 @@
+"""An OpenAI-compatible chat server on loopback that answers every request after a fixed delay.
+
+`POST /v1/chat/completions` answers, `--latency` seconds after the request arrived, with
+a short deterministic text made from the last message, `finish_reason` "stop" and token
+counts. It speaks HTTP/1.1 with keep-alive over asyncio streams and sleeps without
+blocking, so hundreds of requests can wait at once and each one takes the latency and
+nothing more: what a client measures beyond it is the client's own doing.
+
+`GET /stats` returns what the server has seen: `requests`, `max_in_flight` (the most
+requests waiting at once) and `span` (seconds from the first request's arrival to the
+last answer's departure); `POST /stats/reset` sets them back to zero.
+
+Run it as a process of its own, so that it does not take the client's GIL; it prints its
+port on stdout once it listens:
+
+    python benchmarks/loopback_server.py --port 0 --latency 0.1
+
+Other benchmark scripts start and stop it with `running_server` (benchmarks/ is not a
+package: they put this file's folder on `sys.path` and import `loopback_server`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+CHAT_PATH = "/v1/chat/completions"
+MAX_HEAD = 64 * 1024
+MAX_BODY = 16 * 1024 * 1024
+
+FILLER = (
+    "This paragraph was written by a loopback server that answers every request "
+    "after the same delay, so that a benchmark can see the client's own costs."
+)
+
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}
+
+
+class ChatServer:
+    """The request handler and its counters."""
+
+    def __init__(self, latency: float, words: int) -> None:
+        self.latency = latency
+        self.words = words
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.first_arrival: float | None = None
+        self.last_departure: float | None = None
+
+    def stats(self) -> dict[str, Any]:
+        span = (
+            self.last_departure - self.first_arrival
+            if self.first_arrival is not None and self.last_departure is not None
+            else 0.0
+        )
+        return {
+            "requests": self.requests,
+            "max_in_flight": self.max_in_flight,
+            "in_flight": self.in_flight,
+            "span": round(span, 6),
+        }
+
+    async def serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                request = await read_request(reader)
+                if request is None:
+                    break
+                method, target, headers, body = request
+                status, payload = await self.respond(method, target, body)
+                # A chunked body was left unread: the connection cannot carry on.
+                keep_alive = body is not None and headers.get("connection", "").lower() != "close"
+                writer.write(encode_response(status, payload, keep_alive))
+                await writer.drain()
+                if not keep_alive:
+                    break
+        except (
+            ConnectionError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def respond(self, method: str, target: str, body: bytes | None) -> tuple[int, Any]:
+        path = target.split("?", 1)[0]
+        if body is None:
+            return 411, {"error": {"message": "a body needs Content-Length"}}
+        if method == "POST" and path == CHAT_PATH:
+            return await self.chat(body)
+        if method == "GET" and path == "/stats":
+            return 200, self.stats()
+        if method == "POST" and path == "/stats/reset":
+            self.reset()
+            return 200, self.stats()
+        return 404, {"error": {"message": f"no route for {method} {path}"}}
+
+    async def chat(self, body: bytes) -> tuple[int, Any]:
+        arrived = time.monotonic()
+        if self.first_arrival is None:
+            self.first_arrival = arrived
+        self.requests += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            try:
+                request = json.loads(body)
+                messages = request["messages"]
+                prompt = str(messages[-1]["content"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                return 400, {"error": {"message": "expected a chat completions request"}}
+            # Sleep until the deadline, not for the latency: parsing is not added to it.
+            await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
+            text = answer_text(prompt, self.words)
+            prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+            return 200, {
+                "id": f"chatcmpl-{self.requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": str(request.get("model", "loopback")),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": max(1, prompt_chars // 4),
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": max(1, prompt_chars // 4) + len(text.split()),
+                },
+            }
+        finally:
+            self.in_flight -= 1
+            self.last_departure = time.monotonic()
+
+
+def answer_text(prompt: str, words: int) -> str:
+    """A deterministic answer of about `words` words that starts from the prompt."""
+    seed = " ".join(prompt.split()[:12])
+    filler = FILLER.split()
+    body = [filler[i % len(filler)] for i in range(max(0, words - len(seed.split())))]
+    return f"{seed}: {' '.join(body)}".strip()
+
+
+async def read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, str], bytes | None] | None:
+    """One request (method, target, lower-cased headers, body); None at end of stream.
+
+    The body is None when the request has one without a Content-Length (chunked), which
+    this small server does not read.
+    """
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise
+        return None
+    if len(head) > MAX_HEAD:
+        raise ConnectionError("request head too large")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        return method, target, headers, None
+    length = int(headers.get("content-length", "0"))
+    if length > MAX_BODY:
+        raise ConnectionError("request body too large")
+    body = await reader.readexactly(length) if length else b""
+    return method, target, headers, body
+
+
+def encode_response(status: int, payload: Any, keep_alive: bool) -> bytes:
+    body = json.dumps(payload).encode()
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n"
+        "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+async def serve(host: str, port: int, latency: float, words: int) -> None:
+    chat = ChatServer(latency, words)
+    server = await asyncio.start_server(chat.serve_connection, host, port, backlog=4096)
+    bound = server.sockets[0].getsockname()[1]
+    print(bound, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        await stop.wait()
+
+
+# ---------------------------------------------------------------------- for other scripts
+
+
+@dataclass
+class RunningServer:
+    """A loopback server started by `running_server`."""
+
+    port: int
+    latency: float
+    process: subprocess.Popen[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/stats")
+
+    def reset(self) -> dict[str, Any]:
+        return self._call("POST", "/stats/reset")
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=b"" if method == "POST" else None)
+            data: dict[str, Any] = json.loads(connection.getresponse().read())
+            return data
+        finally:
+            connection.close()
+
+
+@contextlib.contextmanager
+def running_server(latency: float, *, words: int = 60) -> Iterator[RunningServer]:
+    """Start the server in a process of its own on a free loopback port; stop it after."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--port", "0", "--latency", str(latency), "--words", str(words)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"the loopback server did not start (it said {line!r})")
+        yield RunningServer(int(line), latency, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds per request")
+    parser.add_argument("--words", type=int, default=60, help="words in each answer")
+    args = parser.parse_args()
+    asyncio.run(serve(args.host, args.port, args.latency, args.words))
+
+
+if __name__ == "__main__":
+    main()
