@@ -37,7 +37,8 @@ class StagedOutput:
     def path(self, relative: str) -> Path:
         """A path inside the staging folder; anything that would leave it is refused."""
         target = (self.staging / relative).resolve()
-        if not target.is_relative_to(self.staging.resolve()):
+        # self.staging is already resolved: it is a new folder beside the resolved output.
+        if not target.is_relative_to(self.staging):
             raise ValueError(f"refusing to write outside the output folder: {relative}")
         return target
 
