@@ -71,7 +71,14 @@ class DiskTier(ThreadedAsync):
         directory.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
         directory.chmod(FOLDER_MODE)
         self._cache = diskcache.Cache(
-            str(directory), disk=SafeDisk, size_limit=max_size_mb * 1024 * 1024
+            str(directory),
+            disk=SafeDisk,
+            size_limit=max_size_mb * 1024 * 1024,
+            # diskcache opens one SQLite connection per thread, and each would map up to
+            # 64 MB of the file: with anyio's 40 worker threads that counted 2 GB of RSS
+            # at 100,000 pages (benchmarks/site_scale.py). Reads through the page cache
+            # instead cost little.
+            sqlite_mmap_size=0,
         )
 
     @property
