@@ -1,0 +1,637 @@
+"""Large sites: whole `trinity build` processes from 1,000 to 100,000 pages, timed and weighed.
+
+Every build is a `trinity build` subprocess of its own, timed from spawn to exit, its peak
+RSS read from `os.wait4`'s rusage; a sampler also reads the child's /proc status every
+50 ms, to tell anonymous memory from file-backed mappings. The report the build writes
+(`output/.trinity/report.json`) says how long planning, generating, rendering and
+writing took; the timestamps of its `build_started` and `build_finished` log records
+split the rest into start-up (interpreter, imports, settings, loading the site) and what
+follows the report's total (writing the report, swapping the staging folder into
+`output/` and removing the old one).
+
+The rows:
+
+- cold: 1,000 pages of three blocks, empty cache, every block asked of
+  benchmarks/loopback_server.py, an OpenAI-compatible server that answers after a fixed
+  latency (10 ms), with `llm.concurrency` 32;
+- warm: the same site again in a new process, every answer in the disk cache (the server
+  stopped, so a build that asked a model would fail);
+- Pelican: 1,000 Markdown articles with the same text, `pelican content` in a process of
+  its own (the target: Trinity's warm rebuild in under half of Pelican's time);
+- warm, 10,000 pages of three blocks;
+- memory: warm builds of 10,000 and (with `--huge`) 100,000 small pages of one block
+  (targets: peak RSS under 400 MB and 1 GB).
+
+The warm rebuilds and Pelican's builds take turns for `--rounds` rounds (medians shown), so
+a noisy moment on a shared machine spreads over both. The cold build and the larger sites
+are built once each. The larger sites' caches are filled directly, not through the server
+(100,000 blocks would take minutes there): the script plans the site with
+Trinity's own `prepare` and `plan_jobs`, keys each request with the client's `key()`, and
+stores through `DiskTier` the entry `AsyncLLMClient` would store for the answer the
+loopback server would give (same text, same token counts); each warm build's report must
+then show every block as a cache hit and no model call, or the script stops.
+
+Each site uses the built-in `minimal` theme, the `openai` provider and the default cache
+(memory, then disk) and logging (the development profile, which writes every record to
+logs/trinity.log). Everything lives in a temporary folder; nothing leaves the machine.
+
+    python benchmarks/site_scale.py [--rounds 3] [--huge] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import trinity
+from trinity.build import plan_jobs, prepare
+from trinity.cache.disk import DiskTier
+from trinity.llm.client import AsyncLLMClient, _to_entry
+from trinity.llm.types import LLMRequest, LLMResponse, Usage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cache_latency import cpu_model, cpu_times, file_system, steal_share
+from loopback_server import answer_text, running_server
+
+MB = 1024 * 1024
+MODEL = "bench-model"
+# A closed loopback port: sites whose cache is filled directly must never call a model,
+# and a build that tried would fail.
+NO_SERVER = "http://127.0.0.1:9"
+# What a shell or CI might have set that would change the builds (or leak a real key).
+CLEARED_PREFIXES = ("LLM_", "OPENAI_", "ANTHROPIC_", "TRINITY_", "CACHE_", "LOG_", "REDIS_")
+
+# Blocks of a page: name -> prompt. Every prompt names the item, so no two are alike.
+LARGE_BLOCKS = {
+    "summary": "Describe {{ item.name }} ({{ item.year }}) in a paragraph: {{ item.description }}",
+    "details": "Say what sets {{ item.name }} apart from the items listed before it.",
+    "notes": "Write a closing note on {{ item.name }} for a reader who got this far.",
+}
+SMALL_BLOCKS = {"summary": LARGE_BLOCKS["summary"]}
+
+
+@dataclass(frozen=True)
+class SiteShape:
+    """A synthetic site: `pages` collection pages (plus the home page) of these blocks."""
+
+    pages: int
+    blocks: dict[str, str]
+    words: int  # in each answer
+
+    @property
+    def block_count(self) -> int:
+        return self.pages * len(self.blocks)
+
+
+# ---------------------------------------------------------------------- the sites
+
+
+def write_trinity_site(folder: Path, shape: SiteShape, api_url: str, concurrency: int) -> None:
+    """A project in Trinity's formats: one collection page per item of content/data/items.yaml."""
+    (folder / "config").mkdir(parents=True)
+    (folder / "content" / "data").mkdir(parents=True)
+    settings = {
+        "site": {"title": "Scale benchmark", "description": "Many pages of one shape."},
+        "llm": {
+            "provider": "openai",
+            "api_url": api_url,
+            "model": MODEL,
+            "concurrency": concurrency,
+            "max_tokens": 300,
+            "timeout": 60,
+        },
+        "build": {"theme": "minimal"},
+    }
+    (folder / "config" / "settings.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    pages = {
+        "pages": [
+            {"slug": "index", "title": "Home", "blocks": {}},
+            {
+                "collection": "items",
+                "slug": "items/{{ item.name | slugify }}",
+                "title": "{{ item.name }}",
+                "description": "{{ item.description }}",
+                "blocks": shape.blocks,
+            },
+        ]
+    }
+    (folder / "content" / "pages.yaml").write_text(yaml.safe_dump(pages, sort_keys=False))
+    # Written by hand: yaml.safe_dump takes half a minute for 100,000 items.
+    with (folder / "content" / "data" / "items.yaml").open("w", encoding="utf-8") as out:
+        for number in range(shape.pages):
+            name, year, description = item(number, shape.pages)
+            out.write(f"- name: {name}\n  year: {year}\n  description: {description}\n")
+
+
+def item(number: int, total: int) -> tuple[str, int, str]:
+    return f"Item {number:06d}", 2000 + number % 25, f"Synthetic item {number} of {total}."
+
+
+def loopback_answer(request: LLMRequest, words: int) -> LLMResponse:
+    """What benchmarks/loopback_server.py answers to `request`, as the client receives it."""
+    prompt = request.messages[-1].content
+    text = answer_text(prompt, words)
+    prompt_tokens = max(1, sum(len(m.content) for m in request.messages) // 4)
+    return LLMResponse(
+        text=text,
+        model=request.model,
+        usage=Usage(prompt_tokens, len(text.split())),
+        finish_reason="stop",
+    )
+
+
+def prefill_cache(folder: Path, words: int, environ: dict[str, str]) -> int:
+    """Store in the site's disk cache exactly the entries its build would store; how many."""
+    project = prepare(folder, environ=environ)
+    client = AsyncLLMClient(project.settings.llm)
+    disk = project.settings.cache.disk
+    tier = DiskTier(disk.directory, max_size_mb=disk.max_size_mb, ttl=disk.ttl)
+    stored = 0
+    try:
+        for job in plan_jobs(project, client):
+            # _to_entry is the one place the client shapes what it caches: use it, not a copy.
+            tier.set(job.key, _to_entry(loopback_answer(job.request, words)))
+            stored += 1
+    finally:
+        tier.close()
+    return stored
+
+
+def write_pelican_site(folder: Path, shape: SiteShape) -> None:
+    """The same pages as Markdown articles: title, summary and the blocks' answers under
+    their headings, so each page carries the same text as Trinity's."""
+    content = folder / "content"
+    content.mkdir(parents=True)
+    (folder / "pelicanconf.py").write_text(
+        'AUTHOR = "Bench"\n'
+        'SITENAME = "Scale benchmark"\n'
+        'SITEURL = ""\n'
+        'PATH = "content"\n'
+        'TIMEZONE = "UTC"\n'
+        'DEFAULT_LANG = "en"\n'
+        "DEFAULT_PAGINATION = False\n"
+        "FEED_ALL_ATOM = None\n"
+        "CATEGORY_FEED_ATOM = None\n"
+        "TRANSLATION_FEED_ATOM = None\n"
+        "AUTHOR_FEED_ATOM = None\n"
+        "AUTHOR_FEED_RSS = None\n"
+    )
+    for number in range(shape.pages):
+        name, year, description = item(number, shape.pages)
+        lines = [
+            f"Title: {name}",
+            "Date: 2025-01-01 10:00",
+            f"Slug: item-{number:06d}",
+            f"Summary: {description}",
+            "",
+        ]
+        for block, prompt in shape.blocks.items():
+            rendered = prompt.replace("{{ item.name }}", name)
+            rendered = rendered.replace("{{ item.year }}", str(year))
+            rendered = rendered.replace("{{ item.description }}", description)
+            lines += [f"## {block.capitalize()}", "", answer_text(rendered, shape.words), ""]
+        (content / f"item-{number:06d}.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(CLEARED_PREFIXES)}
+
+
+# ---------------------------------------------------------------------- running and weighing
+
+
+class MemorySampler(threading.Thread):
+    """The peaks of a process's anonymous and file-backed resident memory (/proc, Linux)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.status = Path(f"/proc/{pid}/status")
+        self.interval = interval
+        self.peak_anon = 0
+        self.peak_file = 0
+        self.seen = False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                fields = dict(line.split(":", 1) for line in self.status.read_text().splitlines())
+                if "RssAnon" in fields:
+                    self.seen = True
+                    self.peak_anon = max(self.peak_anon, _kb(fields["RssAnon"]))
+                    self.peak_file = max(self.peak_file, _kb(fields["RssFile"]))
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _kb(value: str) -> int:
+    return int(value.split()[0]) * 1024
+
+
+@dataclass
+class Run:
+    wall: float
+    peak_rss: int  # bytes
+    peak_anon: int | None
+    peak_file: int | None
+    cpu: float  # user + system seconds
+    spawned: float  # time.time() at spawn
+    ended: float
+
+
+def run_process(command: list[str], cwd: Path, env: dict[str, str], logs: Path) -> Run:
+    """Run `command` to its end; wall time from spawn to exit, and its memory peaks."""
+    with (logs / "stdout.txt").open("wb") as out, (logs / "stderr.txt").open("wb") as err:
+        spawned = time.time()
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
+        sampler = MemorySampler(process.pid)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        ended = time.time()
+        sampler.stop()
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = (logs / "stderr.txt").read_text(errors="replace").strip().splitlines()[-15:]
+        raise SystemExit(
+            f"{' '.join(command[1:4])} in {cwd.name} exited with {process.returncode}:\n"
+            + "\n".join(tail)
+        )
+    # ru_maxrss is in KB on Linux (bytes on macOS).
+    peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+    return Run(
+        wall,
+        peak,
+        sampler.peak_anon if sampler.seen else None,
+        sampler.peak_file if sampler.seen else None,
+        usage.ru_utime + usage.ru_stime,
+        spawned,
+        ended,
+    )
+
+
+@dataclass
+class Build:
+    """One `trinity build` process: its run, and the phases its report and logs show."""
+
+    run: Run
+    report: dict[str, Any]
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def trinity_build(folder: Path, scratch: Path, *, warm: bool) -> Build:
+    """`trinity build` in `folder`; checks that no block failed (and, warm, that none
+    called a model)."""
+    shutil.rmtree(folder / "logs", ignore_errors=True)  # every build starts a fresh log
+    tag = uuid.uuid4().hex
+    command = [sys.executable, "-m", "trinity", "build", "--correlation-id", tag]
+    run = run_process(command, folder, child_environment(), scratch)
+    report = json.loads((folder / "output" / ".trinity" / "report.json").read_text())
+    totals = report["totals"]
+    if totals["failed"] or totals["blocks"] != report["planned_blocks"]:
+        raise SystemExit(f"{folder.name}: {totals['failed']} blocks failed")
+    if warm and (totals["llm_calls"] or totals["cache_hits"] != report["planned_blocks"]):
+        raise SystemExit(
+            f"{folder.name}: the warm build made {totals['llm_calls']} model calls and "
+            f"{totals['cache_hits']} cache hits for {report['planned_blocks']} blocks"
+        )
+    build = Build(run, report)
+    build.phases = phases(build, folder / "logs", tag)
+    return build
+
+
+def phases(build: Build, logs: Path, tag: str) -> dict[str, float]:
+    """Where the build's wall time went, in seconds."""
+    timings = build.report["timings"]
+    found: dict[str, float] = {}
+    for path in sorted(logs.glob("trinity.log*")):
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if tag in line and ('"build_started"' in line or '"build_finished"' in line):
+                    record = json.loads(line)
+                    found[record["event"]] = datetime.fromisoformat(record["timestamp"]).timestamp()
+    result = {name: timings.get(name, 0.0) for name in ("plan", "generate", "render", "write")}
+    total = timings.get("total", 0.0)
+    if "build_started" in found and "build_finished" in found:
+        result["start"] = found["build_started"] - build.run.spawned
+        result["swap"] = found["build_finished"] - found["build_started"] - total
+        result["exit"] = build.run.ended - found["build_finished"]
+    else:  # a log rotated away: only what lies outside the report's total
+        result["outside"] = build.run.wall - total
+    return result
+
+
+def pelican_build(folder: Path, scratch: Path) -> Run:
+    command = [sys.executable, "-m", "pelican", "content", "-o", "out", "-s", "pelicanconf.py"]
+    return run_process([*command, "-q"], folder, child_environment(), scratch)
+
+
+# ---------------------------------------------------------------------- the rows
+
+
+@dataclass
+class Row:
+    label: str
+    pages: int
+    blocks: int
+    runs: list[Run]
+    builds: list[Build] = field(default_factory=list)
+    target: str = ""
+    verdict: str = ""
+    took: float = 0.0  # seconds of the script's time, preparation included
+    note: str = ""
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(run.wall for run in self.runs)
+
+    @property
+    def peak_rss(self) -> float:
+        return statistics.median(run.peak_rss for run in self.runs)
+
+    def peak(self, name: str) -> float | None:
+        values = [getattr(run, name) for run in self.runs]
+        return None if None in values else statistics.median(values)
+
+    def phase(self, name: str) -> float | None:
+        values = [b.phases[name] for b in self.builds if name in b.phases]
+        return statistics.median(values) if values else None
+
+
+def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
+    """A cold build of the 1,000-page site, then warm rebuilds and Pelican taking turns.
+
+    The server is stopped before the warm rebuilds: one that asked a model would fail.
+    """
+    shape = SiteShape(args.pages, LARGE_BLOCKS, args.words)
+    site, pelican_site = root / "site-1k", root / "pelican-1k"
+    scratch = root / "scratch"
+    have_pelican = importlib.util.find_spec("pelican") is not None
+    started = time.perf_counter()
+    print(f"cold: {shape.pages:,} pages ...", file=sys.stderr)
+    with running_server(args.latency, words=args.words) as server:
+        write_trinity_site(site, shape, server.url, args.concurrency)
+        cold_build = trinity_build(site, scratch, warm=False)
+        stats = server.stats()
+    if stats["requests"] != shape.block_count:
+        raise SystemExit(f"the server saw {stats['requests']} requests")
+    ideal = shape.block_count / args.concurrency * args.latency
+    cold = Row(
+        f"cold: {shape.pages:,} pages x 3 blocks, loopback server",
+        shape.pages,
+        shape.block_count,
+        [cold_build.run],
+        [cold_build],
+        note=f"{shape.block_count:,} requests, at most {stats['max_in_flight']} in flight; "
+        f"the latency alone would take {ideal:.2f} s",
+    )
+    warm = Row(f"warm: {shape.pages:,} pages x 3 blocks", shape.pages, shape.block_count, [])
+    pelican = Row(f"Pelican: {shape.pages:,} Markdown pages", shape.pages, 0, [])
+    if have_pelican:
+        write_pelican_site(pelican_site, shape)
+        print("Pelican, once untimed (out/ exists for the timed runs) ...", file=sys.stderr)
+        pelican_build(pelican_site, scratch)
+    for number in range(args.rounds):
+        print(f"warm and Pelican: round {number + 1}/{args.rounds}", file=sys.stderr)
+        if have_pelican and number % 2 == 1:
+            pelican.runs.append(pelican_build(pelican_site, scratch))
+        build = trinity_build(site, scratch, warm=True)
+        warm.builds.append(build)
+        warm.runs.append(build.run)
+        if have_pelican and number % 2 == 0:
+            pelican.runs.append(pelican_build(pelican_site, scratch))
+    cold.took = time.perf_counter() - started  # the three rows together
+    if not have_pelican:
+        pelican.note = "skipped: pelican is not installed (pip install pelican[markdown])"
+        return [cold, warm, pelican]
+    ratio = warm.wall / pelican.wall
+    warm.target = "< 0.5 x Pelican"
+    warm.verdict = f"{ratio:.2f} x Pelican: " + ("met" if ratio < 0.5 else "missed")
+    return [cold, warm, pelican]
+
+
+def warm_row(label: str, shape: SiteShape, root: Path, target_mb: float | None = None) -> Row:
+    """A site whose cache is filled directly, then built warm once."""
+    print(f"{label} ...", file=sys.stderr)
+    started = time.perf_counter()
+    folder = root / f"site-{shape.pages}-{len(shape.blocks)}"
+    write_trinity_site(folder, shape, NO_SERVER, concurrency=32)
+    filling = time.perf_counter()
+    stored = prefill_cache(folder, shape.words, child_environment())
+    print(f"  cache filled: {stored:,} entries in {time.perf_counter() - filling:.0f} s",
+          file=sys.stderr)  # fmt: skip
+    build = trinity_build(folder, root / "scratch", warm=True)
+    row = Row(label, shape.pages, shape.block_count, [build.run], [build])
+    if target_mb is not None:
+        row.target = f"< {target_mb:,.0f} MB"
+        row.verdict = "met" if build.run.peak_rss < target_mb * MB else "missed"
+    shutil.rmtree(folder, ignore_errors=True)
+    row.took = time.perf_counter() - started
+    print(f"  {build.run.wall:.1f} s, {build.run.peak_rss / MB:.0f} MB, took {row.took:.0f} s",
+          file=sys.stderr)  # fmt: skip
+    return row
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value / MB:,.0f}"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+RESULT_HEADERS = (
+    "build", "wall (s)", "CPU (s)", "per page (ms)", "peak RSS (MB)",
+    "anon / file-backed (MB)", "target", "result", "took (s)",
+)  # fmt: skip
+
+
+def result_cells(row: Row) -> tuple[str, ...]:
+    if not row.runs:
+        return (row.label, "-", "-", "-", "-", "-", row.target, row.note, "")
+    anon, mapped = row.peak("peak_anon"), row.peak("peak_file")
+    return (
+        row.label,
+        f"{row.wall:.2f}",
+        f"{statistics.median(run.cpu for run in row.runs):.2f}",
+        f"{1000 * row.wall / row.pages:.2f}",
+        _mb(row.peak_rss),
+        f"{_mb(anon)} / {_mb(mapped)}",
+        row.target,
+        row.verdict,
+        f"{row.took:.0f}" if row.took else "",
+    )
+
+
+PHASE_HEADERS = (
+    "build", "wall", "start-up and load", "plan", "generate", "(render)", "(write)",
+    "report and swap", "exit",
+)  # fmt: skip
+
+
+def phase_cells(row: Row) -> tuple[str, ...]:
+    start = row.phase("start")
+    outside = row.phase("outside")
+    return (
+        row.label,
+        f"{row.wall:.2f}",
+        _s(start) if start is not None else f"{_s(outside)} (all outside)",
+        _s(row.phase("plan")),
+        _s(row.phase("generate")),
+        _s(row.phase("render")),
+        _s(row.phase("write")),
+        _s(row.phase("swap")),
+        _s(row.phase("exit")),
+    )
+
+
+def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    table = [headers, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    lines = []
+    for n, line in enumerate(table):
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
+    for cells in rows:
+        shown = [f"**{c}**" if c.endswith("missed") else c for c in cells]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def machine(folder: Path) -> str:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    libyaml = "with libyaml" if getattr(yaml, "__with_libyaml__", False) else "pure Python"
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, Trinity {trinity.__version__}, "
+        f"Pelican {version('pelican')} with Markdown {version('markdown')}, "
+        f"diskcache {version('diskcache')}, PyYAML {version('pyyaml')} ({libyaml}); "
+        f"sites on {file_system(folder)}"
+    )
+
+
+@contextlib.contextmanager
+def workspace(parent: Path | None) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="trinity-scale-", dir=parent) as name:
+        root = Path(name)
+        (root / "scratch").mkdir()
+        yield root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="warm rebuilds and Pelican builds of 1,000 pages"
+    )
+    parser.add_argument("--pages", type=int, default=1_000, help="pages of the cold/warm site")
+    parser.add_argument("--large", type=int, default=10_000, help="pages of the larger sites")
+    parser.add_argument(
+        "--huge", action="store_true", help="also 100,000 small pages (about 7 minutes more)"
+    )
+    parser.add_argument("--latency", type=float, default=0.010, help="the server's, seconds")
+    parser.add_argument("--concurrency", type=int, default=32, help="llm.concurrency")
+    parser.add_argument("--words", type=int, default=100, help="words in each block's answer")
+    parser.add_argument("--small-words", type=int, default=40, help="words in a small page")
+    parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    parser.add_argument("--dir", type=Path, default=None, help="where the sites go (a temp dir)")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) / 2:
+        print(f"Warning: load average {load:.1f} on {os.cpu_count()} cores", file=sys.stderr)
+    started, times = time.perf_counter(), cpu_times()
+    with workspace(args.dir) as root:
+        description = machine(root)
+        print(f"Machine: {description}", file=sys.stderr)
+        rows = thousand_pages(args, root)
+        large = SiteShape(args.large, LARGE_BLOCKS, args.words)
+        rows.append(warm_row(f"warm: {large.pages:,} pages x 3 blocks", large, root))
+        small = SiteShape(args.large, SMALL_BLOCKS, args.small_words)
+        rows.append(warm_row(f"warm: {small.pages:,} small pages", small, root, 400))
+        if args.huge:
+            huge = SiteShape(100_000, SMALL_BLOCKS, args.small_words)
+            rows.append(warm_row(f"warm: {huge.pages:,} small pages", huge, root, 1024))
+    elapsed, steal = time.perf_counter() - started, steal_share(times, cpu_times())
+
+    results = [result_cells(row) for row in rows]
+    where = [phase_cells(row) for row in rows if row.builds]
+    print()
+    print(
+        f"Large sites: one cold build of {args.pages:,} pages, {args.rounds} warm rebuilds and "
+        f"Pelican builds taking turns (medians), one build of each larger site; "
+        f"{elapsed:.0f} s in all"
+    )
+    print(f"Machine: {description}")
+    print(f"Load average at start: {load:.2f}; CPU steal during the run: {steal}")
+    print(
+        f"Pages of 3 blocks of {args.words} words; small pages: 1 block of "
+        f"{args.small_words} words; llm.concurrency {args.concurrency}; server latency "
+        f"{1000 * args.latency:.0f} ms"
+    )
+    print()
+    print(plain_table(RESULT_HEADERS, results))
+    print(
+        "took: the script's seconds for the row, writing the site and filling its cache "
+        "included; the cold row's covers all three rows of its size."
+    )
+    for row in rows:
+        if row.note:
+            print(f"{row.label}: {row.note}")
+    print("\nWhere the time goes (s; render and write happen inside generate):")
+    print(plain_table(PHASE_HEADERS, where))
+    if args.markdown:
+        print()
+        print(f"Machine: {description}.")
+        print()
+        print(markdown_table(RESULT_HEADERS, results))
+        print()
+        print(markdown_table(PHASE_HEADERS, where))
+
+
+if __name__ == "__main__":
+    main()
