@@ -454,7 +454,7 @@ def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
 
 async def _check_cached(jobs: list[Job], client: AsyncLLMClient, report: BuildReport) -> None:
     for job in jobs:
-        hit = await client.cached(job.request)
+        hit = await client.cached(job.request, job.key)
         report.blocks.append(
             BlockResult(
                 page=job.page.slug,

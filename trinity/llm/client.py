@@ -227,9 +227,12 @@ class AsyncLLMClient:
     def key(self, request: LLMRequest) -> str:
         return cache_key(self.settings.provider, self.settings.api_url, request)
 
-    async def cached(self, request: LLMRequest) -> LLMResponse | None:
-        """The fresh cached answer to `request` (within the TTL), without calling a model."""
-        found = await self._lookup(request)
+    async def cached(self, request: LLMRequest, key: str | None = None) -> LLMResponse | None:
+        """The fresh cached answer to `request` (within the TTL), without calling a model.
+
+        `key` is `self.key(request)` when the caller has it already (hashing is not free).
+        """
+        found = await self._lookup(request, key)
         if found is None or self._expired(found):
             return None
         return found
@@ -243,10 +246,10 @@ class AsyncLLMClient:
             return None
         return replace(found, stale=True)
 
-    async def _lookup(self, request: LLMRequest) -> LLMResponse | None:
+    async def _lookup(self, request: LLMRequest, key: str | None = None) -> LLMResponse | None:
         if self.cache is None:
             return None
-        found = await self.cache.lookup_async(self.key(request))
+        found = await self.cache.lookup_async(key or self.key(request))
         if found is None:
             return None
         value, tier = found
@@ -303,7 +306,7 @@ class AsyncLLMClient:
     async def _answer(
         self, request: LLMRequest, key: str, validate: Validator | None
     ) -> LLMResponse:
-        hit = await self.cached(request)
+        hit = await self.cached(request, key)
         if hit is not None and _passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
