@@ -51,6 +51,9 @@ from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
 from trinity.cache.redis import RedisTier
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model, cpu_times, file_system, plain_table, steal_share
+
 # What Trinity's original documentation promised for a hit, and what we aim for (us).
 ORIGINAL = {"memory": "< 1 ms", "redis": "5-10 ms", "disk": "20-50 ms"}
 AIM_US = {"memory": 20.0, "redis": 500.0, "disk": 500.0}
@@ -271,48 +274,6 @@ def redis_version(executable: str) -> str:
 # ---------------------------------------------------------------------- the machine
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def file_system(path: Path) -> str:
-    """The type of the file system holding `path` (from /proc/mounts), or 'unknown'."""
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            mount = fields[1]
-            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) > len(best):
-                best, kind = mount, fields[2]
-    return kind
-
-
-def cpu_times() -> list[int] | None:
-    """The machine's CPU time counters (/proc/stat): user nice system idle iowait irq
-    softirq steal; None where there is no /proc."""
-    with contextlib.suppress(OSError, ValueError):
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-        if first[0] == "cpu":
-            return [int(n) for n in first[1:9]]
-    return None
-
-
-def steal_share(before: list[int] | None, after: list[int] | None) -> str:
-    """The share of CPU time a hypervisor gave to other guests meanwhile (noise we cannot see)."""
-    if before is None or after is None:
-        return "unknown"
-    spent = [b - a for a, b in zip(before, after, strict=True)]
-    return f"{100 * spent[7] / max(1, sum(spent)):.1f} %"
-
-
 def machine(redis_exe: str | None, disk_dir: Path) -> str:
     return (
         f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
@@ -453,22 +414,6 @@ def _cells(row: Row) -> tuple[str, ...]:
     return (row.label, f"{row.p50_us:.1f}", f"{row.p99_us:.1f}", original, aim, row.verdict)
 
 
-def plain_table(rows: list[Row]) -> str:
-    table = [HEADERS, *(_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
-    lines = []
-    for n, line in enumerate(table):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def markdown_table(rows: list[Row]) -> str:
     lines = [
         "| " + " | ".join(HEADERS) + " |",
@@ -528,7 +473,7 @@ def main() -> None:
     print(f"Machine: {description}")
     print(f"Load average at start: {load:.2f}; CPU steal during the run: {steal}")
     print()
-    print(plain_table(rows))
+    print(plain_table(HEADERS, [_cells(row) for row in rows]))
     print("\n'aim' is met when p99 is under it; 'p50 only' when just the median is.")
     if args.markdown:
         print()

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import gc
@@ -73,6 +72,7 @@ from trinity.llm.providers.openai import OpenAIAdapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_server import RunningServer, answer_text, running_server
+from machine import cpu_model, cpu_times, file_system, plain_table, steal_share
 
 # Targets from the issue: Trinity's generate phase against the ideal and the bare client.
 TARGET_IDEAL = 1.15
@@ -372,46 +372,6 @@ def breakdown_notes(sides: list[Side], blocks: int, budget_ms: float) -> list[st
 # ---------------------------------------------------------------------- the machine
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def file_system(path: Path) -> str:
-    """The type of the file system holding `path` (from /proc/mounts), or 'unknown'."""
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            mount = fields[1]
-            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) > len(best):
-                best, kind = mount, fields[2]
-    return kind
-
-
-def cpu_times() -> list[int] | None:
-    with contextlib.suppress(OSError, ValueError):
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-        if first[0] == "cpu":
-            return [int(n) for n in first[1:9]]
-    return None
-
-
-def steal_share(before: list[int] | None, after: list[int] | None) -> str:
-    """The share of CPU time a hypervisor gave to other guests meanwhile."""
-    if before is None or after is None:
-        return "unknown"
-    spent = [b - a for a, b in zip(before, after, strict=True)]
-    return f"{100 * spent[7] / max(1, sum(spent)):.1f} %"
-
-
 def machine(site: Path) -> str:
     return (
         f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
@@ -470,22 +430,6 @@ def rows_for(sides: list[Side], bare: Side, ideal: float) -> list[Row]:
             )
         )
     return rows
-
-
-def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    table = [headers, *rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    lines = []
-    for n, line in enumerate(table):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def markdown_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

@@ -70,8 +70,8 @@ from trinity.llm.client import AsyncLLMClient, _to_entry
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache_latency import cpu_model, cpu_times, file_system, steal_share
 from loopback_server import answer_text, running_server
+from machine import cpu_model, cpu_times, file_system, plain_table, steal_share
 
 MB = 1024 * 1024
 MODEL = "bench-model"
@@ -510,22 +510,6 @@ def phase_cells(row: Row) -> tuple[str, ...]:
         _s(row.phase("swap")),
         _s(row.phase("exit")),
     )
-
-
-def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    table = [headers, *rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    lines = []
-    for n, line in enumerate(table):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def markdown_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

@@ -17,7 +17,6 @@ the runs; a module's figure includes the modules it imports), and the modules th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
@@ -26,6 +25,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model
 
 TARGET_MS = 300.0
 
@@ -104,14 +106,6 @@ def parent_of(name: str, ordered: list[Import]) -> str:
 
 
 # ---------------------------------------------------------------------- the machine
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
