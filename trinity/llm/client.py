@@ -160,13 +160,24 @@ class AsyncLLMClient:
         self._entered = False
 
     def _http_client(self) -> httpx.AsyncClient:
-        """The build's one httpx client, made when the first server endpoint needs it."""
+        """The build's one httpx client, made when the first server endpoint needs it.
+
+        Unless a transport was injected, its connections are pooled in shards (see
+        trinity.llm.transport), except behind a proxy named by the environment: httpx
+        honours those variables only in the transport it makes itself.
+        """
         if self._http is None:
+            from trinity.llm.transport import pooled_transport, proxied_by_environment
+
             limit = self.settings.concurrency
+            transport = self._transport
+            if transport is None and not proxied_by_environment():
+                transport = pooled_transport(limit)
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
+                # Used only when httpx makes the transport (behind a proxy).
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                transport=self._transport,
+                transport=transport,
             )
         return self._http
 
@@ -238,10 +249,10 @@ class AsyncLLMClient:
         return found
 
     async def stale(
-        self, request: LLMRequest, *, validate: Validator | None = None
+        self, request: LLMRequest, *, validate: Validator | None = None, key: str | None = None
     ) -> LLMResponse | None:
         """The last good cached answer, however old: what a build serves when models fail."""
-        found = await self._lookup(request)
+        found = await self._lookup(request, key)
         if found is None or not _passes(found, validate):
             return None
         return replace(found, stale=True)
@@ -275,13 +286,14 @@ class AsyncLLMClient:
         return target.provider, answered or target.model
 
     async def complete(
-        self, request: LLMRequest, *, validate: Validator | None = None
+        self, request: LLMRequest, *, validate: Validator | None = None, key: str | None = None
     ) -> LLMResponse:
         """The answer to `request`, from the cache or a model.
 
-        `validate` may raise MalformedResponseError; such an answer is not cached.
+        `validate` may raise MalformedResponseError; such an answer is not cached. `key` is
+        `self.key(request)` when the caller has it already (a build plans every key).
         """
-        key = self.key(request)
+        key = key or self.key(request)
         began = self.timer()
         # The lookup runs inside the coalescer too: a caller that missed the cache just
         # before an identical request's answer was stored would otherwise ask again.
