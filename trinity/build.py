@@ -9,17 +9,17 @@ block succeeded.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 import httpx
-import jsonschema
 
 from trinity import __version__
 from trinity.cache.manager import CacheManager
@@ -31,6 +31,7 @@ from trinity.logs import Redactor, correlation, current_correlation_id, get_logg
 from trinity.render.markdown import render_markdown, render_text
 from trinity.render.output import (
     MARKER_DIR,
+    BackgroundWriter,
     StagedOutput,
     check_output_dir,
     robots_txt,
@@ -39,6 +40,9 @@ from trinity.render.output import (
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
 from trinity.site import INDEX_SLUG, PAGES_FILE, Block, Page, Site, load_site
 from trinity.yamlfile import shown_path
+
+if TYPE_CHECKING:
+    import jsonschema
 
 log = get_logger(__name__)
 
@@ -85,6 +89,8 @@ class BuildReport:
     model: str
     pages: int
     dry_run: bool = False
+    # Pages whose inputs had not changed, taken from the previous output unrendered.
+    pages_reused: int = 0
     correlation_id: str | None = None
     settings_digest: str = ""
     generator: str = GENERATOR
@@ -139,9 +145,18 @@ class BuildReport:
         return sum(b.attempts for b in self.blocks)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The report as JSON-ready data. It shares the report's values rather than copying
+        them (`dataclasses.asdict` deep-copied every block: 0.15 ms a block)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["blocks"] = [vars(block) for block in self.blocks]
         data["totals"] = self.totals()
         return data
+
+    def write_json(self, stream: IO[str]) -> None:
+        """The report as indented JSON into `stream`, encoded piece by piece: at 100,000
+        blocks, `json.dumps` would first build the whole text in memory (+220 MB)."""
+        json.dump(self.to_dict(), stream, indent=2)
+        stream.write("\n")
 
     def totals(self) -> dict[str, Any]:
         return {
@@ -320,33 +335,38 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         report.theme,
         extra={"event": "build_started", "settings_digest": report.settings_digest},
     )
-    jobs = list(plan_jobs(project, client))
-    report.planned_blocks = len(jobs)
+    # Planned lazily: the workers take each job as they need it, so at 100,000 blocks the
+    # requests are never all in memory at once.
+    jobs = plan_jobs(project, client)
+    report.planned_blocks = project.site.block_count
     report.timings["plan"] = clock() - started
     observer.planned(report)
     if options.dry_run:
         await _check_cached(jobs, client, report)
         return report
-    with StagedOutput(settings.build.output_dir) as output:
-        writer = _PageWriter(project, output, keep_going=options.keep_going)
+    with StagedOutput(settings.build.output_dir) as output, BackgroundWriter(output) as files:
+        writer = _PageWriter(project, output, files, keep_going=options.keep_going)
         phase = clock()
         redactor = Redactor(settings.secrets())
         await _generate(jobs, client, settings.llm.concurrency, report, observer, writer, redactor)
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
+        report.pages_reused = writer.reused
         failures = [(b.page, b.block, b.error or "") for b in report.failures]
         if failures and not options.keep_going:
             raise BuildFailed(
-                f"{len(failures)} of {len(jobs)} blocks could not be generated; "
+                f"{len(failures)} of {report.planned_blocks} blocks could not be generated; "
                 f"{settings.build.output_dir} was left as it was",
                 failures,
             )
         phase = clock()
+        files.close()  # every page on disk, or the first error writing one
         writer.finish()
         report.timings["write"] = writer.write_time + clock() - phase
         report.timings["total"] = clock() - started
         report.cache = cache_counts(client.cache, since=counts_before)
-        output.write_text(REPORT_FILE, json.dumps(report.to_dict(), indent=2))
+        with output.path(REPORT_FILE).open("w", encoding="utf-8") as stream:
+            report.write_json(stream)
         output.commit()
     if options.report_path is not None:
         write_report(report, options.report_path)
@@ -360,8 +380,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     )
     if failures:
         raise BuildFailed(
-            f"{len(failures)} of {len(jobs)} blocks could not be generated; the site was "
-            "written with placeholders in their place (--keep-going)",
+            f"{len(failures)} of {report.planned_blocks} blocks could not be generated; the "
+            "site was written with placeholders in their place (--keep-going)",
             failures,
         )
     return report
@@ -382,7 +402,8 @@ def write_report(report: BuildReport, path: Path) -> None:
     """The report as JSON at `path`, written whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    with partial.open("w", encoding="utf-8") as stream:
+        report.write_json(stream)
     partial.replace(path)
 
 
@@ -452,7 +473,7 @@ def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
             yield Job(page=page, block=block, request=request, key=client.key(request))
 
 
-async def _check_cached(jobs: list[Job], client: AsyncLLMClient, report: BuildReport) -> None:
+async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport) -> None:
     for job in jobs:
         hit = await client.cached(job.request, job.key)
         report.blocks.append(
@@ -466,7 +487,7 @@ async def _check_cached(jobs: list[Job], client: AsyncLLMClient, report: BuildRe
 
 
 async def _generate(
-    jobs: list[Job],
+    jobs: Iterator[Job],
     client: AsyncLLMClient,
     concurrency: int,
     report: BuildReport,
@@ -475,10 +496,9 @@ async def _generate(
     redactor: Redactor,
 ) -> None:
     """Run every job; a fixed pool of workers keeps memory flat however many jobs there are."""
-    queue = iter(jobs)
 
     async def worker() -> None:
-        for job in queue:  # shared iterator: each job goes to exactly one worker
+        for job in jobs:  # shared iterator: each job goes to exactly one worker
             result = await _run_job(job, client, writer, redactor)
             report.blocks.append(result)
             observer.block_done(result)
@@ -486,7 +506,7 @@ async def _generate(
     # More workers than connections, so cache lookups overlap with calls in flight.
     try:
         async with anyio.create_task_group() as group:
-            for _ in range(min(len(jobs), concurrency * 2 + 8)):
+            for _ in range(min(report.planned_blocks, concurrency * 2 + 8)):
                 group.start_soon(worker)
     except BaseExceptionGroup as group:
         # A template error while rendering a page stops the build: report it, not the group.
@@ -512,10 +532,10 @@ async def _answer_job(
     base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     validate = _validator(job.block)
     try:
-        response = await client.complete(job.request, validate=validate)
+        response = await client.complete(job.request, validate=validate, key=job.key)
     except LLMError as exc:
         log.warning("block failed: %s", exc, extra={"event": "block_failed"})
-        stale = await client.stale(job.request, validate=validate)
+        stale = await client.stale(job.request, validate=validate, key=job.key)
         if stale is None:
             # Server messages go into the report and onto the console: mask what they echo.
             base.error = redactor.text(str(exc))
@@ -566,6 +586,8 @@ def parse_json_answer(text: str, schema: Mapping[str, Any] | None) -> Any:
         excerpt = " ".join(text.split())[:80]
         raise MalformedResponseError(f"the answer is not valid JSON: {excerpt!r}")
     if schema is not None:
+        import jsonschema  # here: 65 ms to import, and few sites have json blocks
+
         error = jsonschema.exceptions.best_match(_schema_validator(schema).iter_errors(data))
         if error is not None:
             raise MalformedResponseError(
@@ -576,6 +598,8 @@ def parse_json_answer(text: str, schema: Mapping[str, Any] | None) -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _compiled_schema(schema_json: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     schema = json.loads(schema_json)
     return jsonschema.validators.validator_for(schema)(schema)
 
@@ -621,17 +645,29 @@ class _PageWriter:
 
     With `keep_going`, a failed block takes the theme's placeholder so its page can still
     be written; otherwise a page with a failed block is never rendered.
+
+    A page whose inputs (templates, the site-wide context, its own fields and its blocks'
+    answers) are those of the current output's copy is not rendered again: that file is
+    taken as it is. `output/.trinity/pages.json` records each page's fingerprint and size.
     """
 
-    def __init__(self, project: Project, output: StagedOutput, keep_going: bool = False) -> None:
+    def __init__(
+        self,
+        project: Project,
+        output: StagedOutput,
+        files: BackgroundWriter,
+        keep_going: bool = False,
+    ) -> None:
         self.project = project
         self.output = output
+        self.files = files
         self.keep_going = keep_going
         # Pages are rendered and written while blocks are still generating: these add up
         # the time spent on each, which the generate phase's wall time includes.
         self.render_time = 0.0
-        self.write_time = 0.0
-        self._pending: dict[str, dict[str, Any]] = {}
+        self._link_time = 0.0
+        self.reused = 0
+        self._pending: dict[str, dict[str, str | None]] = {}
         site = project.site
         self._nav = [_link(p) for p in site.pages if p.collection is None]
         self._collections: dict[str, list[dict[str, Any]]] = {}
@@ -650,28 +686,41 @@ class _PageWriter:
             },
             "generator": GENERATOR,
         }
+        self._shared_digest = _fingerprint(project.renderer.digest, self._shared)
+        self._previous = read_page_manifest(output.output_dir / PAGES_MANIFEST)
+        self._manifest: dict[str, tuple[str, int]] = {}
         for page in site.pages:
             if not page.blocks:
-                self._write(page, {})
+                self._finish_page(page, {})
 
     def block_ready(self, job: Job, response: LLMResponse) -> None:
-        self._settle(job, block_value(job.block, response.text))
+        self._settle(job, response.text)
 
     def block_failed(self, job: Job) -> None:
         if self.keep_going:
-            self._settle(job, self.project.renderer.placeholder(job.page.title, job.block.name))
+            self._settle(job, None)
 
-    def _settle(self, job: Job, value: Any) -> None:
+    def _settle(self, job: Job, answer: str | None) -> None:
         page = job.page
         answers = self._pending.setdefault(page.slug, {})
-        answers[job.block.name] = value
+        answers[job.block.name] = answer
         if len(answers) == len(page.blocks):
             del self._pending[page.slug]
-            ordered = {b.name: answers[b.name] for b in page.blocks}
-            self._write(page, ordered)
+            self._finish_page(page, answers)
 
-    def _write(self, page: Page, blocks: dict[str, Any]) -> None:
+    def _finish_page(self, page: Page, answers: dict[str, str | None]) -> None:
+        """Reuse the page if nothing it is made of changed, else render and write it.
+
+        `answers` holds each block's text, or None for a failed block (`--keep-going`):
+        a page with a placeholder is always rendered, and never recorded for reuse.
+        """
+        fingerprint = None
+        if self._shared_digest is not None and None not in answers.values():
+            fingerprint = self._page_fingerprint(page, answers)
+            if self._reuse(page, fingerprint):
+                return
         started = time.perf_counter()
+        blocks = {b.name: self._block_value(page, b, answers[b.name]) for b in page.blocks}
         context: dict[str, Any] = {
             **self._shared,
             "page": {**_link(page), "description": page.description},
@@ -680,19 +729,80 @@ class _PageWriter:
             "root": page_root(page),
         }
         html = self.project.renderer.render(page.template, context)
-        rendered = time.perf_counter()
-        self.render_time += rendered - started
-        self.output.write_text(page.output_path, html)
-        self.write_time += time.perf_counter() - rendered
+        self.render_time += time.perf_counter() - started
+        self.files.write_text(page.output_path, html)
+        if fingerprint is not None:
+            self._manifest[page.output_path] = (fingerprint, len(html.encode("utf-8")))
+
+    def _block_value(self, page: Page, block: Block, answer: str | None) -> Any:
+        if answer is None:
+            return self.project.renderer.placeholder(page.title, block.name)
+        return block_value(block, answer)
+
+    def _page_fingerprint(self, page: Page, answers: Mapping[str, str | None]) -> str | None:
+        own = [
+            page.template,
+            _link(page),
+            page.description,
+            page_root(page),
+            [(b.name, b.heading, b.format, answers[b.name]) for b in page.blocks],
+        ]
+        return _fingerprint(self._shared_digest, own)
+
+    def _reuse(self, page: Page, fingerprint: str | None) -> bool:
+        previous = self._previous.get(page.output_path)
+        if fingerprint is None or previous is None or previous[0] != fingerprint:
+            return False
+        started = time.perf_counter()
+        reused = self.output.reuse(page.output_path, previous[1])
+        self._link_time += time.perf_counter() - started
+        if reused:
+            self._manifest[page.output_path] = previous
+            self.reused += 1
+        return reused
+
+    @property
+    def write_time(self) -> float:
+        """Seconds spent writing pages (on the writer's thread) and linking unchanged ones."""
+        return self.files.busy_time + self._link_time
 
     def finish(self) -> None:
-        """Static files, and sitemap.xml and robots.txt when the site has a base URL."""
+        """Static files, the page manifest, and sitemap.xml and robots.txt when the site
+        has a base URL."""
         self.output.copy_static(self.project.renderer.static_folders())
         base_url = self.project.settings.site.base_url
         if base_url:
             urls = [page.url for page in self.project.site.pages]
             self.output.write_text("sitemap.xml", sitemap_xml(base_url, urls))
             self.output.write_text("robots.txt", robots_txt(base_url))
+        manifest = {"generator": GENERATOR, "pages": self._manifest}
+        with self.output.path(PAGES_MANIFEST).open("w", encoding="utf-8") as stream:
+            json.dump(manifest, stream, separators=(",", ":"))
+
+
+PAGES_MANIFEST = f"{MARKER_DIR}/pages.json"
+
+
+def _fingerprint(*parts: Any) -> str | None:
+    """A digest of JSON-able `parts`; None when they cannot be written as JSON (and so
+    cannot be compared: the page is rendered every time)."""
+    try:
+        text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):  # keys of mixed types, or a circular structure
+        return None
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def read_page_manifest(path: Path) -> dict[str, tuple[str, int]]:
+    """Fingerprint and size of each page of the output at `path`'s site, by output path;
+    empty when there is none, it is unreadable, or another version of Trinity wrote it."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        if data["generator"] != GENERATOR:
+            return {}
+        return {str(k): (str(v[0]), int(v[1])) for k, v in data["pages"].items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
 
 
 def _link(page: Page) -> dict[str, Any]:

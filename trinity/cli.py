@@ -7,7 +7,6 @@ and `trinity --help` start fast.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -223,9 +222,8 @@ def build(
                 )
             )
         if as_json:
-            # soft_wrap: a long value must not be broken across lines inside the JSON.
-            text = json.dumps(report.to_dict(), indent=2)
-            consoles.out.print(text, soft_wrap=True, markup=False, highlight=False)
+            # Straight to the stream: Rich would wrap and scan every line of it.
+            report.write_json(consoles.out.file)
         if dry_run:
             if not as_json:
                 consoles.out.print(_plan_table(report))
@@ -428,7 +426,7 @@ class _Progress:
 def _summary_table(report: BuildReport, wall: float) -> Table:
     table = Table(title="Build summary", show_header=False, box=None)
     rows: list[tuple[str, Any]] = [
-        ("pages", report.pages),
+        ("pages", _pages(report)),
         ("blocks", len(report.blocks)),
         ("LLM calls", report.llm_calls),
         ("requests sent", report.attempts),
@@ -443,6 +441,12 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
     for name, value in rows:
         table.add_row(name, escape(str(value)))
     return table
+
+
+def _pages(report: BuildReport) -> str:
+    if not report.pages_reused:
+        return str(report.pages)
+    return f"{report.pages} ({report.pages_reused} unchanged, not rendered again)"
 
 
 def _hits_by_tier(report: BuildReport) -> str:

@@ -18,6 +18,7 @@ import logging
 import logging.handlers
 import os
 import re
+import stat as statmodule
 import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -107,6 +108,11 @@ _PATTERNS = (
     # Provider key shapes, wherever they appear.
     re.compile(r"()\b((?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{16,})"),
 )
+# Matches wherever any pattern above could (and more, ignoring case throughout): most log
+# text has none, and one search is cheaper than three substitutions.
+_MAYBE_SECRET = re.compile(
+    "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p in _PATTERNS), re.IGNORECASE
+)
 
 
 class Redactor:
@@ -127,6 +133,8 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if _MAYBE_SECRET.search(text) is None:
+            return text
         for pattern in _PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + MASK, text)
         return text
@@ -298,16 +306,51 @@ def _console_handler(profile: LogProfile, console: Console | None) -> logging.Ha
 
 class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Creates its folder and file with the first record, so a run that logs nothing
-    (a command refused for bad input, say) leaves no trace in the project."""
+    (a command refused for bad input, say) leaves no trace in the project.
+
+    It also formats each record once. The standard library's `shouldRollover` formats
+    every record a second time to measure it, and stats and seeks the file: 0.35 ms a
+    record, which was a third of a warm rebuild's time per block. This handler counts
+    the bytes it writes instead.
+    """
 
     def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
         super().__init__(
             path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
         )
+        self._size = 0
+        self._rotates = True
 
     def _open(self) -> Any:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
+        stream = super()._open()
+        status = os.fstat(stream.fileno())
+        self._size = status.st_size
+        # Never rotate anything but a regular file (a log sent to /dev/null, say).
+        self._rotates = statmodule.S_ISREG(status.st_mode)
+        return stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            size = len(line.encode("utf-8")) if not line.isascii() else len(line)
+            if self._should_rotate(size):
+                self.doRollover()
+                if self.stream is None:
+                    self.stream = self._open()
+            self.stream.write(line)
+            self.stream.flush()
+            self._size += size
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _should_rotate(self, size: int) -> bool:
+        # An empty file is never rotated, even for a record larger than max_bytes.
+        return self._rotates and 0 < self.maxBytes <= self._size + size and self._size > 0
 
 
 def _file_handlers(

@@ -16,7 +16,6 @@ from types import MappingProxyType
 from typing import Any, cast
 
 import jinja2
-import jsonschema
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from trinity.config import Settings
@@ -323,6 +322,8 @@ class _Planner:
         if schema is not None:
             if block_format != "json":
                 raise f.fail("only json blocks take a schema", "schema")
+            import jsonschema  # here: 65 ms to import, and few sites have schemas
+
             dialect = schema.get("$schema")
             if "$schema" in schema and (
                 not isinstance(dialect, str)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -10,6 +11,7 @@ import pytest
 from trinity.errors import ConfigError
 from trinity.render.output import (
     MARKER_DIR,
+    BackgroundWriter,
     StagedOutput,
     check_output_dir,
     robots_txt,
@@ -182,6 +184,27 @@ def test_path_refuses_a_symlink_that_leads_out(tmp_path: Path) -> None:
             staged.path("link/x.html")
 
 
+def test_write_text_refuses_a_symlinked_folder_even_after_writing_beside_it(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with StagedOutput(tmp_path / "output") as staged:
+        staged.write_text("a/index.html", "first")
+        (staged.staging / "a" / "link").symlink_to(outside)
+        with pytest.raises(ValueError, match="outside the output folder"):
+            staged.write_text("a/link/x.html", "x")
+        with pytest.raises(ValueError, match="outside the output folder"):
+            staged.write_text("a/", "x")
+        staged.write_text("a/second.html", "second")
+        staged.commit()
+    assert files_under(tmp_path / "output" / "a") == {
+        "index.html": "first",
+        "second.html": "second",
+    }
+    assert not any(outside.iterdir())
+
+
 @pytest.mark.parametrize("relative", ["index.html", "a/b/index.html", "a/../b.html"])
 def test_path_inside_is_allowed(tmp_path: Path, relative: str) -> None:
     with StagedOutput(tmp_path / "output") as staged:
@@ -227,3 +250,83 @@ def test_robots_txt() -> None:
     assert robots_txt("https://example.com/sub/") == (
         "User-agent: *\nAllow: /\n\nSitemap: https://example.com/sub/sitemap.xml\n"
     )
+
+
+# --------------------------------------------------------------------------- BackgroundWriter
+
+
+class GatedOutput(StagedOutput):
+    """Writes only while `gate` is set, and counts the files it was asked for."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(output_dir)
+        self.gate = threading.Event()
+        self.entered = threading.Event()  # the first file is in the writer's hands
+        self.asked = 0
+
+    def write_text(self, relative: str, text: str) -> None:
+        self.asked += 1
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        super().write_text(relative, text)
+
+
+def test_background_writer_writes_every_file_before_close_returns(tmp_path: Path) -> None:
+    with StagedOutput(tmp_path / "output") as staged:
+        with BackgroundWriter(staged, backlog=4) as files:
+            for n in range(50):
+                files.write_text(f"p{n % 5}/{n}.html", f"page {n}")
+            files.close()
+        staged.commit()
+    written = files_under(tmp_path / "output")
+    assert {k: v for k, v in written.items() if not k.startswith(MARKER_DIR)} == {
+        f"p{n % 5}/{n}.html": f"page {n}" for n in range(50)
+    }
+    assert files.busy_time > 0
+
+
+def test_background_writer_raises_the_first_error(tmp_path: Path) -> None:
+    with StagedOutput(tmp_path / "output") as staged:
+        files = BackgroundWriter(staged)
+        files.write_text("../escape.html", "x")
+        files.write_text("fine.html", "y")
+        with pytest.raises(ValueError, match="outside the output folder"):
+            files.close()
+        with pytest.raises(ValueError, match="outside the output folder"):
+            files.write_text("later.html", "z")
+        assert not (staged.staging / "fine.html").exists(), "nothing after the error"
+    assert not (tmp_path / "escape.html").exists()
+
+
+def test_background_writer_holds_at_most_its_backlog(tmp_path: Path) -> None:
+    with GatedOutput(tmp_path / "output") as staged:
+        files = BackgroundWriter(staged, backlog=2)
+        producer = threading.Thread(
+            target=lambda: [files.write_text(f"{n}.html", "x") for n in range(10)]
+        )
+        producer.start()
+        assert staged.entered.wait(timeout=30)
+        producer.join(timeout=0.5)
+        # One file in the writer's hands, two waiting: the producer waits for room.
+        assert producer.is_alive()
+        assert staged.asked == 1
+        staged.gate.set()
+        producer.join(timeout=30)
+        files.close()
+        assert len(list(staged.staging.glob("*.html"))) == 10
+
+
+def test_abandoning_the_writer_drops_what_waits(tmp_path: Path) -> None:
+    with GatedOutput(tmp_path / "output") as staged:
+        files = BackgroundWriter(staged, backlog=20)
+        for n in range(10):
+            files.write_text(f"{n}.html", "x")
+        assert staged.entered.wait(timeout=30)
+        stopper = threading.Thread(target=files.abandon)
+        stopper.start()
+        assert files.abandoned.wait(timeout=30)
+        staged.gate.set()
+        stopper.join(timeout=30)
+        assert not stopper.is_alive()
+        assert staged.asked == 1  # the one in the writer's hands when it was abandoned
+        assert len(list(staged.staging.glob("*.html"))) == staged.asked

@@ -17,7 +17,6 @@ import anyio.to_thread
 
 from trinity.cache.disk import DiskTier
 from trinity.cache.memory import MemoryTier
-from trinity.cache.redis import RedisTier
 from trinity.cache.tier import CacheTier, Keep, TierUsage
 from trinity.config import CacheSettings
 from trinity.logs import get_logger
@@ -173,6 +172,9 @@ def open_tier(settings: CacheSettings, name: str) -> CacheTier | None:
     if name == "memory":
         return MemoryTier(settings.memory.max_entries, settings.memory.ttl)
     if name == "redis":
+        # Imported here: redis-py takes 0.1 s to import, and most builds have no Redis.
+        from trinity.cache.redis import RedisTier
+
         r = settings.redis
         return RedisTier(
             host=r.host,

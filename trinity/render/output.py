@@ -7,7 +7,12 @@ mistyped `--output` can never wipe someone's files.
 
 from __future__ import annotations
 
+import os
+import queue
 import shutil
+import stat as statmodule
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +38,9 @@ class StagedOutput:
         self._retired = self.output_dir.parent / f".{self.output_dir.name}.old-{tag}"
         self.staging.mkdir()
         (self.staging / MARKER_DIR).mkdir()
+        # Folders already made and checked, by the relative name asked for: resolving and
+        # making every page's folder from the root cost a dozen system calls a page.
+        self._folders: dict[str, Path] = {"": self.staging}
 
     def path(self, relative: str) -> Path:
         """A path inside the staging folder; anything that would leave it is refused."""
@@ -43,9 +51,58 @@ class StagedOutput:
         return target
 
     def write_text(self, relative: str, text: str) -> None:
-        target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        self._file(relative).write_text(text, encoding="utf-8")
+
+    def reuse(self, relative: str, size: int) -> bool:
+        """Take `relative` from the current output as it is (a hard link, no copy), if it
+        is still there as a regular file of `size` bytes; False when it cannot be reused.
+
+        The build asks for pages whose inputs have not changed since that output was
+        written, so rebuilding a site rewrites only what changed.
+        """
+        target = self._file(relative)
+        source = self.output_dir / relative
+        try:
+            status = source.lstat()
+            if not statmodule.S_ISREG(status.st_mode) or status.st_size != size:
+                return False  # edited or replaced since: write it anew
+            os.link(source, target, follow_symlinks=False)
+        except OSError:  # gone, or a file system without hard links
+            return False
+        return True
+
+    def _file(self, relative: str) -> Path:
+        """Where the file `relative` goes in the staging folder, its folder made."""
+        folder, _, name = relative.rpartition("/")
+        if not name or name in (".", "..") or relative.startswith("/"):
+            raise ValueError(f"refusing to write outside the output folder: {relative}")
+        return self._folder(folder) / name
+
+    def _folder(self, relative: str) -> Path:
+        """The staging folder at `relative`, made and checked the first time it is asked for.
+
+        A page's folder is usually new: making it under a checked folder is the check, as a
+        folder this build has just made cannot lead anywhere else. A name that already
+        exists (a `..`, or a link someone put there) is resolved and checked instead.
+        """
+        known = self._folders.get(relative)
+        if known is not None:
+            return known
+        head, _, name = relative.rpartition("/")
+        if name in ("", ".", ".."):
+            known = self._checked_folder(relative)
+        else:
+            known = self._folder(head) / name
+            try:
+                known.mkdir()
+            except FileExistsError:
+                known = self._checked_folder(relative)
+        self._folders[relative] = known
+        return known
+
+    def _checked_folder(self, relative: str) -> Path:
+        self.path(relative).mkdir(parents=True, exist_ok=True)  # refuses `..` before making
+        return self.path(relative)  # and a link, once the folder exists
 
     def copy_static(self, folders: Iterable[Path]) -> int:
         """Copy theme static folders into static/, later folders overriding; files copied."""
@@ -88,6 +145,73 @@ class StagedOutput:
     ) -> None:
         # Also on success: after commit() the staging folder is gone and this is a no-op.
         self.discard()
+
+
+class BackgroundWriter:
+    """Writes files into a staging folder on a thread of its own, in the order given.
+
+    Pages are rendered in the event loop, and writing one (making its folder, opening,
+    writing, closing) took longer than rendering it on a slow disk: here the loop goes on
+    while the file system works. At most `backlog` files wait; past that `write_text`
+    waits for room, so memory stays bounded however large the site. The first error
+    stops the writing and is raised by the next `write_text`, or by `close`.
+    """
+
+    def __init__(self, output: StagedOutput, backlog: int = 64) -> None:
+        self.output = output
+        self.busy_time = 0.0  # seconds the thread spent writing
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(backlog)
+        self._error: BaseException | None = None
+        self.abandoned = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trinity-writer", daemon=True)
+        self._thread.start()
+
+    def write_text(self, relative: str, text: str) -> None:
+        self._raise_error()
+        self._queue.put((relative, text))
+
+    def close(self) -> None:
+        """Wait until every file is written; raise the first error if one failed."""
+        self._stop()
+        self._raise_error()
+
+    def abandon(self) -> None:
+        """Stop without writing what still waits (the build failed or was interrupted)."""
+        self.abandoned.set()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None or self.abandoned.is_set():
+                continue  # drain, so a producer waiting for room is let go
+            started = time.perf_counter()
+            try:
+                self.output.write_text(*item)
+            except BaseException as exc:  # handed to the event loop's side, raised there
+                self._error = exc
+            self.busy_time += time.perf_counter() - started
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # After close() the thread is gone and this does nothing; otherwise the build
+        # is leaving early, and the staging folder is about to be removed.
+        self.abandon()
 
 
 def check_output_dir(output_dir: Path) -> None:

@@ -7,6 +7,7 @@ theme loads, so a syntax error is reported before any LLM call.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,7 @@ class ThemeRenderer:
         return {**self.theme.defaults, **overrides}
 
     def _parse_all(self) -> None:
+        digest = hashlib.sha256()
         for name in self.env.list_templates():
             try:
                 self.env.get_template(name)
@@ -179,6 +181,11 @@ class ThemeRenderer:
                     f"template syntax error at line {exc.lineno}: {exc.message}",
                     path=shown_path(exc.filename) if exc.filename else name,
                 ) from None
+            source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            digest.update(f"{len(name)}:{name}{len(source)}:{source}".encode())
+        # Every template the pages could use: a page rendered with the same templates and
+        # the same context is the same page (the build reuses it instead of rendering).
+        self.digest = digest.hexdigest()
 
     def require(
         self, used_by: Mapping[str, str] | None = None, pages_path: str = "content/pages.yaml"
