@@ -690,6 +690,25 @@ def test_the_log_file_rotates_at_max_bytes(install: Install, tmp_path: Path) -> 
     assert read_lines(folder / "trinity.log")[-1]["message"].startswith("record 059 ")
 
 
+def test_rotation_counts_what_an_earlier_run_wrote(install: Install, tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    earlier = json.dumps({"message": "an earlier run"}) + "\n"
+    (folder / "trinity.log").write_text(earlier * 25, encoding="utf-8")  # 800 bytes
+    install(replace(PROFILE, max_bytes=1024, backup_count=20, console=False))
+    log = get_logger("tests.install")
+
+    for n in range(12):
+        log.info("record %03d %s", n, "é" * 40)
+
+    files = sorted(folder.iterdir(), key=lambda p: -int(p.suffix[1:] if p.suffix != ".log" else 0))
+    assert all(path.stat().st_size <= 1024 for path in files)
+    # The earlier run's 800 bytes and the first record (~380) would not fit: rotated first.
+    assert {line["message"] for line in read_lines(files[0])} == {"an earlier run"}
+    records = [line["message"] for path in files[1:] for line in read_lines(path)]
+    assert records == [f"record {n:03d} {'é' * 40}" for n in range(12)]
+
+
 def test_an_unwritable_log_folder_costs_the_files_not_the_run(
     install: Install, tmp_path: Path
 ) -> None:
