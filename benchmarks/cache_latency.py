@@ -1,13 +1,14 @@
 """Hit latency of each cache tier: p50 and p99 over many gets, in-process.
 
 For each tier alone it times the sync `tier.get` and the async path a build really takes,
-`await manager.lookup_async(key)` with a manager holding only that tier (so the disk row
-includes the hop to a worker thread). Then the full stack, memory -> Redis -> disk, for a
-hit in each position: before each batch of distinct keys is read, its keys are deleted
-from the tiers above the one measured (untimed), so every timed lookup misses above it
-and promotes the answer upwards, as a build would. Last, for reference, what those
-latencies are made of: a no-op hop through anyio's worker thread and a raw Redis PING
-round trip, sync and async (a fifth as many gets).
+`await manager.lookup_async(key)` with a manager holding only that tier (the disk tier
+reads inline on the event loop's thread; only its writes go to a thread of its own).
+Then the full stack, memory -> Redis -> disk, for a hit in each position: before each
+batch of distinct keys is read, its keys are deleted from the tiers above the one
+measured (untimed), so every timed lookup misses above it and promotes the answer
+upwards, as a build would. Last, for reference, what those latencies are made of: a
+no-op hop through anyio's worker thread (what a disk read paid on top when it ran in
+one) and a raw Redis PING round trip, sync and async (a fifth as many gets).
 
 The rows take turns, in `--rounds` slices of their gets, so that a noisy moment on a
 shared machine spreads over every row instead of landing on one.

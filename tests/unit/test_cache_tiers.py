@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import stat
 import threading
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import diskcache
 import pytest
 
@@ -493,23 +496,141 @@ def test_disk_prune_drops_entries_under_foreign_keys(disk: DiskTier, key: Any) -
     assert len(disk) == 1
 
 
-@pytest.mark.anyio
-async def test_disk_async_twins_run_in_a_worker_thread(tmp_path: Path) -> None:
+class ThreadWatchedDisk(DiskTier):
+    """A disk tier that notes which thread each of its blocking calls ran on."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.threads: dict[str, set[int]] = {"get": set(), "set": set(), "delete": set()}
+
+    def get(self, key: str) -> Any | None:
+        self.threads["get"].add(threading.get_ident())
+        return super().get(key)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        self.threads["set"].add(threading.get_ident())
+        super().set(key, value, ttl)
+
+    def delete(self, key: str) -> None:
+        self.threads["delete"].add(threading.get_ident())
+        super().delete(key)
+
+
+@pytest.fixture
+def sqlite_connections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread of every SQLite connection opened while the test runs."""
     threads: list[int] = []
+    connect = sqlite3.connect
 
-    class Watched(DiskTier):
-        def get(self, key: str) -> Any | None:
-            threads.append(threading.get_ident())
-            return super().get(key)
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        threads.append(threading.get_ident())
+        return connect(*args, **kwargs)
 
-    tier = Watched(tmp_path / "c")
-    await tier.set_async("k", {"a": 1})
-    assert await tier.get_async("k") == {"a": 1}
-    await tier.delete_async("k")
-    assert await tier.get_async("k") is None
-    assert len(threads) == 2
-    assert threading.get_ident() not in threads
+    monkeypatch.setattr(diskcache.core.sqlite3, "connect", recording_connect)
+    return threads
+
+
+@pytest.mark.anyio
+async def test_disk_async_reads_run_inline_and_writes_on_one_thread_of_its_own(
+    tmp_path: Path,
+) -> None:
+    tier = ThreadWatchedDisk(tmp_path / "c")
+    try:
+        await tier.set_async("k", {"a": 1})
+        assert await tier.get_async("k") == {"a": 1}
+        await tier.set_async("other", 2)
+        await tier.delete_async("k")
+        assert await tier.get_async("k") is None
+    finally:
+        await tier.aclose()
+    (writer,) = tier.threads["set"]
+    assert tier.threads["get"] == {threading.get_ident()}
+    assert tier.threads["delete"] == {writer}
+    assert writer != threading.get_ident()
+
+
+@pytest.mark.anyio
+async def test_disk_async_calls_from_many_tasks_use_at_most_two_sqlite_connections(
+    tmp_path: Path, sqlite_connections: list[int]
+) -> None:
+    tier = ThreadWatchedDisk(tmp_path / "c")
+    opened_by_init = len(sqlite_connections)  # diskcache connects on the caller's thread
+
+    async def work(task: int) -> None:
+        for n in range(20):
+            key = f"{task}:{n}"
+            await tier.set_async(key, n)
+            assert await tier.get_async(key) == n
+            # Other blocking work keeps anyio's worker threads busy and changing meanwhile.
+            await anyio.to_thread.run_sync(time.sleep, 0)
+            if n % 2:
+                await tier.delete_async(key)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for task in range(50):
+                group.start_soon(work, task)
+    finally:
+        await tier.aclose()
+    touched = set().union(*tier.threads.values())
+    assert len(touched) == 2
+    assert set(sqlite_connections) == touched
+    assert len(sqlite_connections) == opened_by_init + 1  # the writer's, once
+    assert tier.threads["get"] == {threading.get_ident()}
+    assert len(tier) == 50 * 10
+    tier.close()
+
+
+@pytest.mark.anyio
+async def test_disk_writes_awaited_before_aclose_are_on_disk_after_it(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path / "c")
+    async with anyio.create_task_group() as group:
+        for n in range(100):
+            group.start_soon(tier.set_async, f"k{n}", {"n": n})
     await tier.aclose()
+    reopened = DiskTier(tmp_path / "c")
+    try:
+        assert [reopened.get(f"k{n}") for n in range(100)] == [{"n": n} for n in range(100)]
+    finally:
+        reopened.close()
+
+
+@pytest.mark.anyio
+async def test_disk_write_of_a_cancelled_caller_still_lands(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path / "c")
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            for n in range(20):
+                group.start_soon(tier.set_async, f"k{n}", n)
+            scope.cancel()
+    assert scope.cancelled_caught
+    tier.close()
+    assert [tier.get(f"k{n}") for n in range(20)] == list(range(20))
+    tier.close()
+
+
+@pytest.mark.anyio
+async def test_disk_async_write_failure_reaches_the_caller(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path / "c")
+    try:
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            await tier.set_async("k", object())
+        await tier.set_async("k", 1)  # the writer thread lives on
+        assert tier.get("k") == 1
+    finally:
+        await tier.aclose()
+
+
+@pytest.mark.anyio
+async def test_disk_async_writes_work_again_after_close(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path / "c")
+    await tier.set_async("before", 1)
+    tier.close()
+    await tier.set_async("after", 2)
+    await tier.aclose()
+    await tier.aclose()  # closing twice is harmless
+    assert (tier.get("before"), tier.get("after")) == (1, 2)
+    tier.close()
 
 
 # ---------------------------------------------------------------------------- manager

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from trinity.errors import ContentError
-from trinity.yamlfile import did_you_mean, load_data_file, shown_path
+from trinity.yamlfile import (
+    _FastStrictLoader,
+    _StrictLoader,
+    did_you_mean,
+    load_data_file,
+    shown_path,
+)
+
+BOTH_LOADERS = [
+    pytest.param(_StrictLoader, id="pure-python"),
+    pytest.param(_FastStrictLoader, id="libyaml"),
+]
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -95,6 +108,69 @@ def test_yaml_error_without_a_context_adds_nothing(tmp_path: Path) -> None:
     with pytest.raises(ContentError) as caught:
         load_data_file(path, ContentError)
     assert str(caught.value) == "plain.yaml: invalid YAML at line 2, column 1: duplicate key 'a'"
+
+
+# ---------------------------------------------------------------------------- the two loaders
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="this PyYAML was built without libyaml")
+def test_the_fast_loader_parses_with_libyaml() -> None:
+    assert issubclass(_FastStrictLoader, yaml.CSafeLoader)
+
+
+@pytest.mark.parametrize("loader", BOTH_LOADERS)
+@pytest.mark.parametrize(
+    ("text", "problem", "line", "column"),
+    [
+        pytest.param("a: 1\nb:\n  c: 1\n  c: 2\n", "duplicate key 'c'", 4, 3, id="nested"),
+        pytest.param("- {k: 1, k: 2}\n", "duplicate key 'k'", 1, 10, id="flow"),
+        pytest.param("a:\n  <<: {x: 1}\n  y: 1\n  y: 2\n", "duplicate key 'y'", 4, 3, id="merge"),
+        pytest.param("a: 1\r\nb: 2\r\na: 3\r\n", "duplicate key 'a'", 3, 1, id="crlf"),
+        pytest.param(
+            "# ✓✓✓\nx: {ké: 1, 😀: 2, ké: 3}\n", "duplicate key 'ké'", 2, 18, id="unicode"
+        ),
+        pytest.param("a: 'x\u2028y'\nb: 1\na: 2\n", "duplicate key 'a'", 4, 1, id="u2028-break"),
+        pytest.param("? [a, b]\n: 1\n", "found an unhashable key", 1, 3, id="unhashable"),
+    ],
+)
+def test_both_loaders_mark_a_refused_key_where_it_stands(
+    loader: Any, text: str, problem: str, line: int, column: int
+) -> None:
+    with pytest.raises(yaml.constructor.ConstructorError) as caught:
+        yaml.load(text, Loader=loader)
+    mark = caught.value.problem_mark
+    assert mark is not None
+    assert (caught.value.problem, mark.line + 1, mark.column + 1) == (problem, line, column)
+
+
+def test_both_loaders_read_a_document_alike() -> None:
+    text = (
+        "base: &b {x: 1, when: 2024-05-01, ok: yes, none: ~, f: 1.5e3}\n"
+        "other:\n  <<: *b\n  x: 2\n"
+        "list: [1, '2', \"três\", {nested: [true, null]}]\n"
+        "block: |\n  line one\n  line two\n"
+    )
+    pure = yaml.load(text, Loader=_StrictLoader)
+    fast = yaml.load(text, Loader=_FastStrictLoader)
+    assert fast == pure
+    assert pure["other"]["x"] == 2
+    assert pure["other"]["when"] == pure["base"]["when"]
+
+
+def test_the_pure_python_loader_decides_when_the_fast_one_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused: list[str] = []
+
+    class Refusing(_FastStrictLoader):
+        def get_single_data(self) -> Any:
+            refused.append("refused")
+            raise yaml.YAMLError("libyaml disagrees")
+
+    monkeypatch.setattr("trinity.yamlfile._FastStrictLoader", Refusing)
+    path = write(tmp_path, "ok.yaml", "items: [a, b]\n")
+    assert load_data_file(path, ContentError) == {"items": ["a", "b"]}
+    assert refused == ["refused"]
 
 
 def test_undecodable_file_is_an_input_error(tmp_path: Path) -> None:

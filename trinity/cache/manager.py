@@ -28,7 +28,8 @@ class CacheManager:
     """A tiered cache of JSON-compatible values.
 
     Sync methods for scripts, `*_async` twins for the event loop: memory answers inline,
-    Redis through its asyncio client, and disk in a worker thread.
+    Redis through its asyncio client, and disk reads inline and writes on a thread of its
+    own (see DiskTier). `clear_all_async`, rare and slow, runs in a worker thread.
     """
 
     def __init__(self, tiers: list[CacheTier] | None = None) -> None:
