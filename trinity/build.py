@@ -30,6 +30,7 @@ from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.render.markdown import render_markdown, render_text
 from trinity.render.output import (
+    MANIFEST_FILE,
     MARKER_DIR,
     BackgroundWriter,
     StagedOutput,
@@ -648,7 +649,7 @@ class _PageWriter:
 
     A page whose inputs (templates, the site-wide context, its own fields and its blocks'
     answers) are those of the current output's copy is not rendered again: that file is
-    taken as it is. `output/.trinity/pages.json` records each page's fingerprint and size.
+    kept where it is. `output/.trinity/pages.json` records each page's fingerprint and size.
     """
 
     def __init__(
@@ -665,7 +666,7 @@ class _PageWriter:
         # Pages are rendered and written while blocks are still generating: these add up
         # the time spent on each, which the generate phase's wall time includes.
         self.render_time = 0.0
-        self._link_time = 0.0
+        self._keep_time = 0.0
         self.reused = 0
         self._pending: dict[str, dict[str, str | None]] = {}
         site = project.site
@@ -687,7 +688,7 @@ class _PageWriter:
             "generator": GENERATOR,
         }
         self._shared_digest = _fingerprint(project.renderer.digest, self._shared)
-        self._previous = read_page_manifest(output.output_dir / PAGES_MANIFEST)
+        self._previous = read_page_manifest(output.output_dir / MANIFEST_FILE)
         self._manifest: dict[str, tuple[str, int]] = {}
         for page in site.pages:
             if not page.blocks:
@@ -754,8 +755,8 @@ class _PageWriter:
         if fingerprint is None or previous is None or previous[0] != fingerprint:
             return False
         started = time.perf_counter()
-        reused = self.output.reuse(page.output_path, previous[1])
-        self._link_time += time.perf_counter() - started
+        reused = self.output.keep(page.output_path, previous[1])
+        self._keep_time += time.perf_counter() - started
         if reused:
             self._manifest[page.output_path] = previous
             self.reused += 1
@@ -763,8 +764,8 @@ class _PageWriter:
 
     @property
     def write_time(self) -> float:
-        """Seconds spent writing pages (on the writer's thread) and linking unchanged ones."""
-        return self.files.busy_time + self._link_time
+        """Seconds spent writing pages (on the writer's thread) and checking kept ones."""
+        return self.files.busy_time + self._keep_time
 
     def finish(self) -> None:
         """Static files, the page manifest, and sitemap.xml and robots.txt when the site
@@ -776,11 +777,10 @@ class _PageWriter:
             self.output.write_text("sitemap.xml", sitemap_xml(base_url, urls))
             self.output.write_text("robots.txt", robots_txt(base_url))
         manifest = {"generator": GENERATOR, "pages": self._manifest}
-        with self.output.path(PAGES_MANIFEST).open("w", encoding="utf-8") as stream:
-            json.dump(manifest, stream, separators=(",", ":"))
-
-
-PAGES_MANIFEST = f"{MARKER_DIR}/pages.json"
+        with self.output.path(MANIFEST_FILE).open("w", encoding="utf-8") as stream:
+            json.dump(
+                manifest, stream, separators=(",", ":"), sort_keys=True
+            )  # same site, same file
 
 
 def _fingerprint(*parts: Any) -> str | None:

@@ -1,8 +1,8 @@
 """Rebuilds take unchanged pages from the previous output instead of rendering them again.
 
 A page is reused only when everything it is made of is unchanged: the templates, the
-site-wide context, its own fields and its blocks' answers. The file is hard-linked from
-the previous output, so its inode survives the rebuild; a rendered page gets a new one.
+site-wide context, its own fields and its blocks' answers. Its file is left where it is,
+so its inode survives the rebuild; a rendered page gets a new one.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def _about(pages: list[dict[str, object]]) -> dict[str, object]:
 def test_the_previous_output_is_untouched_by_reuse(
     site_project: SiteProject, tmp_path: Path
 ) -> None:
-    """Hard links share the file: the build must never write through one."""
+    """A changed page is a new file moved into place: never written through the old one."""
     build_site(site_project.root, environ={})
     kept = tmp_path / "kept.html"
     kept.hardlink_to(site_project.output / LUMEN)

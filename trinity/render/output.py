@@ -7,6 +7,7 @@ mistyped `--output` can never wipe someone's files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -24,10 +25,19 @@ from trinity.yamlfile import shown_path
 
 MARKER_DIR = ".trinity"
 STATIC_DIR = "static"
+# Each page's fingerprint and size, written by the build: what lets the next one keep them.
+MANIFEST_FILE = f"{MARKER_DIR}/pages.json"
 
 
 class StagedOutput:
-    """Files for the next version of `output_dir`, committed all at once."""
+    """Files for the next version of `output_dir`, committed only when the build succeeds.
+
+    A build that takes nothing from the current output swaps the staging folder in whole.
+    One that keeps unchanged pages where they are (`keep`) moves its new files over the
+    old ones at commit, and removes the files the new site no longer has: a rebuild then
+    touches only what changed. `MANIFEST_FILE`, which vouches for the pages on disk, goes
+    first and comes back last, so a commit cut short never leaves it naming stale pages.
+    """
 
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir.resolve()
@@ -41,6 +51,7 @@ class StagedOutput:
         # Folders already made and checked, by the relative name asked for: resolving and
         # making every page's folder from the root cost a dozen system calls a page.
         self._folders: dict[str, Path] = {"": self.staging}
+        self._kept: set[str] = set()
 
     def path(self, relative: str) -> Path:
         """A path inside the staging folder; anything that would leave it is refused."""
@@ -53,29 +64,23 @@ class StagedOutput:
     def write_text(self, relative: str, text: str) -> None:
         self._file(relative).write_text(text, encoding="utf-8")
 
-    def reuse(self, relative: str, size: int) -> bool:
-        """Take `relative` from the current output as it is (a hard link, no copy), if it
-        is still there as a regular file of `size` bytes; False when it cannot be reused.
-
-        The build asks for pages whose inputs have not changed since that output was
-        written, so rebuilding a site rewrites only what changed.
-        """
-        target = self._file(relative)
-        source = self.output_dir / relative
+    def keep(self, relative: str, size: int) -> bool:
+        """Keep the current output's `relative` as it is, if it is still there as a regular
+        file of `size` bytes; False when it cannot be kept (write it anew then)."""
+        _check_relative(relative)
         try:
-            status = source.lstat()
-            if not statmodule.S_ISREG(status.st_mode) or status.st_size != size:
-                return False  # edited or replaced since: write it anew
-            os.link(source, target, follow_symlinks=False)
-        except OSError:  # gone, or a file system without hard links
+            status = (self.output_dir / relative).lstat()
+        except OSError:
             return False
+        if not statmodule.S_ISREG(status.st_mode) or status.st_size != size:
+            return False  # edited or replaced since it was written
+        self._kept.add(relative)
         return True
 
     def _file(self, relative: str) -> Path:
         """Where the file `relative` goes in the staging folder, its folder made."""
+        _check_relative(relative)
         folder, _, name = relative.rpartition("/")
-        if not name or name in (".", "..") or relative.startswith("/"):
-            raise ValueError(f"refusing to write outside the output folder: {relative}")
         return self._folder(folder) / name
 
     def _folder(self, relative: str) -> Path:
@@ -118,7 +123,26 @@ class StagedOutput:
         return copied
 
     def commit(self) -> None:
-        """Swap the staging folder into place of the output folder."""
+        """Put the staged files in place of the output folder's."""
+        if self._kept:
+            self._merge()
+        else:
+            self._swap()
+
+    def _merge(self) -> None:
+        manifest = self.output_dir / MANIFEST_FILE
+        manifest.unlink(missing_ok=True)
+        staged = _files_under(self.staging)
+        for relative in sorted(staged - {MANIFEST_FILE}):
+            target = self.output_dir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.staging / relative).replace(target)
+        _remove_all_but(self.output_dir, staged | self._kept)
+        if MANIFEST_FILE in staged:
+            (self.staging / MANIFEST_FILE).replace(manifest)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _swap(self) -> None:
         had_output = self.output_dir.exists()
         if had_output:
             self.output_dir.rename(self._retired)
@@ -212,6 +236,41 @@ class BackgroundWriter:
         # After close() the thread is gone and this does nothing; otherwise the build
         # is leaving early, and the staging folder is about to be removed.
         self.abandon()
+
+
+def _check_relative(relative: str) -> None:
+    folder, _, name = relative.rpartition("/")
+    if not name or name in (".", "..") or relative.startswith("/") or ".." in folder.split("/"):
+        raise ValueError(f"refusing to write outside the output folder: {relative}")
+
+
+def _files_under(folder: Path) -> set[str]:
+    """Every file under `folder`, as a relative path with forward slashes."""
+    found: set[str] = set()
+    for directory, _, names in os.walk(folder):
+        found.update(_relative(folder, directory, name) for name in names)
+    return found
+
+
+def _remove_all_but(folder: Path, keep: set[str]) -> None:
+    """Delete every file (or link) under `folder` not in `keep`, then emptied folders."""
+    for directory, subfolders, names in os.walk(folder, topdown=False):
+        base = Path(directory)
+        for name in names:
+            if _relative(folder, directory, name) not in keep:
+                (base / name).unlink()
+        for name in subfolders:
+            path = base / name
+            if path.is_symlink():  # never one of ours: os.walk lists it, does not enter
+                path.unlink()
+            else:
+                with contextlib.suppress(OSError):  # not empty: something in it is kept
+                    path.rmdir()
+
+
+def _relative(root: Path, directory: str, name: str) -> str:
+    prefix = Path(directory).relative_to(root).as_posix()
+    return name if prefix == "." else f"{prefix}/{name}"
 
 
 def check_output_dir(output_dir: Path) -> None:

@@ -155,6 +155,9 @@ class ThemeRenderer:
             autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
             trim_blocks=True,
             lstrip_blocks=True,
+            # Every template is parsed once, below, for the whole build: without this, Jinja
+            # stats each template file (and every one it extends) on every page it renders.
+            auto_reload=False,
         )
         self._parse_all()
 
