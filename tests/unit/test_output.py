@@ -10,6 +10,7 @@ import pytest
 
 from trinity.errors import ConfigError
 from trinity.render.output import (
+    MANIFEST_FILE,
     MARKER_DIR,
     BackgroundWriter,
     StagedOutput,
@@ -49,6 +50,63 @@ def test_commit_swaps_in_the_new_tree(tmp_path: Path, previous: Path) -> None:
     assert files_under(previous) == {"index.html": "new home", "about/index.html": "about"}
     assert (previous / MARKER_DIR).is_dir()
     assert siblings(tmp_path) == ["output"]  # no staging or retired folder left behind
+
+
+def test_a_commit_that_keeps_pages_moves_in_only_what_changed(
+    tmp_path: Path, previous: Path
+) -> None:
+    (previous / "keep" / "index.html").parent.mkdir()
+    (previous / "keep" / "index.html").write_text("kept page")
+    (previous / "stray.txt").write_text("not part of the site")
+    (previous / "link").symlink_to(tmp_path)
+    (previous / MANIFEST_FILE).write_text("old manifest")
+    kept_inode = (previous / "keep" / "index.html").stat().st_ino
+    with StagedOutput(previous) as staged:
+        assert staged.keep("keep/index.html", len("kept page"))
+        staged.write_text("index.html", "new home")
+        staged.write_text("new/index.html", "new page")
+        staged.write_text(MANIFEST_FILE, "new manifest")
+        staged.commit()
+    assert files_under(previous) == {
+        "index.html": "new home",
+        "keep/index.html": "kept page",
+        "new/index.html": "new page",
+        MANIFEST_FILE: "new manifest",
+    }
+    assert (previous / "keep" / "index.html").stat().st_ino == kept_inode  # never rewritten
+    assert not (previous / "gone").exists()  # the emptied folder of a removed page
+    assert not (previous / "link").is_symlink()
+    assert siblings(tmp_path) == ["output"]
+
+
+@pytest.mark.parametrize(
+    ("content", "size"), [("edited by hand", len("kept page")), ("kept page", 3)]
+)
+def test_keep_refuses_a_file_of_another_size(
+    tmp_path: Path, previous: Path, content: str, size: int
+) -> None:
+    (previous / "page.html").write_text(content)
+    with StagedOutput(previous) as staged:
+        assert staged.keep("page.html", size) is (len(content) == size)
+        assert not staged.keep("missing.html", 1)
+        assert not staged.keep("gone", 0)  # a folder, not a file
+        with pytest.raises(ValueError, match="outside the output folder"):
+            staged.keep("../output/page.html", len(content))
+
+
+def test_a_merge_cut_short_leaves_no_manifest_to_trust(tmp_path: Path, previous: Path) -> None:
+    (previous / "keep.html").write_text("kept")
+    (previous / MANIFEST_FILE).write_text("old manifest")
+    (previous / "blocker" / "index.html").mkdir(parents=True)  # a folder where a file goes
+    with StagedOutput(previous) as staged:
+        assert staged.keep("keep.html", len("kept"))
+        staged.write_text("blocker/index.html", "new page")
+        staged.write_text(MANIFEST_FILE, "new manifest")
+        with pytest.raises(OSError):
+            staged.commit()
+    # The next build renders every page, since no manifest vouches for what is on disk.
+    assert not (previous / MANIFEST_FILE).exists()
+    assert (previous / "keep.html").read_text() == "kept"
 
 
 def test_commit_into_a_new_folder(tmp_path: Path) -> None:

@@ -138,6 +138,7 @@ class StagedOutput:
             target.parent.mkdir(parents=True, exist_ok=True)
             (self.staging / relative).replace(target)
         _remove_all_but(self.output_dir, staged | self._kept)
+        (self.output_dir / MARKER_DIR).mkdir(exist_ok=True)  # emptied above, if only it
         if MANIFEST_FILE in staged:
             (self.staging / MANIFEST_FILE).replace(manifest)
         shutil.rmtree(self.staging, ignore_errors=True)
