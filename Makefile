@@ -64,12 +64,12 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e ".[dev,local,bench]"
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Run every benchmark (results and method in BENCHMARKS.md)
-	$(BIN)/python benchmarks/startup.py
-	$(BIN)/python benchmarks/cache_latency.py
-	$(BIN)/python benchmarks/fanout.py
-	$(BIN)/python benchmarks/site_scale.py
-	$(BIN)/python benchmarks/embedded_model.py
+bench: $(BENCH_STAMP) ## Run every benchmark, about 10 minutes (results and method in BENCHMARKS.md)
+	$(BIN)/python benchmarks/startup.py --markdown
+	$(BIN)/python benchmarks/cache_latency.py --markdown
+	$(BIN)/python benchmarks/fanout.py --markdown
+	$(BIN)/python benchmarks/site_scale.py --markdown
+	$(BIN)/python benchmarks/embedded_model.py --rounds 4
 
 clean: ## Remove build artefacts, caches of tools and output/
 	rm -rf output dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage

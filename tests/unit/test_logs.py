@@ -16,6 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from trinity.logs import (
@@ -439,6 +441,50 @@ def test_redaction_reaches_every_handler(log: logging.Logger) -> None:
         (record,) = handler.records
         assert record["message"] == f"using {MASK}"
         assert record["detail"] == [MASK]
+
+
+FRAGMENTS = [
+    "",
+    "plain words",
+    KNOWN,
+    f"x{KNOWN}y",
+    "authorization:",
+    "Bearer abc123",
+    "api_key=",
+    "value",
+    "sk-" + "a" * 20,
+    "token",
+    ": hunter22",
+    "\n",
+]
+
+
+@given(
+    message=st.lists(st.sampled_from(FRAGMENTS), max_size=3).map(" ".join),
+    fields=st.dictionaries(
+        st.sampled_from(["detail", "status", "page", "api_key", "reason", "count"]),
+        st.one_of(
+            st.lists(st.sampled_from(FRAGMENTS), max_size=3).map("".join),
+            st.integers(),
+            st.none(),
+            st.booleans(),
+        ),
+        max_size=4,
+    ),
+)
+def test_the_quick_path_masks_exactly_what_field_by_field_masking_does(
+    message: str, fields: dict[str, Any]
+) -> None:
+    redactor = Redactor([KNOWN])
+    record = logging.LogRecord("trinity.t", logging.INFO, "f", 1, "%s", (message,), None)
+    for name, value in fields.items():
+        setattr(record, name, value)
+
+    assert RedactingFilter(redactor).filter(record)
+
+    assert record.getMessage() == redactor.text(message)
+    for name, value in fields.items():
+        assert getattr(record, name) == redactor.value(value, name), name
 
 
 # ---------------------------------------------------------------------------- installing
