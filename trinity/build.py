@@ -778,9 +778,8 @@ class _PageWriter:
             self.output.write_text("robots.txt", robots_txt(base_url))
         manifest = {"generator": GENERATOR, "pages": self._manifest}
         with self.output.path(MANIFEST_FILE).open("w", encoding="utf-8") as stream:
-            json.dump(
-                manifest, stream, separators=(",", ":"), sort_keys=True
-            )  # same site, same file
+            # Sorted: pages finish in any order, and the same site should give the same file.
+            json.dump(manifest, stream, separators=(",", ":"), sort_keys=True)
 
 
 def _fingerprint(*parts: Any) -> str | None:

@@ -88,7 +88,7 @@ class StagedOutput:
 
         A page's folder is usually new: making it under a checked folder is the check, as a
         folder this build has just made cannot lead anywhere else. A name that already
-        exists (a `..`, or a link someone put there) is resolved and checked instead.
+        exists (a link someone put there, say) is resolved and checked instead.
         """
         known = self._folders.get(relative)
         if known is not None:
