@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
-import httpx
 
 from trinity import __version__
 from trinity.cache.manager import CacheManager
@@ -43,6 +42,7 @@ from trinity.site import INDEX_SLUG, PAGES_FILE, Block, Page, Site, load_site
 from trinity.yamlfile import shown_path
 
 if TYPE_CHECKING:
+    import httpx
     import jsonschema
 
 log = get_logger(__name__)

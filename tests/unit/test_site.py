@@ -588,3 +588,13 @@ def test_page_url_of_index_and_others() -> None:
     nested = Page(slug="a/b", title="B", template="page.html", blocks=())
     assert (index.url, index.output_path) == ("", "index.html")
     assert (nested.url, nested.output_path) == ("a/b/", "a/b/index.html")
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="{"), max_size=40))
+def test_text_without_template_syntax_renders_as_jinja_would_render_it(text: str) -> None:
+    from trinity.site import _Fixed, _prompt_environment
+
+    expected = _prompt_environment().from_string(text).render()
+
+    # Compared stripped, as the planner uses them: Jinja also drops one trailing newline.
+    assert _Fixed.of(text).render({}).strip() == expected.strip()

@@ -25,10 +25,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import httpx
 
 from trinity.cache.keys import cache_key
 from trinity.cache.manager import CacheManager
@@ -42,12 +41,14 @@ from trinity.errors import (
 )
 from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.coalesce import Coalescer
-from trinity.llm.http import HTTPBackend
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import ApiKey, KeyPool, estimate_request_tokens
 from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
 from trinity.logs import correlation, current_correlation_id, get_logger
+
+if TYPE_CHECKING:
+    import httpx
 
 log = get_logger(__name__)
 
@@ -167,6 +168,9 @@ class AsyncLLMClient:
         honours those variables only in the transport it makes itself.
         """
         if self._http is None:
+            # Imported here: a build answered from the cache never needs httpx (0.1 s).
+            import httpx
+
             from trinity.llm.transport import pooled_transport, proxied_by_environment
 
             limit = self.settings.concurrency
@@ -506,6 +510,8 @@ class AsyncLLMClient:
             from trinity.llm.providers.local import LocalBackend
 
             return LocalBackend(self.settings)
+        from trinity.llm.http import HTTPBackend
+
         return HTTPBackend(endpoint, self._http_client(), self.settings.timeout)
 
     def breaker(self, provider: str) -> CircuitBreaker:
@@ -562,4 +568,4 @@ def read_entry(value: Any) -> LLMResponse | None:
         return None
 
 
-__all__ = ["IN_FLIGHT", "AsyncLLMClient", "Backend", "ClientStats", "HTTPBackend", "read_entry"]
+__all__ = ["IN_FLIGHT", "AsyncLLMClient", "Backend", "ClientStats", "read_entry"]
