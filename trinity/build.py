@@ -154,10 +154,22 @@ class BuildReport:
         return data
 
     def write_json(self, stream: IO[str]) -> None:
-        """The report as indented JSON into `stream`, encoded piece by piece: at 100,000
-        blocks, `json.dumps` would first build the whole text in memory (+220 MB)."""
-        json.dump(self.to_dict(), stream, indent=2)
-        stream.write("\n")
+        """The report as JSON into `stream`: a field, or a block, to a line.
+
+        Written a piece at a time, so a report of 100,000 blocks is never all in memory as
+        text (`json.dumps(..., indent=2)` took 220 MB more), and each piece by the C encoder
+        (the indenting encoder is pure Python: 0.15 ms a block). One block to a line also
+        suits grep and jq.
+        """
+        data = self.to_dict()
+        blocks = data.pop("blocks")
+        stream.write("{\n")
+        for name, value in data.items():
+            stream.write(f"  {json.dumps(name)}: {json.dumps(value)},\n")
+        stream.write('  "blocks": [')
+        for number, block in enumerate(blocks):
+            stream.write(("\n    " if number == 0 else ",\n    ") + json.dumps(block))
+        stream.write("\n  ]\n}\n" if blocks else "]\n}\n")
 
     def totals(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ from markupsafe import Markup
 
 from tests.unit.conftest import ProjectFactory
 from trinity.build import (
+    BlockResult,
+    BuildReport,
     block_value,
     page_root,
     parse_json_answer,
@@ -179,3 +183,21 @@ def test_plan_jobs_resolves_every_request(project: ProjectFactory) -> None:
     assert data.request.json_schema == SCHEMA
     assert data.key == client.key(data.request)
     assert plain.key != data.key
+
+
+@pytest.mark.parametrize("blocks", [0, 1, 3])
+def test_the_report_json_reads_back_as_the_report_with_a_block_to_a_line(blocks: int) -> None:
+    report = BuildReport("/site", "/site/output", "minimal", "openai", "gpt-é", pages=2)
+    report.timings = {"plan": 0.5, "total": 1.25}
+    report.blocks = [
+        BlockResult(page=f"p{n}", block="summary", source="cache", error='naïve "quote"\n')
+        for n in range(blocks)
+    ]
+    stream = io.StringIO()
+
+    report.write_json(stream)
+
+    text = stream.getvalue()
+    assert json.loads(text) == json.loads(json.dumps(report.to_dict()))
+    block_lines = [line for line in text.splitlines() if line.startswith('    {"page"')]
+    assert len(block_lines) == blocks
