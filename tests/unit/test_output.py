@@ -109,6 +109,27 @@ def test_a_merge_cut_short_leaves_no_manifest_to_trust(tmp_path: Path, previous:
     assert (previous / "keep.html").read_text() == "kept"
 
 
+@pytest.mark.parametrize("blocker", ["link", "file"])
+def test_a_link_or_a_file_in_the_way_makes_the_commit_a_swap(
+    tmp_path: Path, previous: Path, blocker: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (previous / "keep.html").write_text("kept")
+    if blocker == "link":
+        (previous / "new").symlink_to(outside)  # a page's folder, led elsewhere
+    else:
+        (previous / "new").write_text("a file where the page's folder goes")
+    with StagedOutput(previous) as staged:
+        assert staged.keep("keep.html", len("kept"))
+        staged.write_text("new/index.html", "new page")
+        staged.commit()
+    assert files_under(previous) == {"keep.html": "kept", "new/index.html": "new page"}
+    assert not (previous / "new").is_symlink()
+    assert not any(outside.iterdir()), "nothing was written through the link"
+    assert siblings(tmp_path) == ["output", "outside"]
+
+
 def test_commit_into_a_new_folder(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     with StagedOutput(out) as staged:

@@ -124,15 +124,43 @@ class StagedOutput:
 
     def commit(self) -> None:
         """Put the staged files in place of the output folder's."""
-        if self._kept:
-            self._merge()
+        if not self._kept:
+            self._swap()
+            return
+        staged = _files_under(self.staging)
+        if self._mergeable(staged):
+            self._merge(staged)
         else:
+            self._take_kept_along()
             self._swap()
 
-    def _merge(self) -> None:
+    def _mergeable(self, staged: set[str]) -> bool:
+        """True when every staged file's folder in the output is a real folder of its own,
+        or not there yet: a link, or a file where a folder goes, must not be written
+        through or into, so such an output is swapped whole instead."""
+        folders = {relative.rpartition("/")[0] for relative in staged} - {""}
+        for prefix in {ancestor for folder in folders for ancestor in _with_parents(folder)}:
+            try:
+                mode = (self.output_dir / prefix).lstat().st_mode
+            except FileNotFoundError:
+                continue
+            if not statmodule.S_ISDIR(mode):
+                return False
+        return True
+
+    def _take_kept_along(self) -> None:
+        """Put the kept files into the staging folder too (linked, or copied)."""
+        for relative in self._kept:
+            source, target = self.output_dir / relative, self._file(relative)
+            try:
+                os.link(source, target, follow_symlinks=False)
+            except OSError:  # a file system without hard links
+                shutil.copy2(source, target, follow_symlinks=False)
+        self._kept.clear()
+
+    def _merge(self, staged: set[str]) -> None:
         manifest = self.output_dir / MANIFEST_FILE
         manifest.unlink(missing_ok=True)
-        staged = _files_under(self.staging)
         for relative in sorted(staged - {MANIFEST_FILE}):
             target = self.output_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +271,12 @@ def _check_relative(relative: str) -> None:
     folder, _, name = relative.rpartition("/")
     if not name or name in (".", "..") or relative.startswith("/") or ".." in folder.split("/"):
         raise ValueError(f"refusing to write outside the output folder: {relative}")
+
+
+def _with_parents(folder: str) -> list[str]:
+    """ "a/b/c" and the folders above it: "a", "a/b", "a/b/c"."""
+    parts = folder.split("/")
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
 
 
 def _files_under(folder: Path) -> set[str]:
