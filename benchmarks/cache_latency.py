@@ -53,7 +53,15 @@ from trinity.cache.memory import MemoryTier
 from trinity.cache.redis import RedisTier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model, cpu_times, file_system, plain_table, steal_share
+from machine import (
+    cpu_model,
+    cpu_times,
+    file_system,
+    load_at_start,
+    plain_table,
+    steal_share,
+    stop,
+)
 
 # What Trinity's original documentation promised for a hit, and what we aim for (us).
 ORIGINAL = {"memory": "< 1 ms", "redis": "5-10 ms", "disk": "20-50 ms"}
@@ -234,12 +242,7 @@ def redis_server(executable: str, folder: Path) -> Iterator[int]:
                 yield port
                 return
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
             log.close()
     tail = (folder / "redis.log").read_text(errors="replace").strip().splitlines()[-5:]
     raise SystemExit("redis-server did not start:\n" + "\n".join(tail))
@@ -448,13 +451,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1) / 2:
-        print(
-            f"Warning: load average {load:.1f} on {os.cpu_count()} cores; other processes "
-            "will show in the tails",
-            file=sys.stderr,
-        )
+    load = load_at_start("tails")
     started, times = time.perf_counter(), cpu_times()
     with contextlib.ExitStack() as stack:
         disk_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=args.dir)))

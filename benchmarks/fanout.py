@@ -79,7 +79,15 @@ from trinity.llm.transport import pooled_transport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_server import RunningServer, answer_text, running_server
-from machine import cpu_model, cpu_times, file_system, plain_table, steal_share
+from machine import (
+    cpu_model,
+    cpu_times,
+    file_system,
+    load_at_start,
+    markdown_table,
+    plain_table,
+    steal_share,
+)
 
 # Targets from the issue: Trinity's generate phase against the ideal and the bare client.
 TARGET_IDEAL = 1.15
@@ -468,12 +476,6 @@ def ratio(side: Side, base: Side) -> float | None:
     return statistics.median(t / b for t, b in zip(side.times, base.times, strict=True))
 
 
-def markdown_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def verdicts(rows: list[Row]) -> list[str]:
     lines = []
     for row in rows:
@@ -505,13 +507,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1) / 2:
-        print(
-            f"Warning: load average {load:.1f} on {os.cpu_count()} cores; other processes "
-            "will show in the times",
-            file=sys.stderr,
-        )
+    load = load_at_start()
     ideal = math.ceil(args.blocks / args.concurrency) * args.latency
     started, times = time.perf_counter(), cpu_times()
     with (

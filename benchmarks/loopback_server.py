@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from machine import stop  # this folder is on sys.path, run as a script or imported
+
 CHAT_PATH = "/v1/chat/completions"
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
@@ -271,12 +273,7 @@ def running_server(latency: float, *, words: int = 60) -> Iterator[RunningServer
             raise RuntimeError(f"the loopback server did not start (it said {line!r})")
         yield RunningServer(int(line), latency, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         if process.stdout is not None:
             process.stdout.close()
 

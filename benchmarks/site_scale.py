@@ -74,7 +74,15 @@ from trinity.llm.types import LLMRequest, LLMResponse, Usage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_server import answer_text, running_server
-from machine import cpu_model, cpu_times, file_system, plain_table, steal_share
+from machine import (
+    cpu_model,
+    cpu_times,
+    file_system,
+    load_at_start,
+    markdown_table,
+    plain_table,
+    steal_share,
+)
 
 MB = 1024 * 1024
 MODEL = "bench-model"
@@ -529,12 +537,9 @@ def phase_cells(row: Row) -> tuple[str, ...]:
     )
 
 
-def markdown_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
-    for cells in rows:
-        shown = [f"**{c}**" if c.endswith("missed") else c for c in cells]
-        lines.append("| " + " | ".join(shown) + " |")
-    return "\n".join(lines)
+def marked(rows: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The rows with each missed target in bold, for markdown."""
+    return [tuple(f"**{c}**" if c.endswith("missed") else c for c in cells) for cells in rows]
 
 
 def machine(folder: Path) -> str:
@@ -582,9 +587,7 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1) / 2:
-        print(f"Warning: load average {load:.1f} on {os.cpu_count()} cores", file=sys.stderr)
+    load = load_at_start()
     started, times = time.perf_counter(), cpu_times()
     with workspace(args.dir) as root:
         description = machine(root)
@@ -629,9 +632,9 @@ def main() -> None:
         print()
         print(f"Machine: {description}.")
         print()
-        print(markdown_table(RESULT_HEADERS, results))
+        print(markdown_table(RESULT_HEADERS, marked(results)))
         print()
-        print(markdown_table(PHASE_HEADERS, where))
+        print(markdown_table(PHASE_HEADERS, marked(where)))
 
 
 if __name__ == "__main__":

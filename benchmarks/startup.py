@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model
+from machine import cpu_model, load_at_start, markdown_table, plain_table
 
 TARGET_MS = 300.0
 
@@ -122,26 +122,7 @@ def table(
     headers: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool, left: int = 1
 ) -> str:
     """A plain or markdown table; the first `left` columns are text, the others numbers."""
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |"]
-        lines.append(
-            "|" + "|".join("---" if i < left else "---:" for i in range(len(headers))) + "|"
-        )
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    grid = [headers, *rows]
-    widths = [max(len(line[i]) for line in grid) for i in range(len(headers))]
-    lines = []
-    for n, line in enumerate(grid):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i < left else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return (markdown_table if markdown else plain_table)(headers, rows, left)
 
 
 def startup_rows(commands: list[Command]) -> list[tuple[str, ...]]:
@@ -192,13 +173,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
     args = parser.parse_args()
 
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1) / 2:
-        print(
-            f"Warning: load average {load:.1f} on {os.cpu_count()} cores; other processes "
-            "will show in the times",
-            file=sys.stderr,
-        )
+    load = load_at_start()
     description = machine()
     commands = [
         Command("python -c pass", [sys.executable, "-c", "pass"]),
