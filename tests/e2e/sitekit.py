@@ -271,8 +271,7 @@ class SiteProject:
         project = cls(root, server, provider)
         project._point_llm_at(server.url)
         project._add_highlights_block()
-        for item in project.items:
-            project.script_highlights(item["name"])
+        project.rescript_highlights()
         return project
 
     def _point_llm_at(self, url: str) -> None:
@@ -314,6 +313,15 @@ class SiteProject:
         if answer is None:
             answer = json.dumps({"highlights": highlights_for(name)})
         self.server.script(highlights_prompt_marker(name), answer)
+
+    def rescript_highlights(self, answers: Mapping[str, str] | None = None) -> None:
+        """Script every project's highlights afresh: `answers` by project name, and the
+        valid default for the others (scripts match first come, first served)."""
+        self.server.clear_scripts()
+        for name, answer in (answers or {}).items():
+            self.script_highlights(name, answer)
+        for item in self.items:
+            self.script_highlights(item["name"])
 
     def add_item(self, name: str, description: str, language: str = "Rust") -> None:
         """Add a project to the example's `projects` collection."""

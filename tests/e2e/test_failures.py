@@ -180,9 +180,7 @@ def test_malformed_json_answer_fails_the_build_and_is_not_cached(
     assert snapshot(site_project.output) == before
     assert site_project.leftovers() == []
 
-    server.clear_scripts()
-    for item in site_project.items:
-        site_project.script_highlights(item["name"])
+    site_project.rescript_highlights()
 
     fixed = site_project.build()
 

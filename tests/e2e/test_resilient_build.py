@@ -93,11 +93,7 @@ def test_fresh_answers_are_not_stale(site_project: SiteProject) -> None:
 
 def test_keep_going_writes_the_site_with_a_placeholder(site_project: SiteProject) -> None:
     server = site_project.server
-    server.clear_scripts()
-    site_project.script_highlights("Lumen", "These are not the highlights you want.")
-    for item in site_project.items:
-        if item["name"] != "Lumen":
-            site_project.script_highlights(item["name"])
+    site_project.rescript_highlights({"Lumen": "These are not the highlights you want."})
 
     result = site_project.build("--keep-going")
 
@@ -116,9 +112,7 @@ def test_keep_going_writes_the_site_with_a_placeholder(site_project: SiteProject
     assert "not valid JSON" in failed["error"]
     assert site_project.leftovers() == []
 
-    server.clear_scripts()
-    for item in site_project.items:
-        site_project.script_highlights(item["name"])
+    site_project.rescript_highlights()
 
     fixed = site_project.build()
 

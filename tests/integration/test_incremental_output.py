@@ -22,14 +22,6 @@ def inodes(project: SiteProject) -> dict[str, int]:
     return {page: (project.output / page).stat().st_ino for page in project.page_files()}
 
 
-def rescript_lumen(project: SiteProject, answer: str) -> None:
-    """Lumen's highlights answer `answer` from now on, every other project's as before."""
-    project.server.clear_scripts()  # the first matching script wins: start afresh
-    project.script_highlights("Lumen", answer)
-    for item in project.items:
-        project.script_highlights(item["name"])
-
-
 def rendered_again(project: SiteProject, before: dict[str, int]) -> set[str]:
     """The pages whose file is a new one since `before` (rendered, not reused)."""
     return {page for page, inode in inodes(project).items() if inode != before[page]}
@@ -52,7 +44,7 @@ def test_an_unchanged_rebuild_takes_every_page_as_it_was(site_project: SiteProje
 def test_a_changed_answer_renders_only_its_page(site_project: SiteProject) -> None:
     build_site(site_project.root, environ={})
     before = inodes(site_project)
-    rescript_lumen(site_project, json.dumps({"highlights": ["Brand new"]}))
+    site_project.rescript_highlights({"Lumen": json.dumps({"highlights": ["Brand new"]})})
 
     report = build_site(site_project.root, use_cache=False, environ={})
 
@@ -130,14 +122,12 @@ def test_an_unusable_manifest_means_rendering_every_page(
 
 
 def test_a_page_with_a_placeholder_is_never_reused(site_project: SiteProject) -> None:
-    rescript_lumen(site_project, "These are not the highlights you want.")
+    site_project.rescript_highlights({"Lumen": "These are not the highlights you want."})
     assert site_project.build("--keep-going").exit_code == 1
     manifest = json.loads((site_project.output / ".trinity" / "pages.json").read_text("utf-8"))
     assert LUMEN not in manifest["pages"]
     assert len(manifest["pages"]) == PAGES - 1
-    site_project.server.clear_scripts()
-    for item in site_project.items:
-        site_project.script_highlights(item["name"])
+    site_project.rescript_highlights()
     before = inodes(site_project)
 
     fixed = site_project.build()
@@ -173,7 +163,7 @@ def test_the_previous_output_is_untouched_by_reuse(
     text = kept.read_text("utf-8")
 
     build_site(site_project.root, environ={})
-    rescript_lumen(site_project, json.dumps({"highlights": ["Changed"]}))
+    site_project.rescript_highlights({"Lumen": json.dumps({"highlights": ["Changed"]})})
     build_site(site_project.root, use_cache=False, environ={})
 
     assert kept.read_text("utf-8") == text
