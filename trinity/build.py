@@ -730,8 +730,8 @@ class _PageWriter:
         fingerprint = None
         if self._shared_digest is not None and None not in answers.values():
             fingerprint = self._page_fingerprint(page, answers)
-            if self._reuse(page, fingerprint):
-                return
+        if fingerprint is not None and self._reuse(page, fingerprint):
+            return
         started = time.perf_counter()
         blocks = {b.name: self._block_value(page, b, answers[b.name]) for b in page.blocks}
         context: dict[str, Any] = {
@@ -762,9 +762,9 @@ class _PageWriter:
         ]
         return _fingerprint(self._shared_digest, own)
 
-    def _reuse(self, page: Page, fingerprint: str | None) -> bool:
+    def _reuse(self, page: Page, fingerprint: str) -> bool:
         previous = self._previous.get(page.output_path)
-        if fingerprint is None or previous is None or previous[0] != fingerprint:
+        if previous is None or previous[0] != fingerprint:
             return False
         started = time.perf_counter()
         reused = self.output.keep(page.output_path, previous[1])

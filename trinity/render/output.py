@@ -94,7 +94,7 @@ class StagedOutput:
         if known is not None:
             return known
         head, _, name = relative.rpartition("/")
-        if name in ("", ".", ".."):
+        if name in ("", "."):  # "a//b", "./b": no new folder to make at this step
             known = self._checked_folder(relative)
         else:
             known = self._folder(head) / name
@@ -106,7 +106,7 @@ class StagedOutput:
         return known
 
     def _checked_folder(self, relative: str) -> Path:
-        self.path(relative).mkdir(parents=True, exist_ok=True)  # refuses `..` before making
+        self.path(relative).mkdir(parents=True, exist_ok=True)  # refuses what leads out
         return self.path(relative)  # and a link, once the folder exists
 
     def copy_static(self, folders: Iterable[Path]) -> int:
