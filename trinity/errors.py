@@ -20,7 +20,11 @@ Exception hierarchy::
         │   └── ServerError                   5xx                                 500, 502-504
         ├── MalformedResponseError            the answer is not what the protocol promises  no
         ├── CircuitBreakerOpen                the endpoint is failing; not called  no
-        └── BudgetExceeded                    `--max-cost` would be exceeded       never
+        ├── BudgetExceeded                    `--max-cost` would be exceeded       never
+        └── ModelFailed                       the embedded model could not load or  never
+            │                                 generate (an error in its worker)
+            └── ModelCrashed                  its worker process died (a signal,   never
+                                              e.g. SIGSEGV in llama.cpp, or an exit)
 
 Every LLMError has `retryable` (may the same request succeed later, unchanged?) and
 `attempts` (how many calls were made before it was raised; set by the retry layer).
@@ -207,6 +211,23 @@ class BudgetExceeded(LLMError):
     ) -> None:
         self.spent = spent
         self.limit = limit
+        super().__init__(message)
+
+
+class ModelFailed(LLMError):
+    """The embedded model could not be loaded, or failed while generating."""
+
+
+class ModelCrashed(ModelFailed):
+    """The embedded model's worker process died: a signal (`signal_name`) or an exit.
+
+    The build survives it, because the model runs in a child process; what killed it
+    (`returncode`, negative for a signal, as subprocess reports it) is in the message,
+    with the likely cause and the command that fixes it.
+    """
+
+    def __init__(self, message: str, *, returncode: int | None = None) -> None:
+        self.returncode = returncode
         super().__init__(message)
 
 

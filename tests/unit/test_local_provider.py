@@ -1,8 +1,9 @@
-"""The local provider (LocalBackend) against a fake generator, and the completion frames.
+"""The local provider's generation (ModelRunner) against a fake generator, and the frames.
 
-No real model runs here: `LocalBackend(settings, loader=...)` gets a fake with llama-cpp's
-method names and answer shapes, which records what it was asked. The GGUF header reader
-runs on small files written here, and once on the packaged model's file.
+No real model runs here: `ModelRunner(settings, loader=...)` gets a fake with llama-cpp's
+method names and answer shapes, which records what it was asked (in this process; the
+worker process that runs it in a build is tested in test_model_worker.py). The GGUF
+header reader runs on small files written here, and once on the packaged model's file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from trinity.llm.providers.local import (
     MODEL_PACKAGE,
     SAMPLING_ATTEMPTS,
     LocalBackend,
+    ModelRunner,
     _json_grammar,
     check_available,
     gguf_has_chat_template,
@@ -169,8 +171,23 @@ class Loader:
         return self.model
 
 
-def backend_for(model: FakeModel, **changes: Any) -> LocalBackend:
-    return LocalBackend(local_settings(**changes), loader=lambda s: model)
+def backend_for(model: FakeModel, **changes: Any) -> ModelRunner:
+    return ModelRunner(local_settings(**changes), loader=lambda s: model)
+
+
+class InProcess:
+    """A ModelRunner behind the client's Backend interface, in this process."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self.runner = runner
+        self.settings = runner.settings
+        self.closed = False
+
+    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse:
+        return self.runner.generate(request)
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 def make_request(
@@ -184,8 +201,8 @@ def make_request(
     return client.request("Write an intro.", system="Be kind.", frame=frame, **params)
 
 
-def send(backend: LocalBackend, request: LLMRequest | None = None) -> LLMResponse:
-    return anyio.run(backend.send, request or make_request(backend.settings))
+def send(runner: ModelRunner, request: LLMRequest | None = None) -> LLMResponse:
+    return runner.generate(request or make_request(runner.settings))
 
 
 # ---------------------------------------------------------------------------- GGUF files
@@ -565,7 +582,7 @@ def test_json_is_generated_in_a_single_attempt(reply: str, text: str) -> None:
 
 
 def test_the_client_rejects_an_always_empty_continuation() -> None:
-    backend = backend_for(FakeModel([""]))
+    backend = InProcess(backend_for(FakeModel([""])))
 
     async def main() -> None:
         async with AsyncLLMClient(backend.settings, backend=backend) as client:
@@ -715,34 +732,43 @@ def test_how_a_chat_template_formats_trinitys_messages(template: str, expected: 
 # ---------------------------------------------------------------------------- loading, threads
 
 
-def test_the_model_is_loaded_once_and_calls_are_serialised() -> None:
-    model = FakeModel(delay=0.01)
-    loader = Loader(model)
-    backend = LocalBackend(local_settings(concurrency=10), loader=loader)
+def test_the_model_is_loaded_once_however_many_requests() -> None:
+    loader = Loader(FakeModel())
+    runner = ModelRunner(local_settings(), loader=loader)
+    for n in range(3):
+        runner.generate(make_request(runner.settings, frame=replace(FRAME, lead=f"{n}")))
+    assert loader.calls == 1
+    assert len(loader.model.completion_calls) == 3
+
+
+def test_the_backend_generates_in_a_worker_process_one_request_at_a_time() -> None:
+    """Ten blocks at once reach one worker process, which answers each in turn."""
+    backend = LocalBackend(local_settings(concurrency=10), "tests.modelfactories:echo")
     requests = [
-        make_request(backend.settings, frame=replace(FRAME, lead=f"{n}")) for n in range(10)
+        make_request(backend.settings, frame=replace(FRAME, lead=f"Lead {n}")) for n in range(10)
     ]
-    responses: list[LLMResponse] = []
+    texts: list[str] = []
 
     async def main() -> None:
         async def one(request: LLMRequest) -> None:
-            responses.append(await backend.send(request))
+            texts.append((await backend.send(request)).text)
 
-        async with anyio.create_task_group() as group:
-            for request in requests:
-                group.start_soon(one, request)
+        try:
+            async with anyio.create_task_group() as group:
+                for request in requests:
+                    group.start_soon(one, request)
+        finally:
+            await backend.aclose()
 
     anyio.run(main)
-    assert loader.calls == 1
-    assert len(model.completion_calls) == len(responses) == 10
-    assert model.max_running == 1
-    # Generation runs in a worker thread, so the event loop stays free.
-    assert threading.get_ident() not in model.threads
+    expected = {f"Lead {n} is written by a model in a worker process." for n in range(10)}
+    assert set(texts) == expected
+    assert backend.worker.started == 1
 
 
-def test_the_client_with_an_injected_backend_loads_once_and_keeps_it() -> None:
+def test_the_client_with_an_injected_backend_keeps_it_open() -> None:
     loader = Loader(FakeModel())
-    backend = LocalBackend(local_settings(), loader=loader)
+    backend = InProcess(ModelRunner(local_settings(), loader=loader))
 
     async def main() -> list[str]:
         async with AsyncLLMClient(backend.settings, backend=backend) as client:
@@ -752,20 +778,20 @@ def test_the_client_with_an_injected_backend_loads_once_and_keeps_it() -> None:
 
     assert anyio.run(main) == ["Mara is a painter from Oslo."] * 2
     assert loader.calls == 1
-    assert backend._model is not None  # not closed: the client did not make it
+    assert not backend.closed  # the client did not make it, so it does not close it
 
 
-def test_closing_drops_the_model_and_the_next_request_loads_it_again() -> None:
-    loader = Loader(FakeModel())
-    backend = LocalBackend(local_settings(), loader=loader)
+def test_closing_stops_the_worker_and_the_next_request_starts_another() -> None:
+    backend = LocalBackend(local_settings(), "tests.modelfactories:echo")
 
     async def main() -> None:
         await backend.send(make_request(backend.settings))
         await backend.aclose()
         await backend.send(make_request(backend.settings))
+        await backend.aclose()
 
     anyio.run(main)
-    assert loader.calls == 2
+    assert backend.worker.started == 2
 
 
 # ---------------------------------------------------------------------------- check_available

