@@ -9,9 +9,20 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY scripts ./scripts
 COPY trinity ./trinity
-# The wheel of Trinity itself, and of every dependency, the embedded model included.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[local]"
+# llama-cpp-python compiled portable (no native CPU tuning, an explicit instruction-set
+# baseline), so an image built on one CPU runs on another; `--build-arg
+# TRINITY_LLAMA_NATIVE=1` tunes it for the build machine instead, for that machine only.
+ARG TRINITY_LLAMA_NATIVE=0
+RUN mkdir -p /wheels \
+    && wheel="$(TRINITY_WHEELHOUSE=/tmp/llama TRINITY_LLAMA_NATIVE=${TRINITY_LLAMA_NATIVE} \
+        scripts/llama-wheel build)" \
+    && cp "$wheel" /wheels/
+# The wheel of Trinity itself, and of every other dependency; pip may not compile
+# llama-cpp-python again with its own (native) defaults.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels \
+    --only-binary llama-cpp-python ".[local]"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

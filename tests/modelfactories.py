@@ -74,3 +74,18 @@ def crashes_once(settings: LLMSettings) -> EchoModel:
             segfault()
 
     return EchoModel(on_generate=first_time_only)
+
+
+_answered = 0
+
+
+def crashes_after_two(settings: LLMSettings) -> EchoModel:
+    """Each process answers two requests, then dies on the third."""
+
+    def two_then_crash() -> None:
+        global _answered
+        _answered += 1
+        if _answered > 2:
+            segfault()
+
+    return EchoModel(on_generate=two_then_crash)

@@ -67,15 +67,10 @@ TRACE_LIMIT = 16_000
 # Signals that mean native code faulted: most often a build for another CPU.
 _FAULTS = frozenset({"SIGSEGV", "SIGILL", "SIGBUS", "SIGFPE", "SIGABRT"})
 FIX_BUILD = (
-    "the likely cause is a llama-cpp-python built for another CPU (native tuning, e.g. AMX "
-    "or AVX-512 kernels on a machine or VM that lacks them); rebuild the portable wheel "
-    "with `make rebuild-llama` (or reinstall llama-cpp-python with "
-    'CMAKE_ARGS="-DGGML_NATIVE=OFF"), then run `trinity doctor`'
+    "most likely llama-cpp-python was built for another CPU (native tuning such as AMX); "
+    "rebuild it portable with `make rebuild-llama`, then run `trinity doctor`"
 )
-FIX_MEMORY = (
-    "the likely cause is too little memory (the system's out-of-memory killer); "
-    "close other programs, lower llm.context, or run `trinity doctor`"
-)
+FIX_MEMORY = "most likely the system ran out of memory; lower llm.context or free some memory"
 
 
 # ---------------------------------------------------------------------------- the wire
