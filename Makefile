@@ -96,7 +96,9 @@ JQ         ?= jq
 # that says how to get it, instead of the shell's "jq: not found" and make's Error 127.
 NEED_JQ     = $(if $(shell command -v $(JQ) 2>/dev/null),,$(error make $@ needs jq to read the JSON logs: install it with 'apt-get install jq' (Debian, Ubuntu) or 'brew install jq' (macOS)))
 LOG_LINE   := '"\(.timestamp) \(.level) \(.logger): \(.message)"'
-SLOWEST    := 'map(select(.event == "llm_request" and .status != "cached")) | sort_by(-.latency_ms) | .[:10][] | "\(.latency_ms) ms  \(.page)/\(.block)  \(.model)  attempt \(.attempt): \(.status)"'
+# latency_ms is the model's own time; wait_ms, the time spent queued before it (a rate
+# limit, the embedded model loading or busy): counted apart, so the list adds up.
+SLOWEST    := 'map(select(.event == "llm_request" and .status != "cached")) | sort_by(-.latency_ms) | .[:10][] | "\(.latency_ms) ms (+\(.wait_ms // 0) ms waiting)  \(.page)/\(.block)  \(.model)  attempt \(.attempt): \(.status)"'
 
 logs: ## The last 50 log lines, readable (needs jq)
 	@$(NEED_JQ)

@@ -3,8 +3,8 @@
 Both sides generate the example site's blocks with the same model file, the same
 documents, sampling parameters and seeds, in one run, alternating which goes first.
 Trinity's side is a whole build (`build_project` with the cache off: framing, the
-generation thread, rendering and writing included); the direct side calls
-`Llama.create_completion` in a loop. Model loading is left out of both.
+model's worker process and the socket to it, rendering and writing included); the direct
+side calls `Llama.create_completion` in a loop. Model loading is left out of both.
 
 Each side runs in a process of its own: llama.cpp's OpenMP keeps a team of spinning
 threads per calling thread, and two sides in one process slowed each other down by
@@ -65,26 +65,29 @@ def direct_run(model: Any, project: Project) -> Run:
     return Run(tokens, time.perf_counter() - started)
 
 
-def trinity_run(model: Any, project: Project, output_dir: Path) -> Run:
-    """A whole build through Trinity, cache off, sharing the already-loaded model."""
-    backend = LocalBackend(project.settings.llm, loader=lambda _settings: model)
+def trinity_run(project: Project) -> Run:
+    """A whole build through Trinity, cache off, its worker's model loaded beforehand."""
+    backend = LocalBackend(project.settings.llm)
 
     async def build() -> Run:
-        async with AsyncLLMClient(project.settings.llm, backend=backend) as client:
-            started = time.perf_counter()
-            report = await build_project(project, client=client)
-            return Run(report.output_tokens, time.perf_counter() - started)
+        try:
+            await backend.worker.ready()
+            async with AsyncLLMClient(project.settings.llm, backend=backend) as client:
+                started = time.perf_counter()
+                report = await build_project(project, client=client)
+                return Run(report.output_tokens, time.perf_counter() - started)
+        finally:
+            await backend.aclose()
 
     return anyio.run(build)
 
 
 def measure(side: str, project_dir: Path) -> Run:
-    """One side's run, in this process."""
+    """One side's run (Trinity's model runs in its worker process)."""
     project = prepare(project_dir, use_cache=False)
-    model = load_llama(project.settings.llm)
     if side == "direct":
-        return direct_run(model, project)
-    return trinity_run(model, project, project_dir / "output")
+        return direct_run(load_llama(project.settings.llm), project)
+    return trinity_run(project)
 
 
 def measure_in_subprocess(side: str, project_dir: Path) -> Run:

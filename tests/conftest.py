@@ -13,7 +13,7 @@ import pytest
 
 from tests.environment import is_leaky_variable
 from tests.fakellm import FakeLLMServer
-from tests.redisserver import REDIS_REQUIRED, REDIS_SERVER, RedisServer
+from tests.redisserver import RedisServer, running_redis_server
 
 if TYPE_CHECKING:
     from tests.e2e.sitekit import SiteProject
@@ -128,12 +128,8 @@ def openai_site_project(make_site_project: Callable[..., SiteProject]) -> SitePr
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests use their own key prefix or flush it."""
-    _need_redis_server()
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
+    with running_redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -149,17 +145,5 @@ def redis_db(redis_server: RedisServer) -> Iterator[RedisServer]:
 @pytest.fixture
 def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, for tests that kill or freeze it."""
-    _need_redis_server()
-    server = RedisServer(tmp_path / "redis")
-    try:
+    with running_redis_server(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
-
-
-def _need_redis_server() -> None:
-    if REDIS_SERVER is not None:
-        return
-    if REDIS_REQUIRED:
-        pytest.fail("redis-server is not installed, and REQUIRE_REDIS_SERVER=1")
-    pytest.skip("redis-server is not installed (.ci/run installs it)")

@@ -7,7 +7,9 @@ bound to ``127.0.0.1`` on a port picked by the OS, and speaks three wire formats
 * **OpenAI** -- ``POST /v1/chat/completions`` and ``GET /v1/models``.
 * **Anthropic** -- ``POST /v1/messages`` (non-streaming; the ``anthropic-version`` header
   and ``max_tokens`` are required, ``system`` is a top-level string or list of text
-  blocks, and ``messages`` may hold only user/assistant turns, else 400).
+  blocks, and ``messages`` may hold only user/assistant turns, else 400), and
+  ``GET /v1/models`` with an ``anthropic-version`` header (Anthropic's page shape; 401
+  without ``x-api-key``).
 
 Every other method/path gets a 404 JSON error. HTTP/1.1 keep-alive works (every
 response carries ``Content-Length``), so pooled clients such as ``httpx`` are fine.
@@ -677,6 +679,8 @@ class FakeLLMServer:
         if record.method == "GET" and record.path == "/api/tags":
             return _Reply(200, _json_bytes(self._ollama_tags()), {})
         if record.method == "GET" and record.path == "/v1/models":
+            if record.headers.get("anthropic-version"):
+                return self._anthropic_models(record)
             return _Reply(200, _json_bytes(self._openai_models()), {})
         if not record.is_chat:
             msg = f"not found: {record.method} {record.path}"
@@ -888,6 +892,25 @@ class FakeLLMServer:
                 for name in self.models
             ],
         }
+
+    def _anthropic_models(self, record: RecordedRequest) -> _Reply:
+        """Anthropic's list: one page of ``data[].id``, and 401 without an ``x-api-key``."""
+        if not record.headers.get("x-api-key"):
+            message = "x-api-key header is required"
+            return _Reply(401, _error_body(ANTHROPIC_CHAT_PATH, 401, message), {})
+        data = [
+            {
+                "type": "model",
+                "id": name,
+                "display_name": name,
+                "created_at": "2025-01-01T00:00:00Z",
+            }
+            for name in self.models
+        ]
+        page = {"data": data, "has_more": False, "first_id": None, "last_id": None}
+        if data:
+            page.update(first_id=data[0]["id"], last_id=data[-1]["id"])
+        return _Reply(200, _json_bytes(page), {})
 
 
 def _check_kinds(kinds: Iterable[str]) -> None:

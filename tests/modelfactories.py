@@ -24,9 +24,8 @@ def segfault() -> None:
 class EchoModel:
     """Answers every document with a fixed sentence, as llama_cpp.Llama would shape it."""
 
-    metadata: dict[str, str] = {}
-
     def __init__(self, on_generate: Any = None) -> None:
+        self.metadata: dict[str, str] = {}
         self.on_generate = on_generate
 
     def create_completion(self, prompt: str, **kwargs: Any) -> dict[str, Any]:
@@ -89,3 +88,19 @@ def crashes_after_two(settings: LLMSettings) -> EchoModel:
             segfault()
 
     return EchoModel(on_generate=two_then_crash)
+
+
+def slow(settings: LLMSettings) -> EchoModel:
+    """Takes far longer to answer the document led by "First" than a test waits."""
+    import time
+
+    model = EchoModel()
+    answer = model.create_completion
+
+    def create_completion(prompt: str, **kwargs: Any) -> dict[str, Any]:
+        if prompt.endswith("First"):
+            time.sleep(60)
+        return answer(prompt, **kwargs)
+
+    model.create_completion = create_completion  # type: ignore[method-assign]
+    return model

@@ -13,13 +13,28 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import redis
 
 REDIS_SERVER = shutil.which("redis-server")
 # .ci/run sets this, so that a CI machine without redis-server fails instead of skipping.
 REDIS_REQUIRED = os.environ.get("REQUIRE_REDIS_SERVER") == "1"
+
+
+def require_redis_server() -> str:
+    """The redis-server to start; without one the test skips, or fails where CI needs it.
+
+    The one check every Redis test goes through: RedisServer calls it before it starts.
+    """
+    if REDIS_SERVER is not None:
+        return REDIS_SERVER
+    if REDIS_REQUIRED:
+        pytest.fail("redis-server is not installed, and REQUIRE_REDIS_SERVER=1")
+    pytest.skip("redis-server is not installed (.ci/run installs it)")
 
 
 def free_port() -> int:
@@ -32,14 +47,13 @@ class RedisServer:
     """One redis-server process: no persistence, loopback only, its own port."""
 
     def __init__(self, workdir: Path, password: str | None = None) -> None:
-        if REDIS_SERVER is None:
-            raise RuntimeError("redis-server is not installed")
+        executable = require_redis_server()
         self.host = "127.0.0.1"
         self.port = free_port()
         self.password = password
         workdir.mkdir(parents=True, exist_ok=True)
         command = [
-            REDIS_SERVER,
+            executable,
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
@@ -99,3 +113,13 @@ class RedisServer:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextmanager
+def running_redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisServer]:
+    """A started redis-server, stopped on the way out (what every Redis fixture yields)."""
+    server = RedisServer(workdir, password=password)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ from trinity.cache.manager import CacheManager
 from trinity.config import Settings, SiteSettings, load_settings
 from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
 from trinity.llm.client import AsyncLLMClient
+from trinity.llm.trim import trim_truncated
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.render.markdown import render_markdown, render_text
@@ -223,7 +225,11 @@ def prepare(
     max_cost: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Project:
-    """Load and validate everything a build needs, without calling any model."""
+    """Load and validate everything a build needs, without calling any model.
+
+    `use_cache=False` turns the cache off (nothing is read or written); to ask the
+    models again and keep their answers, refresh it instead (`build_project`).
+    """
     settings = load_settings(project_dir, config, environ).with_overrides(
         output_dir=Path(output) if output is not None else None,
         concurrency=concurrency,
@@ -267,15 +273,18 @@ def build_site(
     dry_run: bool = False,
     observer: BuildObserver | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    refresh_cache: bool = False,
     **options: Any,
 ) -> BuildReport:
-    """Build a site (for scripts); see `prepare` for the options."""
+    """Build a site (for scripts); see `prepare` for the options, and `build_project`
+    for `refresh_cache`."""
     return anyio.run(
         lambda: build_project(
             prepare(project_dir, **options),
             dry_run=dry_run,
             observer=observer,
             transport=transport,
+            refresh_cache=refresh_cache,
         )
     )
 
@@ -291,13 +300,16 @@ async def build_project(
     clock: Callable[[], float] = time.perf_counter,
     correlation_id: str | None = None,
     report_path: Path | None = None,
+    refresh_cache: bool = False,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
     A `client` may be passed in (already entered); otherwise one is made from settings,
-    with the cache they ask for. Every log record of the build carries `correlation_id`
-    (the current one, or a new one). The report goes to `output/.trinity/report.json`,
-    and to `report_path` too when given.
+    with the cache they ask for. With `refresh_cache` that client asks the model again
+    for every block and the new answers replace the cached ones (an old answer is still
+    served when the model fails); a client passed in brings its own mode. Every log
+    record of the build carries `correlation_id` (the current one, or a new one). The
+    report goes to `output/.trinity/report.json`, and to `report_path` too when given.
     """
     options = _BuildOptions(dry_run, keep_going, observer or NullObserver(), clock, report_path)
     with correlation(correlation_id or current_correlation_id()):
@@ -309,6 +321,7 @@ async def build_project(
                 project.settings.llm,
                 cache=cache,
                 cache_ttl=project.settings.cache.ttl,
+                cache_refresh=refresh_cache,
                 transport=transport,
             ) as own:
                 return await _build(project, own, options)
@@ -360,8 +373,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     with StagedOutput(settings.build.output_dir) as output, BackgroundWriter(output) as files:
         writer = _PageWriter(project, output, files, keep_going=options.keep_going)
         phase = clock()
-        redactor = Redactor(settings.secrets())
-        await _generate(jobs, client, settings.llm.concurrency, report, observer, writer, redactor)
+        notes = _FailureNotes(Redactor(settings.secrets()))
+        await _generate(jobs, client, settings.llm.concurrency, report, observer, writer, notes)
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
         report.pages_reused = writer.reused
@@ -506,13 +519,13 @@ async def _generate(
     report: BuildReport,
     observer: BuildObserver,
     writer: _PageWriter,
-    redactor: Redactor,
+    failures: _FailureNotes,
 ) -> None:
     """Run every job; a fixed pool of workers keeps memory flat however many jobs there are."""
 
     async def worker() -> None:
         for job in jobs:  # shared iterator: each job goes to exactly one worker
-            result = await _run_job(job, client, writer, redactor)
+            result = await _run_job(job, client, writer, failures)
             report.blocks.append(result)
             observer.block_done(result)
 
@@ -531,31 +544,49 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
+class _FailureNotes:
+    """How failed blocks are told: what servers echo is masked, and each distinct reason
+    is a warning once. A dead server or model fails every block alike: the later ones are
+    logged at INFO (in the log file, not on the console), and the build's table of
+    failures lists them all."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._seen: set[str] = set()
+
+    def note(self, error: LLMError) -> str:
+        """Log a block's failure; its reason, masked, for the report and the console."""
+        reason = self.redactor.text(str(error))
+        level = logging.INFO if reason in self._seen else logging.WARNING
+        self._seen.add(reason)
+        log.log(level, "block failed: %s", reason, extra={"event": "block_failed"})
+        return reason
+
+
 async def _run_job(
-    job: Job, client: AsyncLLMClient, writer: _PageWriter, redactor: Redactor
+    job: Job, client: AsyncLLMClient, writer: _PageWriter, failures: _FailureNotes
 ) -> BlockResult:
     """One block: its answer (fresh, cached, or a stale one when the model failed)."""
     with log_context(page=job.page.slug, block=job.block.name):
-        return await _answer_job(job, client, writer, redactor)
+        return await _answer_job(job, client, writer, failures)
 
 
 async def _answer_job(
-    job: Job, client: AsyncLLMClient, writer: _PageWriter, redactor: Redactor
+    job: Job, client: AsyncLLMClient, writer: _PageWriter, failures: _FailureNotes
 ) -> BlockResult:
     base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     validate = _validator(job.block)
     try:
         response = await client.complete(job.request, validate=validate, key=job.key)
     except LLMError as exc:
-        log.warning("block failed: %s", exc, extra={"event": "block_failed"})
+        reason = failures.note(exc)
         stale = await client.stale(job.request, validate=validate, key=job.key)
         if stale is None:
-            # Server messages go into the report and onto the console: mask what they echo.
-            base.error = redactor.text(str(exc))
+            base.error = reason
             base.attempts = getattr(exc, "attempts", 1)
             writer.block_failed(job)
             return base
-        base.error = redactor.text(f"served the last good answer: {exc}")
+        base.error = f"served the last good answer: {reason}"
         response = stale
     base.source = "stale" if response.stale else "cache" if response.cache_tier else "llm"
     base.cache_tier = response.cache_tier
@@ -639,6 +670,19 @@ def _validator(block: Block) -> Callable[[LLMResponse], None] | None:
     return validate
 
 
+def published_text(block: Block, response: LLMResponse) -> str:
+    """The answer a block shows: cut off at max_tokens, by any provider, it ends where it
+    last made sense (trim_truncated); a json block's never is (its validator refuses it).
+
+    Trimmed here, as the page is made, rather than before caching: the cache keeps what
+    the model said and that it was cut off, so every rebuild from the cache trims by the
+    current rule, answers cached before it included, and a better rule costs no model call.
+    """
+    if response.truncated and block.format != "json":
+        return trim_truncated(response.text)
+    return response.text
+
+
 def block_value(block: Block, text: str) -> Any:
     """What a template sees for a block: safe HTML, or the parsed data of a json block."""
     if block.format == "json":
@@ -707,7 +751,7 @@ class _PageWriter:
                 self._finish_page(page, {})
 
     def block_ready(self, job: Job, response: LLMResponse) -> None:
-        self._settle(job, response.text)
+        self._settle(job, published_text(job.block, response))
 
     def block_failed(self, job: Job) -> None:
         if self.keep_going:

@@ -32,6 +32,7 @@ from trinity.errors import (
 
 if TYPE_CHECKING:
     from trinity.build import BlockResult, BuildReport
+    from trinity.doctor import CheckResult
     from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome
 
@@ -52,8 +53,19 @@ class Consoles:
     """The one place consoles are made: results to stdout, progress and errors to stderr."""
 
     def __init__(self, out: Console | None = None, err: Console | None = None) -> None:
-        self.out = out or Console()
-        self.err = err or Console(stderr=True)
+        self.out = out or _console()
+        self.err = err or _console(stderr=True)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console that wraps lines only on a terminal.
+
+    A pipe or a CI log has no width: wrapped at Rich's 80 columns, a message breaks
+    mid-phrase and no longer greps. Tables still fit their cells to the width.
+    """
+    console = Console(stderr=stderr)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 consoles = Consoles()
@@ -159,7 +171,13 @@ def build(
             min=1, max=1000, help="Requests in flight at once (default: llm.concurrency)."
         ),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the cache.")] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Ask the model again for every block; the new answers replace the cached ones.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan and what is cached; call no model.")
     ] = False,
@@ -203,7 +221,6 @@ def build(
             theme=theme,
             output=output,
             concurrency=concurrency,
-            use_cache=not no_cache,
             max_cost=max_cost,
         )
         logs.redactor.add(prepared.settings.secrets())
@@ -219,6 +236,7 @@ def build(
                     keep_going=keep_going,
                     correlation_id=correlation_id or new_correlation_id(),
                     report_path=report_path,
+                    refresh_cache=no_cache,
                 )
             )
         if as_json:
@@ -233,9 +251,7 @@ def build(
                 if block.source == "stale":
                     where = f"{block.page}: {block.block}: {block.error}"
                     consoles.err.print(f"[yellow]Stale[/]: {escape(where)}", highlight=False)
-            consoles.err.print(
-                f"[green]Built[/] {report.pages} pages into {escape(report.output_dir)}"
-            )
+            consoles.err.print(_outcome(report))
 
 
 @app.command()
@@ -284,6 +300,62 @@ def themes(project: ProjectOption = Path()) -> None:
             row = (found.name, found.description, found.extends or "", origin)
             table.add_row(*(escape(cell) for cell in row))
         consoles.out.print(table)
+
+
+@app.command()
+def doctor(
+    project: ProjectOption = Path(),
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the checks as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Check the set-up (Python, extras, model, servers, Redis, folders); exit 1 on a FAIL."""
+    import json
+
+    from trinity.doctor import diagnose, failed
+
+    with _errors_to_exit_codes():
+        if as_json:
+            results = diagnose(project, config)
+            json.dump([result.as_dict() for result in results], consoles.out.file, indent=2)
+            consoles.out.file.write("\n")
+        else:
+            with consoles.err.status("Checking the set-up"):
+                results = diagnose(project, config)
+            consoles.out.print(_doctor_table(results))
+            consoles.out.print(_doctor_verdict(results), highlight=False)
+    if failed(results):
+        raise typer.Exit(EXIT_BUILD_FAILED)
+
+
+_STATUS_STYLES = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
+
+
+def _doctor_table(results: list[CheckResult]) -> Table:
+    from rich.table import Column
+
+    # Folded, never cut: a path or a command with its middle missing is no use.
+    table = Table(
+        "check",
+        "status",
+        Column("detail", overflow="fold"),
+        Column("fix", overflow="fold"),
+        box=None,
+    )
+    for result in results:
+        status = f"[{_STATUS_STYLES[result.status]}]{result.status}[/]"
+        table.add_row(escape(result.name), status, escape(result.detail), escape(result.hint))
+    return table
+
+
+def _doctor_verdict(results: list[CheckResult]) -> str:
+    fails = sum(1 for result in results if result.status == "FAIL")
+    warnings = sum(1 for result in results if result.status == "WARN")
+    if not fails and not warnings:
+        return "[green]No problems found.[/]"
+    found = f"{_counted(fails, 'problem')}, {_counted(warnings, 'warning')}"
+    return f"[bold red]{found}[/]" if fails else f"[yellow]{found}[/]"
 
 
 cache_app = typer.Typer(
@@ -441,6 +513,24 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
     for name, value in rows:
         table.add_row(name, escape(str(value)))
     return table
+
+
+def _outcome(report: BuildReport) -> str:
+    """The build's last line: whether anything changed, and how many model calls it took."""
+    where = escape(report.output_dir)
+    if report.llm_calls == 0 and report.pages_reused == report.pages:
+        # "Built" would suggest work was done (and money spent) when none was.
+        return (
+            f"[green]Nothing changed[/]: {_counted(report.pages, 'page')} in {where} up to "
+            "date, no model call made"
+        )
+    unchanged = f"{report.pages_reused} unchanged, " if report.pages_reused else ""
+    calls = _counted(report.llm_calls, "model call")
+    return f"[green]Built[/] {_counted(report.pages, 'page')} into {where} ({unchanged}{calls})"
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _pages(report: BuildReport) -> str:

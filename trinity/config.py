@@ -361,6 +361,9 @@ def load_settings(
         path = (Path.cwd() / path).resolve()
     env = os.environ if environ is None else environ
     shown = shown_path(path)
+    if config_path is None and not path.exists():
+        # Most often Trinity was run outside a project: say how to get one.
+        raise ConfigError(f"file not found; {_no_project_hint(project)}", path=shown)
     top = Fields(load_data_file(path, ConfigError), path=shown, key="", error=ConfigError)
     site = _read_site(Fields(top.value("site"), path=shown, key="site", error=ConfigError))
     llm = _read_llm(Fields(top.value("llm"), path=shown, key="llm", error=ConfigError), env)
@@ -372,6 +375,13 @@ def load_settings(
     llm = replace(llm, base_dir=project)
     cache = replace(cache, disk=replace(cache.disk, directory=project / cache.disk.directory))
     return Settings(project, path, site, llm, cache, build)
+
+
+def _no_project_hint(project: Path) -> str:
+    folder = shown_path(project)
+    if folder == ".":
+        return "run `trinity init` to create a project here, or pass --project DIR"
+    return f"run `trinity init {folder}` to create a project there, or pass --project DIR"
 
 
 def _read_site(f: Fields) -> SiteSettings:

@@ -327,7 +327,8 @@ def _console_handler(profile: LogProfile, console: Console | None) -> logging.Ha
     if profile.format == "json":
         handler = logging.StreamHandler(console.file if console is not None else sys.stderr)
         handler.setFormatter(json_formatter())
-    elif profile.color and console is not None:
+    elif profile.color and console is not None and console.is_terminal:
+        # Rich's columns wrap each record to the width: only a terminal has one.
         from rich.logging import RichHandler
 
         handler = RichHandler(console=console, show_path=False, markup=False)

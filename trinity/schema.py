@@ -2,13 +2,15 @@
 
 A `Fields` reader hands out one typed value per key and remembers which keys it was asked
 for; `done()` then rejects every other key with a "did you mean" hint. So the set of
-allowed keys is exactly the set of keys the code reads, and cannot drift from it.
+allowed keys is exactly the set of keys the code reads, and cannot drift from it. A
+required key that is missing while a misspelling of it is present is reported as that
+misspelling.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 from trinity.errors import InputError
@@ -84,8 +86,23 @@ class Fields:
         if name in self.raw:
             return self.raw[name]
         if default is REQUIRED:
-            raise self.fail("is required", name)
+            raise self._missing(name)
         return default
+
+    def _missing(self, name: str) -> InputError:
+        """The error for a required key that is absent.
+
+        A key still unread that looks like a misspelling of it ('tittle' for 'title') is
+        the real mistake: report that one, since "is required" alone hides the typo.
+        """
+        for other in self.raw:
+            if other not in self._seen and did_you_mean(other, [name]):
+                return self._unknown(other, [name])
+        return self.fail("is required", name)
+
+    def _unknown(self, name: str, known: Iterable[str], also: str | None = None) -> InputError:
+        hint = did_you_mean(name, known) or (f" ({also})" if also else "")
+        return self.fail(f"unknown key '{name}'{hint}", name)
 
     def value(self, name: str, default: Any = None) -> Any:
         """Any value, unchecked (for free-form data)."""
@@ -185,5 +202,4 @@ class Fields:
         """
         for name in self.raw:
             if name not in self._seen:
-                hint = did_you_mean(name, self._seen) or (f" ({also})" if also else "")
-                raise self.fail(f"unknown key '{name}'{hint}", name)
+                raise self._unknown(name, self._seen, also)

@@ -44,6 +44,22 @@ def setting(section: str, **values: Any) -> Callable[[SiteProject], None]:
     return change
 
 
+def misspelt_setting(section: str, key: str, typo: str) -> Callable[[SiteProject], None]:
+    def change(project: SiteProject) -> None:
+        data = project.settings()
+        data[section][typo] = data[section].pop(key)
+        project.write_settings(data)
+
+    return change
+
+
+def misspelt_page_key(index: int, key: str, typo: str) -> Callable[[SiteProject], None]:
+    def change(project: SiteProject) -> None:
+        project.edit_pages(lambda pages: pages[index].__setitem__(typo, pages[index].pop(key)))
+
+    return change
+
+
 def page(index: int, **values: Any) -> Callable[[SiteProject], None]:
     def change(project: SiteProject) -> None:
         project.edit_pages(lambda pages: pages[index].update(values))
@@ -128,6 +144,14 @@ CASES: dict[str, Case] = {
     "out-of-range": Case(
         setting("llm", temperature=7),
         [SETTINGS, "llm.temperature", "must be at most 2"],
+    ),
+    "misspelt-required-setting": Case(
+        misspelt_setting("site", "title", "tittle"),
+        [f"{SETTINGS}: site.tittle: unknown key 'tittle' (did you mean 'title'?)"],
+    ),
+    "misspelt-required-page-key": Case(
+        misspelt_page_key(1, "title", "tilte"),
+        [f"{PAGES}: pages[1].tilte: unknown key 'tilte' (did you mean 'title'?)"],
     ),
     "missing-title": Case(
         setting("site", title=""),
@@ -274,6 +298,36 @@ def test_bad_input_is_refused_before_any_request(site_project: SiteProject, case
     # Nothing in the project was touched (the cache folder may have been created).
     after = {k: v for k, v in snapshot(site_project.root).items() if not k.startswith(".cache/")}
     assert after == project_files
+
+
+@pytest.mark.parametrize("case", ["misspelt-required-setting", "misspelt-required-page-key"])
+def test_a_misspelt_required_key_is_not_reported_as_missing(
+    site_project: SiteProject, case: str
+) -> None:
+    CASES[case].break_it(site_project)
+
+    result = site_project.build()
+
+    assert_bad_input(result, CASES[case].expected)
+    assert "is required" not in result.output
+
+
+@pytest.mark.parametrize("command", ["build", "check"])
+def test_an_empty_folder_says_how_to_make_a_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke([command])
+
+    assert_bad_input(
+        result,
+        [
+            "config/settings.yaml: file not found; run `trinity init` to create a project "
+            "here, or pass --project DIR"
+        ],
+    )
+    assert list(tmp_path.iterdir()) == [], "a refused command leaves nothing behind"
 
 
 def test_secret_from_the_settings_file_is_never_shown(site_project: SiteProject) -> None:

@@ -71,7 +71,7 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
     first = site_project.build()
 
     assert_ok(first)
-    assert f"Built {PAGES} pages into {site_project.output}" in first.flat
+    assert f"Built {PAGES} pages into {site_project.output} ({BLOCKS} model calls)" in first.flat
     assert server.chat_count == BLOCKS
     assert {r.path for r in server.chat_requests} == {OLLAMA_CHAT_PATH}
     assert_site_built(site_project)
@@ -102,6 +102,10 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
 
     assert_ok(second)
     assert server.chat_count == BLOCKS, "the second build must not call the model"
+    assert (
+        f"Nothing changed: {PAGES} pages in {site_project.output} up to date, no model call made"
+    ) in second.flat
+    assert "Built" not in second.output
     report = site_project.report()
     assert report["totals"]["llm_calls"] == 0
     assert report["totals"]["cache_hits"] == BLOCKS

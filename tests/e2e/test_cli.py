@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.text import Text
+from typer.testing import CliRunner
 
 from tests.e2e.sitekit import (
     BLOCKS,
@@ -26,7 +31,8 @@ from tests.e2e.sitekit import (
     snapshot,
     subprocess_env,
 )
-from trinity import __version__
+from trinity import __version__, cli
+from trinity.build import BlockResult, BuildReport
 
 
 def assert_ok(result: RunResult) -> None:
@@ -105,21 +111,77 @@ def test_dry_run_after_a_content_change_lists_only_new_blocks(site_project: Site
 # --------------------------------------------------------------------------- --no-cache
 
 
-def test_no_cache_calls_the_model_again(site_project: SiteProject) -> None:
+LUMEN = "projects/lumen/index.html"
+
+
+def test_no_cache_asks_again_and_caches_the_new_answers(site_project: SiteProject) -> None:
     server = site_project.server
     assert_ok(site_project.build())
     assert server.chat_count == BLOCKS
+    # The model now answers one block differently.
+    site_project.rescript_highlights({"Lumen": json.dumps({"highlights": ["Refreshed"]})})
 
     result = site_project.build("--no-cache")
 
     assert_ok(result)
-    assert server.chat_count == 2 * BLOCKS
+    assert server.chat_count == 2 * BLOCKS, "every block is asked again"
     assert site_project.report()["totals"]["llm_calls"] == BLOCKS
     assert site_project.report()["totals"]["cache_hits"] == 0
+    assert "Refreshed" in site_project.html(LUMEN)
+    assert f"({PAGES - 1} unchanged, {BLOCKS} model calls)" in result.flat
 
-    # The cache written by the first build is still there for the next one.
+    again = site_project.build()
+
+    assert_ok(again)
+    assert server.chat_count == 2 * BLOCKS, "the refreshed answers were cached"
+    assert site_project.report()["totals"]["cache_hits"] == BLOCKS
+    assert "Refreshed" in site_project.html(LUMEN)
+    assert "Nothing changed" in again.flat
+
+
+def test_no_cache_on_a_new_project_fills_the_cache(site_project: SiteProject) -> None:
+    assert_ok(site_project.build("--no-cache"))
+    assert site_project.server.chat_count == BLOCKS
+
     assert_ok(site_project.build())
-    assert server.chat_count == 2 * BLOCKS
+
+    assert site_project.server.chat_count == BLOCKS
+    assert site_project.report()["totals"]["cache_hits"] == BLOCKS
+
+
+def test_no_cache_still_serves_the_old_answer_when_the_model_fails(
+    site_project: SiteProject,
+) -> None:
+    assert_ok(site_project.build())
+    pages = {page: site_project.html(page) for page in site_project.page_files()}
+    site_project.server.close()
+
+    result = site_project.build("--no-cache")
+
+    assert_ok(result)
+    assert site_project.report()["totals"]["stale"] == BLOCKS
+    assert "Stale" in result.stderr
+    assert {page: site_project.html(page) for page in site_project.page_files()} == pages
+
+
+def test_no_cache_dry_run_plans_every_block(site_project: SiteProject) -> None:
+    assert_ok(site_project.build())
+
+    result = site_project.build("--dry-run", "--no-cache")
+
+    assert_ok(result)
+    assert_plan(result, plan_rows(site_project), "to generate")
+    assert f"0 cached, {BLOCKS} to generate" in result.stdout
+    assert site_project.server.chat_count == BLOCKS
+
+
+def test_no_cache_help_says_what_it_does(site_project: SiteProject) -> None:
+    result = site_project.cli("build", "--help")
+
+    assert_ok(result)
+    assert "Ask the model again for every block; the new answers replace the cached ones." in (
+        result.flat
+    )
 
 
 # --------------------------------------------------------------------------- --concurrency
@@ -239,6 +301,63 @@ def test_summary_goes_to_stderr(site_project: SiteProject) -> None:
         assert label in result.stderr
     assert re.search(rf"LLM calls\s+{BLOCKS}\b", result.stderr)
     assert f"ollama:{MODEL}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("pages", "unchanged", "calls", "line"),
+    [
+        (6, 6, 0, "Nothing changed: 6 pages in out up to date, no model call made"),
+        (6, 0, 0, "Built 6 pages into out (0 model calls)"),
+        (6, 5, 1, "Built 6 pages into out (5 unchanged, 1 model call)"),
+        (1, 0, 2, "Built 1 page into out (2 model calls)"),
+    ],
+)
+def test_the_last_line_says_what_changed(pages: int, unchanged: int, calls: int, line: str) -> None:
+    report = BuildReport("site", "out", "minimal", "ollama", MODEL, pages, pages_reused=unchanged)
+    report.blocks = [BlockResult("index", f"block{n}", "llm") for n in range(calls)]
+
+    assert Text.from_markup(cli._outcome(report)).plain == line
+
+
+# --------------------------------------------------------------------------- not a terminal
+
+
+@pytest.fixture
+def piped_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's consoles as made when stdout and stderr are pipes (Rich's 80 columns)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        consoles = cli.Consoles()
+    monkeypatch.setattr(cli, "consoles", consoles)
+
+
+@pytest.mark.usefixtures("piped_consoles")
+def test_a_long_error_is_one_line_when_stderr_is_not_a_terminal(
+    site_project: SiteProject,
+) -> None:
+    site_project.update_settings("llm", temprature=0.5)
+
+    result = CliRunner().invoke(cli.app, ["build", "--project", str(site_project.root)])
+
+    message = (
+        "Error: site/config/settings.yaml: llm.temprature: unknown key 'temprature' "
+        "(did you mean 'temperature'?)"
+    )
+    assert result.exit_code == 2, result.output
+    assert len(message) > 80
+    assert message in result.stderr.splitlines()
+
+
+@pytest.mark.usefixtures("piped_consoles")
+def test_the_last_line_of_a_build_is_one_line_when_stderr_is_not_a_terminal(
+    site_project: SiteProject,
+) -> None:
+    result = CliRunner().invoke(cli.app, ["build", "--project", str(site_project.root)])
+
+    line = f"Built {PAGES} pages into {site_project.output} ({BLOCKS} model calls)"
+    assert result.exit_code == 0, result.output
+    assert len(line) > 80
+    assert line in result.stderr.splitlines()
 
 
 # --------------------------------------------------------------------------- --version

@@ -1003,7 +1003,13 @@ def _llm(
         status=status,
         latency_ms=latency,
         cache_tier="disk" if status == "cached" else None,
+        # Records written before wait_ms was logged lack it: the list must read both.
+        **({"wait_ms": WAITS[page]} if page in WAITS else {}),
     )
+
+
+# Time spent queued before the model answered, logged apart from latency_ms.
+WAITS = {"about": 40000, "projects": 12.5}
 
 
 # (latency_ms, page, block, attempt, status): the cached one is the slowest of all, and must
@@ -1140,7 +1146,11 @@ def test_make_logs_analyze_lists_slowest_requests_first_without_cached(
     expected = sorted((r for r in LLM_REQUESTS if r[4] != "cached"), key=lambda r: -r[0])
     assert [float(line.split(" ms", 1)[0]) for line in slowest] == [r[0] for r in expected]
     for line, (_, page, block, attempt, status) in zip(slowest, expected, strict=True):
+        # A long wait never makes a request slow: it is shown beside the model's time.
         assert line.split(" ms", 1)[1].split() == [
+            f"(+{WAITS.get(page, 0)}",
+            "ms",
+            "waiting)",
             f"{page}/{block}",
             "llama3.2",
             "attempt",
@@ -1194,6 +1204,7 @@ def test_the_fields_the_log_targets_read_are_in_trinitys_json_lines() -> None:
                     "attempt": 1,
                     "status": "ok",
                     "latency_ms": 12.0,
+                    "wait_ms": 0.0,
                     "cache_tier": None,
                 },
             )

@@ -305,7 +305,9 @@ def test_server_down_leaves_the_previous_site_untouched(
     else:
         port = site_project.server.port
         site_project.server.close()
-        args = ("--no-cache",)
+        # Nothing cached to fall back on: every block must be asked for again.
+        assert_ok(site_project.cli("cache", "clear", "--project", site_project.root))
+        args = ()
     connects = loopback_only.to_port(port)
 
     started = time.monotonic()
@@ -365,8 +367,9 @@ def test_server_down_in_a_subprocess(site_project: SiteProject) -> None:
     assert_ok(site_project.build())
     before = snapshot(site_project.output)
     site_project.server.close()
+    assert_ok(site_project.cli("cache", "clear", "--project", site_project.root))
 
-    result = site_project.run("build", "--project", site_project.root, "--no-cache")
+    result = site_project.run("build", "--project", site_project.root)
 
     assert result.exit_code == 1, result.describe()
     assert "Traceback" not in result.output

@@ -46,7 +46,7 @@ def test_a_changed_answer_renders_only_its_page(site_project: SiteProject) -> No
     before = inodes(site_project)
     site_project.rescript_highlights({"Lumen": json.dumps({"highlights": ["Brand new"]})})
 
-    report = build_site(site_project.root, use_cache=False, environ={})
+    report = build_site(site_project.root, refresh_cache=True, environ={})
 
     assert report.llm_calls == BLOCKS
     assert rendered_again(site_project, before) == {LUMEN}
@@ -164,7 +164,7 @@ def test_the_previous_output_is_untouched_by_reuse(
 
     build_site(site_project.root, environ={})
     site_project.rescript_highlights({"Lumen": json.dumps({"highlights": ["Changed"]})})
-    build_site(site_project.root, use_cache=False, environ={})
+    build_site(site_project.root, refresh_cache=True, environ={})
 
     assert kept.read_text("utf-8") == text
     assert "Changed" in site_project.html(LUMEN)

@@ -19,10 +19,12 @@ from trinity.build import (
     parse_json_answer,
     plan_jobs,
     prepare,
+    published_text,
     system_prompt,
 )
 from trinity.errors import MalformedResponseError
 from trinity.llm.client import AsyncLLMClient
+from trinity.llm.types import LLMResponse
 from trinity.site import Block, Page
 
 SCHEMA = {
@@ -139,6 +141,27 @@ def test_system_prompt(parts: tuple[str | None, ...], expected: str | None) -> N
 )
 def test_block_value(block_format: str, text: str, expected: Any) -> None:
     assert block_value(Block(name="b", prompt="p", format=block_format), text) == expected
+
+
+CUT_OFF = "Three things:\n\n1. Metrics nobody reads are noise.\n2. Alerts need an owner.\n3."
+
+
+@pytest.mark.parametrize(
+    ("block_format", "finish_reason", "expected"),
+    [
+        pytest.param("markdown", "length", CUT_OFF.removesuffix("3."), id="markdown-cut-off"),
+        pytest.param("text", "length", CUT_OFF.removesuffix("3."), id="text-cut-off"),
+        pytest.param("json", "length", CUT_OFF, id="json-never"),
+        pytest.param("markdown", "stop", CUT_OFF, id="finished"),
+        pytest.param("markdown", None, CUT_OFF, id="no-finish-reason"),
+    ],
+)
+def test_published_text_trims_only_a_cut_off_prose_answer(
+    block_format: str, finish_reason: str | None, expected: str
+) -> None:
+    block = Block(name="b", prompt="p", format=block_format)
+    response = LLMResponse(text=CUT_OFF, model="m", finish_reason=finish_reason)
+    assert published_text(block, response) == expected
 
 
 def test_plan_jobs_resolves_every_request(project: ProjectFactory) -> None:

@@ -288,10 +288,28 @@ def test_unhashable_yaml_key_is_a_config_error(write_settings: WriteSettings) ->
     assert "line 2" in str(error)
 
 
-def test_missing_settings_file(tmp_path: Path) -> None:
-    error = config_error(tmp_path)
-    assert "file not found" in str(error)
-    assert "settings.yaml" in str(error)
+def test_missing_settings_file_says_how_to_make_a_project(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+
+    here = config_error(tmp_path)
+    there = config_error(tmp_path / "elsewhere")
+
+    assert str(here) == (
+        "config/settings.yaml: file not found; run `trinity init` to create a project here, "
+        "or pass --project DIR"
+    )
+    assert str(there) == (
+        "elsewhere/config/settings.yaml: file not found; run `trinity init elsewhere` to "
+        "create a project there, or pass --project DIR"
+    )
+
+
+def test_missing_settings_file_named_on_the_command_line_is_only_not_found(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, "other.yaml", environ={})
+    assert str(caught.value) == "other.yaml: file not found"
 
 
 def test_missing_project_folder(tmp_path: Path) -> None:
@@ -317,6 +335,30 @@ def test_unknown_keys_are_refused_with_a_hint(
     assert f"unknown key '{key.rsplit('.', 1)[-1]}'" in str(error)
     assert f"did you mean '{hint}'" in str(error)
     assert "settings.yaml" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "site: {tittle: Mara}\n",
+            "site.tittle: unknown key 'tittle' (did you mean 'title'?)",
+            id="site-title",
+        ),
+        pytest.param(
+            "site: {title: T}\nllm:\n  api_keys: [{evn: KEY_1}]\n",
+            "llm.api_keys[0].evn: unknown key 'evn' (did you mean 'env'?)",
+            id="api-key-env",
+        ),
+        # Nothing like the missing key: it is the mistake.
+        pytest.param("site: {author: Mara}\n", "site.title: is required", id="no-typo"),
+    ],
+)
+def test_a_misspelt_required_key_is_reported_instead_of_the_missing_one(
+    write_settings: WriteSettings, text: str, message: str
+) -> None:
+    error = config_error(write_settings(text), {"KEY_1": SECRET})
+    assert str(error) == f"config/settings.yaml: {message}"
 
 
 def test_unknown_key_without_a_close_match_has_no_hint(write_settings: WriteSettings) -> None:

@@ -578,6 +578,41 @@ async def test_errors_are_not_cached() -> None:
     assert len(server.requests) == 2
 
 
+async def test_a_refresh_asks_again_once_and_replaces_the_cached_answer() -> None:
+    cache = memory_cache()
+    await complete(answering(ollama_answer("old")), settings_for("ollama"), cache=cache)
+    server = answering(ollama_answer("new"))
+    refreshing = AsyncLLMClient(
+        settings_for("ollama"), cache=cache, cache_refresh=True, transport=server.transport
+    )
+    async with refreshing as client:
+        request = client.request("Say hi.")
+        assert await client.cached(request) is None, "a refresh serves no earlier answer"
+        first = await client.complete(request)
+        # Asked twice in one refresh: the answer it just fetched is served.
+        second = await client.complete(request)
+    assert len(server.requests) == 1
+    assert (first.text, first.cache_tier) == ("new", None)
+    assert (second.text, second.cache_tier) == ("new", "memory")
+    after = Server(lambda request: pytest.fail("the refreshed answer must be cached"))
+    assert (await complete(after, settings_for("ollama"), cache=cache)).text == "new"
+
+
+async def test_a_refresh_still_has_the_old_answer_to_serve_stale() -> None:
+    cache = memory_cache()
+    await complete(answering(ollama_answer("old")), settings_for("ollama"), cache=cache)
+    down = answering({"error": "down"}, status=400)
+    async with AsyncLLMClient(
+        settings_for("ollama"), cache=cache, cache_refresh=True, transport=down.transport
+    ) as client:
+        request = client.request("Say hi.")
+        with pytest.raises(LLMStatusError):
+            await client.complete(request)
+        stale = await client.stale(request)
+    assert stale is not None
+    assert (stale.text, stale.stale) == ("old", True)
+
+
 async def test_without_a_cache_every_request_is_sent() -> None:
     server = answering(ollama_answer())
     async with AsyncLLMClient(settings_for("ollama"), transport=server.transport) as client:

@@ -44,7 +44,6 @@ from trinity.llm.providers.local import (
     missing_packages,
     model_path,
     resolve_style,
-    trim_to_sentence,
 )
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
 from trinity.site import Block, Page
@@ -559,7 +558,7 @@ def test_the_kept_continuation_keeps_its_own_finish_reason() -> None:
     model = FakeModel([(" Short. And", "length"), ("", "stop"), ("\n", "stop")])
     response = send(backend_for(model))
     assert len(model.completion_calls) == SAMPLING_ATTEMPTS
-    assert response.text == "Mara is Short."  # cut back to its sentence: it hit the limit
+    assert response.text == "Mara is Short. And"  # kept whole: the build trims it
     assert response.finish_reason == "length"
 
 
@@ -594,27 +593,13 @@ def test_the_client_rejects_an_always_empty_continuation() -> None:
     anyio.run(main)
 
 
-@pytest.mark.parametrize(
-    ("reply", "text"),
-    [
-        pytest.param(
-            (" a painter. She lives in Oslo and", "length"), "Mara is a painter.", id="cut"
-        ),
-        pytest.param(
-            (" a painter who lives in", "length"), "Mara is a painter who lives in", id="no-end"
-        ),
-        pytest.param(
-            (" a painter. She lives in", "stop"), "Mara is a painter. She lives in", id="stop"
-        ),
-    ],
-)
-def test_a_continuation_cut_by_max_tokens_ends_at_its_last_sentence(
-    reply: tuple[str, str], text: str
-) -> None:
-    response = send(backend_for(FakeModel([reply])))
-    assert response.text == text
-    assert response.finish_reason == reply[1]
-    assert response.truncated == (reply[1] == "length")
+@pytest.mark.parametrize("finish_reason", ["length", "stop"])
+def test_a_continuation_is_kept_whole_with_its_finish_reason(finish_reason: str) -> None:
+    """Trimming what max_tokens cut off is the build's, for every provider alike."""
+    response = send(backend_for(FakeModel([(" a painter. She lives in Oslo and", finish_reason)])))
+    assert response.text == "Mara is a painter. She lives in Oslo and"
+    assert response.finish_reason == finish_reason
+    assert response.truncated == (finish_reason == "length")
 
 
 @pytest.mark.parametrize("schema", [SCHEMA, None])
@@ -919,6 +904,29 @@ def test_prepare_reports_an_unreadable_gguf_file(project: ProjectFactory) -> Non
     assert "cannot read the model file" in str(caught.value)
 
 
+class CorruptPackage:
+    """The model package when its assembled file fails its sha256 check."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.calls: list[bool] = []
+
+    def assemble(self, overwrite: bool = False) -> Path:
+        self.calls.append(overwrite)
+        if not overwrite:
+            raise FileExistsError(f"{self.path} already exists with an unexpected sha256")
+        return self.path
+
+
+def test_a_corrupt_assembled_model_is_assembled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = CorruptPackage(tmp_path / "model.gguf")
+    monkeypatch.setattr(local.importlib, "import_module", lambda name: package)
+    assert model_path(local_settings()) == package.path
+    assert package.calls == [False, True]
+
+
 def test_model_path_is_relative_to_base_dir_and_leaves_absolute_paths(tmp_path: Path) -> None:
     project = tmp_path / "site"
     relative = local_settings(model="models/tiny.gguf", base_dir=project)
@@ -1010,24 +1018,6 @@ def test_prepare_does_not_check_other_providers(project: ProjectFactory, without
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("One. Two is cut", "One.", id="cut"),
-        pytest.param("No end at all", "No end at all", id="no-end"),
-        pytest.param("Ask? Yes! And", "Ask? Yes!", id="question-exclamation"),
-        pytest.param('He said "Hi." Then', 'He said "Hi."', id="closing-quote"),
-        pytest.param("(See this.) More", "(See this.)", id="closing-bracket"),
-        pytest.param("Version 3.5 is out", "Version 3.5 is out", id="decimal"),
-        pytest.param("Ends here.", "Ends here.", id="complete"),
-        pytest.param("First.\nSecond", "First.", id="newline"),
-        pytest.param("", "", id="empty"),
-    ],
-)
-def test_trim_to_sentence(text: str, expected: str) -> None:
-    assert trim_to_sentence(text) == expected
 
 
 @pytest.mark.parametrize("schema", [SCHEMA, None])

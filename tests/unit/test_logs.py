@@ -516,10 +516,10 @@ def install(
     done: list[InstalledLogging] = []
 
     def run(
-        profile: LogProfile, secrets: tuple[str, ...] = ()
+        profile: LogProfile, secrets: tuple[str, ...] = (), *, terminal: bool = False
     ) -> tuple[InstalledLogging, io.StringIO]:
         out = io.StringIO()
-        console = Console(file=out, width=300, color_system=None, force_terminal=False)
+        console = Console(file=out, width=300, color_system=None, force_terminal=terminal)
         installed = install_logging(profile, console=console, secrets=secrets, base_dir=tmp_path)
         done.append(installed)
         return installed, out
@@ -623,16 +623,21 @@ def test_the_console_shows_from_console_level_and_the_file_from_level(
 
 
 @pytest.mark.parametrize(
-    ("log_format", "color", "check"),
+    ("log_format", "color", "terminal", "check"),
     [
-        ("json", False, "json"),
-        ("text", False, "plain"),
-        ("text", True, "rich"),
+        ("json", False, True, "json"),
+        ("text", False, True, "plain"),
+        ("text", True, True, "rich"),
+        # Piped or in a CI log: one line a record, never wrapped into Rich's columns.
+        ("text", True, False, "plain"),
     ],
+    ids=["json", "plain", "rich", "colour-off-a-terminal"],
 )
-def test_console_formats(install: Install, log_format: LogFormat, color: bool, check: str) -> None:
+def test_console_formats(
+    install: Install, log_format: LogFormat, color: bool, terminal: bool, check: str
+) -> None:
     profile = replace(PROFILE, format=log_format, color=color, directory=None)
-    installed, out = install(profile)
+    installed, out = install(profile, terminal=terminal)
     log = get_logger("tests.install")
 
     with correlation("console-id"):

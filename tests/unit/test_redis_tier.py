@@ -18,7 +18,7 @@ import redis
 import redis.asyncio
 
 from tests.conftest import ConnectLog
-from tests.redisserver import RedisServer, free_port
+from tests.redisserver import RedisServer, free_port, running_redis_server
 from tests.unit.conftest import ProjectFactory
 from trinity.cache.codec import encode
 from trinity.cache.disk import DiskTier
@@ -97,11 +97,8 @@ def tier(redis_db: RedisServer, make_tier: Callable[..., RedisTier]) -> RedisTie
 
 @pytest.fixture
 def auth_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis-auth", password=PASSWORD)
-    try:
+    with running_redis_server(tmp_path / "redis-auth", password=PASSWORD) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:

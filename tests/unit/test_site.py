@@ -353,6 +353,25 @@ def test_shape_errors_name_the_key_path(
     assert message in str(error)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("pages: [{slug: x, tilte: T}]\n",
+                     "pages[0].tilte: unknown key 'tilte' (did you mean 'title'?)", id="title"),
+        pytest.param("pages: [{slgu: x, title: T}]\n",
+                     "pages[0].slgu: unknown key 'slgu' (did you mean 'slug'?)", id="slug"),
+        pytest.param("pages: [{slug: x, title: T, blocks: {b: {promt: hi}}}]\n",
+                     "pages[0].blocks.b.promt: unknown key 'promt' (did you mean 'prompt'?)",
+                     id="prompt"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_required_key_is_reported_instead_of_the_missing_one(
+    project: ProjectFactory, text: str, message: str
+) -> None:
+    error = content_error(project, text)
+    assert str(error) == f"content/pages.yaml: {message}"
+
+
 def test_schema_is_validated_when_the_site_loads(project: ProjectFactory) -> None:
     block = {"prompt": "p", "format": "json", "schema": {"type": "objekt"}}
     error = content_error(project, [{"slug": "x", "title": "T", "blocks": {"b": block}}])

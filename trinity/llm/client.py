@@ -2,7 +2,8 @@
 
 A request goes through these layers, outside in::
 
-    cache lookup (fresh answers only; an expired one is kept for `stale`)
+    cache lookup (fresh answers only; an expired one is kept for `stale`, and a refresh
+                  serves only the answers it fetched anew)
     -> in-flight coalescing (one call per cache key, however many callers ask at once)
     -> for the model asked for, then each fallback:
        retry (backoff with full jitter, Retry-After, at most `attempts`, build-wide budget)
@@ -96,6 +97,10 @@ class AsyncLLMClient:
     may a `backend` for the main endpoint; the client closes only what it made itself.
     `clock`, `sleep` and `random` drive the breaker, limiter and retry waits, so tests
     never really wait; `timer` measures latency.
+
+    With `cache_refresh`, answers cached before are not served: each request is sent to a
+    model once more, and its answer replaces the cached one in every tier (`stale` still
+    serves the old one when every model fails).
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class AsyncLLMClient:
         *,
         cache: CacheManager | None = None,
         cache_ttl: float | None = None,
+        cache_refresh: bool = False,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         backend: Backend | None = None,
@@ -115,6 +121,10 @@ class AsyncLLMClient:
         self.settings = settings or LLMSettings()
         self.cache = cache
         self.cache_ttl = cache_ttl
+        self.cache_refresh = cache_refresh
+        # When refreshing, the keys whose answers this client has fetched and cached: the
+        # only ones it serves from the cache, so a request asked twice is sent once.
+        self._refreshed: set[str] = set()
         self.stats = ClientStats()
         self.clock = clock
         self.timer = timer
@@ -247,6 +257,9 @@ class AsyncLLMClient:
 
         `key` is `self.key(request)` when the caller has it already (hashing is not free).
         """
+        key = key or self.key(request)
+        if self.cache_refresh and key not in self._refreshed:
+            return None
         found = await self._lookup(request, key)
         if found is None or self._expired(found):
             return None
@@ -342,6 +355,8 @@ class AsyncLLMClient:
             validate(response)
         if self.cache is not None:
             await self.cache.set_async(key, _to_entry(response))
+            if self.cache_refresh:
+                self._refreshed.add(key)
         return response
 
     async def generate_content_async(
@@ -395,7 +410,17 @@ class AsyncLLMClient:
                 status = getattr(error, "status", None) or type(error).__name__
                 self._log_request(target, attempts, status, self.timer() - began)
                 raise
-            self._log_request(target, attempts, "ok", self.timer() - began, response.usage)
+            # The time spent waiting (for a rate limit, or a local model's load and queue)
+            # is logged apart: it is not the model's, and adds up to more than the build.
+            elapsed = self.timer() - began
+            self._log_request(
+                target,
+                attempts,
+                "ok",
+                elapsed - response.queued,
+                response.usage,
+                wait=response.queued,
+            )
             return response
 
         def note_retry(number: int, error: LLMError, delay: float) -> None:
@@ -428,8 +453,12 @@ class AsyncLLMClient:
         latency: float,
         usage: Usage | None = None,
         cache_tier: str | None = None,
+        wait: float = 0.0,
     ) -> None:
-        """One line per request sent (or answered from the cache), with its numbers."""
+        """One line per request sent (or answered from the cache), with its numbers.
+
+        `latency` is the time the model took; `wait`, the time the request waited first.
+        """
         what = f"from the {cache_tier} cache" if cache_tier else f"attempt {attempt}: {status}"
         log.info(
             "LLM %s:%s %s in %.0f ms",
@@ -444,6 +473,7 @@ class AsyncLLMClient:
                 "attempt": attempt,
                 "status": status,
                 "latency_ms": round(latency * 1000, 1),
+                "wait_ms": round(wait * 1000, 1),
                 "input_tokens": usage.input_tokens if usage else 0,
                 "output_tokens": usage.output_tokens if usage else 0,
                 "cache_tier": cache_tier,
@@ -463,7 +493,9 @@ class AsyncLLMClient:
                 retry_after=wait,
             )
         reservation = self.budget.reserve(cost(price, input_est, output_est))
+        paced = self.timer()
         lease = await route.pool.acquire(input_est, output_est)
+        paced = self.timer() - paced
         try:
             response = await route.backend.send(replace(request, model=target.model), lease.secret)
         except RateLimitedError as error:
@@ -476,7 +508,7 @@ class AsyncLLMClient:
         usage = response.usage
         lease.finish(usage.input_tokens, usage.output_tokens, response.headers)
         self.budget.settle(reservation, cost(price, usage.input_tokens, usage.output_tokens))
-        return response
+        return replace(response, queued=response.queued + paced) if paced >= 0.001 else response
 
     def _route(self, provider: str) -> _Route:
         route = self._routes.get(provider)

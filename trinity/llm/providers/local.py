@@ -17,7 +17,6 @@ import importlib
 import importlib.util
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, cast
@@ -93,7 +92,13 @@ def model_path(settings: LLMSettings) -> Path:
     """
     if settings.model == DEFAULT_LOCAL_MODEL:
         package = importlib.import_module(MODEL_PACKAGE)
-        return Path(package.assemble())
+        try:
+            return Path(package.assemble())
+        except FileExistsError:
+            # The assembled copy no longer matches its sha256 (a disk error, a write cut
+            # short). It is only ever made from the package's parts: make it again.
+            log.warning("the assembled model file is corrupt; assembling it again")
+            return Path(package.assemble(overwrite=True))
     return settings.base_dir / Path(settings.model).expanduser()
 
 
@@ -242,8 +247,8 @@ class ModelRunner:
         if wants_json:
             answer = text.strip()
         else:
-            if finish_reason == "length":
-                text = trim_to_sentence(text)
+            # Cut off at max_tokens, it is kept whole here, as every provider's is: the
+            # build trims it to its last finished sentence or item (trinity.llm.trim).
             answer = (request.lead + text).strip() if text.strip() else ""
         return LLMResponse(
             text=answer,
@@ -262,15 +267,6 @@ class ModelRunner:
         output = model.create_chat_completion(messages, **params)
         choice = output["choices"][0]
         return _response(output, choice["message"]["content"] or "", choice.get("finish_reason"))
-
-
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
-
-
-def trim_to_sentence(text: str) -> str:
-    """Text cut off by max_tokens, ended at its last full sentence (if it has one)."""
-    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
-    return text[: ends[-1]] if ends else text
 
 
 def _json_grammar(request: LLMRequest) -> Any:
