@@ -558,7 +558,7 @@ def check_generation(setup: Setup) -> list[CheckResult]:
     try:
         text = setup.probes.generate_once(settings.llm)
     except ModelCrashed as exc:
-        return [CheckResult("generation", FAIL, one_line(exc), _crash_hint(exc))]
+        return [CheckResult("generation", FAIL, exc.summary, _crash_hint(exc))]
     except LLMError as exc:
         return [
             CheckResult(

@@ -226,9 +226,12 @@ class ModelCrashed(ModelFailed):
     with the likely cause and the command that fixes it.
     """
 
-    def __init__(self, message: str, *, returncode: int | None = None) -> None:
+    def __init__(self, summary: str, *, fix: str = "", returncode: int | None = None) -> None:
+        # `summary` says what happened; `fix`, the likely cause and what to do about it.
+        self.summary = summary
+        self.fix = fix
         self.returncode = returncode
-        super().__init__(message)
+        super().__init__(f"{summary}; {fix}" if fix else summary)
 
 
 def error_for_status(status: int, message: str, retry_after: float | None = None) -> LLMStatusError:

@@ -48,6 +48,12 @@ _SECRET_FIELDS = (*SECRET_SUFFIXES, "authorization")
 MASK = "***"
 
 
+# A library's records go where the application sends them, and nowhere otherwise: without
+# this, Python's last-resort handler prints Trinity's warnings on stderr in commands and
+# scripts that set up no logging (`trinity doctor` reports a crash in its table, once).
+logging.getLogger("trinity").addHandler(logging.NullHandler())
+
+
 def get_logger(name: str) -> logging.Logger:
     """A logger under Trinity's hierarchy (`trinity.*`), for `get_logger(__name__)`."""
     return logging.getLogger(name if name.startswith("trinity") else f"trinity.{name}")

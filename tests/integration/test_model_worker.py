@@ -19,9 +19,9 @@ from trinity.llm.client import AsyncLLMClient
 from trinity.llm.providers.local import LocalBackend, generate_once
 from trinity.llm.providers.worker import (
     ModelWorker,
+    crash_error,
     decode_request,
     decode_response,
-    describe_exit,
     encode_request,
 )
 from trinity.llm.types import CompletionFrame, LLMRequest
@@ -73,7 +73,10 @@ def test_a_malformed_reply_from_the_worker_is_a_model_failure(reply: object) -> 
     ],
 )
 def test_each_way_of_dying_is_told_with_its_likely_cause(returncode: int, expected: str) -> None:
-    assert expected in describe_exit(returncode)
+    crash = crash_error(returncode)
+    assert expected in str(crash)
+    assert crash.returncode == returncode
+    assert str(crash).startswith(crash.summary)
 
 
 def test_generate_once_answers_from_a_worker(tmp_path: Path) -> None:

@@ -159,19 +159,22 @@ def _receive(connection: Connection) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- crashes
 
 
-def describe_exit(returncode: int) -> str:
-    """What a worker's exit status means, with the likely cause and the fix."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        if name in _FAULTS:
-            return f"the embedded model crashed ({name}) in llama.cpp; {FIX_BUILD}"
-        if name == "SIGKILL":
-            return f"the embedded model was killed (SIGKILL); {FIX_MEMORY}"
-        return f"the embedded model was stopped by {name}"
-    return f"the embedded model's worker exited unexpectedly (exit code {returncode})"
+def crash_error(returncode: int) -> ModelCrashed:
+    """The error for a worker that died with `returncode`: what, the likely cause, the fix."""
+    if returncode >= 0:
+        summary = f"the embedded model's worker exited unexpectedly (exit code {returncode})"
+        return ModelCrashed(summary, returncode=returncode)
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    if name in _FAULTS:
+        summary, fix = f"the embedded model crashed ({name}) in llama.cpp", FIX_BUILD
+    elif name == "SIGKILL":
+        summary, fix = "the embedded model was killed (SIGKILL)", FIX_MEMORY
+    else:
+        summary, fix = f"the embedded model was stopped by {name}", ""
+    return ModelCrashed(summary, fix=fix, returncode=returncode)
 
 
 @dataclass
@@ -280,7 +283,7 @@ class ModelWorker:
             if notes:
                 log.debug("llama.cpp: %s", notes)
             if returncode not in (0, None):
-                log.warning("the embedded model's worker %s", _exit_phrase(returncode))
+                log.warning("on closing: %s", crash_error(returncode).summary)
 
     # ------------------------------------------------------------------ internals
 
@@ -332,9 +335,7 @@ class ModelWorker:
         """The error for a child that died: why, logged once with its trace."""
         self._process = None
         returncode = await anyio.to_thread.run_sync(process.close)
-        crash = ModelCrashed(
-            describe_exit(returncode if returncode is not None else 1), returncode=returncode
-        )
+        crash = crash_error(returncode if returncode is not None else 1)
         log.error(
             "%s",
             crash,
@@ -397,14 +398,10 @@ def _roundtrip(connection: Connection, message: dict[str, Any] | None) -> dict[s
     return _receive(connection)
 
 
-def _exit_phrase(returncode: int) -> str:
-    return describe_exit(returncode).removeprefix("the embedded model's worker ")
-
-
 def _again(error: ModelFailed) -> ModelFailed:
     """A fresh instance of `error` for another caller (an exception carries its traceback)."""
     if isinstance(error, ModelCrashed):
-        return ModelCrashed(str(error), returncode=error.returncode)
+        return ModelCrashed(error.summary, fix=error.fix, returncode=error.returncode)
     return ModelFailed(str(error))
 
 
