@@ -56,7 +56,9 @@ def test_a_request_survives_the_trip_to_the_worker_and_back(tmp_path: Path) -> N
     assert decode_request(encode_request(original)) == original
 
 
-@pytest.mark.parametrize("reply", [None, {}, {"text": "t"}, {"text": "t", "model": "m"}, []])
+@pytest.mark.parametrize(
+    "reply", [None, {}, [], {"text": 3}, {"text": "t", "input_tokens": "many"}]
+)
 def test_a_malformed_reply_from_the_worker_is_a_model_failure(reply: object) -> None:
     with pytest.raises(ModelFailed, match="malformed"):
         decode_response(reply)

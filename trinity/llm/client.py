@@ -45,7 +45,15 @@ from trinity.llm.coalesce import Coalescer
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import ApiKey, KeyPool, estimate_request_tokens
 from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
-from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
+from trinity.llm.types import (
+    CompletionFrame,
+    LLMRequest,
+    LLMResponse,
+    ResponseFormat,
+    Usage,
+    response_data,
+    response_from_data,
+)
 from trinity.logs import correlation, current_correlation_id, get_logger
 
 if TYPE_CHECKING:
@@ -573,31 +581,12 @@ def _passes(response: LLMResponse, validate: Validator | None) -> bool:
 
 
 def _to_entry(response: LLMResponse) -> dict[str, Any]:
-    return {
-        "text": response.text,
-        "model": response.model,
-        "input_tokens": response.usage.input_tokens,
-        "output_tokens": response.usage.output_tokens,
-        "finish_reason": response.finish_reason,
-        "created": time.time(),
-    }
+    return {**response_data(response), "created": time.time()}
 
 
 def read_entry(value: Any) -> LLMResponse | None:
     """A cached entry back as a response; None for anything not in our shape."""
-    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
-        return None
-    try:
-        created = value.get("created")
-        return LLMResponse(
-            text=value["text"],
-            model=str(value.get("model", "")),
-            usage=Usage(int(value.get("input_tokens", 0)), int(value.get("output_tokens", 0))),
-            finish_reason=value.get("finish_reason"),
-            created=float(created) if created is not None else None,
-        )
-    except (TypeError, ValueError):
-        return None
+    return response_from_data(value)
 
 
 __all__ = ["IN_FLIGHT", "AsyncLLMClient", "Backend", "ClientStats", "read_entry"]

@@ -106,3 +106,34 @@ class LLMResponse:
     @property
     def truncated(self) -> bool:
         return self.finish_reason == "length"
+
+
+def response_data(response: LLMResponse) -> dict[str, Any]:
+    """A response as JSON-ready data: text, model, usage and finish reason. What the cache
+    stores (with `created`) and what the embedded model's worker process sends back."""
+    return {
+        "text": response.text,
+        "model": response.model,
+        "input_tokens": response.usage.input_tokens,
+        "output_tokens": response.usage.output_tokens,
+        "finish_reason": response.finish_reason,
+    }
+
+
+def response_from_data(value: Any) -> LLMResponse | None:
+    """A response back from `response_data`'s shape (and `created`, when there is one);
+    None for anything else: it was read from a file or another process."""
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+        return None
+    try:
+        created = value.get("created")
+        finish = value.get("finish_reason")
+        return LLMResponse(
+            text=value["text"],
+            model=str(value.get("model", "")),
+            usage=Usage(int(value.get("input_tokens", 0)), int(value.get("output_tokens", 0))),
+            finish_reason=str(finish) if finish is not None else None,
+            created=float(created) if created is not None else None,
+        )
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -49,7 +49,13 @@ import anyio.to_thread
 
 from trinity.config import LLMSettings
 from trinity.errors import ModelCrashed, ModelFailed
-from trinity.llm.types import LLMRequest, LLMResponse, Message, Usage
+from trinity.llm.types import (
+    LLMRequest,
+    LLMResponse,
+    Message,
+    response_data,
+    response_from_data,
+)
 from trinity.logs import get_logger
 
 log = get_logger(__name__)
@@ -110,28 +116,12 @@ def decode_request(data: dict[str, Any]) -> LLMRequest:
     )
 
 
-def encode_response(response: LLMResponse) -> dict[str, Any]:
-    return {
-        "text": response.text,
-        "model": response.model,
-        "input_tokens": response.usage.input_tokens,
-        "output_tokens": response.usage.output_tokens,
-        "finish_reason": response.finish_reason,
-    }
-
-
 def decode_response(data: Any) -> LLMResponse:
-    """The child's answer; ModelFailed when it is not in our shape."""
-    try:
-        finish = data["finish_reason"]
-        return LLMResponse(
-            text=str(data["text"]),
-            model=str(data["model"]),
-            usage=Usage(int(data["input_tokens"]), int(data["output_tokens"])),
-            finish_reason=str(finish) if finish is not None else None,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFailed(f"the embedded model's worker sent a malformed answer ({exc})") from None
+    """The child's answer (`response_data`'s shape); ModelFailed when it is not that."""
+    response = response_from_data(data)
+    if response is None:
+        raise ModelFailed("the embedded model's worker sent a malformed answer")
+    return response
 
 
 def model_settings(settings: LLMSettings) -> dict[str, Any]:
@@ -452,7 +442,7 @@ def serve(connection: Connection) -> None:
         except Exception as exc:
             _send(connection, {"error": _one_line(exc)})
         else:
-            _send(connection, {"response": encode_response(response)})
+            _send(connection, {"response": response_data(response)})
 
 
 def _one_line(exc: BaseException) -> str:
