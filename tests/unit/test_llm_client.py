@@ -18,6 +18,7 @@ from trinity.errors import (
     LLMStatusError,
     LLMTimeoutError,
     MalformedResponseError,
+    ModelCrashed,
 )
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import chat_url as _chat_url
@@ -677,3 +678,34 @@ async def test_a_key_resting_longer_than_the_cap_fails_over_without_waiting() ->
     hosts = [r.url.host for r in server.requests]
     assert hosts == ["primary.test", "backup.test", "backup.test"]  # the resting key is spared
     assert slept == []
+
+
+class CrashedModel:
+    """An embedded model whose worker is dead."""
+
+    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse:
+        raise ModelCrashed("the embedded model crashed (SIGSEGV) in llama.cpp", returncode=-11)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_crashed_embedded_model_fails_over_to_the_fallback() -> None:
+    from types import MappingProxyType
+
+    from trinity.config import Endpoint
+
+    server = Server(lambda request: httpx.Response(200, json=openai_answer("from backup")))
+    settings = settings_for(
+        "local",
+        api_url="",
+        model="gemma3-270m",
+        fallbacks=MappingProxyType({"gemma3-270m": ("openai:backup",)}),
+        endpoints=MappingProxyType({"openai": Endpoint("openai", "http://backup.test")}),
+    )
+    async with AsyncLLMClient(
+        settings, backend=CrashedModel(), transport=server.transport
+    ) as client:
+        answer = await client.complete(client.request("one"))
+    assert answer.text == "from backup"
+    assert client.stats.fallbacks == 1

@@ -10,13 +10,13 @@ A request goes through these layers, outside in::
        -> circuit breaker of the endpoint (one per provider server; every attempt counts)
        -> cost budget (--max-cost: estimate reserved before, real cost settled after)
        -> key pool (round-robin API keys, each with its own rpm and token limits)
-       -> backend (HTTP through the one httpx client, or the in-process model)
+       -> backend (HTTP through the one httpx client, or the model's worker process)
     -> validation -> cache write (the moment the answer arrives) -> cost and savings
 
 The breaker sits inside the retry loop so that once it opens, not one more attempt
-reaches a dead server; an open breaker is not retried but fails over to the next model.
-A non-retryable error (a bad request, a bad key) fails at once: another model would
-be refused the same.
+reaches a dead server; an open breaker is not retried but fails over to the next model,
+as does an embedded model that failed (ModelFailed). Any other non-retryable error (a bad
+request, a bad key) fails at once: another model would be refused the same.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from trinity.errors import (
     ConfigError,
     LLMError,
     MalformedResponseError,
+    ModelFailed,
     RateLimitedError,
 )
 from trinity.llm.breaker import CircuitBreaker
@@ -82,7 +83,7 @@ class ClientStats:
 
 
 class Backend(Protocol):
-    """Where requests are answered: a server over HTTP, or a model in this process."""
+    """Where requests are answered: a server over HTTP, or the embedded model's worker."""
 
     async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse: ...
     async def aclose(self) -> None: ...
@@ -393,7 +394,10 @@ class AsyncLLMClient:
                 return await self._ask(target, request)
             except LLMError as error:
                 last = position == len(chain) - 1
-                if last or not (error.retryable or isinstance(error, CircuitBreakerOpen)):
+                # A dead endpoint or embedded model is no verdict on the request: another
+                # model may answer it. A refused request would be refused there too.
+                unavailable = isinstance(error, CircuitBreakerOpen | ModelFailed)
+                if last or not (error.retryable or unavailable):
                     raise
                 self.stats.fallbacks += 1
                 log.warning(
