@@ -46,8 +46,13 @@ Test controls (all thread-safe)::
                                              # ("max_tokens" for Anthropic)
         server.fail_next(1, kind="timeout", hang=5)  # answer nothing for 5 s, then hang up
         server.fail_next(1, kind="reset")    # abort the connection (TCP RST)
+        server.fail_next(1, kind="huge")     # 200, a well-formed answer of HUGE_BYTES
+        server.fail_next(1, kind="endless")  # 200, a chunked body that never ends
+        server.fail_next(1, kind="gzip_bomb")  # 200, gzip: GZIP_BOMB_BYTES unpacked
+        server.fail_next(1, kind="trickle", hang=2)  # 200, then one byte every 2 s
         server.fail_rate(0.2, kinds=("status", "drop"), statuses=(500, 503), seed=1)
                                              # each chat request fails with p=0.2
+        server.fail_rate(0.5, statuses=(429,), headers={"Retry-After": "0.05"})
         server.fail_rate(0)                  # ... and no longer
         server.limit_per_key(10, window=60.0, clock=time.monotonic)
                                              # 10 chat requests per key per window, else 429
@@ -84,6 +89,7 @@ scripted or "truncated"; not "malformed"), for counting what a rerun really gene
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.server
 import json
@@ -94,8 +100,9 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
@@ -105,6 +112,8 @@ __all__ = [
     "ANTHROPIC_CHAT_PATH",
     "ANTHROPIC_JSON_INSTRUCTION",
     "DEFAULT_HANG",
+    "GZIP_BOMB_BYTES",
+    "HUGE_BYTES",
     "MALFORMED_BODY",
     "OLLAMA_CHAT_PATH",
     "OPENAI_CHAT_PATH",
@@ -123,10 +132,40 @@ CHAT_PATHS = frozenset({OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH, ANTHROPIC_CHAT_PATH}
 ANTHROPIC_JSON_INSTRUCTION = "Answer with a single JSON object only."
 """The sentence in an Anthropic ``system`` prompt that asks for JSON (trinity's adapter's)."""
 
-FaultKind = Literal["status", "drop", "malformed", "truncated", "timeout", "reset"]
+FaultKind = Literal[
+    "status",
+    "drop",
+    "malformed",
+    "truncated",
+    "timeout",
+    "reset",
+    "huge",
+    "endless",
+    "gzip_bomb",
+    "trickle",
+]
 _FAULT_KINDS: frozenset[str] = frozenset(
-    {"status", "drop", "malformed", "truncated", "timeout", "reset"}
+    {
+        "status",
+        "drop",
+        "malformed",
+        "truncated",
+        "timeout",
+        "reset",
+        "huge",
+        "endless",
+        "gzip_bomb",
+        "trickle",
+    }
 )
+# Faults whose body is written piece by piece (see ``_Reply.chunks``).
+_STREAMED_KINDS = frozenset({"endless", "gzip_bomb", "trickle"})
+
+HUGE_BYTES = 50 * 1024 * 1024
+"""Bytes of answer text a "huge" fault sends (as one well-formed answer)."""
+GZIP_BOMB_BYTES = 500 * 1024 * 1024
+"""Bytes a "gzip_bomb" body inflates to (it is about 500 KB on the wire)."""
+_TRICKLE_BYTES = 4096  # a small body: only its pace is hostile
 
 DEFAULT_HANG = 5.0
 """Seconds a "timeout" fault keeps the client waiting (longer than tests' client timeouts)."""
@@ -181,6 +220,9 @@ class _Reply:
     body: bytes
     headers: dict[str, str]
     answered: bool = False  # a well-formed answer (what ``answered`` records)
+    # A body written piece by piece instead of ``body``: chunked, unless ``headers``
+    # give a Content-Length. Writing stops when the client hangs up.
+    chunks: Iterable[bytes] | None = None
 
 
 _Hangup = Literal["drop", "reset"]
@@ -342,6 +384,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if reply == "reset":
                 self._abort()
             return
+        if reply.chunks is not None:
+            self._send_pieces(reply, reply.chunks)
+            return
         self.send_response(reply.status)
         send_headers = {"Content-Type": "application/json", **reply.headers}
         for name, value in send_headers.items():
@@ -351,6 +396,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply.body)
         self.wfile.flush()
+
+    def _send_pieces(self, reply: _Reply, chunks: Iterable[bytes]) -> None:
+        """Headers, then each piece as it comes (chunked without a Content-Length)."""
+        self.close_connection = True
+        chunked = not any(name.lower() == "content-length" for name in reply.headers)
+        self.send_response(reply.status)
+        headers = {"Content-Type": "application/json", **reply.headers}
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client hung up, as it should on a body it refuses
 
     def _abort(self) -> None:
         """Close the connection with a TCP RST (SO_LINGER 0) instead of a FIN."""
@@ -386,6 +451,7 @@ class FakeLLMServer:
         self._rate_kinds: tuple[FaultKind, ...] = ("status",)
         self._rate_statuses: tuple[int, ...] = (500,)
         self._rate_hang = DEFAULT_HANG
+        self._rate_headers: dict[str, str] = {}
         self._fault_count = 0
         self._limit: int | None = None
         self._limit_window = 60.0
@@ -492,6 +558,14 @@ class FakeLLMServer:
         * ``"timeout"``: read the request, send nothing for ``hang`` seconds (``close()``
           cuts this short), then close the connection without a response.
         * ``"reset"``: read the request, then abort the connection (a TCP RST).
+        * ``"huge"``: status 200, a well-formed answer whose text is the normal answer
+          repeated to more than ``HUGE_BYTES`` (sent with its Content-Length).
+        * ``"endless"``: status 200, a chunked body of spaces that ends only when the
+          client hangs up.
+        * ``"gzip_bomb"``: status 200, ``Content-Encoding: gzip``, a body of about 500 KB
+          that inflates to ``GZIP_BOMB_BYTES`` of spaces (sent whatever the client asked).
+        * ``"trickle"``: status 200 and a Content-Length of 4,096, then one byte every
+          ``hang`` seconds.
 
         ``status``/``body``/``headers`` are only used by ``"status"``, except that
         ``headers`` are also added to ``"malformed"``/``"truncated"`` responses.
@@ -521,14 +595,15 @@ class FakeLLMServer:
         statuses: Iterable[int] = (500,),
         seed: int = 0,
         hang: float = DEFAULT_HANG,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Make each chat request fail with probability ``rate`` (0 turns this off).
 
         A failing request gets a fault of a kind drawn from ``kinds`` (as in
         ``fail_next``; a "status" fault answers a status drawn from ``statuses`` with the
-        endpoint's JSON error). Draws come from ``random.Random(seed)``, reseeded by each
-        call; each request draws afresh, so a retried request may succeed. Queued
-        ``fail_next`` faults go first and take no draw.
+        endpoint's JSON error and ``headers``, such as a Retry-After). Draws come from
+        ``random.Random(seed)``, reseeded by each call; each request draws afresh, so a
+        retried request may succeed. Queued ``fail_next`` faults go first and take no draw.
         """
         kinds = tuple(kinds)
         statuses = tuple(statuses)
@@ -546,6 +621,7 @@ class FakeLLMServer:
             self._rate_kinds = kinds
             self._rate_statuses = statuses
             self._rate_hang = float(hang)
+            self._rate_headers = dict(headers or {})
             self._rng = random.Random(seed)
 
     def limit_per_key(
@@ -723,7 +799,7 @@ class FakeLLMServer:
             return None
         kind = self._rng.choice(self._rate_kinds)
         status = self._rng.choice(self._rate_statuses)
-        return _Fault(kind=kind, status=status, hang=self._rate_hang)
+        return _Fault(kind=kind, status=status, headers=self._rate_headers, hang=self._rate_hang)
 
     def _admit(self, record: RecordedRequest) -> tuple[_Reply | None, dict[str, str]]:
         """(a 429 reply, {}) over the per-key limit; else (None, headers for the reply)."""
@@ -766,6 +842,8 @@ class FakeLLMServer:
             return _Reply(fault.status, body, fault.headers)
         if fault is not None and fault.kind == "malformed":
             return _Reply(200, MALFORMED_BODY, fault.headers)
+        if fault is not None and fault.kind in _STREAMED_KINDS:
+            return self._streamed(fault)
 
         if path == ANTHROPIC_CHAT_PATH and not record.headers.get("anthropic-version"):
             return _Reply(400, _error_body(path, 400, "anthropic-version: header is required"), {})
@@ -792,6 +870,8 @@ class FakeLLMServer:
         truncated = fault is not None and fault.kind == "truncated"
         if truncated:
             text = text[: len(text) // 2]
+        if fault is not None and fault.kind == "huge":
+            text = (text + " ") * (HUGE_BYTES // (len(text) + 1) + 1)
         n_in = sum(_word_count(_content_text(m.get("content"))) for m in msgs)
         if is_anthropic:
             n_in += _word_count(_content_text(req.get("system")))
@@ -844,6 +924,29 @@ class FakeLLMServer:
                 },
             }
         return _Reply(200, _json_bytes(resp), extra_headers, answered=True)
+
+    def _streamed(self, fault: _Fault) -> _Reply:
+        """A 200 whose body never ends, inflates to GZIP_BOMB_BYTES, or trickles."""
+        if fault.kind == "gzip_bomb":
+            bomb = _gzip_bomb()
+            headers = {"Content-Encoding": "gzip", "Content-Length": str(len(bomb))}
+            return _Reply(200, b"", {**headers, **fault.headers}, chunks=[bomb])
+        if fault.kind == "trickle":
+            headers = {"Content-Length": str(_TRICKLE_BYTES)}
+            return _Reply(200, b"", {**headers, **fault.headers}, chunks=self._trickle(fault.hang))
+        return _Reply(200, b"", fault.headers, chunks=self._endless())
+
+    def _endless(self) -> Iterator[bytes]:
+        piece = b" " * 65536
+        while not self._closing.is_set():
+            yield piece
+
+    def _trickle(self, interval: float) -> Iterator[bytes]:
+        for _ in range(_TRICKLE_BYTES):
+            if self._closing.is_set():
+                return
+            yield b" "
+            self._sleep(interval)
 
     def _answer_text(self, req: Mapping[str, Any], msgs: list[dict[str, Any]], *, path: str) -> str:
         system = "\n".join(
@@ -911,6 +1014,15 @@ class FakeLLMServer:
         if data:
             page.update(first_id=data[0]["id"], last_id=data[-1]["id"])
         return _Reply(200, _json_bytes(page), {})
+
+
+@functools.cache
+def _gzip_bomb() -> bytes:
+    """GZIP_BOMB_BYTES of spaces, gzipped (made once, a megabyte at a time)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    megabyte = b" " * (1024 * 1024)
+    parts = [packer.compress(megabyte) for _ in range(GZIP_BOMB_BYTES // len(megabyte))]
+    return b"".join([*parts, packer.flush()])
 
 
 def _check_kinds(kinds: Iterable[str]) -> None:

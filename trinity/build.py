@@ -20,14 +20,22 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from trinity import __version__
 from trinity.cache.manager import CacheManager
 from trinity.config import Settings, SiteSettings, load_settings
-from trinity.errors import BuildFailed, LLMError, MalformedResponseError, ThemeError
+from trinity.errors import (
+    BuildFailed,
+    LLMError,
+    MalformedResponseError,
+    ThemeError,
+    resource_error,
+)
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.trim import trim_truncated
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
+from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.render.markdown import render_markdown, render_text
 from trinity.render.output import (
@@ -92,6 +100,9 @@ class BuildReport:
     model: str
     pages: int
     dry_run: bool = False
+    # "running" while it is filled in; then "built", "failed", "interrupted" or, for a
+    # dry run, "planned": what a script reads first.
+    status: str = "running"
     # Pages whose inputs had not changed, taken from the previous output unrendered.
     pages_reused: int = 0
     correlation_id: str | None = None
@@ -301,6 +312,8 @@ async def build_project(
     correlation_id: str | None = None,
     report_path: Path | None = None,
     refresh_cache: bool = False,
+    wait_for_lock: bool = True,
+    on_lock_wait: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -309,9 +322,21 @@ async def build_project(
     for every block and the new answers replace the cached ones (an old answer is still
     served when the model fails); a client passed in brings its own mode. Every log
     record of the build carries `correlation_id` (the current one, or a new one). The
-    report goes to `output/.trinity/report.json`, and to `report_path` too when given.
+    report goes to `output/.trinity/report.json`, and to `report_path` too when given,
+    there also when the build fails or is interrupted (its `status` says which).
+
+    One build at a time writes an output folder: another one holding it is waited for
+    (`on_lock_wait` hears why, once), or with `wait_for_lock=False` is LockBusy at once.
     """
-    options = _BuildOptions(dry_run, keep_going, observer or NullObserver(), clock, report_path)
+    options = _BuildOptions(
+        dry_run,
+        keep_going,
+        observer or NullObserver(),
+        clock,
+        report_path,
+        wait_for_lock,
+        on_lock_wait,
+    )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
             return await _build(project, client, options)
@@ -337,6 +362,8 @@ class _BuildOptions:
     observer: BuildObserver
     clock: Callable[[], float]
     report_path: Path | None = None
+    wait_for_lock: bool = True
+    on_lock_wait: Callable[[str], None] | None = None
 
 
 async def _build(project: Project, client: AsyncLLMClient, options: _BuildOptions) -> BuildReport:
@@ -369,33 +396,27 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     observer.planned(report)
     if options.dry_run:
         await _check_cached(jobs, client, report)
+        report.status = "planned"
         return report
-    with StagedOutput(settings.build.output_dir) as output, BackgroundWriter(output) as files:
-        writer = _PageWriter(project, output, files, keep_going=options.keep_going)
-        phase = clock()
-        notes = _FailureNotes(Redactor(settings.secrets()))
-        await _generate(jobs, client, settings.llm.concurrency, report, observer, writer, notes)
-        report.timings["generate"] = clock() - phase
-        report.timings["render"] = writer.render_time
-        report.pages_reused = writer.reused
-        failures = [(b.page, b.block, b.error or "") for b in report.failures]
-        if failures and not options.keep_going:
-            raise BuildFailed(
-                f"{len(failures)} of {report.planned_blocks} blocks could not be generated; "
-                f"{settings.build.output_dir} was left as it was",
-                failures,
-            )
-        phase = clock()
-        files.close()  # every page on disk, or the first error writing one
-        writer.finish()
-        report.timings["write"] = writer.write_time + clock() - phase
+
+    def settle() -> None:
         report.timings["total"] = clock() - started
         report.cache = cache_counts(client.cache, since=counts_before)
-        with output.path(REPORT_FILE).open("w", encoding="utf-8") as stream:
-            report.write_json(stream)
-        output.commit()
-    if options.report_path is not None:
-        write_report(report, options.report_path)
+
+    # Held from the first request to the report: a second build into the same folder
+    # waits for this one (and then finds its answers cached) instead of mixing two sites.
+    lock = output_lock(settings.build.output_dir)
+    async with lock.held_async(wait=options.wait_for_lock, on_wait=options.on_lock_wait):
+        try:
+            await _write_site(project, client, options, jobs, report, settle)
+        except BaseException as exc:
+            # Cancellation (Ctrl-C) and KeyboardInterrupt are not Exceptions.
+            report.status = "failed" if isinstance(exc, Exception) else "interrupted"
+            settle()
+            _write_unfinished_report(report, options.report_path)
+            raise
+        if options.report_path is not None:
+            _write_finished_report(report, options.report_path)
     log.info(
         "build finished: %d blocks, %d LLM calls, %d cache hits, %d failed",
         len(report.blocks),
@@ -404,13 +425,77 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         len(report.failures),
         extra={"event": "build_finished", "totals": report.totals()},
     )
-    if failures:
+    if report.failures:
         raise BuildFailed(
-            f"{len(failures)} of {report.planned_blocks} blocks could not be generated; the "
-            "site was written with placeholders in their place (--keep-going)",
-            failures,
+            f"{len(report.failures)} of {report.planned_blocks} blocks could not be generated; "
+            "the site was written with placeholders in their place (--keep-going)",
+            _failure_list(report),
         )
     return report
+
+
+async def _write_site(
+    project: Project,
+    client: AsyncLLMClient,
+    options: _BuildOptions,
+    jobs: Iterator[Job],
+    report: BuildReport,
+    settle: Callable[[], None],
+) -> None:
+    """Generate, render and write into a staging folder; commit it if every block came
+    (or `keep_going`), else raise BuildFailed with the previous output untouched.
+    `settle` fills in the report's totals before it is written into the site."""
+    settings, clock = project.settings, options.clock
+    with StagedOutput(settings.build.output_dir) as output, BackgroundWriter(output) as files:
+        writer = _PageWriter(project, output, files, keep_going=options.keep_going)
+        phase = clock()
+        notes = _FailureNotes(Redactor(settings.secrets()))
+        await _generate(
+            jobs, client, settings.llm.concurrency, report, options.observer, writer, notes
+        )
+        report.timings["generate"] = clock() - phase
+        report.timings["render"] = writer.render_time
+        report.pages_reused = writer.reused
+        report.status = "failed" if report.failures else "built"
+        if report.failures and not options.keep_going:
+            raise BuildFailed(
+                f"{len(report.failures)} of {report.planned_blocks} blocks could not be "
+                f"generated; {settings.build.output_dir} was left as it was",
+                _failure_list(report),
+            )
+        phase = clock()
+        files.close()  # every page on disk, or the first error writing one
+        writer.finish()
+        report.timings["write"] = writer.write_time + clock() - phase
+        settle()
+        with output.open_text(REPORT_FILE) as stream:
+            report.write_json(stream)
+        output.commit()
+
+
+def _failure_list(report: BuildReport) -> list[tuple[str, str, str]]:
+    return [(b.page, b.block, b.error or "") for b in report.failures]
+
+
+def _write_finished_report(report: BuildReport, path: Path) -> None:
+    """The report of a build that succeeded, at `path`. The site is written by then, but a
+    script that asked for the report must hear that it has none: one line, exit 1."""
+    try:
+        write_report(report, path)
+    except OSError as exc:
+        doing = "writing the build report"
+        raise resource_error(exc, shown_path(path), doing, after="the site was written") from exc
+
+
+def _write_unfinished_report(report: BuildReport, path: Path | None) -> None:
+    """The report of a build that failed or was interrupted, at `path` when asked for: a
+    script needs it most then. Failing to write it must not hide why the build stopped."""
+    if path is None:
+        return
+    try:
+        write_report(report, path)
+    except OSError as exc:
+        log.warning("could not write the report to %s: %s", shown_path(path), exc.strerror)
 
 
 def open_cache(settings: Settings) -> CacheManager | None:
@@ -428,9 +513,13 @@ def write_report(report: BuildReport, path: Path) -> None:
     """The report as JSON at `path`, written whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", encoding="utf-8") as stream:
-        report.write_json(stream)
-    partial.replace(path)
+    try:
+        with partial.open("w", encoding="utf-8") as stream:
+            report.write_json(stream)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk must not keep half a report
+        raise
 
 
 def cache_counts(
@@ -528,6 +617,10 @@ async def _generate(
             result = await _run_job(job, client, writer, failures)
             report.blocks.append(result)
             observer.block_done(result)
+            # A cache hit and a page render never suspend: without this, a build from a
+            # full cache held the event loop to its end, and Ctrl-C (a cancellation the
+            # loop delivers) waited as long.
+            await anyio.lowlevel.checkpoint()
 
     # More workers than connections, so cache lookups overlap with calls in flight.
     try:
@@ -833,7 +926,7 @@ class _PageWriter:
             self.output.write_text("sitemap.xml", sitemap_xml(base_url, urls))
             self.output.write_text("robots.txt", robots_txt(base_url))
         manifest = {"generator": GENERATOR, "pages": self._manifest}
-        with self.output.path(MANIFEST_FILE).open("w", encoding="utf-8") as stream:
+        with self.output.open_text(MANIFEST_FILE) as stream:
             # Sorted: pages finish in any order, and the same site should give the same file.
             json.dump(manifest, stream, separators=(",", ":"), sort_keys=True)
 

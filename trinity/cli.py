@@ -117,6 +117,17 @@ def _errors_to_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def _say_waiting(message: str) -> None:
+    consoles.err.print(f"[yellow]{escape(message)}[/]", highlight=False)
+
+
+def _print_unfinished_report(report: BuildReport | None) -> None:
+    """A failed or interrupted build's report on stdout (--json): which blocks failed and
+    why is what a script needs most then. Not for a build that never began writing."""
+    if report is not None and report.status in ("failed", "interrupted"):
+        report.write_json(consoles.out.file)
+
+
 LogProfileOption = Annotated[
     str | None,
     typer.Option(
@@ -207,6 +218,13 @@ def build(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the build report as JSON on stdout.")
     ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="If another build is writing the output folder, exit 1 instead of waiting.",
+        ),
+    ] = False,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     import anyio
@@ -228,17 +246,24 @@ def build(
         human = not quiet and logs.profile.format != "json"
         started = time.perf_counter()
         with _Progress(consoles.err, enabled=human and not dry_run) as progress:
-            report = anyio.run(
-                lambda: build_project(
-                    prepared,
-                    dry_run=dry_run,
-                    observer=progress,
-                    keep_going=keep_going,
-                    correlation_id=correlation_id or new_correlation_id(),
-                    report_path=report_path,
-                    refresh_cache=no_cache,
+            try:
+                report = anyio.run(
+                    lambda: build_project(
+                        prepared,
+                        dry_run=dry_run,
+                        observer=progress,
+                        keep_going=keep_going,
+                        correlation_id=correlation_id or new_correlation_id(),
+                        report_path=report_path,
+                        refresh_cache=no_cache,
+                        wait_for_lock=not no_wait,
+                        on_lock_wait=_say_waiting,
+                    )
                 )
-            )
+            except BaseException:
+                if as_json:
+                    _print_unfinished_report(progress.report)
+                raise
         if as_json:
             # Straight to the stream: Rich would wrap and scan every line of it.
             report.write_json(consoles.out.file)
@@ -404,7 +429,7 @@ def cache_clear(
     from trinity.maintenance import clear_cache
 
     with _errors_to_exit_codes(), _logging(project, config):
-        _print_outcomes(clear_cache(project, config, tier), "removed")
+        _print_outcomes(clear_cache(project, config, tier, on_wait=_say_waiting), "removed")
 
 
 @cache_app.command("prune")
@@ -413,7 +438,7 @@ def cache_prune(project: ProjectOption = Path(), config: ConfigOption = None) ->
     from trinity.maintenance import prune_cache
 
     with _errors_to_exit_codes(), _logging(project, config):
-        _print_outcomes(prune_cache(project, config), "pruned")
+        _print_outcomes(prune_cache(project, config, on_wait=_say_waiting), "pruned")
 
 
 def _print_outcomes(outcomes: list[TierOutcome], done: str) -> None:
@@ -462,6 +487,8 @@ class _Progress:
 
         self.enabled = enabled
         self.tokens = 0
+        # The report the build fills in: what --json prints if the build stops early.
+        self.report: BuildReport | None = None
         self._started = 0.0
         self._bar = Progress(
             TextColumn("[bold]Generating"),
@@ -485,6 +512,7 @@ class _Progress:
         self._bar.stop()
 
     def planned(self, report: BuildReport) -> None:
+        self.report = report
         self._bar.update(self._task, total=report.planned_blocks)
 
     def block_done(self, result: BlockResult) -> None:

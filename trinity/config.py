@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from trinity.errors import ConfigError
 from trinity.schema import Fields, describe
+from trinity.urls import shown_url
 from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 SETTINGS_FILE = Path("config") / "settings.yaml"
@@ -106,7 +107,7 @@ class Endpoint:
 
     @property
     def name(self) -> str:
-        return f"{self.provider} {self.api_url}".strip()
+        return f"{self.provider} {shown_url(self.api_url)}".strip()
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,14 @@ class RetrySettings:
     max_delay: float = 8.0
     retry_after_cap: float = 60.0
     budget: float = 0.2  # retries may not exceed this share of requests in a build
+    rate_limit_wait: float = 300.0  # a block rate limited (429) this long in all fails
 
 
 @dataclass(frozen=True)
 class BreakerSettings:
-    failure_threshold: int = 5
+    failure_threshold: int = 5  # the fewest calls in the window before it may open
+    failure_rate: float = 0.5  # the share of failed calls in the window that opens it
+    window: int = 50  # the last calls judged
     timeout: float = 60.0
 
 
@@ -141,7 +145,9 @@ class LLMSettings:
     api_url: str = DEFAULT_API_URLS["local"]
     model: str = DEFAULT_LOCAL_MODEL
     api_key: str | None = field(default=None, repr=False)
-    timeout: float = 120.0
+    timeout: float = 120.0  # the whole request, connect to last byte
+    # The most bytes one answer may have (after decoding); 4 MiB is ~1M tokens of text.
+    max_response_bytes: int = 4 * 1024 * 1024
     concurrency: int = 4
     temperature: float = 0.7
     max_tokens: int = 512
@@ -446,6 +452,12 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         model=env.get("LLM_MODEL") or model,
         api_key=api_key or None,
         timeout=f.number("timeout", LLMSettings.timeout, minimum=0.1, maximum=3600),
+        max_response_bytes=f.integer(
+            "max_response_bytes",
+            LLMSettings.max_response_bytes,
+            minimum=1024,
+            maximum=1024 * 1024 * 1024,
+        ),
         concurrency=f.integer("concurrency", LLMSettings.concurrency, minimum=1, maximum=1000),
         temperature=f.number("temperature", LLMSettings.temperature, minimum=0, maximum=2),
         max_tokens=f.integer("max_tokens", LLMSettings.max_tokens, minimum=1, maximum=1_000_000),
@@ -521,6 +533,7 @@ def _read_retry(f: Fields) -> RetrySettings:
         max_delay=f.number("max_delay", d.max_delay, minimum=0, maximum=600),
         retry_after_cap=f.number("retry_after_cap", d.retry_after_cap, minimum=0, maximum=3600),
         budget=f.number("budget", d.budget, minimum=0, maximum=10),
+        rate_limit_wait=f.number("rate_limit_wait", d.rate_limit_wait, minimum=0, maximum=86400),
     )
     f.done()
     return retry
@@ -530,6 +543,8 @@ def _read_breaker(f: Fields) -> BreakerSettings:
     d = BreakerSettings()
     breaker = BreakerSettings(
         failure_threshold=f.integer("failure_threshold", d.failure_threshold, minimum=1),
+        failure_rate=f.number("failure_rate", d.failure_rate, minimum=0.01, maximum=1),
+        window=f.integer("window", d.window, minimum=1, maximum=10000),
         timeout=f.number("timeout", d.timeout, minimum=0.1, maximum=86400),
     )
     f.done()
@@ -650,7 +665,9 @@ def _check_api_url(api_url: str, f: Fields, *, from_environment: bool) -> None:
         path, key = (
             ("environment", "LLM_API_URL") if from_environment else (f.path, f.at("api_url"))
         )
-        raise ConfigError(f"expected an http(s) URL, got '{api_url}'", path=path, key=key)
+        raise ConfigError(
+            f"expected an http(s) URL, got '{shown_url(api_url)}'", path=path, key=key
+        )
 
 
 def _read_cache(f: Fields, env: Mapping[str, str]) -> CacheSettings:

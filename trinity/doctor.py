@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from trinity import __version__
 from trinity.config import (
@@ -51,6 +50,7 @@ from trinity.llm.providers.local import (
     gguf_has_chat_template,
     model_path,
 )
+from trinity.urls import mask_urls, shown_url
 from trinity.yamlfile import shown_path
 
 if TYPE_CHECKING:
@@ -621,16 +621,6 @@ def models_url(endpoint: Endpoint) -> str:
     return chat_url(endpoint.api_url, MODELS_PATHS[endpoint.provider])
 
 
-def shown_url(url: str) -> str:
-    """A URL without user name and password, which may be in llm.api_url."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def server_result(endpoint: Endpoint, wanted: Sequence[str], probes: Probes) -> CheckResult:
     """Whether the server answers its models list, and lists every model wanted of it."""
     import httpx
@@ -650,7 +640,7 @@ def server_result(endpoint: Endpoint, wanted: Sequence[str], probes: Probes) -> 
         )
     except httpx.HTTPError as exc:
         return CheckResult(
-            name, FAIL, f"cannot reach {shown}: {one_line(exc)}", _start_hint(endpoint)
+            name, FAIL, f"cannot reach {shown}: {mask_urls(one_line(exc))}", _start_hint(endpoint)
         )
     except _Refused as exc:
         variable = PROVIDER_KEY_VARIABLES.get(endpoint.provider, "LLM_API_KEY")

@@ -10,6 +10,8 @@ Exception hierarchy::
     │   └── MissingDependencyError            an optional extra is not installed
     ├── BuildFailed                   exit 1  (some blocks could not be generated)
     ├── BuildInterrupted              exit 130
+    ├── LockBusy                      exit 1  (another build holds the output folder)
+    ├── ResourceError                 exit 1  (the disk is full, read-only or not ours to write)
     └── LLMError                              one failed request to a model      retryable?
         ├── LLMConnectionError                cannot reach the server             yes
         ├── LLMTimeoutError                   no answer in time                   yes
@@ -28,14 +30,16 @@ Exception hierarchy::
 
 Every LLMError has `retryable` (may the same request succeed later, unchanged?) and
 `attempts` (how many calls were made before it was raised; set by the retry layer).
-`error_for_status` picks the LLMStatusError subclass for an HTTP status, and
-`parse_retry_after` reads a Retry-After header.
+`error_for_status` picks the LLMStatusError subclass for an HTTP status,
+`parse_retry_after` reads a Retry-After header, and `resource_error` words a write the
+file system refused (full, read-only, not permitted) as a ResourceError.
 
 Messages name the file and key at fault, and never contain secrets.
 """
 
 from __future__ import annotations
 
+import errno as errnos
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -90,6 +94,21 @@ class BuildFailed(TrinityError):
     def __init__(self, message: str, failures: list[tuple[str, str, str]]) -> None:
         # Each failure is (page slug, block name, reason).
         self.failures = failures
+        super().__init__(message)
+
+
+class LockBusy(TrinityError):
+    """Another process holds the lock on a folder and the caller chose not to wait."""
+
+
+class ResourceError(TrinityError):
+    """The file system refused a write: no space left, over quota, read-only, or not
+    permitted. `path` is the folder the user knows (output/, say), `errno` the refusal's
+    number; the message says what was being written and what to do about it."""
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None) -> None:
+        self.path = path
+        self.errno = errno
         super().__init__(message)
 
 
@@ -282,6 +301,42 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     elif now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+_PERMISSION_FIX = (
+    "let this user write to it and to the folder that holds it, or choose {instead}, and {again}"
+)
+# What the user can do about each refusal of a write; any other error gets _OTHER_FIX.
+_RESOURCE_FIXES = {
+    errnos.ENOSPC: "free some space and {again}",
+    errnos.EDQUOT: "free some space or raise the disk quota, and {again}",
+    errnos.EROFS: "choose {instead} on a writable file system and {again}",
+    errnos.EACCES: _PERMISSION_FIX,
+    errnos.EPERM: _PERMISSION_FIX,
+}
+_OTHER_FIX = "check the file system and {again}"
+
+
+def resource_error(
+    exc: OSError,
+    folder: str,
+    doing: str,
+    *,
+    instead: str = "another folder",
+    again: str = "try again",
+    after: str = "",
+) -> ResourceError:
+    """`exc` as one line: the `folder` at fault, the system's reason, what was being done,
+    what to do (choose `instead`, then do it `again`), and what became of the old files."""
+    fix = _RESOURCE_FIXES.get(exc.errno or 0, _OTHER_FIX).format(instead=instead, again=again)
+    message = f"{folder}: {os_reason(exc)} while {doing}; {fix}"
+    return ResourceError(f"{message}; {after}" if after else message, path=folder, errno=exc.errno)
+
+
+def os_reason(exc: OSError) -> str:
+    """What the system said about `exc`, as a message phrase: "no space left on device"."""
+    reason = exc.strerror or one_line(exc)
+    return reason[:1].lower() + reason[1:]
 
 
 def one_line(exc: BaseException) -> str:

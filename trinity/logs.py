@@ -5,7 +5,8 @@ generated when there is one. They live in context variables, which anyio's task 
 copy into every task they start, so they stay right however many blocks run at once.
 
 A `RedactingFilter` sits on every handler: API keys, `Authorization` and `x-api-key`
-headers, and values named like secrets never reach a console, a file or a report.
+headers, values named like secrets, and the user-info and key-like query values of URLs
+never reach a console, a file or a report.
 
 `get_logger(__name__)` is the public way in; `install_logging` is for the CLI (and any
 script that wants Trinity's profiles).
@@ -22,11 +23,14 @@ import stat as statmodule
 import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
+
+from trinity.errors import os_reason
+from trinity.urls import URL_SECRET_PATTERNS, URL_SECRET_TRIGGERS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,10 +117,12 @@ _PATTERNS = (
     re.compile(r"(?i)(\b" + _SECRET_NAME + r"['\"]?\s*[:=]\s*['\"]?)([^\s'\",}&]+)"),
     # Provider key shapes, wherever they appear.
     re.compile(r"()\b((?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{16,})"),
+    # user:password@ and ?api_key=... in any URL, whoever quotes it (httpx, a library).
+    *URL_SECRET_PATTERNS,
 )
 # Words one of the patterns above needs (in any case) before it can match: most log text
 # has none, and looking for them costs far less than any of the patterns.
-_TRIGGERS = ("authorization", "sk-", "pk-", "rk-", *SECRET_SUFFIXES)
+_TRIGGERS = ("authorization", "sk-", "pk-", "rk-", *SECRET_SUFFIXES, *URL_SECRET_TRIGGERS)
 
 
 def _might_match(text: str) -> bool:
@@ -345,6 +351,30 @@ def _console_handler(profile: LogProfile, console: Console | None) -> logging.Ha
     return handler
 
 
+class _LogFiles:
+    """The log files of one folder, which stop together, after one warning, when one of
+    them cannot be written (a full disk, a read-only folder): logging must never cost a
+    build, nor bury its output under a traceback for every record."""
+
+    def __init__(self, *, console: bool) -> None:
+        self.stopped = False
+        self._console = console
+
+    def stop(self, path: str, exc: OSError) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        # Here, not at the top: it imports yaml, which `get_logger` alone must not cost.
+        from trinity.yamlfile import shown_path
+
+        message = f"cannot write {shown_path(path)} ({os_reason(exc)}); log files are off "
+        message += "for the rest of this run"
+        if self._console:
+            get_logger(__name__).warning("%s", message)
+        else:  # the profile logs to no console: stderr is still the user's
+            sys.stderr.write(f"Warning: {message}\n")
+
+
 class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Creates its folder and file with the first record, so a run that logs nothing
     (a command refused for bad input, say) leaves no trace in the project.
@@ -353,14 +383,18 @@ class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
     every record a second time to measure it, and stats and seeks the file: 0.35 ms a
     record, which was a third of a warm rebuild's time per block. This handler counts
     the bytes it writes instead.
+
+    A file that cannot be written stops `files` (its folder's log files) instead of
+    printing Python's "--- Logging error ---" traceback for each record.
     """
 
-    def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, backup_count: int, files: _LogFiles) -> None:
         super().__init__(
             path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
         )
         self._size = 0
         self._rotates = True
+        self._files = files
 
     def _open(self) -> Any:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +406,8 @@ class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return stream
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._files.stopped:
+            return
         try:
             line = self.format(record) + self.terminator
             if self.stream is None:
@@ -393,6 +429,24 @@ class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
         # An empty file is never rotated, even for a record larger than max_bytes.
         return self._rotates and 0 < self.maxBytes <= self._size + size and self._size > 0
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)  # a bug in a log call: worth its traceback
+            return
+        self._files.stop(self.baseFilename, error)
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with suppress(OSError):  # what it still buffers cannot be written either
+                stream.close()
+
+    def close(self) -> None:
+        # Closing flushes what is buffered, which can meet the full disk too.
+        try:
+            super().close()
+        except OSError as exc:
+            self._files.stop(self.baseFilename, exc)
+
 
 def _file_handlers(
     profile: LogProfile, directory: Path, installed: InstalledLogging
@@ -401,9 +455,10 @@ def _file_handlers(
         installed.problems.append(f"cannot write logs to {directory}; logging to the console only")
         return []
     handlers: list[logging.Handler] = []
+    files = _LogFiles(console=profile.console)
     for name, level in (("trinity.log", profile.level), ("errors.log", "ERROR")):
         handler = _LazyRotatingFileHandler(
-            directory / name, profile.max_bytes, profile.backup_count
+            directory / name, profile.max_bytes, profile.backup_count, files
         )
         handler.setFormatter(json_formatter())
         handler.setLevel(level)

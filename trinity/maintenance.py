@@ -7,9 +7,10 @@ rate, like the others', comes from the last build's report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from trinity.cache.tier import CacheTier, Keep
 from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
 from trinity.errors import ConfigError, one_line
 from trinity.llm.client import read_entry
+from trinity.lock import cache_lock
 from trinity.yamlfile import did_you_mean, shown_path
 
 
@@ -76,10 +78,14 @@ def clear_cache(
     config: Path | str | None = None,
     tier: str | None = None,
     environ: Mapping[str, str] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[TierOutcome]:
-    """Empty one tier or every enabled one."""
+    """Empty one tier or every enabled one (waiting for the disk tier's lock; `on_wait`
+    hears why, once)."""
     settings = load_settings(project_dir, config, environ)
-    return [_with_tier(settings, name, lambda t: t.clear()) for name in _chosen(settings, tier)]
+    names = _chosen(settings, tier)
+    with _disk_locked(settings, names, on_wait):
+        return [_with_tier(settings, name, lambda t: t.clear()) for name in names]
 
 
 def prune_cache(
@@ -87,12 +93,28 @@ def prune_cache(
     config: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
     now: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[TierOutcome]:
     """Drop what no build will use fresh again: entries past `cache.ttl` or a tier's TTL,
     of an older key version, or unreadable."""
     settings = load_settings(project_dir, config, environ)
     keep = _fresh_entries(settings.cache.ttl, time.time() if now is None else now)
-    return [_with_tier(settings, name, lambda t: t.prune(keep)) for name in _chosen(settings)]
+    names = _chosen(settings)
+    with _disk_locked(settings, names, on_wait):
+        return [_with_tier(settings, name, lambda t: t.prune(keep)) for name in names]
+
+
+@contextlib.contextmanager
+def _disk_locked(
+    settings: Settings, names: tuple[str, ...], on_wait: Callable[[str], None] | None
+) -> Iterator[None]:
+    """The disk tier's folder lock, when that tier is among `names`: two commands tidying
+    one folder at once wait for each other, as builds writing one output folder do."""
+    if "disk" not in names:
+        yield
+        return
+    with cache_lock(settings.cache.disk.directory).held(on_wait=on_wait):
+        yield
 
 
 def _fresh_entries(ttl: int | None, now: float) -> Keep:

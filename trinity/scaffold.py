@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-from trinity.errors import InputError
+from trinity.errors import InputError, resource_error
+from trinity.yamlfile import shown_path
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "example"
 # Stored without the dot so that packaging tools do not treat it as the package's own.
@@ -30,6 +32,10 @@ def write_project(directory: Path, *, force: bool = False) -> list[Path]:
             key="init",
         )
     for source, target in targets.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(EXAMPLE_DIR / source, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(EXAMPLE_DIR / source, target)
+        except OSError as exc:
+            where = shown_path(directory) + os.sep
+            raise resource_error(exc, where, f"writing {source.as_posix()}") from exc
     return list(targets.values())

@@ -145,6 +145,18 @@ CASES: dict[str, Case] = {
         setting("llm", temperature=7),
         [SETTINGS, "llm.temperature", "must be at most 2"],
     ),
+    "negative-rate-limit-wait": Case(
+        setting("llm", retry={"rate_limit_wait": -1}),
+        [SETTINGS, "llm.retry.rate_limit_wait", "must be at least 0"],
+    ),
+    "breaker-failure-rate-above-one": Case(
+        setting("llm", breaker={"failure_rate": 1.5}),
+        [SETTINGS, "llm.breaker.failure_rate", "must be at most 1"],
+    ),
+    "breaker-window-not-an-integer": Case(
+        setting("llm", breaker={"window": "all"}),
+        [SETTINGS, "llm.breaker.window", "expected an integer, got a string"],
+    ),
     "misspelt-required-setting": Case(
         misspelt_setting("site", "title", "tittle"),
         [f"{SETTINGS}: site.tittle: unknown key 'tittle' (did you mean 'title'?)"],

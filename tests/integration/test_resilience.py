@@ -226,7 +226,7 @@ SERIAL = {"concurrency": 1, "breaker": {"failure_threshold": 100}}
 RETRIED: list[tuple[str, dict[str, Any], str]] = [
     *(
         (str(status), {"status": status}, f"HTTP {status}")
-        for status in (408, 409, 429, 500, 502, 503, 504)
+        for status in (408, 409, 500, 502, 503, 504)
     ),
     ("timeout", {"kind": "timeout", "hang": 1.0}, "no answer from"),
     ("reset", {"kind": "reset"}, "cannot reach"),
@@ -263,6 +263,27 @@ def test_retryable_failures_are_retried_at_most_three_times(
     item = page.removeprefix("projects/").replace("-", " ").title()  # "Item 002"
     assert failed_prompt == f"One line about {item}."
     assert (harness.stats.attempts, harness.stats.retries) == (7, 4)
+
+
+@pytest.mark.parametrize("retry_after", [None, "2"])
+def test_429s_are_waited_out_without_counting_as_attempts(
+    harness: Harness, retry_after: str | None
+) -> None:
+    """A 429 says "slow down": eight in a row do not fail a block, nor spend the budget."""
+    harness.site.use_collection(3)
+    harness.settings(**SERIAL, retry={"budget": 0})
+    headers = {"Retry-After": retry_after} if retry_after else None
+    harness.server.fail_next(8, 429, headers=headers)
+
+    report = harness.build()
+
+    assert report.failures == []
+    assert sorted(per_prompt(harness.server).values()) == [1, 1, 9]
+    assert sorted(b.attempts for b in report.blocks) == [1, 1, 9]
+    assert harness.clients[-1].retry_budget.retries == 0
+    if retry_after:
+        assert harness.time.sleeps.count(2.0) >= 8
+    assert_pages_correct(harness.site)
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
@@ -349,6 +370,52 @@ def test_retry_after_above_the_cap_on_a_429_fails_over_to_another_server(
         assert backup.chat_requests[0].body["model"] == "backup-model"
         assert [b.model for b in report.blocks] == ["backup-model"]
         assert_pages_correct(harness.site)
+
+
+def test_settings_for_rate_limits_and_the_breaker_reach_the_client(harness: Harness) -> None:
+    harness.settings(
+        concurrency=6,
+        retry={"rate_limit_wait": 42},
+        breaker={"failure_threshold": 3, "failure_rate": 0.9, "window": 10, "timeout": 7},
+    )
+
+    async def scenario() -> None:
+        async with harness.client(harness.prepare()) as client:
+            breaker = client.breaker("openai")
+            assert (breaker.failure_threshold, breaker.failure_rate) == (3, 0.9)
+            assert (breaker.window, breaker.timeout) == (10, 7)
+            assert client.retry_policy.rate_limit_wait == 42
+            assert client.pacing("openai").ceiling == 6
+
+    anyio.run(scenario)
+
+
+def test_429s_on_half_the_requests_cut_the_concurrency_and_spend_no_budget(
+    harness: Harness,
+) -> None:
+    blocks, concurrency = 200, 8
+    server = harness.server
+    harness.site.use_collection(blocks)
+    harness.settings(concurrency=concurrency)
+    server.fail_rate(0.5, statuses=(429,), headers={"Retry-After": "1"}, seed=3)
+
+    async def scenario() -> None:
+        project = harness.prepare()
+        async with harness.client(project) as client:
+            report = await build_project(project, client=client)
+            assert report.failures == []
+            pacing = client.pacing("openai")
+            assert pacing.cuts >= 1
+            assert pacing.lowest < concurrency
+            assert 1 <= pacing.limit <= concurrency
+            assert client.retry_budget.retries == 0
+            assert client.breaker("openai").state == "closed"
+
+    anyio.run(scenario)
+    assert server.fault_count > 0.2 * blocks  # more than the error budget would allow
+    assert server.answered_count == blocks
+    assert server.max_in_flight <= concurrency
+    assert_pages_correct(harness.site)
 
 
 # --------------------------------------------------------------------------- breaker
@@ -459,9 +526,9 @@ def test_200_pages_against_a_flaky_server(harness: Harness, budget: float | None
     pages = 200
     server = harness.server
     harness.site.use_collection(pages)
-    # The breaker counts consecutive failures: at a 30% failure rate, runs of five come
-    # about once in 400 requests, and would open it and fail the rest of the build fast.
-    # That is right for a dying server, but this test is about retries: keep it shut.
+    # The breaker opens when half of its last 50 calls failed: at a 30% failure rate that
+    # is rare but possible, and would fail the rest of the build fast. That is right for
+    # a dying server, but this test is about retries: keep it shut.
     retry: dict[str, Any] = {"base_delay": 0.01, "max_delay": 0.05}
     if budget is not None:
         retry["budget"] = budget

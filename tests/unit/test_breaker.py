@@ -1,9 +1,11 @@
-"""The circuit breaker: opening, fail-fast, one trial call, cancellation, and a state machine."""
+"""The circuit breaker: opening on a failure rate, fail-fast, one trial call, cancellation,
+and a state machine."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine, Generator, Iterator
 from typing import Any
 
@@ -100,12 +102,18 @@ def test_states_are_strings() -> None:
 def test_defaults_and_validation() -> None:
     breaker = CircuitBreaker()
     assert (breaker.failure_threshold, breaker.timeout, breaker.name) == (5, 60.0, "")
+    assert (breaker.failure_rate, breaker.window) == (0.5, 50)
     assert breaker.state is CLOSED
     assert breaker.retry_at is None
+    # The window always holds enough calls to judge.
+    assert CircuitBreaker(80, window=20).window == 80
     with pytest.raises(ValueError):
         CircuitBreaker(failure_threshold=0)
     with pytest.raises(ValueError):
         CircuitBreaker(timeout=-1)
+    for rate in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            CircuitBreaker(failure_rate=rate)
 
 
 @pytest.mark.anyio
@@ -120,13 +128,13 @@ async def test_closed_calls_through_with_arguments() -> None:
 
 
 @pytest.mark.anyio
-async def test_opens_after_threshold_consecutive_failures_and_fails_fast() -> None:
+async def test_a_dead_endpoint_opens_it_after_threshold_calls_and_fails_fast() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(3, 30.0, name="ollama localhost", clock=clock)
     for expected in (1, 2):
         with pytest.raises(LLMConnectionError):
             await breaker.call_async(down())
-        assert (breaker.state, breaker.consecutive_failures) == (CLOSED, expected)
+        assert (breaker.state, breaker.recent) == (CLOSED, (expected, expected))
     with pytest.raises(LLMConnectionError):
         await breaker.call_async(down())
     assert breaker.state is OPEN
@@ -145,17 +153,61 @@ async def test_opens_after_threshold_consecutive_failures_and_fails_fast() -> No
     assert breaker.rejected == 1
 
 
-@pytest.mark.anyio
-async def test_a_success_resets_the_streak() -> None:
-    breaker = CircuitBreaker(3, clock=FakeClock())
-    for _ in range(5):
-        for _ in range(2):
-            with pytest.raises(LLMError):
+async def calls(breaker: CircuitBreaker, pattern: str) -> None:
+    """Make one call per letter of `pattern`: "s" succeeds, "f" fails (connection refused)."""
+    for letter in pattern:
+        if letter == "s":
+            await breaker.call_async(Endpoint())
+        else:
+            with pytest.raises(LLMConnectionError):
                 await breaker.call_async(down())
-        await breaker.call_async(Endpoint())
+
+
+@pytest.mark.anyio
+async def test_a_few_failures_among_many_successes_never_open_it() -> None:
+    """Issue 13: connection resets now and then under load are noise, not an outage.
+
+    Nine failures among 176 answers, five of them in a row: a count of five opened the
+    old breaker; a rate of 50 % over the window does not.
+    """
+    breaker = CircuitBreaker(clock=FakeClock())
+    await calls(breaker, "s" * 40 + "f" * 5 + "s" * 60 + ("s" * 18 + "f") * 4 + "s" * 4)
     assert breaker.state is CLOSED
-    assert breaker.consecutive_failures == 0
-    assert breaker.total_failures == 10
+    assert breaker.total_failures == 9
+    assert breaker.recent == (3, 50)
+
+
+@pytest.mark.anyio
+async def test_it_opens_at_the_failure_rate_once_the_window_holds_enough_calls() -> None:
+    breaker = CircuitBreaker(5, failure_rate=0.5, window=10, clock=FakeClock())
+    await calls(breaker, "fsfs")
+    assert (breaker.state, breaker.recent) == (CLOSED, (2, 4)), "too few calls to judge"
+    await calls(breaker, "s")
+    assert (breaker.state, breaker.recent) == (CLOSED, (2, 5)), "40 % is below the rate"
+    await calls(breaker, "f")
+    assert breaker.state is OPEN, "50 % of six calls"
+
+
+@pytest.mark.anyio
+async def test_a_success_never_opens_it() -> None:
+    """Three early failures (one block's three attempts), then answers: it stays closed."""
+    breaker = CircuitBreaker(5, failure_rate=0.5, clock=FakeClock())
+    await calls(breaker, "fffss")
+    assert (breaker.state, breaker.recent) == (CLOSED, (3, 5))
+    await calls(breaker, "s" * 20)
+    assert breaker.state is CLOSED
+
+
+@pytest.mark.anyio
+async def test_old_outcomes_leave_the_window() -> None:
+    breaker = CircuitBreaker(5, failure_rate=0.5, window=10, clock=FakeClock())
+    await calls(breaker, "f" + "s" * 10)
+    assert breaker.recent == (0, 10), "the failure slid out"
+    # A server that dies after answering: half the window must fail, not all of it.
+    await calls(breaker, "ffff")
+    assert (breaker.state, breaker.recent) == (CLOSED, (4, 10))
+    await calls(breaker, "f")
+    assert breaker.state is OPEN
 
 
 @pytest.mark.parametrize(
@@ -208,19 +260,17 @@ async def test_uncounted_errors_pass_through_and_never_open(error: Exception) ->
 
 
 @pytest.mark.anyio
-async def test_an_answer_from_the_server_breaks_the_streak() -> None:
+async def test_an_answer_from_the_server_counts_as_a_success() -> None:
     # A 4xx is proof of life: the server answered.
-    breaker = CircuitBreaker(2, clock=FakeClock())
+    breaker = CircuitBreaker(3, clock=FakeClock())
     with pytest.raises(LLMError):
         await breaker.call_async(down())
     with pytest.raises(BadRequestError):
         await breaker.call_async(Endpoint(BadRequestError("no such model", status=404)))
-    assert breaker.consecutive_failures == 0
+    assert breaker.recent == (1, 2)
     with pytest.raises(ValueError):
         await breaker.call_async(Endpoint(ValueError("our bug")))
-    with pytest.raises(LLMError):
-        await breaker.call_async(down())
-    assert breaker.consecutive_failures == 1  # our own bug said nothing either way
+    assert breaker.recent == (1, 2)  # our own bug said nothing either way
 
 
 # ---------------------------------------------------------------------------- half-open
@@ -238,7 +288,7 @@ async def test_after_the_timeout_a_trial_success_closes() -> None:
     assert breaker.retry_at is None
     assert await breaker.call_async(Endpoint()) == "ok"
     assert breaker.state is CLOSED
-    assert breaker.consecutive_failures == 0
+    assert breaker.recent == (0, 0), "a closed breaker starts with an empty window"
 
 
 @pytest.mark.anyio
@@ -474,11 +524,10 @@ async def test_a_failing_callback_does_not_break_the_breaker(
 
 def test_record_helpers_and_reset() -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker(2, 10.0, clock=clock)
+    breaker = CircuitBreaker(2, 10.0, failure_rate=0.6, clock=clock)
     breaker.record_failure()
     breaker.record_success()
-    assert breaker.consecutive_failures == 0
-    breaker.record_failure()
+    assert (breaker.state, breaker.recent) == (CLOSED, (1, 2))
     breaker.record_failure()
     assert breaker.state is OPEN
     breaker.record_failure()  # already open: the timeout is not extended
@@ -489,7 +538,7 @@ def test_record_helpers_and_reset() -> None:
     breaker.record_failure()
     breaker.record_failure()
     breaker.reset()
-    assert (breaker.state, breaker.consecutive_failures) == (CLOSED, 0)
+    assert (breaker.state, breaker.recent) == (CLOSED, (0, 0))
 
 
 # ---------------------------------------------------------------------------- state machine
@@ -516,7 +565,9 @@ def _step(coro: Coroutine[Any, Any, str], throw: BaseException | None = None) ->
     return "suspended", None
 
 
-THRESHOLD = 2
+THRESHOLD = 3  # the fewest calls judged
+WINDOW = 5
+RATE = 0.6
 TIMEOUT = 10.0
 OUTCOMES = {
     "success": None,
@@ -543,9 +594,11 @@ class BreakerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.breaker = CircuitBreaker(THRESHOLD, TIMEOUT, name="model", clock=self.clock)
+        self.breaker = CircuitBreaker(
+            THRESHOLD, TIMEOUT, failure_rate=RATE, window=WINDOW, name="model", clock=self.clock
+        )
         self.state = "closed"
-        self.fails = 0
+        self.window: deque[bool] = deque(maxlen=WINDOW)  # True: a failure
         self.opened_at = 0.0
         self.trial = False
         self.epoch = 0
@@ -560,13 +613,16 @@ class BreakerMachine(RuleBasedStateMachine):
         self.moves += 1
         self.trial = False
         if new == "closed":
-            self.fails = 0
+            self.window.clear()
         elif new == "open":
             self.opened_at = self.clock.now
 
     def refresh(self) -> None:
         if self.state == "open" and self.clock.now >= self.opened_at + TIMEOUT:
             self.move("half_open")
+
+    def failing(self) -> bool:
+        return len(self.window) >= THRESHOLD and sum(self.window) / len(self.window) >= RATE
 
     def admits(self) -> bool | None:
         """None if the model refuses the call, else whether it is the trial."""
@@ -583,19 +639,15 @@ class BreakerMachine(RuleBasedStateMachine):
             return
         if trial:
             self.trial = False
-        if effect == "success":
-            if self.state == "closed":
-                self.fails = 0
-            else:
-                self.move("closed")
-        elif effect == "failure":
-            if self.state == "closed":
-                self.fails += 1
-                if self.fails >= THRESHOLD:
-                    self.move("open")
-            elif self.state == "half_open":
+        if effect in ("success", "failure") and self.state == "closed":
+            self.window.append(effect == "failure")
+            if effect == "failure" and self.failing():
                 self.move("open")
-            # Already open: nothing changes, and the timeout is not extended.
+        elif effect == "success":
+            self.move("closed")
+        elif effect == "failure" and self.state == "half_open":
+            self.move("open")
+        # A failure while already open changes nothing, and the timeout is not extended.
 
     # --- the rules
 
@@ -684,9 +736,11 @@ class BreakerMachine(RuleBasedStateMachine):
         assert sum(self.breaker.transitions.values()) == self.moves
 
     @invariant()
-    def closed_means_below_the_threshold(self) -> None:
+    def closed_means_below_the_rate(self) -> None:
         if self.breaker.state is CLOSED:
-            assert self.breaker.consecutive_failures == self.fails < THRESHOLD
+            assert self.breaker.recent == (sum(self.window), len(self.window))
+            if self.window and self.window[-1]:
+                assert not self.failing(), "a failure at the rate opens it"
             assert not self.breaker.trial_in_flight
 
     @invariant()

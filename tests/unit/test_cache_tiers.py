@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import sqlite3
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -111,6 +113,24 @@ def plant(directory: Path, key: Any, value: Any) -> None:
         raw.set(key, value)
     finally:
         raw.close()
+
+
+def plant_row(
+    directory: Path, key: str, *, mode: int, value: Any, filename: str | None = None
+) -> None:
+    """Put a row into the Cache table with the sqlite3 module, as a hostile hand would."""
+    with closing(sqlite3.connect(directory / diskcache.core.DBNAME)) as database, database:
+        database.execute(
+            "INSERT OR REPLACE INTO Cache(key, raw, store_time, access_time, size, mode,"
+            " filename, value) VALUES (?, 1, 0, 0, 0, ?, ?, ?)",
+            (key, mode, filename, value),
+        )
+
+
+def rows(directory: Path) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(directory / diskcache.core.DBNAME)) as database:
+        query = "SELECT key, raw, mode, filename FROM Cache ORDER BY rowid"
+        return database.execute(query).fetchall()
 
 
 @pytest.fixture
@@ -330,7 +350,7 @@ def test_disk_without_ttl_keeps_entries(disk: DiskTier, disk_clock: FakeClock) -
 
 def test_disk_is_bounded_by_max_size_and_evicts_the_oldest(tmp_path: Path) -> None:
     tier = DiskTier(tmp_path / "c", max_size_mb=1)
-    payload = "x" * 50_000  # large enough that diskcache keeps it in a file of its own
+    payload = "x" * 50_000  # large enough that plain diskcache would keep it in a file
     try:
         for n in range(40):  # about twice the limit
             tier.set(f"k{n:02}", payload)
@@ -365,17 +385,15 @@ def test_disk_deletes_a_corrupt_entry_and_the_next_set_replaces_it(disk: DiskTie
     assert disk.get("k") == {"fresh": True}
 
 
-def test_disk_treats_a_truncated_file_as_a_miss_and_deletes_it(disk: DiskTier) -> None:
-    value = {"text": "y" * 100_000}
+def test_disk_keeps_large_values_inline_and_writes_no_file(disk: DiskTier) -> None:
+    # Past diskcache's 32 KB `disk_min_file_size`, where it would write a side file.
+    value = {"text": "y" * 1_000_000}
     disk.set("k", value)
-    (stored,) = disk.directory.rglob("*.val")
-    stored.write_bytes(stored.read_bytes()[:50_000])
+    disk.set("k", value)  # and over an existing entry
 
-    assert disk.get("k") is None
-    assert len(disk) == 0
-    assert not stored.exists()
-    disk.set("k", value)
     assert disk.get("k") == value
+    assert rows(disk.directory) == [("k", 1, diskcache.core.MODE_RAW, None)]
+    assert [p for p in disk.directory.rglob("*") if not p.name.startswith("cache.db")] == []
 
 
 @pytest.mark.parametrize(
@@ -428,7 +446,8 @@ def test_disk_usage_counts_entries_and_stored_bytes(disk: DiskTier) -> None:
     disk.set("b", "y" * 10)
     grown = disk.usage()
     assert grown.entries == 2
-    assert grown.bytes - empty.bytes >= 100_000
+    # Inline values count as SQLite's pages, some of which the empty database had free.
+    assert grown.bytes >= 100_000 > empty.bytes
 
 
 def test_disk_prune_drops_expired_refused_and_corrupt_entries(
@@ -475,9 +494,10 @@ def test_disk_prune_drops_planted_pickles(disk: DiskTier) -> None:
     plant(disk.directory, "planted", Exploit("prune-value"))
     plant(disk.directory, "large", {"pad": "x" * 100_000, "e": Exploit("prune-file")})
     disk.set("kept", 1)
+    (side_file,) = disk.directory.rglob("*.val")  # plain diskcache put the large one there
     assert disk.prune(keep_all) == 2
     assert len(disk) == 1
-    assert not list(disk.directory.rglob("*.val"))
+    assert side_file.exists()  # a row's filename is never followed, not even to tidy up
 
 
 @pytest.mark.parametrize(
@@ -494,6 +514,186 @@ def test_disk_prune_drops_entries_under_foreign_keys(disk: DiskTier, key: Any) -
 
     assert disk.prune(keep_all) == 1
     assert len(disk) == 1
+
+
+# ---------------------------------------------------------------------------- hostile rows
+
+PLANTED = "planted"
+MODE_BINARY, MODE_TEXT, MODE_PICKLE = (
+    diskcache.core.MODE_BINARY,
+    diskcache.core.MODE_TEXT,
+    diskcache.core.MODE_PICKLE,
+)
+
+
+@pytest.fixture(params=["outside", "inside"])
+def canary(request: pytest.FixtureRequest, tmp_path: Path, disk: DiskTier) -> tuple[Path, str]:
+    """A file and the name a planted row gives it: outside the cache folder (an absolute
+    path), or inside it where diskcache keeps its own side files (a relative one)."""
+    if request.param == "outside":
+        path = tmp_path / "canary.txt"
+        name = str(path)
+    else:
+        path = disk.directory / "ab" / "cd" / "canary.val"
+        path.parent.mkdir(parents=True)
+        name = str(path.relative_to(disk.directory))
+    path.write_text("still here")
+    return path, name
+
+
+def evict_by_filling(disk: DiskTier) -> None:
+    for n in range(60):  # three times the 1 MB limit the test sets
+        disk.set(f"filler{n}", "x" * 50_000)
+
+
+HOSTILE_ACTIONS: dict[str, Callable[[DiskTier], object]] = {
+    "get": lambda disk: disk.get(PLANTED),
+    "set-over": lambda disk: disk.set(PLANTED, {"fresh": True}),
+    "delete": lambda disk: disk.delete(PLANTED),
+    "clear": lambda disk: disk.clear(),
+    "prune": lambda disk: disk.prune(keep_all),
+    "evict": evict_by_filling,
+}
+
+
+@pytest.mark.parametrize("mode", [MODE_BINARY, MODE_TEXT, MODE_PICKLE])
+@pytest.mark.parametrize("action", HOSTILE_ACTIONS)
+def test_disk_never_touches_the_file_a_planted_row_names(
+    tmp_path: Path, canary: tuple[Path, str], action: str, mode: int
+) -> None:
+    path, name = canary
+    tier = DiskTier(tmp_path / "cache", max_size_mb=1)
+    try:
+        plant_row(tier.directory, PLANTED, mode=mode, value=None, filename=name)
+        HOSTILE_ACTIONS[action](tier)
+        assert path.read_text() == "still here"
+        assert tier.get(PLANTED) in (None, {"fresh": True})
+        assert (PLANTED, 1, mode, name) not in rows(tier.directory)
+    finally:
+        tier.close()
+
+
+def test_disk_drops_an_expired_planted_row_without_touching_its_file(
+    disk: DiskTier, canary: tuple[Path, str]
+) -> None:
+    path, name = canary
+    plant_row(disk.directory, PLANTED, mode=MODE_BINARY, value=None, filename=name)
+    with closing(sqlite3.connect(disk.directory / diskcache.core.DBNAME)) as database, database:
+        database.execute("UPDATE Cache SET expire_time = 1 WHERE key = ?", (PLANTED,))
+    disk.set("other", 1)  # diskcache culls expired rows on every set
+    assert rows(disk.directory) == [("other", 1, diskcache.core.MODE_RAW, None)]
+    assert path.read_text() == "still here"
+
+
+def test_the_planted_row_would_delete_the_file_with_plain_diskcache(
+    disk: DiskTier, canary: tuple[Path, str]
+) -> None:
+    # The control for the tests above: diskcache follows a row's filename when it drops it.
+    path, name = canary
+    plant_row(disk.directory, PLANTED, mode=MODE_BINARY, value=None, filename=name)
+    raw = diskcache.Cache(str(disk.directory))
+    try:
+        raw.delete(PLANTED)
+    finally:
+        raw.close()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "filename"),
+    [
+        pytest.param(MODE_BINARY, b"\x80", None, id="binary-without-file"),
+        pytest.param(MODE_TEXT, None, None, id="text-without-file"),
+        pytest.param(MODE_PICKLE, pickle.dumps(Exploit("inline")), None, id="inline-pickle"),
+        pytest.param(diskcache.core.MODE_RAW, "text, not bytes", None, id="raw-text"),
+        pytest.param(diskcache.core.MODE_RAW, b"{}", "a/b/c.val", id="raw-with-file"),
+        pytest.param(diskcache.core.MODE_NONE, None, None, id="mode-none"),
+    ],
+)
+def test_a_corrupt_row_costs_one_miss_and_one_warning(
+    disk: DiskTier,
+    caplog: pytest.LogCaptureFixture,
+    mode: int,
+    value: Any,
+    filename: str | None,
+) -> None:
+    plant_row(disk.directory, PLANTED, mode=mode, value=value, filename=filename)
+    disk.set("good", {"ok": 1})
+    UNPICKLED.clear()
+    with caplog.at_level(logging.WARNING, logger="trinity"):
+        assert disk.get(PLANTED) is None
+        assert disk.get(PLANTED) is None  # gone: the second look is a plain miss
+        disk.set(PLANTED, {"fresh": True})
+        assert disk.get(PLANTED) == {"fresh": True}
+        assert disk.get("good") == {"ok": 1}
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "disk cache" in warning.getMessage()
+    assert PLANTED in warning.getMessage()
+    assert UNPICKLED == []
+
+
+def test_prune_deletes_corrupt_rows_and_keeps_good_ones(disk: DiskTier) -> None:
+    plant_row(disk.directory, "corrupt", mode=MODE_BINARY, value=b"\x80")
+    plant_row(disk.directory, "pickle", mode=MODE_PICKLE, value=pickle.dumps(Exploit("prune")))
+    disk.set("good", 1)
+    UNPICKLED.clear()
+    assert disk.prune(keep_all) == 2
+    assert [row[0] for row in rows(disk.directory)] == ["good"]
+    assert UNPICKLED == []
+
+
+@pytest.mark.parametrize("name", ["cache.db", "cache.db-wal", "cache.db-shm"])
+def test_disk_writes_through_no_planted_link(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "c"
+    DiskTier(folder).close()
+    canary = tmp_path / "precious"
+    canary.write_bytes(b"")  # SQLite would make an empty file its database
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).symlink_to(canary)
+
+    manager = CacheManager.for_directory(folder)
+    try:
+        manager.set("k", 1)
+    finally:
+        manager.close()
+    assert canary.read_bytes() == b""
+    assert manager.tier("disk") is None  # unusable, said once, and the build goes on
+
+
+def test_planted_sizes_neither_evict_everything_nor_change_the_counts(disk: DiskTier) -> None:
+    huge = 10**15
+    plant_row(disk.directory, PLANTED, mode=diskcache.core.MODE_RAW, value=b"{}")
+    with closing(sqlite3.connect(disk.directory / diskcache.core.DBNAME)) as database, database:
+        database.execute("UPDATE Cache SET size = ?, store_time = ?", (huge, huge))
+        database.execute("UPDATE Settings SET value = ? WHERE key IN ('size', 'count')", (huge,))
+    for n in range(20):  # would each cull ten entries if the cache looked full
+        disk.set(f"k{n}", n)
+    assert [disk.get(f"k{n}") for n in range(20)] == list(range(20))
+    usage = disk.usage()
+    assert (usage.entries, len(disk)) == (21, 21)
+    assert usage.bytes < MEGABYTE
+
+
+def test_disk_ignores_settings_planted_in_the_database(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    DiskTier(folder).close()
+    with closing(sqlite3.connect(folder / diskcache.core.DBNAME)) as database, database:
+        database.executemany(
+            "INSERT OR REPLACE INTO Settings VALUES (?, ?)",
+            [
+                ("sqlite_query_only", 1),  # would refuse every write
+                ("disk_bogus", 1),  # would not open: no Disk takes that argument
+                ("eviction_policy", "none"),  # would never evict
+                ("cull_limit", 0),
+            ],
+        )
+    tier = DiskTier(folder, max_size_mb=1)
+    try:
+        evict_by_filling(tier)
+        assert tier.get("filler59") == "x" * 50_000
+        assert tier.get("filler0") is None
+    finally:
+        tier.close()
 
 
 class ThreadWatchedDisk(DiskTier):
@@ -801,7 +1001,7 @@ def test_a_broken_tier_is_dropped_with_one_warning(
     assert broken.calls == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "broken cache failed" in warnings[0].getMessage()
+    assert "broken cache failed at nowhere" in warnings[0].getMessage()  # names where
     assert "disk on fire" in warnings[0].getMessage()
 
 
@@ -841,7 +1041,7 @@ async def test_async_path_drops_a_broken_tier_with_one_warning(
     assert broken.calls == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "broken cache failed" in warnings[0].getMessage()
+    assert "broken cache failed at nowhere" in warnings[0].getMessage()  # names where
     assert "disk on fire" in warnings[0].getMessage()
 
 

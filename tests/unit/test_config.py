@@ -410,6 +410,8 @@ def test_unknown_site_key_with_a_close_match_gets_the_hint_not_the_advice(
         pytest.param("top_p: 1.01", "llm.top_p", "must be at most 1"),
         pytest.param("max_tokens: 0", "llm.max_tokens", "must be at least 1"),
         pytest.param("timeout: 0", "llm.timeout", "must be at least 0.1"),
+        pytest.param("max_response_bytes: 100", "llm.max_response_bytes", "must be at least 1024"),
+        pytest.param("max_response_bytes: 4MB", "llm.max_response_bytes", "expected an integer"),
     ],
 )
 def test_wrong_types_and_ranges_in_llm(

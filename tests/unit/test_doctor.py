@@ -581,7 +581,7 @@ def test_a_server_that_trickles_its_answer_is_cut_at_the_deadline(project: Proje
 
 def test_a_user_name_and_password_in_the_url_are_not_shown() -> None:
     shown = doctor.shown_url("https://me:pa55word@llm.example.com:8443/v1/models")
-    assert shown == "https://llm.example.com:8443/v1/models"
+    assert shown == "https://***@llm.example.com:8443/v1/models"
 
 
 # --------------------------------------------------------------------------- Redis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -30,11 +31,13 @@ from trinity.errors import (
     MalformedResponseError,
     MissingDependencyError,
     RateLimitedError,
+    ResourceError,
     ServerError,
     ThemeError,
     TrinityError,
     error_for_status,
     parse_retry_after,
+    resource_error,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -56,6 +59,7 @@ NEVER_RETRYABLE = (400, 401, 403, 404, 422)
         (MissingDependencyError, InputError),
         (BuildFailed, TrinityError),
         (BuildInterrupted, TrinityError),
+        (ResourceError, TrinityError),
         (LLMError, TrinityError),
         (LLMConnectionError, LLMError),
         (LLMTimeoutError, LLMError),
@@ -267,3 +271,64 @@ def test_retry_after_never_raises(value: str) -> None:
 @given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
 def test_retry_after_round_trips_seconds(seconds: float) -> None:
     assert parse_retry_after(repr(seconds), NOW) == seconds
+
+
+# ---------------------------------------------------------------------------- resources
+
+
+@pytest.mark.parametrize(
+    ("number", "reason", "fix"),
+    [
+        (errno.ENOSPC, "no space left on device", "free some space and build again"),
+        (
+            errno.EDQUOT,
+            "disk quota exceeded",
+            "free some space or raise the disk quota, and build again",
+        ),
+        (
+            errno.EROFS,
+            "read-only file system",
+            "choose another output folder on a writable file system and build again",
+        ),
+        (
+            errno.EACCES,
+            "permission denied",
+            "let this user write to it and to the folder that holds it, or choose another "
+            "output folder, and build again",
+        ),
+        (
+            errno.EPERM,
+            "operation not permitted",
+            "let this user write to it and to the folder that holds it, or choose another "
+            "output folder, and build again",
+        ),
+        (errno.EIO, "input/output error", "check the file system and build again"),
+    ],
+)
+def test_resource_error_says_what_happened_where_and_what_to_do(
+    number: int, reason: str, fix: str
+) -> None:
+    exc = OSError(number, errno.errorcode[number], "/somewhere/output/x.html")
+    exc.strerror = reason[:1].upper() + reason[1:]  # as the system words it
+
+    error = resource_error(
+        exc,
+        "output/",
+        "writing x.html",
+        instead="another output folder",
+        again="build again",
+        after="the previous site was left as it was",
+    )
+
+    assert str(error) == (
+        f"output/: {reason} while writing x.html; {fix}; the previous site was left as it was"
+    )
+    assert (error.path, error.errno, error.exit_code) == ("output/", number, EXIT_BUILD_FAILED)
+
+
+def test_resource_error_without_an_aftermath_or_a_reason() -> None:
+    error = resource_error(OSError("no details"), ".cache/", "taking the lock .lock")
+    assert str(error) == (
+        ".cache/: no details while taking the lock .lock; check the file system and try again"
+    )
+    assert error.errno is None

@@ -267,6 +267,9 @@ async def test_fifty_concurrent_tasks_keep_their_own_ids(
         ("key sk-proj-abcdefghijklmnop1234 was used", "sk-proj-abcdefghijklmnop1234"),
         ("(sk-ant-api03-abcdefghijklmnopqrstuv)", "sk-ant-api03-abcdefghijklmnopqrstuv"),
         (f"a known provider key {SECRET}", SECRET),
+        ("cannot reach http://user:opaque-pw@127.0.0.1:9/v1: refused", "opaque-pw"),
+        ("cannot reach http://opaque-user:pw@127.0.0.1:9/v1: refused", "opaque-user"),
+        ("GET https://h.example/v1?sig=opaque-signature&x=1", "opaque-signature"),
     ],
 )
 def test_the_redactor_masks_secrets_in_text(text: str, gone: str) -> None:
@@ -284,6 +287,7 @@ def test_the_redactor_masks_secrets_in_text(text: str, gone: str) -> None:
         "input_tokens: 78, output_tokens: 17, max_tokens=200",
         "risk-assessment-for-the-whole-project and sk-short",
         "the keyboard and the tokenizer",
+        "cannot reach http://127.0.0.1:9/v1: write to me@example.com",
     ],
 )
 def test_the_redactor_leaves_ordinary_text_alone(text: str) -> None:

@@ -27,6 +27,11 @@ UNSAFE_URLS = [
     "file:///etc/passwd",
     "ftp://example.com/x",
     "chrome://settings",
+    "//evil.example/x",
+    " //evil.example/x",
+    "\\\\evil.example/x",
+    "/\\evil.example/x",
+    "\t//evil.example/x",
 ]
 SAFE_URLS = [
     "http://example.com",
@@ -39,8 +44,8 @@ SAFE_URLS = [
     "#anchor",
     "?query=1",
     "page.html",
-    "//example.com/protocol-relative",
     "a/b:c",
+    "a//b",
 ]
 
 
@@ -88,6 +93,25 @@ def test_unsafe_links_and_images_are_not_emitted(url: str, template: str) -> Non
     for scheme in ("javascript:", "vbscript:", "data:", "file:"):
         assert f'href="{scheme}' not in lowered
         assert f'src="{scheme}' not in lowered
+
+
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        pytest.param("[click](//evil.example/x)", id="link"),
+        pytest.param("![pic](//evil.example/x.png)", id="image"),
+        pytest.param("[click][r]\n\n[r]: //evil.example/x", id="reference"),
+        pytest.param("[click](<//evil.example/x>)", id="bracketed"),
+        pytest.param("[click](/\\evil.example/x)", id="backslash"),
+        pytest.param("<//evil.example/x>", id="autolink"),
+    ],
+)
+def test_protocol_relative_links_and_images_are_not_emitted(markdown: str) -> None:
+    html = render_markdown(markdown)
+    assert 'href="//' not in html
+    assert 'src="//' not in html
+    for target in hrefs_and_srcs(html):
+        assert is_safe_url(target), html
 
 
 def test_an_unsafe_link_loses_its_href_but_keeps_its_text() -> None:

@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from trinity.errors import ConfigError
+from trinity.errors import ConfigError, ResourceError
 from trinity.render.output import (
     MANIFEST_FILE,
     MARKER_DIR,
@@ -102,8 +102,9 @@ def test_a_merge_cut_short_leaves_no_manifest_to_trust(tmp_path: Path, previous:
         assert staged.keep("keep.html", len("kept"))
         staged.write_text("blocker/index.html", "new page")
         staged.write_text(MANIFEST_FILE, "new manifest")
-        with pytest.raises(OSError):
+        with pytest.raises(ResourceError, match="may hold part of the new site") as raised:
             staged.commit()
+        assert isinstance(raised.value.__cause__, IsADirectoryError)
     # The next build renders every page, since no manifest vouches for what is on disk.
     assert not (previous / MANIFEST_FILE).exists()
     assert (previous / "keep.html").read_text() == "kept"
@@ -180,7 +181,7 @@ def test_a_failed_swap_puts_the_old_output_back(
         return original_rename(self, target)
 
     monkeypatch.setattr(Path, "rename", rename)
-    with pytest.raises(OSError, match="cross-device"):
+    with pytest.raises(ResourceError, match=r"cross-device.*previous site was left as it was"):
         staged.commit()
     monkeypatch.undo()
     staged.discard()

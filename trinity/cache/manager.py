@@ -165,7 +165,9 @@ class CacheManager:
     def _drop(self, tier: CacheTier, exc: Exception) -> None:
         if tier in self.tiers:
             self.tiers.remove(tier)
-            log.warning("%s cache failed (%s); continuing without it", tier.name, exc)
+            log.warning(
+                "%s cache failed at %s (%s); continuing without it", tier.name, tier.location, exc
+            )
 
 
 def open_tier(settings: CacheSettings, name: str) -> CacheTier | None:

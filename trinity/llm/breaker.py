@@ -2,10 +2,18 @@
 
 States::
 
-    CLOSED ──(failure_threshold consecutive failures)──> OPEN
+    CLOSED ──(a failure, with failure_rate of the last `window` calls failed and
+              at least failure_threshold calls in it)──> OPEN
     OPEN ──(timeout seconds pass)──> HALF_OPEN
-    HALF_OPEN ──(the one trial call succeeds)──> CLOSED
+    HALF_OPEN ──(the one trial call succeeds)──> CLOSED (an empty window)
     HALF_OPEN ──(the trial call fails)──> OPEN (a new timeout)
+
+It opens on a failure *rate* over a sliding window of the last `window` counted calls,
+as resilience4j and Polly do, not on a count: under load a few connection resets among
+hundreds of answers are noise, not an outage. `failure_threshold` is the fewest calls the
+window must hold before the rate may open it, so a dead server (every call fails, a rate
+of 100 %) is still cut off after exactly that many calls. The window is never shorter
+than `failure_threshold`.
 
 What counts as a failure (`counts_as_failure`): evidence that the endpoint is unhealthy,
 namely connection errors, timeouts and HTTP 5xx. Client errors (4xx) and 429 do not
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import ParamSpec, TypeVar
@@ -75,13 +84,19 @@ def counts_as_failure(error: BaseException) -> bool:
 
 
 class CircuitBreaker:
-    """Opens after `failure_threshold` consecutive failures; probes after `timeout` seconds."""
+    """Opens when `failure_rate` of the recent calls failed; probes after `timeout` seconds.
+
+    The recent calls are the last `window` (at least `failure_threshold`) counted ones; the
+    rate is judged once there are `failure_threshold` of them.
+    """
 
     def __init__(
         self,
         failure_threshold: int = 5,
         timeout: float = 60.0,
         *,
+        failure_rate: float = 0.5,
+        window: int = 50,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, str, str], None] | None = None,
@@ -91,14 +106,20 @@ class CircuitBreaker:
             raise ValueError(f"failure_threshold must be at least 1, not {failure_threshold}")
         if not timeout >= 0:
             raise ValueError(f"timeout must be a number >= 0, not {timeout!r}")
+        if not 0 < failure_rate <= 1:
+            raise ValueError(f"failure_rate must be above 0 and at most 1, not {failure_rate!r}")
         self.failure_threshold = failure_threshold
+        self.failure_rate = failure_rate
+        self.window = max(window, failure_threshold)
         self.timeout = timeout
         self.name = name
         self.clock = clock
         self.on_change = on_change
         self.is_failure = is_failure
         self._state = CLOSED
-        self._failures = 0  # consecutive, while CLOSED
+        # The outcomes of the last `window` counted calls while CLOSED (True: a failure).
+        self._recent: deque[bool] = deque()
+        self._failures = 0  # how many of them are failures
         self._opened_at = 0.0
         self._trial_in_flight = False
         self._generation = 0  # bumped by every state change
@@ -116,8 +137,9 @@ class CircuitBreaker:
         return self._state
 
     @property
-    def consecutive_failures(self) -> int:
-        return self._failures
+    def recent(self) -> tuple[int, int]:
+        """(failures, calls) in the window, while CLOSED."""
+        return self._failures, len(self._recent)
 
     @property
     def trial_in_flight(self) -> bool:
@@ -140,7 +162,7 @@ class CircuitBreaker:
         self._generation += 1
         self._trial_in_flight = False
         if new is CLOSED:
-            self._failures = 0
+            self._forget()
         elif new is OPEN:
             self._opened_at = self.clock()
         change = f"{old}->{new}"
@@ -164,30 +186,55 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------------ outcomes
 
+    def _forget(self) -> None:
+        self._recent.clear()
+        self._failures = 0
+
+    def _remember(self, failed: bool) -> None:
+        """Add one outcome to the window, dropping the oldest once it is full."""
+        if len(self._recent) >= self.window and self._recent.popleft():
+            self._failures -= 1
+        self._recent.append(failed)
+        self._failures += failed
+
+    def _failing(self) -> bool:
+        """True when the window holds enough calls and enough of them failed."""
+        calls = len(self._recent)
+        return calls >= self.failure_threshold and self._failures >= self.failure_rate * calls
+
+    def _judge(self, failed: bool) -> None:
+        """Add an outcome while CLOSED; a failure opens it if the window shows the rate.
+
+        Only a failure opens it: a success that fills the window to `failure_threshold`
+        calls after a few early failures (one block failing its three attempts at the
+        start of a build) is the endpoint recovering, not going down.
+        """
+        self._remember(failed)
+        if failed and self._failing():
+            self._move(OPEN)
+
     def record_success(self) -> None:
-        """The endpoint answered: reset the failure count, and close if not CLOSED."""
+        """The endpoint answered: add it to the window, and close if not CLOSED."""
         self._refresh()
         if self._state is CLOSED:
-            self._failures = 0
+            self._judge(False)
         else:
             self._move(CLOSED)
 
     def record_failure(self) -> None:
-        """The endpoint failed: count it; open at the threshold, or reopen if HALF_OPEN."""
+        """The endpoint failed: add it; open at the failure rate, or reopen if HALF_OPEN."""
         self._refresh()
         self.total_failures += 1
         if self._state is CLOSED:
-            self._failures += 1
-            if self._failures >= self.failure_threshold:
-                self._move(OPEN)
+            self._judge(True)
         elif self._state is HALF_OPEN:
             self._move(OPEN)
         # Already OPEN: the timeout is not extended.
 
     def reset(self) -> None:
-        """Back to CLOSED with no failures counted."""
+        """Back to CLOSED with an empty window."""
         if self._state is CLOSED:
-            self._failures = 0
+            self._forget()
         else:
             self._move(CLOSED)
 

@@ -6,9 +6,11 @@ A request goes through these layers, outside in::
                   serves only the answers it fetched anew)
     -> in-flight coalescing (one call per cache key, however many callers ask at once)
     -> for the model asked for, then each fallback:
-       retry (backoff with full jitter, Retry-After, at most `attempts`, build-wide budget)
+       retry (backoff with full jitter, Retry-After, at most `attempts`, build-wide budget;
+              a 429 is waited out apart, up to `rate_limit_wait`)
        -> circuit breaker of the endpoint (one per provider server; every attempt counts)
        -> cost budget (--max-cost: estimate reserved before, real cost settled after)
+       -> the endpoint's concurrency (halved on a 429, grown back by successes: AIMD)
        -> key pool (round-robin API keys, each with its own rpm and token limits)
        -> backend (HTTP through the one httpx client, or the model's worker process)
     -> validation -> cache write (the moment the answer arrives) -> cost and savings
@@ -41,6 +43,7 @@ from trinity.errors import (
     ModelFailed,
     RateLimitedError,
 )
+from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
@@ -91,12 +94,14 @@ class Backend(Protocol):
 
 @dataclass
 class _Route:
-    """Everything that belongs to one endpoint: how to reach it, its breaker, its keys."""
+    """Everything that belongs to one endpoint: how to reach it, its breaker, its keys,
+    and how many requests it takes at once (fewer while it answers 429)."""
 
     endpoint: Endpoint
     backend: Backend
     breaker: CircuitBreaker
     pool: KeyPool
+    pacing: AdaptiveConcurrency
 
 
 class AsyncLLMClient:
@@ -146,6 +151,7 @@ class AsyncLLMClient:
             base_delay=retry.base_delay,
             max_delay=retry.max_delay,
             retry_after_cap=retry.retry_after_cap,
+            rate_limit_wait=retry.rate_limit_wait,
         )
         self.retry_budget = RetryBudget(ratio=retry.budget)
         self.budget = CostBudget(self.settings.max_cost)
@@ -448,6 +454,8 @@ class AsyncLLMClient:
             random=self.random,
             budget=self.retry_budget,
             on_retry=note_retry,
+            clock=self.clock,
+            limited_since=lambda: route.pacing.limited_since,
         )
         return replace(
             response,
@@ -506,17 +514,22 @@ class AsyncLLMClient:
             )
         reservation = self.budget.reserve(cost(price, input_est, output_est))
         paced = self.timer()
-        lease = await route.pool.acquire(input_est, output_est)
-        paced = self.timer() - paced
-        try:
-            response = await route.backend.send(replace(request, model=target.model), lease.secret)
-        except RateLimitedError as error:
-            lease.rate_limited(error.retry_after)
-            self.budget.release(reservation)
-            raise
-        except BaseException:
-            self.budget.release(reservation)
-            raise
+        async with route.pacing.slot() as epoch:
+            lease = await route.pool.acquire(input_est, output_est)
+            paced = self.timer() - paced
+            try:
+                response = await route.backend.send(
+                    replace(request, model=target.model), lease.secret
+                )
+            except RateLimitedError as error:
+                lease.rate_limited(error.retry_after)
+                route.pacing.rate_limited(epoch)
+                self.budget.release(reservation)
+                raise
+            except BaseException:
+                self.budget.release(reservation)
+                raise
+        route.pacing.succeeded()
         usage = response.usage
         lease.finish(usage.input_tokens, usage.output_tokens, response.headers)
         self.budget.settle(reservation, cost(price, usage.input_tokens, usage.output_tokens))
@@ -532,6 +545,8 @@ class AsyncLLMClient:
                 breaker=CircuitBreaker(
                     self.settings.breaker.failure_threshold,
                     self.settings.breaker.timeout,
+                    failure_rate=self.settings.breaker.failure_rate,
+                    window=self.settings.breaker.window,
                     name=endpoint.name,
                     clock=self.clock,
                 ),
@@ -541,6 +556,7 @@ class AsyncLLMClient:
                     sleep=self.sleep,
                     keyless_limits=endpoint.limits,
                 ),
+                pacing=AdaptiveConcurrency(self.settings.concurrency, clock=self.clock),
             )
             self._routes[provider] = route
         return route
@@ -556,11 +572,20 @@ class AsyncLLMClient:
             return LocalBackend(self.settings)
         from trinity.llm.http import HTTPBackend
 
-        return HTTPBackend(endpoint, self._http_client(), self.settings.timeout)
+        return HTTPBackend(
+            endpoint,
+            self._http_client(),
+            self.settings.timeout,
+            self.settings.max_response_bytes,
+        )
 
     def breaker(self, provider: str) -> CircuitBreaker:
         """The circuit breaker of a provider's endpoint (for reports and tests)."""
         return self._route(provider).breaker
+
+    def pacing(self, provider: str) -> AdaptiveConcurrency:
+        """The adaptive concurrency of a provider's endpoint (for reports and tests)."""
+        return self._route(provider).pacing
 
 
 def _prompt_style(settings: LLMSettings) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+import anyio
 import httpx
 
-from trinity.config import Endpoint
+from trinity.config import Endpoint, LLMSettings
 from trinity.errors import (
     LLMConnectionError,
     LLMTimeoutError,
@@ -17,6 +19,7 @@ from trinity.errors import (
 )
 from trinity.llm.providers import ProviderAdapter, get_adapter
 from trinity.llm.types import LLMRequest, LLMResponse
+from trinity.urls import mask_urls, shown_url
 
 
 class HTTPBackend:
@@ -24,47 +27,113 @@ class HTTPBackend:
 
     The httpx client is shared by every endpoint of a build (one connection pool);
     this backend does not own it. Errors come back as the exception tree in
-    trinity.errors, with the server's Retry-After read, and never contain the API key.
+    trinity.errors, with the server's Retry-After read, and never contain the API key
+    or the credentials a URL may carry.
+
+    A server's answer is untrusted: the whole exchange has a deadline (`timeout`, from
+    connect to last byte) and the body a size bound (`max_bytes`), read as a stream and
+    refused as soon as it passes the bound.
     """
 
-    def __init__(self, endpoint: Endpoint, http: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        http: httpx.AsyncClient,
+        timeout: float,
+        max_bytes: int = LLMSettings.max_response_bytes,
+    ) -> None:
         self.endpoint = endpoint
         self.adapter: ProviderAdapter = get_adapter(endpoint.provider)
         self.url = chat_url(endpoint.api_url, self.adapter.chat_path)
+        self.shown = shown_url(self.url)
         self.timeout = timeout
+        self.max_bytes = max_bytes
         self._http = http
 
     async def aclose(self) -> None:
         """Nothing to close: the shared httpx client is closed by its owner."""
 
     async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse:
+        # httpx's timeout applies to each read, so a server sending a byte every few
+        # seconds would never trip it: the deadline bounds the whole exchange. Leaving
+        # the scope closes the response, which gives its connection back to the pool.
+        with anyio.move_on_after(self.timeout):
+            return await self._exchange(request, api_key)
+        raise self._late()
+
+    async def _exchange(self, request: LLMRequest, api_key: str | None) -> LLMResponse:
+        # identity: a bound on compressed bytes is no bound on what they inflate to.
+        headers = {**self.adapter.headers(api_key), "Accept-Encoding": "identity"}
         try:
-            reply = await self._http.post(
-                self.url,
-                json=self.adapter.body(request),
-                headers=self.adapter.headers(api_key),
-            )
+            async with self._http.stream(
+                "POST", self.url, json=self.adapter.body(request), headers=headers
+            ) as reply:
+                self._refuse_redirect(reply)
+                body = await self._read_bounded(reply)
         except httpx.TimeoutException:
-            raise LLMTimeoutError(f"no answer from {self.url} within {self.timeout:g} s") from None
+            raise self._late() from None
         except httpx.TransportError as exc:
             raise LLMConnectionError(
-                f"cannot reach {self.url}: {_redact(_reason(exc), api_key)} (is the server "
+                f"cannot reach {self.shown}: {_redact(_reason(exc), api_key)} (is the server "
                 "running? llm.api_url in settings or LLM_API_URL chooses it)"
             ) from None
-        payload = _decode(reply)
+        payload = _decode(body)
         if reply.status_code >= 400:
             detail = self.adapter.error_detail(payload) or reply.reason_phrase
             raise error_for_status(
                 reply.status_code,
-                f"{self.url} answered HTTP {reply.status_code}: "
+                f"{self.shown} answered HTTP {reply.status_code}: "
                 f"{_redact(detail, api_key)[:_DETAIL_LIMIT]}",
                 # Retry-After, or the reset time of a rate limit the headers say is spent.
                 retry_after=self.adapter.retry_after(reply.headers),
             )
         if payload is _NOT_JSON:
-            raise MalformedResponseError(f"{self.url} answered with a body that is not JSON")
+            raise MalformedResponseError(f"{self.shown} answered with a body that is not JSON")
         response = self.adapter.parse(payload)
         return _with_headers(response, reply.headers)
+
+    def _late(self) -> LLMTimeoutError:
+        return LLMTimeoutError(
+            f"no answer from {self.shown} within {self.timeout:g} s "
+            "(llm.timeout bounds the whole request, connect to last byte)"
+        )
+
+    def _refuse_redirect(self, reply: httpx.Response) -> None:
+        """A redirect is a wrong llm.api_url: a POST is not sent on to another place."""
+        if not reply.is_redirect:
+            return
+        target = shown_url(str(reply.url.join(reply.headers["location"])))
+        raise error_for_status(
+            reply.status_code,
+            f"the server redirected to {target} ({reply.status_code}); Trinity does not "
+            "follow redirects for requests to a model: set llm.api_url to where it points",
+        )
+
+    async def _read_bounded(self, reply: httpx.Response) -> bytes:
+        """The body, refused once it passes `max_bytes` or if it is encoded."""
+        encoding = reply.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise MalformedResponseError(
+                f"{self.shown} answered with a {encoding}-encoded body although Trinity "
+                "asked for none (Accept-Encoding: identity)"
+            )
+        declared = reply.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise self._too_large()
+        body = bytearray()
+        # Only identity gets this far, so httpx's decoders (which inflate a whole chunk at
+        # once) never run: these are the bytes on the wire.
+        async for chunk in reply.aiter_bytes():
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise self._too_large()
+        return bytes(body)
+
+    def _too_large(self) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"{self.shown} answered with more than {self.max_bytes:,} bytes; the answer was "
+            "refused (llm.max_response_bytes sets the limit)"
+        )
 
 
 _NOT_JSON: Any = object()
@@ -77,9 +146,9 @@ def _with_headers(response: LLMResponse, headers: httpx.Headers) -> LLMResponse:
     return replace(response, headers=MappingProxyType(kept)) if kept else response
 
 
-def _decode(reply: httpx.Response) -> Any:
+def _decode(body: bytes) -> Any:
     try:
-        return reply.json()
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return _NOT_JSON
 
@@ -94,8 +163,9 @@ _DETAIL_LIMIT = 300
 
 
 def _redact(text: str, api_key: str | None) -> str:
-    """`text` from a server or httpx with the API key blanked out (servers echo it)."""
-    return text.replace(api_key, "***") if api_key else text
+    """`text` from a server or httpx with the API key blanked out (servers echo it), and
+    the credentials of any URL in it."""
+    return mask_urls(text.replace(api_key, "***") if api_key else text)
 
 
 def chat_url(api_url: str, chat_path: str) -> str:

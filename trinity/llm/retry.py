@@ -7,7 +7,7 @@ Rules, after the OpenAI and Anthropic SDKs:
 
 - Only errors whose `retryable` is true are retried: connection errors, timeouts and
   HTTP 408, 409, 429, 500, 502, 503, 504. Anything else is re-raised at once.
-- At most `policy.attempts` calls in all (3 by default: the first and two retries).
+- At most `policy.attempts` failed calls (3 by default: the first and two retries).
 - The wait before retry n (1-based) is full jitter:
   ``random() * min(max_delay, base_delay * 2 ** (n - 1))``, so 0-0.5 s, then 0-1 s, ...
 - When the server said how long to wait (Retry-After, on a 429 or a 503), that wait is
@@ -17,6 +17,12 @@ Rules, after the OpenAI and Anthropic SDKs:
 - A build-wide `RetryBudget` stops retry storms: retries may be at most `ratio` of the
   requests made (but always `minimum` of them), so an outage costs little more than one
   try per block.
+- A 429 (RateLimitedError) is a pacing signal, not a failure: it is waited out (its
+  Retry-After, capped as above, or the backoff) without counting against `attempts` or
+  the budget, until the request has been rate limited for `policy.rate_limit_wait`
+  seconds in all. Rate limited means since its own first 429, or since the endpoint
+  began refusing everything (`limited_since`), whichever is earlier. Then it fails with
+  a RateLimitedError that says so and names the setting.
 - The error that ends the attempts is re-raised unchanged, with `attempts` set to the
   number of calls made.
 
@@ -28,11 +34,12 @@ from __future__ import annotations
 
 import math
 import random as _random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from trinity.errors import LLMError, LLMStatusError
+from trinity.errors import LLMError, LLMStatusError, RateLimitedError
 
 T = TypeVar("T")
 
@@ -45,11 +52,12 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 8.0
     retry_after_cap: float = 60.0
+    rate_limit_wait: float = 300.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {self.attempts}")
-        for name in ("base_delay", "max_delay", "retry_after_cap"):
+        for name in ("base_delay", "max_delay", "retry_after_cap", "rate_limit_wait"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be a number >= 0, not {getattr(self, name)!r}")
 
@@ -114,6 +122,42 @@ def retry_wait(
     return backoff_delay(policy, retry_number, random)
 
 
+class _RateLimitClock:
+    """How long one request has been rate limited, and how much longer it may wait."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        clock: Callable[[], float],
+        endpoint_since: Callable[[], float | None] | None,
+    ) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.endpoint_since = endpoint_since
+        self.since: float | None = None
+        self.count = 0
+
+    def note(self) -> float:
+        """Count a 429; the seconds left to wait (<= 0: the bound is spent)."""
+        self.count += 1
+        now = self.clock()
+        starts = [now if self.since is None else self.since]
+        endpoint = self.endpoint_since() if self.endpoint_since is not None else None
+        if endpoint is not None:
+            starts.append(endpoint)
+        self.since = min(starts)
+        return self.policy.rate_limit_wait - (now - self.since)
+
+    def exhausted(self, error: LLMError) -> RateLimitedError:
+        bound = self.policy.rate_limit_wait
+        spent = RateLimitedError(
+            f"rate limited for {bound:g} s in all (llm.retry.rate_limit_wait): {error}",
+            retry_after=error.retry_after if isinstance(error, LLMStatusError) else None,
+        )
+        spent.attempts = error.attempts
+        return spent
+
+
 async def call_with_retry(
     fn: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
@@ -122,28 +166,43 @@ async def call_with_retry(
     random: Callable[[], float] = _random.random,
     budget: RetryBudget | None = None,
     on_retry: Callable[[int, LLMError, float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    limited_since: Callable[[], float | None] | None = None,
 ) -> T:
     """`await fn()`, retried by `policy`'s rules (see the module docstring).
 
     `on_retry(n, error, delay)` is called before the wait for retry n (n is also the
-    number of the attempt that just failed). Exceptions that are not LLMError (including
-    cancellation) pass straight through.
+    number of the attempt that just failed). `limited_since()` is when the endpoint began
+    answering only 429s (None when it is not). Exceptions that are not LLMError
+    (including cancellation) pass straight through.
     """
     if budget is not None:
         budget.note_request()
     attempt = 1
+    failures = 0  # failed calls that count against policy.attempts (429s do not)
+    rate_limit = _RateLimitClock(policy, clock, limited_since)
     while True:
         try:
             return await fn()
         except LLMError as error:
             error.attempts = attempt
-            if not error.retryable or attempt >= policy.attempts:
-                raise
-            delay = retry_wait(error, attempt, policy, random)
-            if delay is None:
-                raise  # the server asks for a longer wait than we will give: fail over
-            if budget is not None and not budget.try_spend():
-                raise
+            if isinstance(error, RateLimitedError):
+                left = rate_limit.note()
+                if left <= 0:
+                    raise rate_limit.exhausted(error) from None
+                delay = retry_wait(error, rate_limit.count, policy, random)
+                if delay is None:
+                    raise  # the server asks for a longer wait than we will give: fail over
+                delay = min(delay, left)
+            else:
+                failures += 1
+                if not error.retryable or failures >= policy.attempts:
+                    raise
+                delay = retry_wait(error, failures, policy, random)
+                if delay is None:
+                    raise  # the server asks for a longer wait than we will give: fail over
+                if budget is not None and not budget.try_spend():
+                    raise
             if on_retry is not None:
                 on_retry(attempt, error, delay)
         # Sleep outside the except block, so the error is not the context of what follows.

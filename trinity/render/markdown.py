@@ -2,8 +2,8 @@
 
 Answers are untrusted input. Markdown is rendered with raw HTML off, so a `<script>` in an
 answer comes out as text; links and images may only point to http, https, mailto or
-relative URLs, so `javascript:` and `data:` links are dropped. Headings are shifted down one
-level because the page's own title is its only <h1>.
+relative URLs, so `javascript:`, `data:` and protocol-relative (`//host`) links are
+dropped. Headings are shifted down one level because the page's own title is its only <h1>.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ _IGNORED_IN_SCHEME = re.compile(r"[\x00-\x20\x7f]+")
 
 
 def is_safe_url(url: str) -> bool:
-    """True for http(s), mailto and relative URLs; False for every other scheme."""
+    """True for http(s), mailto and relative URLs; False for every other scheme, and for a
+    protocol-relative URL (`//host/x`), which leaves the site for a host of its choosing."""
     cleaned = _IGNORED_IN_SCHEME.sub("", url).lower()
+    # Browsers read a backslash as a slash in web URLs: \\host and /\host mean //host.
+    if cleaned.replace("\\", "/").startswith("//"):
+        return False
     match = _SCHEME.match(cleaned)
     return match is None or match.group(1) in ALLOWED_SCHEMES
 

@@ -2,7 +2,9 @@
 
 A failed or interrupted build therefore leaves the previous site exactly as it was. The
 swap refuses to replace a folder Trinity did not write (one without `.trinity/`), so a
-mistyped `--output` can never wipe someone's files.
+mistyped `--output` can never wipe someone's files. A file system that refuses a write
+(full, over quota, read-only, not permitted) is a `ResourceError`: one line naming the
+output folder, what was being written, and what to do.
 """
 
 from __future__ import annotations
@@ -15,18 +17,24 @@ import stat as statmodule
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 from xml.sax.saxutils import escape as xml_escape
 
-from trinity.errors import ConfigError
+from trinity.errors import ConfigError, ResourceError, resource_error
 from trinity.yamlfile import shown_path
 
 MARKER_DIR = ".trinity"
 STATIC_DIR = "static"
 # Each page's fingerprint and size, written by the build: what lets the next one keep them.
 MANIFEST_FILE = f"{MARKER_DIR}/pages.json"
+
+_LEFT_AS_IT_WAS = "the previous site was left as it was"
+# Files are moved over the old ones one by one when pages are kept: cut short, the merge
+# leaves a mixed site, but without its manifest, so the next build rewrites every page.
+_PARTLY_MERGED = "the folder may hold part of the new site until a build completes"
 
 
 class StagedOutput:
@@ -42,12 +50,17 @@ class StagedOutput:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir.resolve()
         check_output_dir(self.output_dir)
-        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         self.staging = self.output_dir.parent / f".{self.output_dir.name}.staging-{tag}"
         self._retired = self.output_dir.parent / f".{self.output_dir.name}.old-{tag}"
-        self.staging.mkdir()
-        (self.staging / MARKER_DIR).mkdir()
+        with self._refusals("making the staging folder beside it"):
+            self.output_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+            try:
+                (self.staging / MARKER_DIR).mkdir()
+            except OSError:
+                self.discard()
+                raise
         # Folders already made and checked, by the relative name asked for: resolving and
         # making every page's folder from the root cost a dozen system calls a page.
         self._folders: dict[str, Path] = {"": self.staging}
@@ -62,7 +75,25 @@ class StagedOutput:
         return target
 
     def write_text(self, relative: str, text: str) -> None:
-        self._file(relative).write_text(text, encoding="utf-8")
+        with self._refusals(f"writing {relative}"):
+            self._file(relative).write_text(text, encoding="utf-8")
+
+    @contextlib.contextmanager
+    def open_text(self, relative: str) -> Iterator[TextIO]:
+        """The staging folder's file `relative`, open for writing text in pieces."""
+        with (
+            self._refusals(f"writing {relative}"),
+            self._file(relative).open("w", encoding="utf-8") as stream,
+        ):
+            yield stream
+
+    @contextlib.contextmanager
+    def _refusals(self, doing: str, after: str = _LEFT_AS_IT_WAS) -> Iterator[None]:
+        """Raise the file system's refusal of what is done inside as a ResourceError."""
+        try:
+            yield
+        except OSError as exc:
+            raise _refused_write(self.output_dir, exc, doing, after) from exc
 
     def keep(self, relative: str, size: int) -> bool:
         """Keep the current output's `relative` as it is, if it is still there as a regular
@@ -113,25 +144,25 @@ class StagedOutput:
         """Copy theme static folders into static/, later folders overriding; files copied."""
         copied = 0
         destination = self.path(STATIC_DIR)
-        for folder in folders:
-            for source in sorted(folder.rglob("*")):
-                if source.is_file():
-                    target = destination / source.relative_to(folder)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
-                    copied += 1
+        with self._refusals("copying the theme's static files"):
+            for folder in folders:
+                for source in sorted(folder.rglob("*")):
+                    if source.is_file():
+                        target = destination / source.relative_to(folder)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(source, target)
+                        copied += 1
         return copied
 
     def commit(self) -> None:
         """Put the staged files in place of the output folder's."""
-        if not self._kept:
-            self._swap()
+        doing = "putting the new site in place"
+        if self._kept and self._mergeable(staged := _files_under(self.staging)):
+            with self._refusals(doing, _PARTLY_MERGED):
+                self._merge(staged)
             return
-        staged = _files_under(self.staging)
-        if self._mergeable(staged):
-            self._merge(staged)
-        else:
-            self._take_kept_along()
+        with self._refusals(doing):
+            self._take_kept_along()  # nothing to do when no page was kept
             self._swap()
 
     def _mergeable(self, staged: set[str]) -> bool:
@@ -306,6 +337,15 @@ def _remove_all_but(folder: Path, keep: set[str]) -> None:
 def _relative(root: Path, directory: str, name: str) -> str:
     prefix = Path(directory).relative_to(root).as_posix()
     return name if prefix == "." else f"{prefix}/{name}"
+
+
+def _refused_write(
+    folder: Path, exc: OSError, doing: str, after: str = _LEFT_AS_IT_WAS
+) -> ResourceError:
+    """`exc`, met while `doing` something to the output `folder`, as one line."""
+    instead = "another output folder (--output)"
+    where = shown_path(folder) + os.sep
+    return resource_error(exc, where, doing, instead=instead, again="build again", after=after)
 
 
 def check_output_dir(output_dir: Path) -> None:
