@@ -11,7 +11,7 @@ import pytest
 
 from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
-from trinity.config import LLMSettings
+from trinity.config import LLMSettings, RetrySettings
 from trinity.errors import (
     LLMConnectionError,
     LLMError,
@@ -334,7 +334,9 @@ async def test_injected_http_client_is_not_closed() -> None:
 )
 async def test_http_errors(provider: str, status: int, retryable: bool) -> None:
     server = answering({"error": {"message": "model 'm' not found"}}, status=status)
-    error = await failure(server, settings_for(provider))
+    # Short waits: a 429 is retried until llm.retry.rate_limit_wait is spent (300 s).
+    quick = RetrySettings(base_delay=0.01, max_delay=0.02, rate_limit_wait=0.1)
+    error = await failure(server, settings_for(provider, retry=quick))
     assert isinstance(error, LLMStatusError)
     assert error.status == status
     assert error.retryable is retryable
