@@ -139,7 +139,10 @@ def output_lock(output_dir: Path) -> FolderLock:
 def cache_lock(directory: Path) -> FolderLock:
     """The lock `trinity cache clear` and `prune` take on the disk tier's folder (its file
     inside the folder, which is created 0700 like the tier makes it)."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise resource_error(exc, f"{shown_path(directory)}/", "making the cache folder") from exc
     return FolderLock(
         directory / ".lock",
         holder="another trinity command",

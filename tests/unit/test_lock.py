@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from trinity.errors import LockBusy
-from trinity.lock import FolderLock, output_lock
+from trinity.errors import LockBusy, ResourceError
+from trinity.lock import FolderLock, cache_lock, output_lock
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the lock is flock (POSIX)")
 
@@ -77,3 +77,11 @@ def test_an_async_waiter_can_be_cancelled(held: FolderLock, tmp_path: Path) -> N
     anyio.run(wait)
 
     assert not got_it
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_resource_error(tmp_path: Path) -> None:
+    """A file where the cache folder must go: mkdir fails even for root."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder", "utf-8")
+    with pytest.raises(ResourceError, match=r"blocker/\.cache/: .* while making the cache"):
+        cache_lock(blocker / ".cache")
