@@ -711,3 +711,27 @@ async def test_a_crashed_embedded_model_fails_over_to_the_fallback() -> None:
         answer = await client.complete(client.request("one"))
     assert answer.text == "from backup"
     assert client.stats.fallbacks == 1
+
+
+async def test_a_request_framed_for_a_base_model_does_not_fail_over_to_a_chat_model() -> None:
+    """It carries no chat messages: the crash is the block's reason, not a chat 400."""
+    from types import MappingProxyType
+
+    from trinity.config import Endpoint
+    from trinity.llm.types import CompletionFrame
+
+    server = Server(lambda request: httpx.Response(200, json=openai_answer("from backup")))
+    settings = settings_for(
+        "local",
+        api_url="",
+        model="gemma3-270m",
+        fallbacks=MappingProxyType({"gemma3-270m": ("openai:backup",)}),
+        endpoints=MappingProxyType({"openai": Endpoint("openai", "http://backup.test")}),
+    )
+    async with AsyncLLMClient(
+        settings, backend=CrashedModel(), transport=server.transport
+    ) as client:
+        framed = client.request("one", frame=CompletionFrame("Doc\n\nLead", lead="Lead"))
+        with pytest.raises(ModelCrashed):
+            await client.complete(framed)
+    assert server.requests == []

@@ -17,8 +17,9 @@ A request goes through these layers, outside in::
 
 The breaker sits inside the retry loop so that once it opens, not one more attempt
 reaches a dead server; an open breaker is not retried but fails over to the next model,
-as does an embedded model that failed (ModelFailed). Any other non-retryable error (a bad
-request, a bad key) fails at once: another model would be refused the same.
+as does an embedded model that failed (ModelFailed), for a request that carries chat
+messages. Any other non-retryable error (a bad request, a bad key) fails at once: another
+model would be refused the same.
 """
 
 from __future__ import annotations
@@ -402,8 +403,7 @@ class AsyncLLMClient:
                 last = position == len(chain) - 1
                 # A dead endpoint or embedded model is no verdict on the request: another
                 # model may answer it. A refused request would be refused there too.
-                unavailable = isinstance(error, CircuitBreakerOpen | ModelFailed)
-                if last or not (error.retryable or unavailable):
+                if last or not (error.retryable or _unavailable(error, request)):
                     raise
                 self.stats.fallbacks += 1
                 log.warning(
@@ -597,6 +597,17 @@ def _prompt_style(settings: LLMSettings) -> str:
         return resolve_style(settings)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the model file: {exc}", key="llm.model") from None
+
+
+def _unavailable(error: LLMError, request: LLMRequest) -> bool:
+    """Whether `error` says the model is out of reach rather than the request wrong.
+
+    A failed embedded model counts only for a request that still carries its chat
+    messages: one framed as a document for a base model has none a chat model could read.
+    """
+    if isinstance(error, CircuitBreakerOpen):
+        return True
+    return isinstance(error, ModelFailed) and bool(request.messages)
 
 
 def _passes(response: LLMResponse, validate: Validator | None) -> bool:
