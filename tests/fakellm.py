@@ -106,7 +106,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, Self, cast, get_args
 
 __all__ = [
     "ANTHROPIC_CHAT_PATH",
@@ -144,20 +144,7 @@ FaultKind = Literal[
     "gzip_bomb",
     "trickle",
 ]
-_FAULT_KINDS: frozenset[str] = frozenset(
-    {
-        "status",
-        "drop",
-        "malformed",
-        "truncated",
-        "timeout",
-        "reset",
-        "huge",
-        "endless",
-        "gzip_bomb",
-        "trickle",
-    }
-)
+_FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 # Faults whose body is written piece by piece (see ``_Reply.chunks``).
 _STREAMED_KINDS = frozenset({"endless", "gzip_bomb", "trickle"})
 

@@ -608,13 +608,13 @@ async def _generate(
     report: BuildReport,
     observer: BuildObserver,
     writer: _PageWriter,
-    failures: _FailureNotes,
+    notes: _FailureNotes,
 ) -> None:
     """Run every job; a fixed pool of workers keeps memory flat however many jobs there are."""
 
     async def worker() -> None:
         for job in jobs:  # shared iterator: each job goes to exactly one worker
-            result = await _run_job(job, client, writer, failures)
+            result = await _run_job(job, client, writer, notes)
             report.blocks.append(result)
             observer.block_done(result)
             # A cache hit and a page render never suspend: without this, a build from a
@@ -657,22 +657,22 @@ class _FailureNotes:
 
 
 async def _run_job(
-    job: Job, client: AsyncLLMClient, writer: _PageWriter, failures: _FailureNotes
+    job: Job, client: AsyncLLMClient, writer: _PageWriter, notes: _FailureNotes
 ) -> BlockResult:
     """One block: its answer (fresh, cached, or a stale one when the model failed)."""
     with log_context(page=job.page.slug, block=job.block.name):
-        return await _answer_job(job, client, writer, failures)
+        return await _answer_job(job, client, writer, notes)
 
 
 async def _answer_job(
-    job: Job, client: AsyncLLMClient, writer: _PageWriter, failures: _FailureNotes
+    job: Job, client: AsyncLLMClient, writer: _PageWriter, notes: _FailureNotes
 ) -> BlockResult:
     base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     validate = _validator(job.block)
     try:
         response = await client.complete(job.request, validate=validate, key=job.key)
     except LLMError as exc:
-        reason = failures.note(exc)
+        reason = notes.note(exc)
         stale = await client.stale(job.request, validate=validate, key=job.key)
         if stale is None:
             base.error = reason

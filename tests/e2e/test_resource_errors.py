@@ -45,18 +45,25 @@ def assert_built(result: RunResult, project: SiteProject, theme: str) -> None:
         assert (project.output / page).is_file()
 
 
-def test_output_on_a_full_disk_is_one_line_and_the_site_is_kept(
-    site_project: SiteProject, small_disk: SmallDisk
-) -> None:
+def built_on(site_project: SiteProject, small_disk: SmallDisk) -> tuple[Path, dict[str, bytes]]:
+    """A site built into the small disk's `out/`, and what it holds."""
     output = small_disk.path / "out"
     first = site_project.run("build", "-p", site_project.root, "-o", output)
     assert first.exit_code == 0, first.describe()
-    before = snapshot(output)
+    return output, snapshot(output)
+
+
+def rebuild_brutalist(site_project: SiteProject, output: Path) -> RunResult:
+    return site_project.run("build", "-p", site_project.root, "-o", output, "--theme", "brutalist")
+
+
+def test_output_on_a_full_disk_is_one_line_and_the_site_is_kept(
+    site_project: SiteProject, small_disk: SmallDisk
+) -> None:
+    output, before = built_on(site_project, small_disk)
     small_disk.fill()
 
-    result = site_project.run(
-        "build", "-p", site_project.root, "-o", output, "--theme", "brutalist"
-    )
+    result = rebuild_brutalist(site_project, output)
 
     assert_one_error_line(
         result,
@@ -70,15 +77,10 @@ def test_output_on_a_full_disk_is_one_line_and_the_site_is_kept(
 def test_output_on_a_read_only_disk_is_one_line_and_the_site_is_kept(
     site_project: SiteProject, small_disk: SmallDisk
 ) -> None:
-    output = small_disk.path / "out"
-    first = site_project.run("build", "-p", site_project.root, "-o", output)
-    assert first.exit_code == 0, first.describe()
-    before = snapshot(output)
+    output, before = built_on(site_project, small_disk)
     small_disk.make_read_only()
 
-    result = site_project.run(
-        "build", "-p", site_project.root, "-o", output, "--theme", "brutalist"
-    )
+    result = rebuild_brutalist(site_project, output)
 
     # The lock beside the output folder is the first thing a build writes.
     assert_one_error_line(

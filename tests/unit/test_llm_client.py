@@ -692,7 +692,8 @@ class CrashedModel:
         pass
 
 
-async def test_a_crashed_embedded_model_fails_over_to_the_fallback() -> None:
+def local_with_a_chat_fallback() -> tuple[Server, LLMSettings]:
+    """The embedded model, with an OpenAI-style server behind it as its fallback."""
     from types import MappingProxyType
 
     from trinity.config import Endpoint
@@ -705,6 +706,11 @@ async def test_a_crashed_embedded_model_fails_over_to_the_fallback() -> None:
         fallbacks=MappingProxyType({"gemma3-270m": ("openai:backup",)}),
         endpoints=MappingProxyType({"openai": Endpoint("openai", "http://backup.test")}),
     )
+    return server, settings
+
+
+async def test_a_crashed_embedded_model_fails_over_to_the_fallback() -> None:
+    server, settings = local_with_a_chat_fallback()
     async with AsyncLLMClient(
         settings, backend=CrashedModel(), transport=server.transport
     ) as client:
@@ -715,19 +721,9 @@ async def test_a_crashed_embedded_model_fails_over_to_the_fallback() -> None:
 
 async def test_a_request_framed_for_a_base_model_does_not_fail_over_to_a_chat_model() -> None:
     """It carries no chat messages: the crash is the block's reason, not a chat 400."""
-    from types import MappingProxyType
-
-    from trinity.config import Endpoint
     from trinity.llm.types import CompletionFrame
 
-    server = Server(lambda request: httpx.Response(200, json=openai_answer("from backup")))
-    settings = settings_for(
-        "local",
-        api_url="",
-        model="gemma3-270m",
-        fallbacks=MappingProxyType({"gemma3-270m": ("openai:backup",)}),
-        endpoints=MappingProxyType({"openai": Endpoint("openai", "http://backup.test")}),
-    )
+    server, settings = local_with_a_chat_fallback()
     async with AsyncLLMClient(
         settings, backend=CrashedModel(), transport=server.transport
     ) as client:

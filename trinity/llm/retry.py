@@ -186,23 +186,23 @@ async def call_with_retry(
             return await fn()
         except LLMError as error:
             error.attempts = attempt
-            if isinstance(error, RateLimitedError):
+            paced = isinstance(error, RateLimitedError)
+            if paced:
                 left = rate_limit.note()
                 if left <= 0:
                     raise rate_limit.exhausted(error) from None
-                delay = retry_wait(error, rate_limit.count, policy, random)
-                if delay is None:
-                    raise  # the server asks for a longer wait than we will give: fail over
-                delay = min(delay, left)
+                number = rate_limit.count
             else:
                 failures += 1
                 if not error.retryable or failures >= policy.attempts:
                     raise
-                delay = retry_wait(error, failures, policy, random)
-                if delay is None:
-                    raise  # the server asks for a longer wait than we will give: fail over
-                if budget is not None and not budget.try_spend():
-                    raise
+                left, number = math.inf, failures
+            delay = retry_wait(error, number, policy, random)
+            if delay is None:
+                raise  # the server asks for a longer wait than we will give: fail over
+            if not paced and budget is not None and not budget.try_spend():
+                raise
+            delay = min(delay, left)
             if on_retry is not None:
                 on_retry(attempt, error, delay)
         # Sleep outside the except block, so the error is not the context of what follows.
