@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -460,6 +461,8 @@ class SiteProject:
         return run_trinity(args, cwd=self.root.parent, env=env, timeout=timeout)
 
     def popen(self, *args: str | Path) -> subprocess.Popen[str]:
+        """`python -m trinity ARGS`, running on; with Ctrl-C working even when this test
+        run was started in the background (whose children inherit SIGINT ignored)."""
         return subprocess.Popen(
             [sys.executable, "-m", "trinity", *(str(a) for a in args)],
             cwd=self.root.parent,
@@ -468,6 +471,7 @@ class SiteProject:
             stderr=subprocess.PIPE,
             text=True,
             encoding="utf-8",
+            preexec_fn=_default_sigint if sys.platform != "win32" else None,
         )
 
     # ------------------------------------------------------------------ expectations
@@ -492,6 +496,10 @@ class SiteProject:
             ]
             for page in project.site.pages
         }
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _slugify(name: str) -> str:

@@ -229,3 +229,24 @@ def test_settings_options_reach_the_request_and_the_key() -> None:
     without = AsyncLLMClient(LLMSettings(**http))
     assert dict(with_seed.request("p").options) == {"seed": 1}
     assert with_seed.key(with_seed.request("p")) != without.key(without.request("p"))
+
+
+def test_a_key_is_the_same_in_every_version_of_the_code() -> None:
+    """Pinned: a change to the key's recipe must bump KEY_VERSION, never reuse it, or every
+    cache in use would serve answers to other questions (or miss them all silently)."""
+    request = LLMRequest.from_prompt(
+        "Write about Lumen.",
+        model="writer",
+        system="Be brief.",
+        temperature=0.7,
+        max_tokens=256,
+        top_p=0.9,
+        response_format="json",
+        json_schema={"type": "object"},
+        options={"seed": 7},
+        frame=CompletionFrame("# Home\n\n", lead="The", stop=("\n\n",)),
+    )
+
+    assert cache_key("openai", "https://api.example.com/", request) == (
+        "v1:c63ff83d36ed9b87a90ef1369a0c21ca7e247376d891f2aa20c10a432ddf40cf"
+    )
