@@ -30,9 +30,11 @@ from typing import Any
 
 import anyio
 
-from trinity.build import Project, build_project, plan_jobs, prepare
+from trinity.build import build_project
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.providers.local import LocalBackend, load_llama
+from trinity.plan import plan_jobs
+from trinity.project import Project, prepare
 from trinity.scaffold import write_project
 
 

@@ -71,11 +71,13 @@ from typing import Any
 import anyio
 import httpx
 
-from trinity.build import build_project, plan_jobs, prepare
+from trinity.build import build_project
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import chat_url
 from trinity.llm.providers.openai import OpenAIAdapter
 from trinity.llm.transport import pooled_transport
+from trinity.plan import plan_jobs
+from trinity.project import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_server import RunningServer, answer_text, running_server

@@ -67,10 +67,11 @@ from typing import Any
 import yaml
 
 import trinity
-from trinity.build import plan_jobs, prepare
 from trinity.cache.disk import DiskTier
 from trinity.llm.client import AsyncLLMClient, _to_entry
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
+from trinity.plan import plan_jobs
+from trinity.project import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback_server import answer_text, running_server

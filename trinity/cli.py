@@ -1,8 +1,8 @@
 """The `trinity` command: parses arguments, draws progress, maps errors to exit codes.
 
-No logic lives here: every command calls into trinity.build, trinity.scaffold or
-trinity.render. Heavy modules are imported inside the commands, so `trinity --version`
-and `trinity --help` start fast.
+No logic lives here: every command calls into trinity.build, trinity.project,
+trinity.scaffold or trinity.render. Heavy modules are imported inside the commands, so
+`trinity --version` and `trinity --help` start fast.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trinity import __version__
 from trinity.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUILD_FAILED,
@@ -29,12 +28,13 @@ from trinity.errors import (
     BuildFailed,
     TrinityError,
 )
+from trinity.version import __version__
 
 if TYPE_CHECKING:
-    from trinity.build import BlockResult, BuildReport
     from trinity.doctor import CheckResult
     from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome
+    from trinity.report import BlockResult, BuildReport
 
 app = typer.Typer(
     name="trinity",
@@ -229,8 +229,9 @@ def build(
     """Generate every block and render the site into the output folder."""
     import anyio
 
-    from trinity.build import build_project, prepare
+    from trinity.build import build_project
     from trinity.logs import new_correlation_id
+    from trinity.project import prepare
 
     with _errors_to_exit_codes(), _logging(project, config, log_profile, quiet=quiet) as logs:
         prepared = prepare(
@@ -286,7 +287,7 @@ def check(
     theme: ThemeOption = None,
 ) -> None:
     """Validate settings, content and theme without calling any model."""
-    from trinity.build import prepare
+    from trinity.project import prepare
 
     with _errors_to_exit_codes():
         prepared = prepare(project, config=config, theme=theme)

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from trinity import __version__
 from trinity.config import (
     DEFAULT_LOCAL_MODEL,
     HTTP_PROVIDERS,
@@ -51,6 +50,7 @@ from trinity.llm.providers.local import (
     model_path,
 )
 from trinity.urls import mask_urls, shown_url
+from trinity.version import __version__
 from trinity.yamlfile import shown_path
 
 if TYPE_CHECKING:

@@ -482,7 +482,7 @@ class SiteProject:
         The system message is the theme's voice from its theme.yaml (the example sets no
         site or block system prompt); the user message is the block's rendered prompt.
         """
-        from trinity.build import prepare
+        from trinity.project import prepare
 
         voice = yaml.safe_load((BUILTIN_THEMES / theme / "theme.yaml").read_text("utf-8"))[
             "voice"

@@ -32,7 +32,7 @@ from tests.e2e.sitekit import (
     subprocess_env,
 )
 from trinity import __version__, cli
-from trinity.build import BlockResult, BuildReport
+from trinity.report import BlockResult, BuildReport
 
 
 def assert_ok(result: RunResult) -> None:

@@ -31,7 +31,7 @@ import yaml
 from trinity.config import load_settings
 from trinity.logs import ContextFilter, json_formatter, log_context
 from trinity.logsettings import choose_profile, load_logging_settings
-from trinity.render.output import StagedOutput
+from trinity.staging import StagedOutput
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

@@ -12,8 +12,8 @@ import pytest
 from tests.e2e.sitekit import BLOCKS, MODEL, PAGES, SiteProject
 from tests.fakellm import OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH, RecordedRequest
 from trinity import build_site
-from trinity.build import BlockResult, BuildReport
 from trinity.errors import ThemeError
+from trinity.report import BlockResult, BuildReport
 
 
 def user_message(request: RecordedRequest) -> str:

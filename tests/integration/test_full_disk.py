@@ -17,7 +17,7 @@ from tests.tmpfs import FILLER, SmallDisk, mounted_tmpfs
 from trinity.errors import ResourceError
 from trinity.lock import output_lock
 from trinity.logs import LogProfile, get_logger, install_logging
-from trinity.render.output import MARKER_DIR, BackgroundWriter, StagedOutput
+from trinity.staging import MARKER_DIR, BackgroundWriter, StagedOutput
 
 
 @pytest.fixture

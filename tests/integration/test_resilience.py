@@ -22,12 +22,14 @@ import pytest
 from tests.conftest import ConnectLog
 from tests.e2e.sitekit import MODEL, SiteProject
 from tests.fakellm import FakeLLMServer, RecordedRequest
-from trinity.build import BuildReport, Project, build_project, prepare
+from trinity.build import build_project
 from trinity.cache.manager import CacheManager
 from trinity.errors import BuildFailed
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import HTTPBackend
 from trinity.llm.types import LLMRequest, LLMResponse
+from trinity.project import Project, prepare
+from trinity.report import BuildReport
 
 MAX_ATTEMPTS = 3  # llm.retry.attempts by default
 BREAKER_THRESHOLD = 5  # llm.breaker.failure_threshold by default

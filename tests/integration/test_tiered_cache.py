@@ -24,7 +24,7 @@ import pytest
 from tests.e2e.sitekit import BLOCKS, SiteProject
 from tests.redisserver import RedisServer
 from trinity import build_site
-from trinity.build import BlockResult, BuildReport, Project, build_project, prepare
+from trinity.build import build_project
 from trinity.cache.disk import DiskTier
 from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
@@ -33,6 +33,8 @@ from trinity.errors import BuildFailed
 from trinity.llm.client import IN_FLIGHT, AsyncLLMClient, Backend
 from trinity.llm.http import HTTPBackend
 from trinity.llm.types import LLMRequest, LLMResponse
+from trinity.project import Project, prepare
+from trinity.report import BlockResult, BuildReport
 
 PREFIX = "trinity:"
 PATIENT_REDIS_TIMEOUT = 5.0

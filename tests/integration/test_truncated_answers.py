@@ -9,9 +9,11 @@ import pytest
 
 from tests.e2e.sitekit import SiteProject
 from trinity import build_site
-from trinity.build import block_value, plan_jobs, prepare
+from trinity.answers import block_value
 from trinity.cache.disk import DiskTier
 from trinity.llm.client import AsyncLLMClient
+from trinity.plan import plan_jobs
+from trinity.project import prepare
 from trinity.site import Block
 
 # The example's Harbor Metrics "What I learned" answer as max_tokens left it.

@@ -1,4 +1,5 @@
-"""build: parsing json answers, page roots, system prompts, block values and job planning."""
+"""The build's helpers: parsing json answers and block values (answers), page roots
+(pages), system prompts and job planning (plan), and the report's JSON (report)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,14 @@ import pytest
 from markupsafe import Markup
 
 from tests.unit.conftest import ProjectFactory
-from trinity.build import (
-    BlockResult,
-    BuildReport,
-    block_value,
-    page_root,
-    parse_json_answer,
-    plan_jobs,
-    prepare,
-    published_text,
-    system_prompt,
-)
+from trinity.answers import block_value, parse_json_answer, published_text
 from trinity.errors import MalformedResponseError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import LLMResponse
+from trinity.pages import page_root
+from trinity.plan import plan_jobs, system_prompt
+from trinity.project import prepare
+from trinity.report import BlockResult, BuildReport
 from trinity.site import Block, Page
 
 SCHEMA = {

@@ -24,7 +24,6 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from tests.unit.conftest import ProjectFactory
-from trinity.build import DEFAULT_STOPS, completion_frame, plan_jobs, prepare
 from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings, SiteSettings
 from trinity.errors import ConfigError, MalformedResponseError, MissingDependencyError
 from trinity.llm.client import AsyncLLMClient
@@ -46,6 +45,8 @@ from trinity.llm.providers.local import (
     resolve_style,
 )
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
+from trinity.plan import DEFAULT_STOPS, completion_frame, plan_jobs
+from trinity.project import prepare
 from trinity.site import Block, Page
 
 SETTINGS_PATH = "config/settings.yaml"

@@ -70,7 +70,7 @@ def test_version_is_a_version_string() -> None:
 def test_pyproject_takes_its_version_from_the_package() -> None:
     pyproject = tomllib.loads((Path(trinity.__file__).parents[1] / "pyproject.toml").read_text())
     assert "version" in pyproject["project"]["dynamic"]
-    assert pyproject["tool"]["hatch"]["version"]["path"] == "trinity/__init__.py"
+    assert pyproject["tool"]["hatch"]["version"]["path"] == "trinity/version.py"
 
 
 def test_get_logger_puts_loggers_under_trinity() -> None:

@@ -1,1 +1,1 @@
-"""Turning answers into HTML: safe Markdown, themes and their templates, and the output tree."""
+"""Turning answers into HTML: safe Markdown, themes and their templates, sitemaps."""

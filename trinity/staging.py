@@ -1,4 +1,4 @@
-"""The output tree: written into a staging folder, swapped into place only on success.
+"""Staging the output folder: files written beside it, swapped into place only on success.
 
 A failed or interrupted build therefore leaves the previous site exactly as it was. The
 swap refuses to replace a folder Trinity did not write (one without `.trinity/`), so a
@@ -21,15 +21,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
-from xml.sax.saxutils import escape as xml_escape
 
 from trinity.errors import ConfigError, ResourceError, resource_error
 from trinity.yamlfile import shown_path
 
+# The folder inside every output Trinity writes: what says a folder may be replaced.
 MARKER_DIR = ".trinity"
 STATIC_DIR = "static"
-# Each page's fingerprint and size, written by the build: what lets the next one keep them.
-MANIFEST_FILE = f"{MARKER_DIR}/pages.json"
 
 _LEFT_AS_IT_WAS = "the previous site was left as it was"
 # Files are moved over the old ones one by one when pages are kept: cut short, the merge
@@ -43,12 +41,14 @@ class StagedOutput:
     A build that takes nothing from the current output swaps the staging folder in whole.
     One that keeps unchanged pages where they are (`keep`) moves its new files over the
     old ones at commit, and removes the files the new site no longer has: a rebuild then
-    touches only what changed. `MANIFEST_FILE`, which vouches for the pages on disk, goes
-    first and comes back last, so a commit cut short never leaves it naming stale pages.
+    touches only what changed. `manifest`, the file (relative to the output folder) that
+    vouches for the others on disk, goes first and comes back last, so a commit cut short
+    never leaves it naming stale files.
     """
 
-    def __init__(self, output_dir: Path) -> None:
+    def __init__(self, output_dir: Path, manifest: str | None = None) -> None:
         self.output_dir = output_dir.resolve()
+        self.manifest = manifest
         check_output_dir(self.output_dir)
         tag = uuid.uuid4().hex[:8]
         self.staging = self.output_dir.parent / f".{self.output_dir.name}.staging-{tag}"
@@ -62,7 +62,7 @@ class StagedOutput:
                 self.discard()
                 raise
         # Folders already made and checked, by the relative name asked for: resolving and
-        # making every page's folder from the root cost a dozen system calls a page.
+        # making every page's folder from the root took several system calls for each page.
         self._folders: dict[str, Path] = {"": self.staging}
         self._kept: set[str] = set()
 
@@ -190,16 +190,17 @@ class StagedOutput:
         self._kept.clear()
 
     def _merge(self, staged: set[str]) -> None:
-        manifest = self.output_dir / MANIFEST_FILE
-        manifest.unlink(missing_ok=True)
-        for relative in sorted(staged - {MANIFEST_FILE}):
+        manifest = self.manifest
+        if manifest is not None:
+            (self.output_dir / manifest).unlink(missing_ok=True)
+        for relative in sorted(staged - {manifest}):
             target = self.output_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             (self.staging / relative).replace(target)
         _remove_all_but(self.output_dir, staged | self._kept)
         (self.output_dir / MARKER_DIR).mkdir(exist_ok=True)  # emptied above, if only it
-        if MANIFEST_FILE in staged:
-            (self.staging / MANIFEST_FILE).replace(manifest)
+        if manifest is not None and manifest in staged:
+            (self.staging / manifest).replace(self.output_dir / manifest)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _swap(self) -> None:
@@ -360,17 +361,3 @@ def check_output_dir(output_dir: Path) -> None:
             "inside); choose another output folder or empty it",
             key="build.output_dir",
         )
-
-
-def sitemap_xml(base_url: str, urls: Iterable[str]) -> str:
-    """A sitemaps.org urlset for pages at `urls` relative to `base_url`."""
-    entries = "".join(f"  <url><loc>{xml_escape(base_url + url)}</loc></url>\n" for url in urls)
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-        f"{entries}</urlset>\n"
-    )
-
-
-def robots_txt(base_url: str) -> str:
-    return f"User-agent: *\nAllow: /\n\nSitemap: {base_url}sitemap.xml\n"

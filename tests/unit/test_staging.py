@@ -1,23 +1,15 @@
-"""render.output: the staged output folder, and sitemap.xml / robots.txt."""
+"""staging: the staged output folder, committed whole or merged, and its background writer."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from xml.etree import ElementTree
 
 import pytest
 
 from trinity.errors import ConfigError, ResourceError
-from trinity.render.output import (
-    MANIFEST_FILE,
-    MARKER_DIR,
-    BackgroundWriter,
-    StagedOutput,
-    check_output_dir,
-    robots_txt,
-    sitemap_xml,
-)
+from trinity.pages import MANIFEST_FILE
+from trinity.staging import MARKER_DIR, BackgroundWriter, StagedOutput, check_output_dir
 
 
 def files_under(folder: Path) -> dict[str, str]:
@@ -61,7 +53,7 @@ def test_a_commit_that_keeps_pages_moves_in_only_what_changed(
     (previous / "link").symlink_to(tmp_path)
     (previous / MANIFEST_FILE).write_text("old manifest")
     kept_inode = (previous / "keep" / "index.html").stat().st_ino
-    with StagedOutput(previous) as staged:
+    with StagedOutput(previous, manifest=MANIFEST_FILE) as staged:
         assert staged.keep("keep/index.html", len("kept page"))
         staged.write_text("index.html", "new home")
         staged.write_text("new/index.html", "new page")
@@ -98,7 +90,7 @@ def test_a_merge_cut_short_leaves_no_manifest_to_trust(tmp_path: Path, previous:
     (previous / "keep.html").write_text("kept")
     (previous / MANIFEST_FILE).write_text("old manifest")
     (previous / "blocker" / "index.html").mkdir(parents=True)  # a folder where a file goes
-    with StagedOutput(previous) as staged:
+    with StagedOutput(previous, manifest=MANIFEST_FILE) as staged:
         assert staged.keep("keep.html", len("kept"))
         staged.write_text("blocker/index.html", "new page")
         staged.write_text(MANIFEST_FILE, "new manifest")
@@ -305,31 +297,6 @@ def test_copy_static_later_folders_override(tmp_path: Path) -> None:
         "style.css": "child",
         "img/a.svg": "svg",
     }
-
-
-def test_sitemap_xml() -> None:
-    xml = sitemap_xml("https://example.com/", ["", "about/", "q/?a=1&b=<2>"])
-    root = ElementTree.fromstring(xml)
-    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
-    assert root.tag == "{http://www.sitemaps.org/schemas/sitemap/0.9}urlset"
-    assert [loc.text for loc in root.findall("s:url/s:loc", ns)] == [
-        "https://example.com/",
-        "https://example.com/about/",
-        "https://example.com/q/?a=1&b=<2>",
-    ]
-    assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n')
-    assert "&amp;" in xml
-
-
-def test_empty_sitemap_is_valid() -> None:
-    root = ElementTree.fromstring(sitemap_xml("https://e.com/", []))
-    assert list(root) == []
-
-
-def test_robots_txt() -> None:
-    assert robots_txt("https://example.com/sub/") == (
-        "User-agent: *\nAllow: /\n\nSitemap: https://example.com/sub/sitemap.xml\n"
-    )
 
 
 # --------------------------------------------------------------------------- BackgroundWriter

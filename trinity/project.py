@@ -1,0 +1,91 @@
+"""Loading a project and checking everything a build needs (settings, theme, templates,
+content, output folder) before any model is called; and opening the cache it asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from trinity.cache.manager import CacheManager
+from trinity.config import Settings, load_settings
+from trinity.errors import ThemeError
+from trinity.render.themes import Theme, ThemeRenderer, load_theme
+from trinity.site import PAGES_FILE, Site, load_site
+from trinity.staging import check_output_dir
+from trinity.yamlfile import shown_path
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project that passed every check: settings, theme, templates and content."""
+
+    settings: Settings
+    theme: Theme
+    renderer: ThemeRenderer
+    site: Site
+
+
+def prepare(
+    project_dir: Path | str = ".",
+    *,
+    config: Path | str | None = None,
+    theme: str | None = None,
+    output: Path | str | None = None,
+    concurrency: int | None = None,
+    use_cache: bool = True,
+    max_cost: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Project:
+    """Load and validate everything a build needs, without calling any model.
+
+    `use_cache=False` turns the cache off (nothing is read or written); to ask the
+    models again and keep their answers, refresh it instead (`build_project`).
+    """
+    settings = load_settings(project_dir, config, environ).with_overrides(
+        output_dir=Path(output) if output is not None else None,
+        concurrency=concurrency,
+        theme=theme,
+        cache_enabled=None if use_cache else False,
+        max_cost=max_cost,
+    )
+    try:
+        chosen = load_theme(settings.build.theme, settings.project_dir)
+    except ThemeError as exc:
+        if theme is not None or exc.key != "--theme":
+            raise
+        # The name came from the settings file, not from --theme: point there.
+        raise ThemeError(
+            exc.detail,
+            path=shown_path(settings.config_path),
+            key="build.theme",
+        ) from None
+    renderer = ThemeRenderer(
+        chosen,
+        settings.project_dir,
+        settings.build.theme_options,
+        settings_path=shown_path(settings.config_path),
+    )
+    if settings.llm.provider == "local":
+        from trinity.llm.providers.local import check_available
+
+        check_available(settings.llm, shown_path(settings.config_path))
+    site = load_site(settings)
+    used_by: dict[str, str] = {}
+    for page in site.pages:
+        used_by.setdefault(page.template, page.source)  # the first page to ask names it
+    renderer.require(used_by, pages_path=shown_path(settings.project_dir / PAGES_FILE))
+    check_output_dir(settings.build.output_dir)
+    return Project(settings, chosen, renderer, site)
+
+
+def open_cache(settings: Settings) -> CacheManager | None:
+    """The cache the settings ask for, or None when it is off.
+
+    `cache.ttl` is not given to the tiers: the client judges freshness itself, so that
+    an expired answer is still there to serve when the model fails.
+    """
+    if not settings.cache.enabled:
+        return None
+    return CacheManager.from_settings(settings.cache)

@@ -1,0 +1,195 @@
+"""What a build did: each block's result, the build report and its file, and the observer
+that hears a build's progress.
+
+The report is written into the site (`output/.trinity/report.json`) and, when asked for,
+to another path, also when the build fails; the CLI's summary is drawn from it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+
+from trinity.staging import MARKER_DIR
+from trinity.version import GENERATOR
+
+if TYPE_CHECKING:
+    from trinity.cache.manager import CacheManager
+
+REPORT_FILE = f"{MARKER_DIR}/report.json"
+
+Source = Literal["llm", "cache", "stale", "failed", "cached", "pending"]
+
+
+@dataclass
+class BlockResult:
+    page: str
+    block: str
+    source: Source
+    cache_tier: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency: float = 0.0
+    attempts: int = 0
+    cost: float = 0.0
+    saved: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class BuildReport:
+    """What a build (or a dry run) did; the CLI's summary is drawn from it."""
+
+    project_dir: str
+    output_dir: str
+    theme: str
+    provider: str
+    model: str
+    pages: int
+    dry_run: bool = False
+    # "running" while it is filled in; then "built", "failed", "interrupted" or, for a
+    # dry run, "planned": what a script reads first.
+    status: str = "running"
+    # Pages whose inputs had not changed, taken from the previous output unrendered.
+    pages_reused: int = 0
+    correlation_id: str | None = None
+    settings_digest: str = ""
+    generator: str = GENERATOR
+    planned_blocks: int = 0
+    blocks: list[BlockResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    # The cache's own counts: lookups, and hits per tier in lookup order.
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, source: Source) -> int:
+        return sum(1 for b in self.blocks if b.source == source)
+
+    @property
+    def llm_calls(self) -> int:
+        return self.count("llm")
+
+    @property
+    def cache_hits(self) -> int:
+        return self.count("cache")
+
+    @property
+    def hits_by_tier(self) -> dict[str, int]:
+        """Blocks answered from the cache, by the tier that had them (or in-flight)."""
+        counts: dict[str, int] = {}
+        for b in self.blocks:
+            if b.source == "cache" and b.cache_tier is not None:
+                counts[b.cache_tier] = counts.get(b.cache_tier, 0) + 1
+        return counts
+
+    @property
+    def failures(self) -> list[BlockResult]:
+        return [b for b in self.blocks if b.source == "failed"]
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(b.input_tokens for b in self.blocks if b.source == "llm")
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(b.output_tokens for b in self.blocks if b.source == "llm")
+
+    @property
+    def cost(self) -> float:
+        return sum(b.cost for b in self.blocks)
+
+    @property
+    def saved(self) -> float:
+        return sum(b.saved for b in self.blocks)
+
+    @property
+    def attempts(self) -> int:
+        return sum(b.attempts for b in self.blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data. It shares the report's values rather than copying
+        them (`dataclasses.asdict` deep-copied every block, a cost paid on each one)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["blocks"] = [vars(block) for block in self.blocks]
+        data["totals"] = self.totals()
+        return data
+
+    def write_json(self, stream: IO[str]) -> None:
+        """The report as JSON into `stream`: a field, or a block, to a line.
+
+        Written a piece at a time, so a report of 100,000 blocks is never all in memory as
+        text (as it is with `json.dumps(..., indent=2)`), and each piece by the C encoder
+        (the indenting encoder is pure Python, and slow on every block). One block to a line
+        also suits grep and jq.
+        """
+        data = self.to_dict()
+        blocks = data.pop("blocks")
+        stream.write("{\n")
+        for name, value in data.items():
+            stream.write(f"  {json.dumps(name)}: {json.dumps(value)},\n")
+        stream.write('  "blocks": [')
+        for number, block in enumerate(blocks):
+            stream.write(("\n    " if number == 0 else ",\n    ") + json.dumps(block))
+        stream.write("\n  ]\n}\n" if blocks else "]\n}\n")
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "blocks": len(self.blocks),
+            "llm_calls": self.llm_calls,
+            "cache_hits": self.cache_hits,
+            "cache_hits_by_tier": self.hits_by_tier,
+            "failed": len(self.failures),
+            "stale": self.count("stale"),
+            "attempts": self.attempts,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost, 6),
+            "saved_usd": round(self.saved, 6),
+        }
+
+
+class BuildObserver(Protocol):
+    """Hears about a build's progress; the CLI draws it, tests may record it."""
+
+    def planned(self, report: BuildReport) -> None: ...
+    def block_done(self, result: BlockResult) -> None: ...
+
+
+class NullObserver:
+    def planned(self, report: BuildReport) -> None:
+        pass
+
+    def block_done(self, result: BlockResult) -> None:
+        pass
+
+
+def write_report(report: BuildReport, path: Path) -> None:
+    """The report as JSON at `path`, written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as stream:
+            report.write_json(stream)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk must not keep half a report
+        raise
+
+
+def cache_counts(
+    cache: CacheManager | None, since: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the cache has seen: lookups, misses and hits per tier, less the counts `since`
+    (taken when a build began, so a cache shared by several builds reports each its own)."""
+    if cache is None:
+        return {}
+    before = since or {}
+    hits_before = before.get("hits", {})
+    return {
+        "lookups": cache.lookups - before.get("lookups", 0),
+        "misses": cache.misses - before.get("misses", 0),
+        "hits": {name: n - hits_before.get(name, 0) for name, n in cache.hits.items()},
+    }
