@@ -102,7 +102,7 @@ class Row:
 
 
 def make_entry(index: int) -> dict[str, Any]:
-    """One cached answer as `_to_entry` in trinity/llm/client.py writes it."""
+    """One cached answer as `to_entry` in trinity/llm/entries.py writes it."""
     text = f"Block {index}. "
     while len(text) < 1500:
         text += PROSE

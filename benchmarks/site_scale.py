@@ -68,7 +68,8 @@ import yaml
 
 import trinity
 from trinity.cache.disk import DiskTier
-from trinity.llm.client import AsyncLLMClient, _to_entry
+from trinity.llm.client import AsyncLLMClient
+from trinity.llm.entries import to_entry
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.plan import plan_jobs
 from trinity.project import prepare
@@ -181,8 +182,8 @@ def prefill_cache(folder: Path, words: int, environ: dict[str, str]) -> int:
     stored = 0
     try:
         for job in plan_jobs(project, client):
-            # _to_entry is the one place the client shapes what it caches: use it, not a copy.
-            tier.set(job.key, _to_entry(loopback_answer(job.request, words)))
+            # to_entry is the one place that shapes what the client caches: use it, not a copy.
+            tier.set(job.key, to_entry(loopback_answer(job.request, words)))
             stored += 1
     finally:
         tier.close()

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trinity.cache.keys import is_current_key
 from trinity.cache.manager import open_tier
 from trinity.cache.tier import CacheTier, Keep
 from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
 from trinity.errors import ConfigError, one_line
-from trinity.llm.client import read_entry
+from trinity.llm.entries import is_current_key, read_entry
 from trinity.lock import cache_lock
 from trinity.report import REPORT_FILE
 from trinity.yamlfile import did_you_mean, shown_path

@@ -14,9 +14,9 @@ import pytest
 from tests.e2e.sitekit import BLOCKS, MODEL, RunResult, SiteProject
 from tests.redisserver import RedisServer, free_port
 from trinity.cache.disk import DiskTier
-from trinity.cache.keys import KEY_VERSION
 from trinity.cache.redis import RedisTier
 from trinity.cache.tier import CacheTier
+from trinity.llm.entries import KEY_VERSION
 
 PREFIX = "trinity:"
 UNRELATED_KEY = "another-app:session"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import trinity.llm.client
+import trinity.llm.answercache
 from tests.e2e.sitekit import BLOCKS, MODEL, RunResult, SiteProject, snapshot
 from tests.fakellm import ANTHROPIC_CHAT_PATH
 
@@ -51,7 +51,7 @@ def test_expired_answers_are_served_when_the_model_fails(
     later = types.SimpleNamespace(
         time=lambda: time.time() + 3600, monotonic=time.monotonic, perf_counter=time.perf_counter
     )
-    monkeypatch.setattr(trinity.llm.client, "time", later)
+    monkeypatch.setattr(trinity.llm.answercache, "time", later)
     server.fail_rate(1.0, statuses=(500,))
     asked = server.chat_count
 

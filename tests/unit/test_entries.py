@@ -1,4 +1,4 @@
-"""cache.keys: one key exactly for the same question to the same model, never the API key."""
+"""llm.entries: one key exactly for the same question to the same model, never the API key."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trinity.cache.keys import KEY_VERSION, cache_key, request_fingerprint
 from trinity.config import LLMSettings
 from trinity.llm.client import AsyncLLMClient
+from trinity.llm.entries import KEY_VERSION, cache_key, request_fingerprint
 from trinity.llm.types import CompletionFrame, LLMRequest
 
 FAST = settings(max_examples=150, database=None, deadline=None)

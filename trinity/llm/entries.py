@@ -1,18 +1,25 @@
-"""Cache keys: a versioned SHA-256 over a canonical JSON of everything that shapes an answer.
+"""What the cache holds for a request: its key, and the entry stored under it.
 
+The key is a versioned SHA-256 over a canonical JSON of everything that shapes an answer.
 Two requests get one key exactly when the model would be asked the same thing: same
 provider, base URL, model name (the alias the page asked for), messages (system prompts
 included), sampling parameters, response format, schema and provider options. The API
 key is never part of it.
+
+The entry is the answer as `response_data` shapes it, with the time it was made (what
+`cache.ttl` judges). The cache itself stores any JSON value and knows neither shape: both
+are versioned here, together, by KEY_VERSION.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
-from trinity.llm.types import LLMRequest
+from trinity.llm.types import LLMRequest, LLMResponse, response_data, response_from_data
 
 # Bump when the key's inputs or the cached entry's shape change, so old entries miss.
 KEY_VERSION = 1
@@ -57,3 +64,14 @@ def _plain(value: Any) -> Any:
 def is_current_key(key: str) -> bool:
     """True for a key of this KEY_VERSION; older ones can never be looked up again."""
     return key.startswith(f"v{KEY_VERSION}:")
+
+
+def to_entry(response: LLMResponse, now: Callable[[], float] = time.time) -> dict[str, Any]:
+    """What the cache stores for an answer: its data and when it was made."""
+    return {**response_data(response), "created": now()}
+
+
+def read_entry(value: Any) -> LLMResponse | None:
+    """A cached entry back as a response; None for anything not in our shape (a cache is
+    read back from files and servers: any value may be there)."""
+    return response_from_data(value)

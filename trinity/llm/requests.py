@@ -1,0 +1,92 @@
+"""Requests as the settings shape them.
+
+Every parameter a caller leaves out comes from `llm:`; the embedded model's sampling
+defaults sit under the user's options; and for a base model (which continues a document
+instead of answering chat) the request carries the document and no chat messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from trinity.config import LLMSettings
+from trinity.errors import ConfigError
+from trinity.llm.types import CompletionFrame, LLMRequest, ResponseFormat
+
+
+class RequestMaker:
+    """Makes the requests of one set of LLM settings."""
+
+    def __init__(self, settings: LLMSettings) -> None:
+        self.settings = settings
+        self.style = prompt_style(settings)
+        self._options = default_options(settings)
+
+    @property
+    def completes_documents(self) -> bool:
+        """True when requests are answered by continuing a document (a base model)."""
+        return self.style == "completion"
+
+    def request(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        top_p: float | None = None,
+        response_format: ResponseFormat = "text",
+        json_schema: dict[str, Any] | None = None,
+        frame: CompletionFrame | None = None,
+    ) -> LLMRequest:
+        """A request for `prompt`, every parameter not given taken from settings.
+
+        `model` is the name asked for (an alias is kept as the alias: it is what the cache
+        key holds). `frame` is kept only for base models, and then the chat messages are
+        dropped: a base model sees only the document, so neither they nor the headings and
+        leads a chat model never sees may split a cache entry.
+        """
+        s = self.settings
+        request = LLMRequest.from_prompt(
+            prompt,
+            model=model or s.model,
+            system=system,
+            temperature=s.temperature if temperature is None else temperature,
+            max_tokens=s.max_tokens if max_tokens is None else max_tokens,
+            top_p=s.top_p if top_p is None else top_p,
+            response_format=response_format,
+            json_schema=json_schema,
+            options=self._options,
+            frame=frame if self.completes_documents else None,
+        )
+        if self.completes_documents and frame is not None:
+            request = replace(request, messages=())
+        return request
+
+
+def default_options(settings: LLMSettings) -> dict[str, Any]:
+    """The provider options every request carries: the user's, over the embedded model's
+    own sampling defaults when it is the provider."""
+    options = dict(settings.options)
+    if settings.provider != "local":
+        return options
+    from trinity.llm.providers.local import DEFAULT_OPTIONS
+
+    return {**DEFAULT_OPTIONS, **options}
+
+
+def prompt_style(settings: LLMSettings) -> str:
+    """'chat', or 'completion' for a base model (read from the embedded model's file)."""
+    if settings.provider != "local":
+        return "chat"
+    from trinity.llm.providers.local import resolve_style
+
+    try:
+        return resolve_style(settings)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the model file: {exc}", key="llm.model") from None
+
+
+__all__ = ["RequestMaker", "default_options", "prompt_style"]

@@ -1,0 +1,154 @@
+"""The routes of one client: for each endpoint it reaches, the backend that answers there,
+its circuit breaker, its API keys and how many requests it takes at once.
+
+A route is made when the first request needs its endpoint, so a build answered from the
+cache never starts the embedded model's worker nor imports httpx. Every server endpoint
+shares the build's one httpx client, made with the first of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from trinity.config import Endpoint, LLMSettings
+from trinity.llm.adaptive import AdaptiveConcurrency
+from trinity.llm.breaker import CircuitBreaker
+from trinity.llm.ratelimit import ApiKey, KeyPool
+from trinity.llm.types import LLMRequest, LLMResponse
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class Backend(Protocol):
+    """Where requests are answered: a server over HTTP, or the embedded model's worker."""
+
+    async def send(self, request: LLMRequest, api_key: str | None = None) -> LLMResponse: ...
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Route:
+    """Everything that belongs to one endpoint: how to reach it, its breaker, its keys,
+    and how many requests it takes at once (fewer while it answers 429)."""
+
+    endpoint: Endpoint
+    backend: Backend
+    breaker: CircuitBreaker
+    pool: KeyPool
+    pacing: AdaptiveConcurrency
+
+
+class Routes:
+    """The routes of one client, by provider; closes what it made.
+
+    `http_client` or `transport` may be injected (tests use `httpx.MockTransport`), and so
+    may a `backend` for the main provider's endpoint; neither is closed here.
+    """
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backend: Backend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self._http = http_client
+        self._owns_http = http_client is None
+        self._transport = transport
+        self._main_backend = backend
+        self._routes: dict[str, Route] = {}
+
+    def get(self, provider: str) -> Route:
+        """The route to a provider's endpoint, made the first time it is asked for."""
+        route = self._routes.get(provider)
+        if route is None:
+            route = self._routes[provider] = self._make(self.settings.endpoint(provider))
+        return route
+
+    def _make(self, endpoint: Endpoint) -> Route:
+        s = self.settings
+        return Route(
+            endpoint=endpoint,
+            backend=self._backend_for(endpoint),
+            breaker=CircuitBreaker(
+                s.breaker.failure_threshold,
+                s.breaker.timeout,
+                failure_rate=s.breaker.failure_rate,
+                window=s.breaker.window,
+                name=endpoint.name,
+                clock=self.clock,
+            ),
+            pool=KeyPool(
+                [ApiKey(k.variable, k.secret, k.limits) for k in endpoint.keys],
+                clock=self.clock,
+                sleep=self.sleep,
+                keyless_limits=endpoint.limits,
+            ),
+            pacing=AdaptiveConcurrency(s.concurrency, clock=self.clock),
+        )
+
+    def _backend_for(self, endpoint: Endpoint) -> Backend:
+        if endpoint.provider == self.settings.provider and self._main_backend is not None:
+            return self._main_backend
+        if endpoint.provider == "local":
+            from trinity.llm.providers.local import LocalBackend
+
+            return LocalBackend(self.settings)
+        from trinity.llm.http import HTTPBackend
+
+        return HTTPBackend(
+            endpoint,
+            self._http_client(),
+            self.settings.timeout,
+            self.settings.max_response_bytes,
+        )
+
+    def _http_client(self) -> httpx.AsyncClient:
+        """The build's one httpx client, made when the first server endpoint needs it.
+
+        Unless a transport was injected, its connections are pooled in shards (see
+        trinity.llm.transport), except behind a proxy named by the environment: httpx
+        honours those variables only in the transport it makes itself.
+        """
+        if self._http is None:
+            # Imported here: a build answered from the cache never needs httpx.
+            import httpx
+
+            from trinity.llm.transport import pooled_transport, proxied_by_environment
+
+            limit = self.settings.concurrency
+            transport = self._transport
+            if transport is None and not proxied_by_environment():
+                transport = pooled_transport(limit)
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.timeout),
+                # Used only when httpx makes the transport (behind a proxy).
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                transport=transport,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close every backend made here, and the HTTP client unless it was injected."""
+        for route in self._routes.values():
+            if route.backend is not self._main_backend:
+                await route.backend.aclose()
+        self._routes.clear()
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+__all__ = ["Backend", "Route", "Routes"]
