@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import anyio
 
@@ -52,10 +52,10 @@ from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import estimate_request_tokens
-from trinity.llm.requests import RequestMaker
+from trinity.llm.requests import RequestMaker, RequestOptions
 from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
 from trinity.llm.routes import Backend, Route, Routes
-from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse, ResponseFormat, Usage
+from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.logs import correlation, current_correlation_id, get_logger
 
 if TYPE_CHECKING:
@@ -172,32 +172,10 @@ class AsyncLLMClient:
 
     # ------------------------------------------------------------------ the facade
 
-    def request(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        top_p: float | None = None,
-        response_format: ResponseFormat = "text",
-        json_schema: dict[str, Any] | None = None,
-        frame: CompletionFrame | None = None,
-    ) -> LLMRequest:
-        """A request for `prompt`, every parameter not given taken from settings (see
+    def request(self, prompt: str, **options: Unpack[RequestOptions]) -> LLMRequest:
+        """A request for `prompt`, every option not given taken from settings (see
         RequestMaker.request)."""
-        return self.requests.request(
-            prompt,
-            system=system,
-            model=model,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            top_p=top_p,
-            response_format=response_format,
-            json_schema=json_schema,
-            frame=frame,
-        )
+        return self.requests.request(prompt, **options)
 
     def key(self, request: LLMRequest) -> str:
         return cache_key(self.settings.provider, self.settings.api_url, request)

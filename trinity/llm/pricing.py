@@ -1,7 +1,7 @@
 """What a build's model calls cost: a pinned price table and a spending budget.
 
 The per-block ledger (model, attempts, latency, tokens, cost, savings) is the build
-report's list of BlockResults (trinity.build).
+report's list of BlockResults (trinity.report).
 
 Prices are USD per million tokens. The table below is pinned in the package; settings
 (`llm.prices: {model: {input: ..., output: ...}}`) override it. Models on a local server

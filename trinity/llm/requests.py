@@ -8,11 +8,24 @@ instead of answering chat) the request carries the document and no chat messages
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from trinity.config import LLMSettings
 from trinity.errors import ConfigError
 from trinity.llm.types import CompletionFrame, LLMRequest, ResponseFormat
+
+
+class RequestOptions(TypedDict, total=False):
+    """What a caller may set on one request; the rest comes from the settings."""
+
+    system: str | None
+    model: str | None
+    temperature: float | None
+    max_tokens: int | None
+    top_p: float | None
+    response_format: ResponseFormat
+    json_schema: dict[str, Any] | None
+    frame: CompletionFrame | None
 
 
 class RequestMaker:
@@ -28,20 +41,8 @@ class RequestMaker:
         """True when requests are answered by continuing a document (a base model)."""
         return self.style == "completion"
 
-    def request(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        top_p: float | None = None,
-        response_format: ResponseFormat = "text",
-        json_schema: dict[str, Any] | None = None,
-        frame: CompletionFrame | None = None,
-    ) -> LLMRequest:
-        """A request for `prompt`, every parameter not given taken from settings.
+    def request(self, prompt: str, **options: Unpack[RequestOptions]) -> LLMRequest:
+        """A request for `prompt`, every option not given taken from settings.
 
         `model` is the name asked for (an alias is kept as the alias: it is what the cache
         key holds). `frame` is kept only for base models, and then the chat messages are
@@ -49,15 +50,17 @@ class RequestMaker:
         leads a chat model never sees may split a cache entry.
         """
         s = self.settings
+        temperature, max_tokens = options.get("temperature"), options.get("max_tokens")
+        top_p, frame = options.get("top_p"), options.get("frame")
         request = LLMRequest.from_prompt(
             prompt,
-            model=model or s.model,
-            system=system,
+            model=options.get("model") or s.model,
+            system=options.get("system"),
             temperature=s.temperature if temperature is None else temperature,
             max_tokens=s.max_tokens if max_tokens is None else max_tokens,
             top_p=s.top_p if top_p is None else top_p,
-            response_format=response_format,
-            json_schema=json_schema,
+            response_format=options.get("response_format", "text"),
+            json_schema=options.get("json_schema"),
             options=self._options,
             frame=frame if self.completes_documents else None,
         )
@@ -89,4 +92,4 @@ def prompt_style(settings: LLMSettings) -> str:
         raise ConfigError(f"cannot read the model file: {exc}", key="llm.model") from None
 
 
-__all__ = ["RequestMaker", "default_options", "prompt_style"]
+__all__ = ["RequestMaker", "RequestOptions", "default_options", "prompt_style"]
