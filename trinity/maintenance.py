@@ -18,8 +18,9 @@ from typing import Any
 from trinity.build import REPORT_FILE
 from trinity.cache.keys import is_current_key
 from trinity.cache.manager import open_tier
+from trinity.cache.settings import CACHE_TIERS, TIER_ALIASES
 from trinity.cache.tier import CacheTier, Keep
-from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
+from trinity.config import Settings, load_settings
 from trinity.errors import ConfigError, one_line
 from trinity.llm.client import read_entry
 from trinity.lock import cache_lock

@@ -27,6 +27,7 @@ from trinity.cache.manager import CacheManager
 from trinity.errors import BuildFailed
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import HTTPBackend
+from trinity.llm.routing import Router
 from trinity.llm.types import LLMRequest, LLMResponse
 
 MAX_ATTEMPTS = 3  # llm.retry.attempts by default
@@ -140,7 +141,7 @@ class Harness:
         )
         llm = settings.llm
         http = httpx.AsyncClient(transport=VirtualTransport(self.time), timeout=llm.timeout)
-        main = HTTPBackend(llm.endpoint(llm.provider), http, llm.timeout)
+        main = HTTPBackend(Router(llm).endpoint(llm.provider), http, llm.timeout)
         try:
             async with AsyncLLMClient(
                 llm,

@@ -25,7 +25,7 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from tests.unit.conftest import ProjectFactory
 from trinity.build import DEFAULT_STOPS, completion_frame, plan_jobs, prepare
-from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings, SiteSettings
+from trinity.config import SiteSettings
 from trinity.errors import ConfigError, MalformedResponseError, MissingDependencyError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.providers import local
@@ -45,6 +45,7 @@ from trinity.llm.providers.local import (
     model_path,
     resolve_style,
 )
+from trinity.llm.settings import DEFAULT_LOCAL_MODEL, LLMSettings
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
 from trinity.site import Block, Page
 

@@ -35,7 +35,6 @@ import anyio
 
 from trinity.cache.keys import cache_key
 from trinity.cache.manager import CacheManager
-from trinity.config import Endpoint, LLMSettings, Target
 from trinity.errors import (
     CircuitBreakerOpen,
     ConfigError,
@@ -48,8 +47,10 @@ from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
-from trinity.llm.ratelimit import ApiKey, KeyPool, estimate_request_tokens
-from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
+from trinity.llm.ratelimit import KeyPool, estimate_request_tokens
+from trinity.llm.retry import RetryBudget, call_with_retry
+from trinity.llm.routing import Endpoint, Router, Target
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import (
     CompletionFrame,
     LLMRequest,
@@ -145,16 +146,10 @@ class AsyncLLMClient:
         self.timer = timer
         self.sleep = sleep
         self.random = random
+        self.router = Router(self.settings)
         self.style = _prompt_style(self.settings)
-        retry = self.settings.retry
-        self.retry_policy = RetryPolicy(
-            attempts=retry.attempts,
-            base_delay=retry.base_delay,
-            max_delay=retry.max_delay,
-            retry_after_cap=retry.retry_after_cap,
-            rate_limit_wait=retry.rate_limit_wait,
-        )
-        self.retry_budget = RetryBudget(ratio=retry.budget)
+        self.retry_policy = self.settings.retry
+        self.retry_budget = RetryBudget(ratio=self.retry_policy.budget)
         self.budget = CostBudget(self.settings.max_cost)
         self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
         self._http = http_client
@@ -315,7 +310,7 @@ class AsyncLLMClient:
         )
 
     def _priced(self, asked: str, answered: str) -> tuple[str, str]:
-        target = self.settings.target(asked)
+        target = self.router.target(asked)
         return target.provider, answered or target.model
 
     async def complete(
@@ -342,7 +337,7 @@ class AsyncLLMClient:
         elif shared:
             self.stats.cache_hits += 1
         if response.cache_tier is not None:
-            target = self.settings.target(request.model)
+            target = self.router.target(request.model)
             self._log_request(
                 target, 0, "cached", self.timer() - began, response.usage, response.cache_tier
             )
@@ -395,7 +390,7 @@ class AsyncLLMClient:
 
     async def _ask_chain(self, request: LLMRequest) -> LLMResponse:
         """The model asked for, then each fallback while failures are worth failing over."""
-        chain = self.settings.chain(request.model)
+        chain = self.router.chain(request.model)
         for position, target in enumerate(chain):
             try:
                 return await self._ask(target, request)
@@ -538,20 +533,15 @@ class AsyncLLMClient:
     def _route(self, provider: str) -> _Route:
         route = self._routes.get(provider)
         if route is None:
-            endpoint = self.settings.endpoint(provider)
+            endpoint = self.router.endpoint(provider)
             route = _Route(
                 endpoint=endpoint,
                 backend=self._backend_for(endpoint),
-                breaker=CircuitBreaker(
-                    self.settings.breaker.failure_threshold,
-                    self.settings.breaker.timeout,
-                    failure_rate=self.settings.breaker.failure_rate,
-                    window=self.settings.breaker.window,
-                    name=endpoint.name,
-                    clock=self.clock,
+                breaker=CircuitBreaker.from_policy(
+                    self.settings.breaker, name=endpoint.name, clock=self.clock
                 ),
                 pool=KeyPool(
-                    [ApiKey(k.variable, k.secret, k.limits) for k in endpoint.keys],
+                    endpoint.keys,
                     clock=self.clock,
                     sleep=self.sleep,
                     keyless_limits=endpoint.limits,
