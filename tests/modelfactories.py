@@ -11,7 +11,7 @@ import ctypes
 from pathlib import Path
 from typing import Any
 
-from trinity.config import LLMSettings
+from trinity.llm.settings import LLMSettings
 
 # Written into the project folder (the settings' base_dir) by `crashes_once`.
 CRASHED_MARKER = "crashed-once"

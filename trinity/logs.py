@@ -46,6 +46,7 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 
 # Loggers of libraries that log every request at INFO or DEBUG: quiet below WARNING.
 QUIET_LOGGERS = ("httpx", "httpcore")
+# Names ending so hold secrets: masked in logs, and refused in settings.yaml.
 SECRET_SUFFIXES = ("key", "token", "secret", "password")
 # Fields whose whole value is masked: secrets, and headers that carry them.
 _SECRET_FIELDS = (*SECRET_SUFFIXES, "authorization")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from trinity.cache.manager import open_tier
+from trinity.cache.settings import CACHE_TIERS, TIER_ALIASES
 from trinity.cache.tier import CacheTier, Keep
-from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
+from trinity.config import Settings, load_settings
 from trinity.errors import ConfigError, one_line
 from trinity.llm.entries import is_current_key, read_entry
 from trinity.lock import cache_lock

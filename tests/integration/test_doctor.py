@@ -19,9 +19,10 @@ from tests.redisserver import REDIS_REQUIRED, REDIS_SERVER, RedisServer, free_po
 from tests.unit.conftest import MINIMAL_SETTINGS, ProjectFactory
 from tests.unit.test_doctor import only, probes
 from trinity import doctor
-from trinity.config import LLMSettings, Settings
+from trinity.config import Settings
 from trinity.doctor import FAIL, OK, REBUILD_HINT, WARN, CheckResult, PackagedModel, Setup
 from trinity.llm.providers import local
+from trinity.llm.settings import LLMSettings
 
 pytestmark = pytest.mark.usefixtures("_in_tmp_path")
 

@@ -17,7 +17,6 @@ import pytest
 
 from tests.fakellm import FakeLLMServer
 from tests.redisserver import free_port
-from trinity.config import Endpoint, LLMSettings
 from trinity.errors import (
     LLMConnectionError,
     LLMStatusError,
@@ -25,6 +24,8 @@ from trinity.errors import (
     MalformedResponseError,
 )
 from trinity.llm.http import HTTPBackend
+from trinity.llm.routing import Endpoint
+from trinity.llm.settings import LLMSettings
 from trinity.llm.transport import ShardedTransport
 from trinity.llm.types import LLMRequest
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from trinity.config import LLMSettings
 from trinity.errors import ModelCrashed, ModelFailed
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.providers.local import LocalBackend, generate_once
@@ -24,6 +23,7 @@ from trinity.llm.providers.worker import (
     decode_response,
     encode_request,
 )
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import CompletionFrame, LLMRequest
 
 DOCUMENT = "Mara\n\n# Home\n\n## Intro\n\n"

@@ -27,6 +27,7 @@ from trinity.cache.manager import CacheManager
 from trinity.errors import BuildFailed
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import HTTPBackend
+from trinity.llm.routing import Router
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.project import Project, prepare
 from trinity.report import BuildReport
@@ -142,7 +143,7 @@ class Harness:
         )
         llm = settings.llm
         http = httpx.AsyncClient(transport=VirtualTransport(self.time), timeout=llm.timeout)
-        main = HTTPBackend(llm.endpoint(llm.provider), http, llm.timeout)
+        main = HTTPBackend(Router(llm).endpoint(llm.provider), http, llm.timeout)
         try:
             async with AsyncLLMClient(
                 llm,

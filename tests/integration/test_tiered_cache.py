@@ -32,6 +32,7 @@ from trinity.cache.redis import RedisTier
 from trinity.errors import BuildFailed
 from trinity.llm.client import IN_FLIGHT, AsyncLLMClient, Backend
 from trinity.llm.http import HTTPBackend
+from trinity.llm.routing import Router
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.project import Project, prepare
 from trinity.report import BlockResult, BuildReport
@@ -127,7 +128,7 @@ def build_with(
             async with httpx.AsyncClient(timeout=llm.timeout) as http:
                 backend = None
                 if gate is not None:
-                    main = HTTPBackend(llm.endpoint(llm.provider), http, llm.timeout)
+                    main = HTTPBackend(Router(llm).endpoint(llm.provider), http, llm.timeout)
                     backend = GatedBackend(main, lambda: gate(made[0]))
                 async with AsyncLLMClient(
                     llm,

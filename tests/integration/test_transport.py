@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from tests.fakellm import FakeLLMServer, FaultKind
 from tests.redisserver import free_port
-from trinity.config import LLMSettings
 from trinity.llm import transport as transport_module
 from trinity.llm.client import AsyncLLMClient
+from trinity.llm.settings import LLMSettings
 from trinity.llm.transport import (
     SHARD_SIZE,
     ShardedTransport,

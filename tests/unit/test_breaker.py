@@ -29,6 +29,7 @@ from trinity.llm.breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,
+    BreakerPolicy,
     BreakerState,
     CircuitBreaker,
     counts_as_failure,
@@ -114,6 +115,20 @@ def test_defaults_and_validation() -> None:
     for rate in (0.0, 1.5):
         with pytest.raises(ValueError):
             CircuitBreaker(failure_rate=rate)
+
+
+def test_built_from_the_settings_policy() -> None:
+    clock = FakeClock()
+    policy = BreakerPolicy(failure_threshold=3, failure_rate=0.75, window=20, timeout=30.0)
+    breaker = CircuitBreaker.from_policy(policy, name="openai api.test", clock=clock)
+    assert (breaker.failure_threshold, breaker.failure_rate) == (3, 0.75)
+    assert (breaker.window, breaker.timeout, breaker.name) == (20, 30.0, "openai api.test")
+    assert breaker.clock is clock
+    default = CircuitBreaker.from_policy(BreakerPolicy())
+    assert (default.failure_threshold, default.timeout) == (
+        CircuitBreaker().failure_threshold,
+        60.0,
+    )
 
 
 @pytest.mark.anyio

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import ProjectFactory
-from trinity.config import (
+from trinity.cache.settings import (
     REDIS_RETENTION,
     CacheSettings,
     DiskTierSettings,

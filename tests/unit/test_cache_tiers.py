@@ -22,8 +22,8 @@ import pytest
 from trinity.cache.disk import FOLDER_MODE, DiskTier
 from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
+from trinity.cache.settings import CacheSettings, DiskTierSettings, MemoryTierSettings
 from trinity.cache.tier import TierUsage
-from trinity.config import CacheSettings, DiskTierSettings, MemoryTierSettings
 
 # ---------------------------------------------------------------------------- helpers
 

@@ -7,19 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from trinity.config import (
-    DEFAULT_API_URLS,
-    DEFAULT_LOCAL_MODEL,
-    DEFAULT_MODELS,
-    PROMPT_STYLES,
-    PROVIDERS,
-    BuildSettings,
-    CacheSettings,
-    DiskTierSettings,
-    LLMSettings,
-    load_settings,
-)
+from trinity.cache.settings import CacheSettings, DiskTierSettings
+from trinity.config import BuildSettings, load_settings
 from trinity.errors import EXIT_BAD_INPUT, ConfigError
+from trinity.llm.routing import DEFAULT_API_URLS, PROVIDERS
+from trinity.llm.settings import DEFAULT_LOCAL_MODEL, DEFAULT_MODELS, PROMPT_STYLES, LLMSettings
 
 WriteSettings = Callable[[str], Path]
 
@@ -238,7 +230,9 @@ def test_repr_of_llm_settings_hides_the_api_key(write_settings: WriteSettings) -
     assert SECRET not in str(settings)
 
 
-@pytest.mark.parametrize("name", ["api_key", "API_KEY", "openai_api_key", "token", "password"])
+@pytest.mark.parametrize(
+    "name", ["api_key", "API_KEY", "openai_api_key", "key", "token", "client_secret", "password"]
+)
 def test_a_secret_in_the_settings_file_is_refused_without_echoing_it(
     write_settings: WriteSettings, name: str
 ) -> None:
@@ -418,6 +412,25 @@ def test_wrong_types_and_ranges_in_llm(
     write_settings: WriteSettings, llm: str, key: str, message: str
 ) -> None:
     error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  {llm}\n"))
+    assert error.key == key
+    assert message in str(error)
+
+
+# The reader's ranges are the only rules a retry policy is checked by (RetryPolicy has none).
+@pytest.mark.parametrize(
+    ("retry", "key", "message"),
+    [
+        pytest.param("attempts: 0", "llm.retry.attempts", "must be at least 1"),
+        pytest.param("base_delay: -1.0", "llm.retry.base_delay", "must be at least 0"),
+        pytest.param("max_delay: .nan", "llm.retry.max_delay", "expected a number"),
+        pytest.param("retry_after_cap: -1", "llm.retry.retry_after_cap", "must be at least 0"),
+        pytest.param("rate_limit_wait: -1", "llm.retry.rate_limit_wait", "must be at least 0"),
+    ],
+)
+def test_nonsense_retry_settings_are_refused(
+    write_settings: WriteSettings, retry: str, key: str, message: str
+) -> None:
+    error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  retry:\n    {retry}\n"))
     assert error.key == key
     assert message in str(error)
 
@@ -617,7 +630,14 @@ def test_with_overrides_refuses_concurrency_below_one(
     settings = load_settings(write_settings("site: {title: T}\n"), environ={})
     with pytest.raises(ConfigError) as caught:
         settings.with_overrides(concurrency=concurrency)
-    assert caught.value.key == "--concurrency"
+    assert caught.value.key == "concurrency"  # the argument: the CLI checks its flags itself
+
+
+def test_with_overrides_refuses_a_negative_max_cost(write_settings: WriteSettings) -> None:
+    settings = load_settings(write_settings("site: {title: T}\n"), environ={})
+    with pytest.raises(ConfigError) as caught:
+        settings.with_overrides(max_cost=-0.5)
+    assert caught.value.key == "max_cost"
 
 
 # ---------------------------------------------------------------------------- the local provider

@@ -22,7 +22,7 @@ import pytest
 
 from tests.unit.conftest import MINIMAL_SETTINGS, ProjectFactory
 from trinity import doctor
-from trinity.config import LLMSettings, Settings
+from trinity.config import Settings
 from trinity.doctor import (
     FAIL,
     MIN_FREE_BYTES,
@@ -37,6 +37,7 @@ from trinity.doctor import (
     Setup,
 )
 from trinity.errors import ModelCrashed, ModelFailed
+from trinity.llm.settings import LLMSettings
 
 # What llama-cpp-python 0.3 prints: the portable wheel (scripts/llama-wheel) ...
 PORTABLE_INFO = (

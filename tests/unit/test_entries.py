@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trinity.config import LLMSettings
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.entries import KEY_VERSION, cache_key, request_fingerprint
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import CompletionFrame, LLMRequest
 
 FAST = settings(max_examples=150, database=None, deadline=None)

@@ -11,7 +11,6 @@ import pytest
 
 from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
-from trinity.config import LLMSettings, RetrySettings
 from trinity.errors import (
     LLMConnectionError,
     LLMError,
@@ -23,6 +22,8 @@ from trinity.errors import (
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import chat_url as _chat_url
 from trinity.llm.providers import ADAPTERS, OllamaAdapter, OpenAIAdapter, get_adapter
+from trinity.llm.retry import RetryPolicy
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 
 pytestmark = pytest.mark.anyio
@@ -335,7 +336,7 @@ async def test_injected_http_client_is_not_closed() -> None:
 async def test_http_errors(provider: str, status: int, retryable: bool) -> None:
     server = answering({"error": {"message": "model 'm' not found"}}, status=status)
     # Short waits: a 429 is retried until llm.retry.rate_limit_wait is spent (300 s).
-    quick = RetrySettings(base_delay=0.01, max_delay=0.02, rate_limit_wait=0.1)
+    quick = RetryPolicy(base_delay=0.01, max_delay=0.02, rate_limit_wait=0.1)
     error = await failure(server, settings_for(provider, retry=quick))
     assert isinstance(error, LLMStatusError)
     assert error.status == status
@@ -653,7 +654,7 @@ async def test_a_key_resting_longer_than_the_cap_fails_over_without_waiting() ->
     """After a 429 asking for 120 s (cap 60), later requests go to the fallback at once."""
     from types import MappingProxyType
 
-    from trinity.config import Endpoint, RetrySettings
+    from trinity.llm.routing import Endpoint
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.host == "primary.test":
@@ -671,7 +672,7 @@ async def test_a_key_resting_longer_than_the_cap_fails_over_without_waiting() ->
         api_url="http://primary.test",
         fallbacks=MappingProxyType({"m": ("openai:backup",)}),
         endpoints=MappingProxyType({"openai": Endpoint("openai", "http://backup.test")}),
-        retry=RetrySettings(retry_after_cap=60),
+        retry=RetryPolicy(retry_after_cap=60),
     )
     async with AsyncLLMClient(settings, transport=server.transport, sleep=sleep) as client:
         first = await client.complete(client.request("one"))
@@ -696,7 +697,7 @@ def local_with_a_chat_fallback() -> tuple[Server, LLMSettings]:
     """The embedded model, with an OpenAI-style server behind it as its fallback."""
     from types import MappingProxyType
 
-    from trinity.config import Endpoint
+    from trinity.llm.routing import Endpoint
 
     server = Server(lambda request: httpx.Response(200, json=openai_answer("from backup")))
     settings = settings_for(

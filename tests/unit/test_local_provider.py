@@ -24,7 +24,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from tests.unit.conftest import ProjectFactory
-from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings, SiteSettings
+from trinity.config import SiteSettings
 from trinity.errors import ConfigError, MalformedResponseError, MissingDependencyError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.providers import local
@@ -44,6 +44,7 @@ from trinity.llm.providers.local import (
     model_path,
     resolve_style,
 )
+from trinity.llm.settings import DEFAULT_LOCAL_MODEL, LLMSettings
 from trinity.llm.types import CompletionFrame, LLMRequest, LLMResponse
 from trinity.plan import DEFAULT_STOPS, completion_frame, plan_jobs
 from trinity.project import prepare

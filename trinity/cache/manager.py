@@ -17,8 +17,8 @@ import anyio.to_thread
 
 from trinity.cache.disk import DiskTier
 from trinity.cache.memory import MemoryTier
+from trinity.cache.settings import CacheSettings
 from trinity.cache.tier import CacheTier, Keep, TierUsage
-from trinity.config import CacheSettings
 from trinity.logs import get_logger
 
 log = get_logger(__name__)

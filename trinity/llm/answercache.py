@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from trinity.cache.manager import CacheManager
-from trinity.config import LLMSettings
 from trinity.errors import LLMError
 from trinity.llm.entries import read_entry, to_entry
 from trinity.llm.pricing import cost, price_for
+from trinity.llm.routing import Router
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 
 Validator = Callable[[LLMResponse], None]
@@ -32,12 +33,14 @@ class AnswerCache:
         self,
         cache: CacheManager | None,
         settings: LLMSettings,
+        router: Router,
         *,
         ttl: float | None = None,
         refresh: bool = False,
     ) -> None:
         self.cache = cache
         self.settings = settings
+        self.router = router
         self.ttl = ttl
         self.refresh = refresh
         self._refreshed: set[str] = set()
@@ -83,7 +86,7 @@ class AnswerCache:
 
     def _saved(self, request: LLMRequest, response: LLMResponse) -> float:
         """What the answer would have cost from the model that gave it."""
-        target = self.settings.target(request.model)
+        target = self.router.target(request.model)
         price = price_for(target.provider, response.model or target.model, self.settings.prices)
         return cost(price, response.usage.input_tokens, response.usage.output_tokens)
 

@@ -43,6 +43,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
@@ -83,6 +84,16 @@ def counts_as_failure(error: BaseException) -> bool:
     return isinstance(error, LLMStatusError) and error.status >= 500
 
 
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a breaker opens and how long it stays open: `llm.breaker` of the settings."""
+
+    failure_threshold: int = 5  # the fewest calls in the window before it may open
+    failure_rate: float = 0.5  # the share of failed calls in the window that opens it
+    window: int = 50  # the last calls judged
+    timeout: float = 60.0
+
+
 class CircuitBreaker:
     """Opens when `failure_rate` of the recent calls failed; probes after `timeout` seconds.
 
@@ -92,11 +103,11 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        failure_threshold: int = 5,
-        timeout: float = 60.0,
+        failure_threshold: int = BreakerPolicy.failure_threshold,
+        timeout: float = BreakerPolicy.timeout,
         *,
-        failure_rate: float = 0.5,
-        window: int = 50,
+        failure_rate: float = BreakerPolicy.failure_rate,
+        window: int = BreakerPolicy.window,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, str, str], None] | None = None,
@@ -127,6 +138,24 @@ class CircuitBreaker:
         self.calls = 0  # calls let through
         self.rejected = 0  # calls refused with CircuitBreakerOpen
         self.total_failures = 0  # counted failures, all time
+
+    @classmethod
+    def from_policy(
+        cls,
+        policy: BreakerPolicy,
+        *,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> CircuitBreaker:
+        """A breaker for one endpoint, set as the settings' `llm.breaker` says."""
+        return cls(
+            policy.failure_threshold,
+            policy.timeout,
+            failure_rate=policy.failure_rate,
+            window=policy.window,
+            name=name,
+            clock=clock,
+        )
 
     # ------------------------------------------------------------------ state
 
@@ -303,6 +332,7 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "BreakerPolicy",
     "BreakerState",
     "CircuitBreaker",
     "CircuitBreakerOpen",

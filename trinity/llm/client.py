@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Unpack
 import anyio
 
 from trinity.cache.manager import CacheManager
-from trinity.config import LLMSettings, Target
 from trinity.errors import (
     CircuitBreakerOpen,
     LLMError,
@@ -53,8 +52,10 @@ from trinity.llm.entries import cache_key
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.requests import RequestMaker, RequestOptions
-from trinity.llm.retry import RetryBudget, RetryPolicy, call_with_retry
+from trinity.llm.retry import RetryBudget, call_with_retry
 from trinity.llm.routes import Backend, Route, Routes
+from trinity.llm.routing import Router, Target
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.logs import correlation, current_correlation_id, get_logger
 
@@ -111,26 +112,23 @@ class AsyncLLMClient:
     ) -> None:
         self.settings = settings or LLMSettings()
         self.cache = cache
-        self.answers = AnswerCache(cache, self.settings, ttl=cache_ttl, refresh=cache_refresh)
+        self.router = Router(self.settings)
+        self.answers = AnswerCache(
+            cache, self.settings, self.router, ttl=cache_ttl, refresh=cache_refresh
+        )
         self.requests = RequestMaker(self.settings)
         self.stats = ClientStats()
         self.clock = clock
         self.timer = timer
         self.sleep = sleep
         self.random = random
-        retry = self.settings.retry
-        self.retry_policy = RetryPolicy(
-            attempts=retry.attempts,
-            base_delay=retry.base_delay,
-            max_delay=retry.max_delay,
-            retry_after_cap=retry.retry_after_cap,
-            rate_limit_wait=retry.rate_limit_wait,
-        )
-        self.retry_budget = RetryBudget(ratio=retry.budget)
+        self.retry_policy = self.settings.retry
+        self.retry_budget = RetryBudget(ratio=self.retry_policy.budget)
         self.budget = CostBudget(self.settings.max_cost)
         self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
         self._routes = Routes(
             self.settings,
+            self.router,
             http_client=http_client,
             transport=transport,
             backend=backend,
@@ -205,7 +203,7 @@ class AsyncLLMClient:
         began = self.timer()
         response = await self._send_handling_coalescing(request, key, validate)
         if response.cache_tier is not None:
-            target = self.settings.target(request.model)
+            target = self.router.target(request.model)
             self._log_request(
                 target, 0, "cached", self.timer() - began, response.usage, response.cache_tier
             )
@@ -275,7 +273,7 @@ class AsyncLLMClient:
 
     async def _send_handling_fallbacks(self, request: LLMRequest) -> LLMResponse:
         """The model asked for, then each fallback while failures are worth failing over."""
-        chain = self.settings.chain(request.model)
+        chain = self.router.chain(request.model)
         for position, target in enumerate(chain):
             try:
                 return await self._send_handling_retries(target, request)

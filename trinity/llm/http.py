@@ -10,7 +10,6 @@ from typing import Any
 import anyio
 import httpx
 
-from trinity.config import Endpoint, LLMSettings
 from trinity.errors import (
     LLMConnectionError,
     LLMTimeoutError,
@@ -18,6 +17,8 @@ from trinity.errors import (
     error_for_status,
 )
 from trinity.llm.providers import ProviderAdapter, get_adapter
+from trinity.llm.routing import Endpoint
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.urls import mask_urls, shown_url
 

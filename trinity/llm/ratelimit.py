@@ -25,7 +25,6 @@ from datetime import datetime
 
 import anyio
 
-from trinity.config import KeyLimitSettings
 from trinity.llm.types import LLMRequest
 
 Clock = Callable[[], float]
@@ -138,8 +137,15 @@ class SlidingWindow:
             entry.amount = max(0, entry.amount + delta)
 
 
-# One key's limits per minute (None for no limit): the settings' own type, used as is.
-KeyLimits = KeyLimitSettings
+@dataclass(frozen=True)
+class KeyLimits:
+    """Limits of one API key (or of a keyless server): per minute, None for no limit."""
+
+    rpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+
+
 NO_LIMITS = KeyLimits()
 
 
@@ -356,14 +362,15 @@ class KeyLimiter:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One API key: a name safe to log (e.g. the variable it came from) and its secret."""
+    """One API key of a pool: the variable it came from (safe to show), its secret and its
+    limits. The field names are those of `llm.api_keys` in the settings digest."""
 
-    name: str
+    variable: str
     secret: str = field(repr=False)
     limits: KeyLimits = NO_LIMITS
 
     def __str__(self) -> str:
-        return self.name
+        return self.variable
 
 
 class Lease:
@@ -380,7 +387,7 @@ class Lease:
 
     @property
     def name(self) -> str:
-        return self.key.name if self.key is not None else "no key"
+        return self.key.variable if self.key is not None else "no key"
 
     def __repr__(self) -> str:
         return f"Lease(key={self.name!r})"
@@ -439,7 +446,7 @@ class KeyPool:
         self._next = 0
 
     def __repr__(self) -> str:
-        names = [slot.key.name if slot.key else "no key" for slot in self._slots]
+        names = [slot.key.variable if slot.key else "no key" for slot in self._slots]
         return f"KeyPool(keys={names!r})"
 
     __str__ = __repr__
@@ -450,7 +457,7 @@ class KeyPool:
     def limiter(self, name: str) -> KeyLimiter:
         """The limiter of the key called `name` ("no key" for a keyless pool)."""
         for slot in self._slots:
-            if (slot.key.name if slot.key else "no key") == name:
+            if (slot.key.variable if slot.key else "no key") == name:
                 return slot.limiter
         raise KeyError(name)
 

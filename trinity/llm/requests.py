@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, TypedDict, Unpack
 
-from trinity.config import LLMSettings
 from trinity.errors import ConfigError
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import CompletionFrame, LLMRequest, ResponseFormat
 
 

@@ -46,20 +46,18 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: total attempts, backoff bounds and the longest Retry-After obeyed."""
+    """How hard to try: total attempts, backoff bounds and the longest Retry-After obeyed.
+
+    This is `llm.retry` of the settings as is: the settings reader checks the ranges
+    (naming the file and key), and the field names are those of the settings digest.
+    """
 
     attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 8.0
     retry_after_cap: float = 60.0
-    rate_limit_wait: float = 300.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
-        for name in ("base_delay", "max_delay", "retry_after_cap", "rate_limit_wait"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number >= 0, not {getattr(self, name)!r}")
+    budget: float = 0.2  # retries may not exceed this share of requests in a build
+    rate_limit_wait: float = 300.0  # a block rate limited (429) this long in all fails
 
 
 def backoff_delay(policy: RetryPolicy, retry_number: int, random: Callable[[], float]) -> float:
@@ -83,7 +81,7 @@ class RetryBudget:
     budget, or returns False when it is spent. Not thread-safe: one event loop uses it.
     """
 
-    def __init__(self, ratio: float = 0.2, minimum: int = 5) -> None:
+    def __init__(self, ratio: float = RetryPolicy.budget, minimum: int = 5) -> None:
         if ratio < 0 or minimum < 0:
             raise ValueError("ratio and minimum must be >= 0")
         self.ratio = ratio

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from trinity.config import Endpoint, LLMSettings
 from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.breaker import CircuitBreaker
-from trinity.llm.ratelimit import ApiKey, KeyPool
+from trinity.llm.ratelimit import KeyPool
+from trinity.llm.routing import Endpoint, Router
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Routes:
     def __init__(
         self,
         settings: LLMSettings,
+        router: Router,
         *,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -62,6 +64,7 @@ class Routes:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.settings = settings
+        self.router = router
         self.clock = clock
         self.sleep = sleep
         self._http = http_client
@@ -74,7 +77,7 @@ class Routes:
         """The route to a provider's endpoint, made the first time it is asked for."""
         route = self._routes.get(provider)
         if route is None:
-            route = self._routes[provider] = self._make(self.settings.endpoint(provider))
+            route = self._routes[provider] = self._make(self.router.endpoint(provider))
         return route
 
     def _make(self, endpoint: Endpoint) -> Route:
@@ -82,16 +85,9 @@ class Routes:
         return Route(
             endpoint=endpoint,
             backend=self._backend_for(endpoint),
-            breaker=CircuitBreaker(
-                s.breaker.failure_threshold,
-                s.breaker.timeout,
-                failure_rate=s.breaker.failure_rate,
-                window=s.breaker.window,
-                name=endpoint.name,
-                clock=self.clock,
-            ),
+            breaker=CircuitBreaker.from_policy(s.breaker, name=endpoint.name, clock=self.clock),
             pool=KeyPool(
-                [ApiKey(k.variable, k.secret, k.limits) for k in endpoint.keys],
+                endpoint.keys,
                 clock=self.clock,
                 sleep=self.sleep,
                 keyless_limits=endpoint.limits,

