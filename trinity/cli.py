@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from trinity.build import BlockResult, BuildReport
     from trinity.doctor import CheckResult
     from trinity.logs import InstalledLogging, LogProfile
-    from trinity.maintenance import TierOutcome
+    from trinity.maintenance import TierOutcome, TierStatus
 
 app = typer.Typer(
     name="trinity",
@@ -415,7 +415,7 @@ def cache_stats(project: ProjectOption = Path(), config: ConfigOption = None) ->
                 tier.name,
                 f"{tier.entries:,}",
                 _size(tier.bytes or 0),
-                _hit_rate(tier.hits, tier.reached),
+                _hit_rate(tier),
                 escape(tier.location),
             )
         consoles.out.print(table)
@@ -466,10 +466,10 @@ def _size(count: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def _hit_rate(hits: int | None, reached: int | None) -> str:
-    if hits is None or not reached:
+def _hit_rate(tier: TierStatus) -> str:
+    if tier.hit_rate is None:
         return "-"
-    return f"{hits:,} of {reached:,} ({hits / reached:.0%})"
+    return f"{tier.hits:,} of {tier.reached:,} ({tier.hit_rate:.0%})"
 
 
 class _Progress:

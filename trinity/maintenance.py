@@ -20,10 +20,10 @@ from trinity.cache.keys import is_current_key
 from trinity.cache.manager import open_tier
 from trinity.cache.tier import CacheTier, Keep
 from trinity.config import CACHE_TIERS, TIER_ALIASES, Settings, load_settings
-from trinity.errors import ConfigError, one_line
+from trinity.errors import ConfigError
 from trinity.llm.client import read_entry
 from trinity.lock import cache_lock
-from trinity.yamlfile import did_you_mean, shown_path
+from trinity.messages import did_you_mean, one_line, shown_path
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class TierStatus:
 
     @property
     def hit_rate(self) -> float | None:
+        """Hits per lookup that reached this tier in the last build; None when not known."""
         if not self.reached or self.hits is None:
             return None
         return self.hits / self.reached

@@ -579,10 +579,6 @@ class AsyncLLMClient:
             self.settings.max_response_bytes,
         )
 
-    def breaker(self, provider: str) -> CircuitBreaker:
-        """The circuit breaker of a provider's endpoint (for reports and tests)."""
-        return self._route(provider).breaker
-
     def pacing(self, provider: str) -> AdaptiveConcurrency:
         """The adaptive concurrency of a provider's endpoint (for reports and tests)."""
         return self._route(provider).pacing
