@@ -19,10 +19,12 @@ import anyio
 import anyio.lowlevel
 
 from trinity.answers import answer_validator
-from trinity.errors import BuildFailed, LLMError, resource_error
+from trinity.errors import BuildFailed, LLMError
 from trinity.llm.client import AsyncLLMClient
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
+from trinity.messages import shown_path
+from trinity.oserrors import resource_error
 from trinity.pages import MANIFEST_FILE, PageWriter
 from trinity.plan import Job, plan_jobs
 from trinity.project import Project, open_cache, prepare
@@ -36,7 +38,6 @@ from trinity.report import (
     write_report,
 )
 from trinity.staging import BackgroundWriter, StagedOutput
-from trinity.yamlfile import shown_path
 
 if TYPE_CHECKING:
     import httpx

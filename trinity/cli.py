@@ -33,7 +33,7 @@ from trinity.version import __version__
 if TYPE_CHECKING:
     from trinity.doctor import CheckResult
     from trinity.logs import InstalledLogging, LogProfile
-    from trinity.maintenance import TierOutcome
+    from trinity.maintenance import TierOutcome, TierStatus
     from trinity.report import BlockResult, BuildReport
 
 app = typer.Typer(
@@ -43,8 +43,8 @@ app = typer.Typer(
     add_completion=False,
     # Locals in tracebacks can hold API keys.
     pretty_exceptions_show_locals=False,
-    # Plain help: Rich-formatted help imports Markdown and Pygments, about 150 ms of the
-    # 300 ms `trinity --help` may take (benchmarks/startup.py).
+    # Plain help: Rich-formatted help imports Markdown and Pygments, half of what
+    # `trinity --help` costs (BENCHMARKS.md, "Numbers behind design choices").
     rich_markup_mode=None,
 )
 
@@ -416,7 +416,7 @@ def cache_stats(project: ProjectOption = Path(), config: ConfigOption = None) ->
                 tier.name,
                 f"{tier.entries:,}",
                 _size(tier.bytes or 0),
-                _hit_rate(tier.hits, tier.reached),
+                _hit_rate(tier),
                 escape(tier.location),
             )
         consoles.out.print(table)
@@ -467,10 +467,10 @@ def _size(count: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def _hit_rate(hits: int | None, reached: int | None) -> str:
-    if hits is None or not reached:
+def _hit_rate(tier: TierStatus) -> str:
+    if tier.hit_rate is None:
         return "-"
-    return f"{hits:,} of {reached:,} ({hits / reached:.0%})"
+    return f"{tier.hits:,} of {tier.reached:,} ({tier.hit_rate:.0%})"
 
 
 class _Progress:

@@ -45,9 +45,10 @@ from trinity.llm.settings import (
     LLMSettings,
 )
 from trinity.logs import SECRET_SUFFIXES
+from trinity.messages import did_you_mean, shown_path
 from trinity.schema import Fields, describe
 from trinity.urls import shown_url
-from trinity.yamlfile import did_you_mean, load_data_file, shown_path
+from trinity.yamlfile import load_data_file
 
 SETTINGS_FILE = Path("config") / "settings.yaml"
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from trinity.cache.settings import RedisTierSettings
 from trinity.config import Settings, load_settings
-from trinity.errors import InputError, LLMError, ModelCrashed, one_line
+from trinity.errors import InputError, LLMError, ModelCrashed
 from trinity.llm.providers.local import (
     INSTALL_COMMAND,
     MODEL_PACKAGE,
@@ -43,9 +43,9 @@ from trinity.llm.providers.local import (
 )
 from trinity.llm.routing import HTTP_PROVIDERS, Endpoint, Router
 from trinity.llm.settings import DEFAULT_LOCAL_MODEL, PROVIDER_KEY_VARIABLES, LLMSettings
+from trinity.messages import one_line, shown_path
 from trinity.urls import mask_urls, shown_url
 from trinity.version import __version__
-from trinity.yamlfile import shown_path
 
 if TYPE_CHECKING:
     import httpx
@@ -56,7 +56,7 @@ WARN: Status = "WARN"
 FAIL: Status = "FAIL"
 
 MIN_PYTHON = (3, 11)
-# Below this a build may stop half-way: the model alone is about 250 MB.
+# Below this a build may stop half-way: the embedded model alone is larger.
 MIN_FREE_BYTES = 100 * 1000 * 1000
 REBUILD_HINT = (
     "make rebuild-llama (a portable build; without make, reinstall llama-cpp-python "

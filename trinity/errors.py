@@ -9,7 +9,6 @@ Exception hierarchy::
     │   ├── ThemeError                        themes and their templates
     │   └── MissingDependencyError            an optional extra is not installed
     ├── BuildFailed                   exit 1  (some blocks could not be generated)
-    ├── BuildInterrupted              exit 130
     ├── LockBusy                      exit 1  (another build holds the output folder)
     ├── ResourceError                 exit 1  (the disk is full, read-only or not ours to write)
     └── LLMError                              one failed request to a model      retryable?
@@ -30,24 +29,19 @@ Exception hierarchy::
 
 Every LLMError has `retryable` (may the same request succeed later, unchanged?) and
 `attempts` (how many calls were made before it was raised; set by the retry layer).
-`error_for_status` picks the LLMStatusError subclass for an HTTP status,
-`parse_retry_after` reads a Retry-After header, and `resource_error` words a write the
-file system refused (full, read-only, not permitted) as a ResourceError.
+`trinity.llm.http.error_for_status` picks the LLMStatusError subclass for an HTTP status,
+`trinity.llm.headers.parse_retry_after` reads a Retry-After header, and
+`trinity.oserrors.resource_error` words a write the file system refused (full, read-only,
+not permitted) as a ResourceError.
 
 Messages name the file and key at fault, and never contain secrets.
 """
 
 from __future__ import annotations
 
-import errno as errnos
-import math
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-
-EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C: the CLI exits with it (an interrupt raises no TrinityError)
 
 # HTTP statuses worth trying again: the request may succeed later unchanged.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -110,12 +104,6 @@ class ResourceError(TrinityError):
         self.path = path
         self.errno = errno
         super().__init__(message)
-
-
-class BuildInterrupted(TrinityError):
-    """The user interrupted the build; output/ was left untouched."""
-
-    exit_code = EXIT_INTERRUPTED
 
 
 class LLMError(TrinityError):
@@ -251,94 +239,3 @@ class ModelCrashed(ModelFailed):
         self.fix = fix
         self.returncode = returncode
         super().__init__(f"{summary}; {fix}" if fix else summary)
-
-
-def error_for_status(status: int, message: str, retry_after: float | None = None) -> LLMStatusError:
-    """The LLMStatusError subclass that fits an HTTP error `status`."""
-    kind: type[LLMStatusError]
-    if status == 429:
-        kind = RateLimitedError
-    elif status in (401, 403):
-        kind = AuthenticationError
-    elif status in (408, 409):
-        kind = LLMStatusError  # 4xx, but the same request may well succeed later
-    elif 400 <= status < 500:
-        kind = BadRequestError
-    elif 500 <= status < 600:
-        kind = ServerError
-    else:
-        kind = LLMStatusError
-    return kind(message, status=status, retry_after=retry_after)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date.
-
-    Returns a number >= 0 (a date in the past gives 0), or None when the header is
-    absent or cannot be read. `now` (default: the current UTC time) is for dates.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-        return None
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-_PERMISSION_FIX = (
-    "let this user write to it and to the folder that holds it, or choose {instead}, and {again}"
-)
-# What the user can do about each refusal of a write; any other error gets _OTHER_FIX.
-_RESOURCE_FIXES = {
-    errnos.ENOSPC: "free some space and {again}",
-    errnos.EDQUOT: "free some space or raise the disk quota, and {again}",
-    errnos.EROFS: "choose {instead} on a writable file system and {again}",
-    errnos.EACCES: _PERMISSION_FIX,
-    errnos.EPERM: _PERMISSION_FIX,
-}
-_OTHER_FIX = "check the file system and {again}"
-
-
-def resource_error(
-    exc: OSError,
-    folder: str,
-    doing: str,
-    *,
-    instead: str = "another folder",
-    again: str = "try again",
-    after: str = "",
-) -> ResourceError:
-    """`exc` as one line: the `folder` at fault, the system's reason, what was being done,
-    what to do (choose `instead`, then do it `again`), and what became of the old files."""
-    fix = _RESOURCE_FIXES.get(exc.errno or 0, _OTHER_FIX).format(instead=instead, again=again)
-    message = f"{folder}: {os_reason(exc)} while {doing}; {fix}"
-    return ResourceError(f"{message}; {after}" if after else message, path=folder, errno=exc.errno)
-
-
-def os_reason(exc: OSError) -> str:
-    """What the system said about `exc`, as a message phrase: "no space left on device"."""
-    reason = exc.strerror or one_line(exc)
-    return reason[:1].lower() + reason[1:]
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (for a warning), or its type when it has none."""
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import anyio
 
-from trinity.errors import LockBusy, resource_error
-from trinity.yamlfile import shown_path
+from trinity.errors import LockBusy
+from trinity.messages import shown_path
+from trinity.oserrors import resource_error
 
 try:
     import fcntl

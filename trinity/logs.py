@@ -29,7 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from trinity.errors import os_reason
+from trinity.messages import shown_path
+from trinity.oserrors import os_reason
 from trinity.urls import URL_SECRET_PATTERNS, URL_SECRET_TRIGGERS
 
 if TYPE_CHECKING:
@@ -198,8 +199,8 @@ class RedactingFilter(logging.Filter):
         extras = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
         if self._plain(record, message, extras):
             # The common case, a record of plain fields with nothing to mask in any of them,
-            # tested with one search over them all rather than one per field (a third of
-            # the cost of every record was redaction).
+            # tested with one search over them all rather than one per field (redaction
+            # was a large share of the cost of every record).
             record.msg = message
             for name, value in extras.items():
                 if _secret_name(name) and value not in (None, ""):
@@ -365,9 +366,6 @@ class _LogFiles:
         if self.stopped:
             return
         self.stopped = True
-        # Here, not at the top: it imports yaml, which `get_logger` alone must not cost.
-        from trinity.yamlfile import shown_path
-
         message = f"cannot write {shown_path(path)} ({os_reason(exc)}); log files are off "
         message += "for the rest of this run"
         if self._console:
@@ -381,9 +379,9 @@ class _LazyRotatingFileHandler(logging.handlers.RotatingFileHandler):
     (a command refused for bad input, say) leaves no trace in the project.
 
     It also formats each record once. The standard library's `shouldRollover` formats
-    every record a second time to measure it, and stats and seeks the file: 0.35 ms a
-    record, which was a third of a warm rebuild's time per block. This handler counts
-    the bytes it writes instead.
+    every record a second time to measure it, and stats and seeks the file: a large
+    share of a warm rebuild's time per block. This handler counts the bytes it writes
+    instead.
 
     A file that cannot be written stops `files` (its folder's log files) instead of
     printing Python's "--- Logging error ---" traceback for each record.

@@ -16,8 +16,9 @@ from typing import Any
 
 from trinity.errors import ConfigError
 from trinity.logs import LogProfile
+from trinity.messages import did_you_mean, shown_path
 from trinity.schema import Fields
-from trinity.yamlfile import did_you_mean, load_data_file, shown_path
+from trinity.yamlfile import load_data_file
 
 LOGGING_FILE = "logging.yaml"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -19,11 +19,11 @@ from trinity.cache.manager import open_tier
 from trinity.cache.settings import CACHE_TIERS, TIER_ALIASES
 from trinity.cache.tier import CacheTier, Keep
 from trinity.config import Settings, load_settings
-from trinity.errors import ConfigError, one_line
+from trinity.errors import ConfigError
 from trinity.llm.entries import is_current_key, read_entry
 from trinity.lock import cache_lock
+from trinity.messages import did_you_mean, one_line, shown_path
 from trinity.report import REPORT_FILE
-from trinity.yamlfile import did_you_mean, shown_path
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class TierStatus:
 
     @property
     def hit_rate(self) -> float | None:
+        """Hits per lookup that reached this tier in the last build; None when not known."""
         if not self.reached or self.hits is None:
             return None
         return self.hits / self.reached

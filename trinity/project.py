@@ -11,10 +11,10 @@ from pathlib import Path
 from trinity.cache.manager import CacheManager
 from trinity.config import Settings, load_settings
 from trinity.errors import ThemeError
+from trinity.messages import shown_path
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
 from trinity.site import PAGES_FILE, Site, load_site
 from trinity.staging import check_output_dir
-from trinity.yamlfile import shown_path
 
 
 @dataclass(frozen=True)

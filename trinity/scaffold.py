@@ -6,8 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from trinity.errors import InputError, resource_error
-from trinity.yamlfile import shown_path
+from trinity.errors import InputError
+from trinity.messages import shown_path
+from trinity.oserrors import resource_error
 
 EXAMPLE_DIR = Path(__file__).resolve().parent / "example"
 # Stored without the dot so that packaging tools do not treat it as the package's own.

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 from trinity.errors import InputError
-from trinity.yamlfile import did_you_mean
+from trinity.messages import did_you_mean
 
 T = TypeVar("T")
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from trinity.errors import ConfigError, ResourceError, resource_error
-from trinity.yamlfile import shown_path
+from trinity.errors import ConfigError, ResourceError
+from trinity.messages import shown_path
+from trinity.oserrors import resource_error
 
 # The folder inside every output Trinity writes: what says a folder may be replaced.
 MARKER_DIR = ".trinity"

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from trinity.errors import InputError
+from trinity.messages import shown_path
 
 try:
     from yaml import CSafeLoader as _FastSafeLoader
@@ -53,16 +52,6 @@ def _construct_mapping(
 
 for _loader in (_StrictLoader, _FastStrictLoader):
     _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def shown_path(path: Path | str) -> str:
-    """A path as messages show it: relative to the working folder when inside it."""
-    # abspath folds '..' without following symlinks, so paths read as the user wrote them.
-    absolute = Path(os.path.abspath(path))  # noqa: PTH100
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        return str(absolute)
 
 
 def load_data_file(path: Path, error: type[InputError]) -> Any:
@@ -109,9 +98,3 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
         where = f"line {mark.line + 1}, column {mark.column + 1}"
         return f"invalid YAML at {where}: {problem}{started}"
     return f"invalid YAML: {problem}{started}"
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ' (did you mean 'x'?)' hint, or '' when nothing is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fakeclock import FakeClock
 from tests.fakellm import (
     ANTHROPIC_CHAT_PATH,
     ANTHROPIC_JSON_INSTRUCTION,
@@ -597,14 +598,6 @@ def test_fail_rate_rejects_bad_arguments(
 
 
 # ---------------------------------------------------------------------------- rate limits
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_limit_per_key(fake_llm: FakeLLMServer, client: httpx.Client) -> None:

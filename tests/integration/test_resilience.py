@@ -21,10 +21,12 @@ import pytest
 
 from tests.conftest import ConnectLog
 from tests.e2e.sitekit import MODEL, SiteProject
+from tests.fakeclock import FakeClock
 from tests.fakellm import FakeLLMServer, RecordedRequest
 from trinity.build import build_project
 from trinity.cache.manager import CacheManager
 from trinity.errors import BuildFailed
+from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.http import HTTPBackend
 from trinity.llm.routing import Router
@@ -40,7 +42,7 @@ BREAKER_TIMEOUT = 60.0  # llm.breaker.timeout by default
 # --------------------------------------------------------------------------- virtual time
 
 
-class VirtualTime:
+class VirtualTime(FakeClock):
     """A clock that moves only when a task sleeps, and then at once.
 
     `sleep(s)` moves the clock to (the time it was called) + s, never back: tasks that
@@ -51,12 +53,8 @@ class VirtualTime:
     """
 
     def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
+        super().__init__(start)
         self.in_flight = 0
-
-    def __call__(self) -> float:
-        return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -65,9 +63,6 @@ class VirtualTime:
             await anyio.sleep(0.0005)  # real, tiny: the request is on its way
         self.now = max(self.now, wake)
         await anyio.lowlevel.checkpoint()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class VirtualTransport(httpx.AsyncBaseTransport):
@@ -138,9 +133,7 @@ class Harness:
     @asynccontextmanager
     async def client(self, project: Project) -> Any:
         settings = project.settings
-        cache = (
-            CacheManager.for_directory(settings.cache.directory) if settings.cache.enabled else None
-        )
+        cache = CacheManager.from_settings(settings.cache) if settings.cache.enabled else None
         llm = settings.llm
         http = httpx.AsyncClient(transport=VirtualTransport(self.time), timeout=llm.timeout)
         main = HTTPBackend(Router(llm).endpoint(llm.provider), http, llm.timeout)
@@ -182,6 +175,11 @@ class Harness:
     @property
     def stats(self) -> Any:
         return self.clients[-1].stats
+
+
+def breaker_of(client: AsyncLLMClient, provider: str) -> CircuitBreaker:
+    """The circuit breaker of a provider's endpoint, on the route the client keeps for it."""
+    return client._route(provider).breaker
 
 
 def user_message(request: RecordedRequest) -> str:
@@ -384,7 +382,7 @@ def test_settings_for_rate_limits_and_the_breaker_reach_the_client(harness: Harn
 
     async def scenario() -> None:
         async with harness.client(harness.prepare()) as client:
-            breaker = client.breaker("openai")
+            breaker = breaker_of(client, "openai")
             assert (breaker.failure_threshold, breaker.failure_rate) == (3, 0.9)
             assert (breaker.window, breaker.timeout) == (10, 7)
             assert client.retry_policy.rate_limit_wait == 42
@@ -412,7 +410,7 @@ def test_429s_on_half_the_requests_cut_the_concurrency_and_spend_no_budget(
             assert pacing.lowest < concurrency
             assert 1 <= pacing.limit <= concurrency
             assert client.retry_budget.retries == 0
-            assert client.breaker("openai").state == "closed"
+            assert breaker_of(client, "openai").state == "closed"
 
     anyio.run(scenario)
     assert server.fault_count > 0.2 * blocks  # more than the error budget would allow
@@ -463,7 +461,7 @@ def test_breaker_stops_requests_to_a_failing_server(
             assert sum("circuit breaker" in r for r in reasons) >= 20 - BREAKER_THRESHOLD
             # Failing fast: nothing waited for the breaker, only the short backoffs.
             assert harness.time.now - started < 5
-            assert client.breaker("openai").state == "open"
+            assert breaker_of(client, "openai").state == "open"
 
             # Before the timeout, nothing at all reaches the server.
             before = reached()
@@ -478,7 +476,7 @@ def test_breaker_stops_requests_to_a_failing_server(
                 await build_project(project, client=client)
             assert len(again.value.failures) == 20
             assert reached() == before + 1
-            assert client.breaker("openai").state == "open"
+            assert breaker_of(client, "openai").state == "open"
 
     anyio.run(scenario)
 
@@ -508,7 +506,7 @@ def test_breaker_closes_after_a_successful_trial(harness: Harness, concurrency: 
                     assert "half-open, a trial request is in flight" in reason
                 report = await build_project(project, client=client)
             assert report.failures == []
-            assert client.breaker("openai").state == "closed"
+            assert breaker_of(client, "openai").state == "closed"
             assert server.answered_count == 20
             assert server.chat_count == failed_requests + 20
 

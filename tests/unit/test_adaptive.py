@@ -5,17 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from tests.fakeclock import FakeClock
 from trinity.llm.adaptive import AdaptiveConcurrency
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_starts_at_the_ceiling_and_rejects_nonsense() -> None:
@@ -57,7 +50,7 @@ def test_successes_grow_it_back_by_one_per_run_up_to_the_ceiling() -> None:
 
 
 def test_limited_since_is_the_first_429_since_the_last_success() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=50.0)
     pacing = AdaptiveConcurrency(4, clock=clock)
     pacing.rate_limited(pacing.epoch)
     clock.now += 3

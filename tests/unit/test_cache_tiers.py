@@ -19,6 +19,7 @@ import anyio.to_thread
 import diskcache
 import pytest
 
+from tests.fakeclock import FakeClock
 from trinity.cache.disk import FOLDER_MODE, DiskTier
 from trinity.cache.manager import CacheManager
 from trinity.cache.memory import MemoryTier
@@ -43,14 +44,6 @@ class Exploit:
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return record_unpickling, (self.marker,)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class BrokenTier:
@@ -651,7 +644,7 @@ def test_disk_writes_through_no_planted_link(tmp_path: Path, name: str) -> None:
     (folder / name).unlink(missing_ok=True)
     (folder / name).symlink_to(canary)
 
-    manager = CacheManager.for_directory(folder)
+    manager = memory_then_disk(folder)
     try:
         manager.set("k", 1)
     finally:
@@ -1064,27 +1057,36 @@ def test_clear_all_raises_a_broken_tiers_failure() -> None:
 # ---------------------------------------------------------------------------- building
 
 
-def test_for_directory_falls_back_to_memory_when_disk_is_unusable(
+def memory_then_disk(directory: Path, ttl: int | None = None) -> CacheManager:
+    """Memory in front of a disk tier in `directory` (the default tiers), both keeping `ttl`."""
+    return CacheManager.from_settings(
+        CacheSettings(
+            memory=MemoryTierSettings(ttl=ttl), disk=DiskTierSettings(directory=directory, ttl=ttl)
+        )
+    )
+
+
+def test_falls_back_to_memory_when_the_disk_folder_cannot_be_made(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with caplog.at_level(logging.WARNING, logger="trinity"):
-        manager = CacheManager.for_directory(blocker / "cache")
+        manager = memory_then_disk(blocker / "cache")
     assert [tier.name for tier in manager.tiers] == ["memory"]
     assert "unusable" in caplog.text
     manager.set("k", 1)
     assert manager.get("k") == 1
 
 
-def test_for_directory_has_memory_then_disk(tmp_path: Path) -> None:
-    manager = CacheManager.for_directory(tmp_path / "c", ttl=5)
+def test_memory_then_disk_and_the_disk_outlives_the_manager(tmp_path: Path) -> None:
+    manager = memory_then_disk(tmp_path / "c", ttl=5)
     try:
         assert [tier.name for tier in manager.tiers] == ["memory", "disk"]
         manager.set("k", {"a": 1})
     finally:
         manager.close()
-    reopened = CacheManager.for_directory(tmp_path / "c")
+    reopened = memory_then_disk(tmp_path / "c")
     try:
         assert reopened.lookup("k") == ({"a": 1}, "disk")
     finally:

@@ -1,10 +1,6 @@
-"""The exception tree: exit codes, which errors are retryable, status mapping, Retry-After."""
+"""The exception tree: exit codes, which errors are retryable, and the HTTP status mapping."""
 
 from __future__ import annotations
-
-import errno
-from datetime import UTC, datetime, timedelta, timezone
-from email.utils import format_datetime
 
 import pytest
 from hypothesis import given
@@ -14,12 +10,10 @@ from trinity import errors
 from trinity.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUILD_FAILED,
-    EXIT_INTERRUPTED,
     AuthenticationError,
     BadRequestError,
     BudgetExceeded,
     BuildFailed,
-    BuildInterrupted,
     CircuitBreakerOpen,
     ConfigError,
     ContentError,
@@ -35,12 +29,8 @@ from trinity.errors import (
     ServerError,
     ThemeError,
     TrinityError,
-    error_for_status,
-    parse_retry_after,
-    resource_error,
 )
-
-NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+from trinity.llm.http import error_for_status
 
 RETRYABLE = (408, 409, 429, 500, 502, 503, 504)
 NEVER_RETRYABLE = (400, 401, 403, 404, 422)
@@ -58,7 +48,6 @@ NEVER_RETRYABLE = (400, 401, 403, 404, 422)
         (ThemeError, InputError),
         (MissingDependencyError, InputError),
         (BuildFailed, TrinityError),
-        (BuildInterrupted, TrinityError),
         (ResourceError, TrinityError),
         (LLMError, TrinityError),
         (LLMConnectionError, LLMError),
@@ -94,7 +83,6 @@ def test_every_class_is_drawn_in_the_docstring() -> None:
 def test_exit_codes() -> None:
     assert ConfigError("x").exit_code == EXIT_BAD_INPUT
     assert ThemeError("x").exit_code == EXIT_BAD_INPUT
-    assert BuildInterrupted("x").exit_code == EXIT_INTERRUPTED
     for error in (
         LLMError("x"),
         RateLimitedError("x"),
@@ -208,127 +196,3 @@ def test_error_for_status_carries_retry_after() -> None:
     assert limited.retry_after == 2.5
     assert error_for_status(503, "busy", 7.0).retry_after == 7.0
     assert error_for_status(500, "x").retry_after is None
-
-
-# ---------------------------------------------------------------------------- parse_retry_after
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("120", 120.0),
-        ("0", 0.0),
-        ("1.5", 1.5),
-        (" 3 ", 3.0),
-        ("0.25", 0.25),
-    ],
-)
-def test_retry_after_seconds(value: str, seconds: float) -> None:
-    assert parse_retry_after(value, NOW) == seconds
-
-
-def test_retry_after_http_date() -> None:
-    later = format_datetime(NOW + timedelta(seconds=90), usegmt=True)
-    assert later.endswith("GMT")
-    assert parse_retry_after(later, NOW) == 90.0
-    assert parse_retry_after("Sat, 01 Mar 2025 12:00:30 GMT", NOW) == 30.0
-
-
-def test_retry_after_date_in_another_zone_and_naive_now() -> None:
-    plus_two = timezone(timedelta(hours=2))
-    later = format_datetime((NOW + timedelta(seconds=10)).astimezone(plus_two))
-    assert parse_retry_after(later, NOW) == 10.0
-    assert parse_retry_after(later, NOW.replace(tzinfo=None)) == 10.0
-    # A date with the "-0000" zone (no zone information) is read as UTC.
-    assert parse_retry_after("Sat, 01 Mar 2025 12:00:05 -0000", NOW) == 5.0
-
-
-def test_retry_after_date_in_the_past_is_zero() -> None:
-    assert parse_retry_after("Sat, 01 Mar 2025 11:00:00 GMT", NOW) == 0.0
-
-
-def test_retry_after_date_defaults_to_the_current_time() -> None:
-    soon = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
-    seconds = parse_retry_after(soon)
-    assert seconds is not None
-    assert 3000 < seconds <= 3600
-
-
-@pytest.mark.parametrize(
-    "value",
-    [None, "", "   ", "soon", "-1", "-0.5", "nan", "inf", "-inf", "1e999", "12 seconds", "Mon"],
-)
-def test_retry_after_absent_or_garbage(value: str | None) -> None:
-    assert parse_retry_after(value, NOW) is None
-
-
-@given(st.text(max_size=40))
-def test_retry_after_never_raises(value: str) -> None:
-    seconds = parse_retry_after(value, NOW)
-    assert seconds is None or seconds >= 0
-
-
-@given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
-def test_retry_after_round_trips_seconds(seconds: float) -> None:
-    assert parse_retry_after(repr(seconds), NOW) == seconds
-
-
-# ---------------------------------------------------------------------------- resources
-
-
-@pytest.mark.parametrize(
-    ("number", "reason", "fix"),
-    [
-        (errno.ENOSPC, "no space left on device", "free some space and build again"),
-        (
-            errno.EDQUOT,
-            "disk quota exceeded",
-            "free some space or raise the disk quota, and build again",
-        ),
-        (
-            errno.EROFS,
-            "read-only file system",
-            "choose another output folder on a writable file system and build again",
-        ),
-        (
-            errno.EACCES,
-            "permission denied",
-            "let this user write to it and to the folder that holds it, or choose another "
-            "output folder, and build again",
-        ),
-        (
-            errno.EPERM,
-            "operation not permitted",
-            "let this user write to it and to the folder that holds it, or choose another "
-            "output folder, and build again",
-        ),
-        (errno.EIO, "input/output error", "check the file system and build again"),
-    ],
-)
-def test_resource_error_says_what_happened_where_and_what_to_do(
-    number: int, reason: str, fix: str
-) -> None:
-    exc = OSError(number, errno.errorcode[number], "/somewhere/output/x.html")
-    exc.strerror = reason[:1].upper() + reason[1:]  # as the system words it
-
-    error = resource_error(
-        exc,
-        "output/",
-        "writing x.html",
-        instead="another output folder",
-        again="build again",
-        after="the previous site was left as it was",
-    )
-
-    assert str(error) == (
-        f"output/: {reason} while writing x.html; {fix}; the previous site was left as it was"
-    )
-    assert (error.path, error.errno, error.exit_code) == ("output/", number, EXIT_BUILD_FAILED)
-
-
-def test_resource_error_without_an_aftermath_or_a_reason() -> None:
-    error = resource_error(OSError("no details"), ".cache/", "taking the lock .lock")
-    assert str(error) == (
-        ".cache/: no details while taking the lock .lock; check the file system and try again"
-    )
-    assert error.errno is None

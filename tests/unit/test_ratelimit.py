@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fakeclock import FakeClock
 from trinity.llm.ratelimit import (
     ApiKey,
     KeyLimiter,
@@ -19,7 +20,6 @@ from trinity.llm.ratelimit import (
     SlidingWindow,
     estimate_request_tokens,
     estimate_tokens,
-    parse_reset,
 )
 from trinity.llm.types import LLMRequest
 
@@ -27,30 +27,6 @@ FAST = settings(max_examples=60, database=None, deadline=None)
 
 WALL = 1_800_000_000.0  # the fake wall clock's "now", Unix seconds
 SECRET = "sk-live-SECRET-0123456789"
-
-
-class FakeClock:
-    """Monotonic seconds under test control; `sleep` records its argument and moves time.
-
-    Tasks sleeping at once each move time to at least their own wake-up time, so time
-    never runs backwards and a sleeper never wakes before it asked to.
-    """
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        wake = self.now + seconds
-        await anyio.lowlevel.checkpoint()
-        self.now = max(self.now, wake)
 
 
 def pool(*limits: KeyLimits, clock: FakeClock) -> KeyPool:
@@ -62,7 +38,7 @@ def pool(*limits: KeyLimits, clock: FakeClock) -> KeyPool:
 
 
 def test_window_counts_an_amount_until_exactly_one_window_later() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(3, 60.0, clock)
     for at in (0.0, 10.0, 20.0):
         clock.now = at
@@ -79,7 +55,7 @@ def test_window_counts_an_amount_until_exactly_one_window_later() -> None:
 
 
 def test_window_waits_for_as_many_old_entries_as_the_amount_needs() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(10, 60.0, clock)
     window.add(4)
     clock.now = 10.0
@@ -94,7 +70,7 @@ def test_window_waits_for_as_many_old_entries_as_the_amount_needs() -> None:
 
 
 def test_window_available_at_a_given_time() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(5, 60.0, clock)
     window.add(5)
     assert window.available(0.0) == 0
@@ -103,7 +79,7 @@ def test_window_available_at_a_given_time() -> None:
 
 
 def test_unlimited_window_never_waits_and_remembers_nothing() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(None, clock=clock)
     for _ in range(1000):
         window.add(10**6)
@@ -113,7 +89,7 @@ def test_unlimited_window_never_waits_and_remembers_nothing() -> None:
 
 
 def test_adjust_gives_back_and_adds_but_never_goes_below_zero() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(100, 60.0, clock)
     window.add(80)
     assert window.wait_time(30) == pytest.approx(60.0)
@@ -127,7 +103,7 @@ def test_adjust_gives_back_and_adds_but_never_goes_below_zero() -> None:
 
 
 def test_adjust_targets_the_given_entry() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(100, 60.0, clock)
     first = window.add(50)
     window.add(30)
@@ -138,7 +114,7 @@ def test_adjust_targets_the_given_entry() -> None:
 @pytest.mark.parametrize(("limit", "span"), [(0, 60.0), (-1, 60.0), (5, 0.0)])
 def test_window_rejects_nonsense(limit: int, span: float) -> None:
     with pytest.raises(ValueError):
-        SlidingWindow(limit, span, FakeClock())
+        SlidingWindow(limit, span, FakeClock(now=0.0))
 
 
 @FAST
@@ -149,7 +125,7 @@ def test_window_rejects_nonsense(limit: int, span: float) -> None:
 def test_window_admits_no_more_than_its_limit_in_any_window(
     limit: int, steps: list[tuple[float, int]]
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     window = SlidingWindow(limit, 60.0, clock)
     added: list[tuple[float, int]] = []
     for gap, amount in steps:
@@ -169,7 +145,7 @@ def test_window_admits_no_more_than_its_limit_in_any_window(
 
 
 def test_rpm_limit_waits_for_the_oldest_request() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(rpm=2), clock)
     limiter.reserve(10, 10)
     clock.now = 1.0
@@ -178,7 +154,7 @@ def test_rpm_limit_waits_for_the_oldest_request() -> None:
 
 
 def test_reconcile_gives_unused_tokens_back() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(input_tpm=1000, output_tpm=1000), clock)
     reservation = limiter.reserve(900, 800)
     assert limiter.wait_time(500, 0) == pytest.approx(60.0)
@@ -190,7 +166,7 @@ def test_reconcile_gives_unused_tokens_back() -> None:
 
 
 def test_reconcile_counts_usage_above_the_estimate_and_may_be_repeated() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(input_tpm=1000), clock)
     reservation = limiter.reserve(100, 0)
     reservation.reconcile(950, 0)
@@ -200,7 +176,7 @@ def test_reconcile_counts_usage_above_the_estimate_and_may_be_repeated() -> None
 
 
 def test_reconcile_of_one_request_leaves_the_others_alone() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(input_tpm=1000), clock)
     first = limiter.reserve(400, 0)
     limiter.reserve(400, 0)
@@ -209,7 +185,7 @@ def test_reconcile_of_one_request_leaves_the_others_alone() -> None:
 
 
 def test_cooldown_blocks_and_is_never_shortened() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock)
     limiter.cool_down(5.0)
     assert limiter.cooling_down
@@ -234,7 +210,7 @@ def openai_headers(
 
 
 def test_openai_headers_with_no_requests_left_wait_for_the_reset() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock, wall_clock=lambda: WALL)
     limiter.update_from_headers(openai_headers(requests=0, tokens=10_000))
     assert limiter.wait_time(10, 10) == pytest.approx(360.0)
@@ -243,7 +219,7 @@ def test_openai_headers_with_no_requests_left_wait_for_the_reset() -> None:
 
 
 def test_openai_headers_let_the_remaining_requests_through_then_wait() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock, wall_clock=lambda: WALL)
     limiter.update_from_headers(openai_headers(requests=2, tokens=10_000, reset_requests="1s"))
     for _ in range(2):
@@ -253,7 +229,7 @@ def test_openai_headers_let_the_remaining_requests_through_then_wait() -> None:
 
 
 def test_openai_headers_with_too_few_tokens_left_wait_for_the_token_reset() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock, wall_clock=lambda: WALL)
     limiter.update_from_headers(openai_headers(requests=100, tokens=300, reset_tokens="1.5s"))
     assert limiter.wait_time(100, 100) == 0.0
@@ -261,7 +237,7 @@ def test_openai_headers_with_too_few_tokens_left_wait_for_the_token_reset() -> N
 
 
 def test_newer_headers_replace_older_ones() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock, wall_clock=lambda: WALL)
     limiter.update_from_headers(openai_headers(requests=0, tokens=0))
     limiter.update_from_headers(openai_headers(requests=10, tokens=10_000))
@@ -291,7 +267,7 @@ def test_anthropic_headers_wait_until_the_rfc3339_reset() -> None:
 
 
 def test_anthropic_input_and_output_token_headers_pace_separately() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock, wall_clock=lambda: WALL)
     limiter.update_from_headers(
         {
@@ -307,7 +283,7 @@ def test_anthropic_input_and_output_token_headers_pace_separately() -> None:
 
 
 def test_headers_that_make_no_sense_are_ignored() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     limiter = KeyLimiter(KeyLimits(), clock, wall_clock=lambda: WALL)
     limiter.update_from_headers(
         {
@@ -321,38 +297,12 @@ def test_headers_that_make_no_sense_are_ignored() -> None:
     assert limiter.wait_time(10, 10) == 0.0
 
 
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("1s", 1.0),
-        ("6m0s", 360.0),
-        ("20ms", 0.02),
-        ("1h2m3.5s", 3723.5),
-        ("500us", 0.0005),
-        ("0.5", 0.5),
-        ("12", 12.0),
-        (" 3 ", 3.0),
-        ("-4", 0.0),
-        (anthropic_reset(45), 45.0),
-        (anthropic_reset(-45), 0.0),  # already past
-        ("2027-01-15T10:00:00+00:00", datetime(2027, 1, 15, 10, tzinfo=UTC).timestamp() - WALL),
-    ],
-)
-def test_parse_reset(value: str, seconds: float) -> None:
-    assert parse_reset(value, WALL) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("value", ["", "soon", "1x", "5s later", "2027-01-15T10:00:00", "nan"])
-def test_parse_reset_rejects_nonsense(value: str) -> None:
-    assert parse_reset(value, WALL) is None
-
-
 # --- KeyPool -------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
 async def test_pool_goes_round_robin() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), KeyLimits(), KeyLimits(), clock=clock)
     names = [(await keys.acquire(10, 10)).name for _ in range(7)]
     assert names == ["key 1", "key 2", "key 3", "key 1", "key 2", "key 3", "key 1"]
@@ -361,7 +311,7 @@ async def test_pool_goes_round_robin() -> None:
 
 @pytest.mark.anyio
 async def test_pool_skips_a_limited_key() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), KeyLimits(rpm=1), KeyLimits(), clock=clock)
     names = [(await keys.acquire(10, 10)).name for _ in range(6)]
     assert names == ["key 1", "key 2", "key 3", "key 1", "key 3", "key 1"]
@@ -370,7 +320,7 @@ async def test_pool_skips_a_limited_key() -> None:
 
 @pytest.mark.anyio
 async def test_pool_skips_a_key_whose_tokens_are_spent() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(input_tpm=1000), KeyLimits(input_tpm=1000), clock=clock)
     assert (await keys.acquire(900, 0)).name == "key 1"
     assert (await keys.acquire(900, 0)).name == "key 2"
@@ -381,7 +331,7 @@ async def test_pool_skips_a_key_whose_tokens_are_spent() -> None:
 
 @pytest.mark.anyio
 async def test_pool_with_every_key_limited_sleeps_until_the_earliest_frees() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(rpm=1), KeyLimits(rpm=1), clock=clock)
     assert (await keys.acquire(1, 1)).name == "key 1"  # t=0
     clock.now = 10.0
@@ -395,7 +345,7 @@ async def test_pool_with_every_key_limited_sleeps_until_the_earliest_frees() -> 
 
 @pytest.mark.anyio
 async def test_a_rate_limited_key_cools_down_and_is_skipped() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), KeyLimits(), clock=clock)
     first = await keys.acquire(1, 1)
     assert first.name == "key 1"
@@ -409,7 +359,7 @@ async def test_a_rate_limited_key_cools_down_and_is_skipped() -> None:
 
 @pytest.mark.anyio
 async def test_a_lone_rate_limited_key_waits_its_retry_after_or_one_second() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), clock=clock)
     (await keys.acquire(1, 1)).rate_limited(retry_after=7.5)
     lease = await keys.acquire(1, 1)
@@ -421,7 +371,7 @@ async def test_a_lone_rate_limited_key_waits_its_retry_after_or_one_second() -> 
 
 @pytest.mark.anyio
 async def test_a_429_can_carry_headers_too() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), clock=clock)
     lease = await keys.acquire(1, 1)
     lease.rate_limited(1.0, headers=openai_headers(requests=0, tokens=0, reset_requests="3s"))
@@ -431,7 +381,7 @@ async def test_a_429_can_carry_headers_too() -> None:
 
 @pytest.mark.anyio
 async def test_finish_reconciles_tokens_and_paces_from_headers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(input_tpm=1000), clock=clock)
     lease = await keys.acquire(900, 0)
     lease.finish(100, 20)
@@ -445,7 +395,7 @@ async def test_finish_reconciles_tokens_and_paces_from_headers() -> None:
 
 @pytest.mark.anyio
 async def test_pool_without_keys_leases_no_secret_and_no_limits() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = KeyPool([], clock=clock, sleep=clock.sleep)
     assert len(keys) == 0
     for _ in range(500):
@@ -459,7 +409,7 @@ async def test_pool_without_keys_leases_no_secret_and_no_limits() -> None:
 
 @pytest.mark.anyio
 async def test_pool_without_keys_can_still_be_limited_and_cool_down() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = KeyPool([], clock=clock, sleep=clock.sleep, keyless_limits=KeyLimits(rpm=2))
     await keys.acquire(1, 1)
     lease = await keys.acquire(1, 1)
@@ -470,7 +420,7 @@ async def test_pool_without_keys_can_still_be_limited_and_cool_down() -> None:
 
 @pytest.mark.anyio
 async def test_concurrent_acquirers_never_over_reserve() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(rpm=3), KeyLimits(rpm=3), clock=clock)
     granted: list[tuple[float, str]] = []
 
@@ -497,7 +447,7 @@ def assert_within_limits(granted: list[tuple[float, str]], rpm: int) -> None:
 def test_n_keys_admit_n_times_the_requests_in_a_minute(
     key_count: int, rpm: int, tasks: int
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(*[KeyLimits(rpm=rpm)] * key_count, clock=clock)
     granted: list[tuple[float, str]] = []
 
@@ -520,7 +470,7 @@ def test_n_keys_admit_n_times_the_requests_in_a_minute(
 
 
 def test_60_rpm_on_3_keys_admits_180_requests_in_a_minute() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(rpm=60), KeyLimits(rpm=60), KeyLimits(rpm=60), clock=clock)
     admitted = 0
     while True:
@@ -530,7 +480,7 @@ def test_60_rpm_on_3_keys_admits_180_requests_in_a_minute() -> None:
         admitted += 1
     assert admitted == 180
     assert keys.wait_time(100, 100) == pytest.approx(60.0)
-    one_key = pool(KeyLimits(rpm=60), clock=FakeClock())
+    one_key = pool(KeyLimits(rpm=60), clock=FakeClock(now=0.0))
     assert sum(1 for _ in iter(lambda: one_key.try_acquire(1, 1), None)) == 60
 
 
@@ -539,7 +489,7 @@ def test_60_rpm_on_3_keys_admits_180_requests_in_a_minute() -> None:
 
 @pytest.mark.anyio
 async def test_secrets_never_appear_in_repr_or_str() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     key = ApiKey("OPENAI_API_KEY", SECRET, KeyLimits(rpm=5))
     keys = KeyPool([key], clock=clock, sleep=clock.sleep)
     lease = await keys.acquire(1, 1)

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio
 
 from tests.conftest import ConnectLog
+from tests.fakeclock import FakeClock
 from tests.redisserver import RedisServer, free_port, running_redis_server
 from tests.unit.conftest import ProjectFactory
 from trinity.cache.codec import encode
@@ -29,16 +30,6 @@ from trinity.cache.tier import TierUsage
 
 PREFIX = "test:"
 PASSWORD = "s3cret-redis-pw"
-
-
-class FakeClock:
-    def __init__(self, step: float = 0.0) -> None:
-        self.now = 1000.0
-        self.step = step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
 
 
 class CommandCount:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fakeclock import FakeClock
 from trinity.errors import (
     BudgetExceeded,
     CircuitBreakerOpen,
@@ -19,9 +20,9 @@ from trinity.errors import (
     LLMTimeoutError,
     MalformedResponseError,
     RateLimitedError,
-    error_for_status,
-    parse_retry_after,
 )
+from trinity.llm.headers import parse_retry_after
+from trinity.llm.http import error_for_status
 from trinity.llm.retry import RetryBudget, RetryPolicy, backoff_delay, call_with_retry
 
 pytestmark = pytest.mark.anyio
@@ -267,80 +268,65 @@ async def test_the_cap_is_the_policys() -> None:
 # ---------------------------------------------------------------------------- 429s pace
 
 
-class Clocked(Sleeper):
-    """A sleep that moves its clock on by what it was asked (and returns at once)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 100.0
-
-    async def __call__(self, seconds: float) -> None:
-        self.now += seconds
-        await super().__call__(seconds)
-
-    def clock(self) -> float:
-        return self.now
-
-
 def slow_down(retry_after: float | None = 0.5) -> RateLimitedError:
     return RateLimitedError("HTTP 429: slow down", retry_after=retry_after)
 
 
 async def test_429s_count_neither_against_attempts_nor_the_budget() -> None:
     budget = RetryBudget(ratio=0.0, minimum=0)  # no retry of an error at all
-    fn, sleep = Flaky(*(slow_down() for _ in range(8))), Clocked()
-    result = await call_with_retry(fn, POLICY, sleep=sleep, clock=sleep.clock, budget=budget)
+    fn, clock = Flaky(*(slow_down() for _ in range(8))), FakeClock(now=100.0)
+    result = await call_with_retry(fn, POLICY, sleep=clock.sleep, clock=clock, budget=budget)
     assert (result, fn.calls) == ("ok", 9)
-    assert sleep.delays == [0.5] * 8
+    assert clock.sleeps == [0.5] * 8
     assert (budget.retries, budget.denied) == (0, 0)
 
 
 async def test_errors_between_429s_still_stop_at_the_attempts() -> None:
     fn = Flaky(*[slow_down(), error_for_status(500, "HTTP 500")] * 3)
-    sleep = Clocked()
+    clock = FakeClock(now=100.0)
     with pytest.raises(LLMError) as caught:
-        await call_with_retry(fn, POLICY, sleep=sleep, clock=sleep.clock, random=lambda: 1.0)
+        await call_with_retry(fn, POLICY, sleep=clock.sleep, clock=clock, random=lambda: 1.0)
     assert "HTTP 500" in str(caught.value)
     assert fn.calls == caught.value.attempts == 6  # three failures, three 429s between
-    assert sleep.delays == [0.5, 0.5, 0.5, 1.0, 0.5]
+    assert clock.sleeps == [0.5, 0.5, 0.5, 1.0, 0.5]
 
 
 @pytest.mark.parametrize("retry_after", [1.0, None])
 async def test_a_request_rate_limited_for_the_whole_wait_fails_naming_the_setting(
     retry_after: float | None,
 ) -> None:
-    fn, sleep = always(lambda: slow_down(retry_after)), Clocked()
+    fn, clock = always(lambda: slow_down(retry_after)), FakeClock(now=100.0)
     policy = RetryPolicy(rate_limit_wait=5.0, base_delay=1.0, max_delay=1.0)
     with pytest.raises(RateLimitedError) as caught:
-        await call_with_retry(fn, policy, sleep=sleep, clock=sleep.clock, random=lambda: 1.0)
+        await call_with_retry(fn, policy, sleep=clock.sleep, clock=clock, random=lambda: 1.0)
     message = str(caught.value)
     assert message.startswith("rate limited for 5 s in all (llm.retry.rate_limit_wait): ")
     assert message.endswith("HTTP 429: slow down")
-    assert sum(sleep.delays) == pytest.approx(5.0)
+    assert sum(clock.sleeps) == pytest.approx(5.0)
     assert fn.calls == caught.value.attempts == 6
     assert caught.value.retryable, "another model or server may still answer"
 
 
 async def test_the_last_wait_is_cut_to_what_is_left_of_the_bound() -> None:
-    fn, sleep = always(lambda: slow_down(2.0)), Clocked()
+    fn, clock = always(lambda: slow_down(2.0)), FakeClock(now=100.0)
     with pytest.raises(RateLimitedError):
-        await call_with_retry(fn, RetryPolicy(rate_limit_wait=5.0), sleep=sleep, clock=sleep.clock)
-    assert sleep.delays == [2.0, 2.0, 1.0]
+        await call_with_retry(fn, RetryPolicy(rate_limit_wait=5.0), sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == [2.0, 2.0, 1.0]
 
 
 async def test_an_endpoint_that_refused_everything_for_the_bound_fails_at_once() -> None:
     """Against a server that 429s everything, later blocks do not each wait the bound."""
-    fn, sleep = always(slow_down), Clocked()
-    since = sleep.now - 5.0
+    fn, clock = always(slow_down), FakeClock(now=100.0)
+    since = clock.now - 5.0
     with pytest.raises(RateLimitedError, match=r"rate limited for 5 s"):
         await call_with_retry(
             fn,
             RetryPolicy(rate_limit_wait=5.0),
-            sleep=sleep,
-            clock=sleep.clock,
+            sleep=clock.sleep,
+            clock=clock,
             limited_since=lambda: since,
         )
-    assert (fn.calls, sleep.delays) == (1, [])
+    assert (fn.calls, clock.sleeps) == (1, [])
 
 
 # ---------------------------------------------------------------------------- the budget

@@ -1,4 +1,4 @@
-"""yamlfile.load_data_file and did_you_mean: strict YAML, JSON, and errors with lines."""
+"""yamlfile.load_data_file: strict YAML, JSON, and errors with lines."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from trinity.errors import ContentError
 from trinity.yamlfile import (
     _FastStrictLoader,
     _StrictLoader,
-    did_you_mean,
     load_data_file,
-    shown_path,
 )
 
 BOTH_LOADERS = [
@@ -195,36 +193,3 @@ def test_a_file_outside_the_working_folder_is_shown_by_its_full_path(
     with pytest.raises(ContentError) as caught:
         load_data_file(path, ContentError)
     assert caught.value.path == str(path)
-
-
-# ---------------------------------------------------------------------------- shown_path
-
-
-def test_shown_path_is_relative_inside_the_working_folder(tmp_path: Path) -> None:
-    assert shown_path(tmp_path / "content" / "pages.yaml") == str(Path("content", "pages.yaml"))
-    assert shown_path(str(tmp_path / "d.yaml")) == "d.yaml"
-
-
-def test_shown_path_of_a_relative_path_stays_relative(tmp_path: Path) -> None:
-    assert shown_path(Path("content") / "pages.yaml") == str(Path("content", "pages.yaml"))
-
-
-def test_shown_path_is_absolute_outside_the_working_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "project").mkdir()
-    monkeypatch.chdir(tmp_path / "project")
-    assert shown_path(tmp_path / "other.yaml") == str(tmp_path / "other.yaml")
-
-
-@pytest.mark.parametrize(
-    ("word", "choices", "expected"),
-    [
-        ("modle", ["model", "provider"], " (did you mean 'model'?)"),
-        ("olama", ("ollama", "openai"), " (did you mean 'ollama'?)"),
-        ("xyz", ["model"], ""),
-        ("x", [], ""),
-    ],
-)
-def test_did_you_mean(word: str, choices: list[str], expected: str) -> None:
-    assert did_you_mean(word, choices) == expected

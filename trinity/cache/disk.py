@@ -129,9 +129,9 @@ def _settings(max_size_mb: int) -> dict[str, Any]:
         **diskcache.core.DEFAULT_SETTINGS,
         "size_limit": max_size_mb * 1024 * 1024,
         # diskcache opens one SQLite connection per thread, and each would map up to
-        # 64 MB of the file: with anyio's 40 worker threads that counted 2 GB of RSS
-        # at 100,000 pages (benchmarks/site_scale.py). Reads through the page cache
-        # instead cost little.
+        # 64 MB of the file: with anyio's 40 worker threads that counted gigabytes of
+        # RSS on a large site (benchmarks/site_scale.py --huge). Reads through the page
+        # cache instead cost little.
         "sqlite_mmap_size": 0,
     }
 
@@ -181,7 +181,7 @@ class DiskTier:
         self._cache = InlineCache(str(directory), disk=SafeDisk, **_settings(max_size_mb))
         # diskcache connects once per thread: one writer thread means one connection for
         # writes, where anyio's pool of worker threads opened one each (with a page cache
-        # of up to 32 MB apiece: 1.3 GB of RSS at 100,000 pages).
+        # of up to 32 MB apiece: gigabytes of RSS on a large site).
         self._writer = OwnThread("trinity-disk-writer")
 
     @property

@@ -47,17 +47,6 @@ class CacheManager:
                 tiers.append(tier)
         return cls(tiers)
 
-    @classmethod
-    def for_directory(
-        cls, directory: Path, *, ttl: float | None = None, max_size_mb: int = 1024
-    ) -> CacheManager:
-        """Memory in front of a disk tier in `directory`; memory only if it is unusable."""
-        tiers: list[CacheTier] = [MemoryTier(ttl=ttl)]
-        disk = _open_disk(directory, max_size_mb, ttl)
-        if disk is not None:
-            tiers.append(disk)
-        return cls(tiers)
-
     @property
     def lookups(self) -> int:
         return sum(self.hits.values()) + self.misses
@@ -175,7 +164,7 @@ def open_tier(settings: CacheSettings, name: str) -> CacheTier | None:
     if name == "memory":
         return MemoryTier(settings.memory.max_entries, settings.memory.ttl)
     if name == "redis":
-        # Imported here: redis-py takes 0.1 s to import, and most builds have no Redis.
+        # Imported here: redis-py is slow to import, and most builds have no Redis.
         from trinity.cache.redis import RedisTier
 
         r = settings.redis

@@ -22,8 +22,8 @@ from redis.retry import Retry
 
 from trinity.cache.codec import decode, encode
 from trinity.cache.tier import Keep, TierUsage
-from trinity.errors import one_line
 from trinity.logs import get_logger
+from trinity.messages import one_line
 
 log = get_logger(__name__)
 

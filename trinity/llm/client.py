@@ -46,7 +46,6 @@ from trinity.errors import (
 )
 from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.answercache import AnswerCache, Validator, passes
-from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
@@ -423,10 +422,6 @@ class AsyncLLMClient:
                 "cache_tier": cache_tier,
             },
         )
-
-    def breaker(self, provider: str) -> CircuitBreaker:
-        """The circuit breaker of a provider's endpoint (for reports and tests)."""
-        return self._route(provider).breaker
 
 
 def _unavailable(error: LLMError, request: LLMRequest) -> bool:

@@ -11,11 +11,16 @@ import anyio
 import httpx
 
 from trinity.errors import (
+    AuthenticationError,
+    BadRequestError,
     LLMConnectionError,
+    LLMStatusError,
     LLMTimeoutError,
     MalformedResponseError,
-    error_for_status,
+    RateLimitedError,
+    ServerError,
 )
+from trinity.llm.headers import rate_headers
 from trinity.llm.providers import ProviderAdapter, get_adapter
 from trinity.llm.routing import Endpoint
 from trinity.llm.settings import LLMSettings
@@ -137,13 +142,30 @@ class HTTPBackend:
         )
 
 
+def error_for_status(status: int, message: str, retry_after: float | None = None) -> LLMStatusError:
+    """The LLMStatusError subclass that fits an HTTP error `status`."""
+    kind: type[LLMStatusError]
+    if status == 429:
+        kind = RateLimitedError
+    elif status in (401, 403):
+        kind = AuthenticationError
+    elif status in (408, 409):
+        kind = LLMStatusError  # 4xx, but the same request may well succeed later
+    elif 400 <= status < 500:
+        kind = BadRequestError
+    elif 500 <= status < 600:
+        kind = ServerError
+    else:
+        kind = LLMStatusError
+    return kind(message, status=status, retry_after=retry_after)
+
+
 _NOT_JSON: Any = object()
-# Headers worth keeping from an answer: the provider's rate-limit accounting.
-_RATE_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
 def _with_headers(response: LLMResponse, headers: httpx.Headers) -> LLMResponse:
-    kept = {k: v for k, v in headers.items() if k.lower().startswith(_RATE_HEADER_PREFIXES)}
+    """`response` with the provider's rate-limit accounting from `headers`, if it sent any."""
+    kept = rate_headers(headers)
     return replace(response, headers=MappingProxyType(kept)) if kept else response
 
 

@@ -16,15 +16,21 @@ Secrets never appear in `repr` or `str` of anything here; keys are shown by thei
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import anyio
 
+from trinity.llm.headers import (
+    INPUT_TOKEN_LIMITS,
+    OUTPUT_TOKEN_LIMITS,
+    REQUEST_LIMITS,
+    TOKEN_LIMITS,
+    LimitHeaders,
+    read_limit,
+)
 from trinity.llm.types import LLMRequest
 
 Clock = Callable[[], float]
@@ -149,56 +155,6 @@ class KeyLimits:
 NO_LIMITS = KeyLimits()
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_reset(value: str, wall_now: float) -> float | None:
-    """Seconds from now until a rate-limit reset, or None if `value` makes no sense.
-
-    Accepts plain seconds ("12", "0.5"), Go-style durations as OpenAI sends them ("1s",
-    "6m0s", "20ms", "1h2m3.5s") and RFC 3339 times as Anthropic sends them
-    ("2026-01-01T12:00:00Z"), the latter measured against `wall_now` (Unix seconds).
-    """
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    parts = _DURATION_PART.findall(text)
-    if parts and "".join(number + unit for number, unit in parts) == text:
-        return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None  # a time without a zone could be anything
-    return max(0.0, moment.timestamp() - wall_now)
-
-
-def _parse_count(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        count = float(value.strip())
-    except ValueError:
-        return None
-    return count if math.isfinite(count) else None
-
-
 class _HeaderBudget:
     """What the provider last said is left of one limit, and when it resets."""
 
@@ -217,23 +173,6 @@ class _HeaderBudget:
 
     def consume(self, amount: int) -> None:
         self.remaining -= amount
-
-
-# Header names: (remaining, reset) for each limit the provider reports.
-_REQUEST_HEADERS = (
-    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-    ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
-)
-_TOKEN_HEADERS = (
-    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
-    ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
-)
-_INPUT_TOKEN_HEADERS = (
-    ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
-)
-_OUTPUT_TOKEN_HEADERS = (
-    ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
-)
 
 
 class Reservation:
@@ -303,14 +242,9 @@ class KeyLimiter:
             self.input_window.wait_time(input_est),
             self.output_window.wait_time(output_est),
         ]
-        for budget, need in (
-            (self._requests, 1),
-            (self._tokens, input_est + output_est),
-            (self._input_tokens, input_est),
-            (self._output_tokens, output_est),
-        ):
-            if budget is not None:
-                waits.append(budget.wait_time(now, need))
+        waits.extend(
+            budget.wait_time(now, need) for budget, need in self._budgets(input_est, output_est)
+        )
         wait = max(waits)
         return wait if wait > _EPSILON else 0.0
 
@@ -320,15 +254,23 @@ class KeyLimiter:
         self.request_window.add(1)
         input_entry = self.input_window.add(input_est)
         output_entry = self.output_window.add(output_est)
-        for budget, amount in (
-            (self._requests, 1),
-            (self._tokens, input_est + output_est),
-            (self._input_tokens, input_est),
-            (self._output_tokens, output_est),
-        ):
-            if budget is not None:
-                budget.consume(amount)
+        for budget, amount in self._budgets(input_est, output_est):
+            budget.consume(amount)
         return Reservation(self, input_entry, output_entry, input_est, output_est)
+
+    def _budgets(self, input_est: int, output_est: int) -> list[tuple[_HeaderBudget, int]]:
+        """Each limit the provider's headers reported, with what a request of this size
+        takes from it."""
+        return [
+            (budget, amount)
+            for budget, amount in (
+                (self._requests, 1),
+                (self._tokens, input_est + output_est),
+                (self._input_tokens, input_est),
+                (self._output_tokens, output_est),
+            )
+            if budget is not None
+        ]
 
     def cool_down(self, seconds: float) -> None:
         """Send nothing on this key for `seconds` (after a 429); never shortens a cooldown."""
@@ -337,26 +279,22 @@ class KeyLimiter:
     def update_from_headers(self, headers: Mapping[str, str]) -> None:
         """Pace from the provider's rate-limit headers: when nothing is left, wait the reset."""
         lowered = {name.lower(): value for name, value in headers.items()}
-        self._requests = self._read_budget(lowered, _REQUEST_HEADERS, self._requests)
-        self._tokens = self._read_budget(lowered, _TOKEN_HEADERS, self._tokens)
-        self._input_tokens = self._read_budget(lowered, _INPUT_TOKEN_HEADERS, self._input_tokens)
-        self._output_tokens = self._read_budget(lowered, _OUTPUT_TOKEN_HEADERS, self._output_tokens)
+        self._requests = self._read_budget(lowered, REQUEST_LIMITS, self._requests)
+        self._tokens = self._read_budget(lowered, TOKEN_LIMITS, self._tokens)
+        self._input_tokens = self._read_budget(lowered, INPUT_TOKEN_LIMITS, self._input_tokens)
+        self._output_tokens = self._read_budget(lowered, OUTPUT_TOKEN_LIMITS, self._output_tokens)
 
     def _read_budget(
         self,
         headers: Mapping[str, str],
-        names: tuple[tuple[str, str], ...],
+        names: tuple[LimitHeaders, ...],
         current: _HeaderBudget | None,
     ) -> _HeaderBudget | None:
-        for remaining_name, reset_name in names:
-            remaining = _parse_count(headers.get(remaining_name))
-            reset_value = headers.get(reset_name)
-            if remaining is None or reset_value is None:
-                continue
-            reset = parse_reset(reset_value, self._wall_clock())
-            if reset is None:
-                continue
-            return _HeaderBudget(remaining, self._clock() + reset)
+        for limit in names:
+            read = read_limit(headers, limit, self._wall_clock())
+            if read is not None:
+                remaining, reset = read
+                return _HeaderBudget(remaining, self._clock() + reset)
         return current
 
 

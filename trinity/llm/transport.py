@@ -3,8 +3,8 @@
 httpcore's connection pool (1.0.x) does work in proportion to its connections times the
 requests waiting for one every time a request arrives or a connection comes free
 (encode/httpcore#1035). With a build's 50 connections that bookkeeping, not the network,
-is where the time goes: 500 requests to a server answering in 100 ms took 8.5 s instead
-of 1 s, nearly all of it CPU. As that work grows with the size of a pool, several small
+is where the time goes: against a fast server a build took many times the server's own
+time, nearly all of it CPU. As that work grows with the size of a pool, several small
 pools do far less of it than one large one: `ShardedTransport` keeps httpx's transport
 whole (TLS, HTTP/1.1 keep-alive, timeouts, httpx's exception types) and only gives each
 of its instances fewer connections.
@@ -20,10 +20,9 @@ from typing import Self
 
 import httpx
 
-# The most connections one shard holds. Measured with 500 requests at concurrency 50
-# against the 100 ms loopback server (bare httpx as in benchmarks/fanout.py, median of 4
-# rounds, CPU seconds of the client): one pool of 50 took 7.0 s; shards of 1, 2, 4 or 5
-# took 0.92-0.97 s, of 8 1.04 s and of 10 1.17 s, the pools' bookkeeping growing back.
+# The most connections one shard holds. The client's CPU time (bare httpx at concurrency
+# 50, as in benchmarks/fanout.py) fell steeply from one pool of 50 to shards of 5 or
+# fewer, and rose again with larger shards as the pools' bookkeeping grew back.
 # Below 5 nothing more was gained, and 5 divides the usual concurrencies evenly.
 SHARD_SIZE = 5
 
@@ -31,7 +30,7 @@ ShardFactory = Callable[[httpx.Limits], httpx.AsyncBaseTransport]
 
 
 def _http_transports() -> ShardFactory:
-    """httpx's transports, sharing one TLS context: each would take ~50 ms to make its own."""
+    """httpx's transports, sharing one TLS context: making one is slow, and each would."""
     ssl_context = httpx.create_ssl_context()
 
     def make(limits: httpx.Limits) -> httpx.AsyncBaseTransport:

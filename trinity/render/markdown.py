@@ -37,7 +37,7 @@ def is_safe_url(url: str) -> bool:
 
 @cache
 def _parser() -> MarkdownIt:
-    # Imported here: a rebuild that renders no page never needs markdown-it (50 ms).
+    # Imported here: a rebuild that renders no page never needs markdown-it (slow to import).
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})

@@ -18,8 +18,9 @@ import jinja2
 from markupsafe import Markup
 
 from trinity.errors import ConfigError, ThemeError
+from trinity.messages import did_you_mean, shown_path
 from trinity.schema import Fields
-from trinity.yamlfile import did_you_mean, load_data_file, shown_path
+from trinity.yamlfile import load_data_file
 
 BUILTIN_THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
 PROJECT_THEMES_DIR = Path("themes")

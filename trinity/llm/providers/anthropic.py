@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from trinity.llm.headers import ANTHROPIC_RATE_LIMITS
 from trinity.llm.providers.base import ProviderAdapter
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 
@@ -23,13 +24,7 @@ _FINISH_REASONS = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": 
 class AnthropicAdapter(ProviderAdapter):
     name = "anthropic"
     chat_path = "/v1/messages"
-    rate_limit_headers = (
-        ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
-        ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
-        ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
-        ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
-        *ProviderAdapter.rate_limit_headers,
-    )
+    rate_limit_headers = ANTHROPIC_RATE_LIMITS
 
     def headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}

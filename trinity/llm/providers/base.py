@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from trinity.errors import MalformedResponseError, parse_retry_after
-from trinity.llm.ratelimit import parse_reset
+from trinity.errors import MalformedResponseError
+from trinity.llm.headers import OPENAI_RATE_LIMITS, LimitHeaders, retry_after
 from trinity.llm.types import LLMRequest, LLMResponse
 
 
@@ -24,10 +21,7 @@ class ProviderAdapter(ABC):
     name: str
     chat_path: str
     # (remaining, reset) header pairs that say when a spent rate limit frees up again.
-    rate_limit_headers: tuple[tuple[str, str], ...] = (
-        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-        ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
-    )
+    rate_limit_headers: tuple[LimitHeaders, ...] = OPENAI_RATE_LIMITS
 
     def headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -54,26 +48,10 @@ class ProviderAdapter(ABC):
     def retry_after(self, headers: Mapping[str, str], *, now: float | None = None) -> float | None:
         """Seconds a reply's headers ask us to wait before trying again; None if they don't say.
 
-        `retry-after-ms`, then `Retry-After` (seconds or an HTTP date), then the reset header
-        of a rate limit whose remaining count is 0 (`rate_limit_headers`: a duration such as
-        "1s" or "6m0.5s", seconds, or an RFC 3339 time). `now` is the Unix time dates are
-        measured from (default: the current time).
+        Read by `trinity.llm.headers.retry_after`, with this wire format's rate limits
+        (`rate_limit_headers`); `now` is the Unix time dates are measured from.
         """
-        found = {k.lower(): v.strip() for k, v in headers.items()}
-        wall = time.time() if now is None else now
-        millis = _number(found.get("retry-after-ms"))
-        if millis is not None:
-            return millis / 1000
-        seconds = parse_retry_after(found.get("retry-after"), datetime.fromtimestamp(wall, tz=UTC))
-        if seconds is not None:
-            return seconds
-        waits = [
-            parse_reset(found.get(reset, ""), wall)
-            for remaining, reset in self.rate_limit_headers
-            if _number(found.get(remaining)) == 0
-        ]
-        known = [w for w in waits if w is not None]
-        return max(known) if known else None
+        return retry_after(headers, self.rate_limit_headers, now=now)
 
     def malformed(self, what: str) -> MalformedResponseError:
         return MalformedResponseError(f"{self.name} response {what}")
@@ -87,9 +65,11 @@ class ProviderAdapter(ABC):
         return value if isinstance(value, int) and value >= 0 else 0
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text is not None else math.nan
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+def sampling(request: LLMRequest, max_tokens: str = "max_tokens") -> dict[str, Any]:
+    """A request's sampling parameters: its temperature, its token limit (under the name
+    `max_tokens` of the wire format), top_p when set, and its own options over them."""
+    params: dict[str, Any] = {"temperature": request.temperature, max_tokens: request.max_tokens}
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    params.update(request.options)
+    return params

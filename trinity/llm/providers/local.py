@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Literal, Protocol, cast
 import anyio
 
 from trinity.errors import ConfigError, MissingDependencyError
+from trinity.llm.providers.base import sampling
 from trinity.llm.settings import DEFAULT_LOCAL_MODEL, LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.logs import get_logger
@@ -206,16 +207,6 @@ class ModelRunner:
             return self._chat(model, request)
         return self._complete(model, request)
 
-    def _sampling(self, request: LLMRequest) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-        }
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
-        params.update(request.options)
-        return params
-
     def _complete(self, model: Generator, request: LLMRequest) -> LLMResponse:
         """Continue the request's document; the answer is its lead and the continuation.
 
@@ -224,7 +215,7 @@ class ModelRunner:
         so the answer is never just the lead. JSON is grammar-bound and taken as it comes.
         """
         assert request.document is not None
-        params = self._sampling(request)
+        params = sampling(request)
         wants_json = request.response_format == "json"
         if wants_json:
             params["grammar"] = _json_grammar(request)
@@ -258,7 +249,7 @@ class ModelRunner:
         )
 
     def _chat(self, model: Generator, request: LLMRequest) -> LLMResponse:
-        params = self._sampling(request)
+        params = sampling(request)
         if request.response_format == "json":
             params["response_format"] = {"type": "json_object"}
             if request.json_schema is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trinity.llm.providers.base import ProviderAdapter
+from trinity.llm.providers.base import ProviderAdapter, sampling
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 
 
@@ -14,18 +14,11 @@ class OllamaAdapter(ProviderAdapter):
     chat_path = "/api/chat"
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "temperature": request.temperature,
-            "num_predict": request.max_tokens,
-        }
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        options.update(request.options)
         body: dict[str, Any] = {
             "model": request.model,
             "messages": self.messages(request),
             "stream": False,
-            "options": options,
+            "options": sampling(request, max_tokens="num_predict"),
         }
         if request.response_format == "json":
             body["format"] = dict(request.json_schema) if request.json_schema else "json"

@@ -57,6 +57,7 @@ from trinity.llm.types import (
     response_from_data,
 )
 from trinity.logs import get_logger
+from trinity.messages import one_line
 
 log = get_logger(__name__)
 
@@ -429,7 +430,7 @@ def serve(connection: Connection) -> None:
         runner = ModelRunner(settings, loader=_load_factory(hello["factory"]))
         runner.load()
     except Exception as exc:  # anything the loader raises is the user's answer
-        _send(connection, {"error": f"cannot load the model: {_one_line(exc)}"})
+        _send(connection, {"error": f"cannot load the model: {one_line(exc)}"})
         return
     _send(connection, {"ready": True})
     while True:
@@ -440,13 +441,9 @@ def serve(connection: Connection) -> None:
         try:
             response = runner.generate(decode_request(message["request"]))
         except Exception as exc:
-            _send(connection, {"error": _one_line(exc)})
+            _send(connection, {"error": one_line(exc)})
         else:
             _send(connection, {"response": response_data(response)})
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: list[str]) -> None:
