@@ -8,7 +8,6 @@ trinity.scaffold or trinity.render. Heavy modules are imported inside the comman
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from trinity.errors import (
     EXIT_BUILD_FAILED,
     EXIT_INTERRUPTED,
     BuildFailed,
+    InputError,
     TrinityError,
 )
 from trinity.version import __version__
@@ -110,11 +110,18 @@ def _errors_to_exit_codes() -> Iterator[None]:
         consoles.err.print(f"[bold red]Build failed:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except TrinityError as exc:
-        consoles.err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
+        consoles.err.print(f"[bold red]Error:[/] {escape(_message(exc))}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         consoles.err.print("[yellow]Interrupted[/]: the previous output was left as it was.")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _message(error: TrinityError) -> str:
+    """The error as the CLI says it: an argument of the call is named by its flag."""
+    if isinstance(error, InputError) and error.argument and not (error.path or error.key):
+        return f"--{error.argument.replace('_', '-')}: {error.detail}"
+    return str(error)
 
 
 def _say_waiting(message: str) -> None:
@@ -586,16 +593,13 @@ def _plan_table(report: BuildReport) -> Table:
 
 
 _BLOCKS_SHOWN_PER_REASON = 8
-# The part of a reason that differs between blocks failing for one cause: the wait an
-# open circuit breaker announces, which shrinks as the build goes on.
-_VARYING_DETAIL = re.compile(r" \(next trial in [0-9.]+ s\)")
 
 
 def _failure_table(failures: list[tuple[str, str, str]]) -> Table:
     """Failed blocks grouped by reason: a dead server is one row, not a hundred."""
     by_reason: dict[str, list[str]] = {}
     for page, block, reason in failures:
-        by_reason.setdefault(_VARYING_DETAIL.sub("", reason), []).append(f"{page}: {block}")
+        by_reason.setdefault(reason, []).append(f"{page}: {block}")
     table = Table("blocks", "reason", title="Blocks that failed", title_style="bold red")
     for reason, blocks in by_reason.items():
         shown = blocks[:_BLOCKS_SHOWN_PER_REASON]

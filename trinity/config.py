@@ -29,20 +29,17 @@ from trinity.errors import ConfigError
 from trinity.llm.breaker import BreakerPolicy
 from trinity.llm.ratelimit import ApiKey, KeyLimits
 from trinity.llm.retry import RetryPolicy
-from trinity.llm.routing import (
-    DEFAULT_API_URLS,
-    HTTP_PROVIDERS,
-    PROVIDERS,
-    Endpoint,
-    Router,
-    Target,
-    parse_target,
-)
+from trinity.llm.routing import Router, parse_target
 from trinity.llm.settings import (
+    DEFAULT_API_URLS,
     DEFAULT_MODELS,
+    HTTP_PROVIDERS,
     PROMPT_STYLES,
     PROVIDER_KEY_VARIABLES,
+    PROVIDERS,
+    Endpoint,
     LLMSettings,
+    Target,
 )
 from trinity.logs import SECRET_SUFFIXES
 from trinity.messages import did_you_mean, shown_path
@@ -109,13 +106,13 @@ class Settings:
             build = replace(build, theme=theme)
         if concurrency is not None:
             if concurrency < 1:
-                raise ConfigError("must be at least 1", key="concurrency")
+                raise ConfigError("must be at least 1", argument="concurrency")
             llm = replace(llm, concurrency=concurrency)
         if cache_enabled is not None:
             cache = replace(cache, enabled=cache_enabled)
         if max_cost is not None:
             if max_cost < 0:
-                raise ConfigError("must be at least 0", key="max_cost")
+                raise ConfigError("must be at least 0", argument="max_cost")
             llm = replace(llm, max_cost=max_cost)
         return replace(self, build=build, llm=llm, cache=cache)
 

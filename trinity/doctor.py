@@ -41,8 +41,14 @@ from trinity.llm.providers.local import (
     gguf_has_chat_template,
     model_path,
 )
-from trinity.llm.routing import HTTP_PROVIDERS, Endpoint, Router
-from trinity.llm.settings import DEFAULT_LOCAL_MODEL, PROVIDER_KEY_VARIABLES, LLMSettings
+from trinity.llm.routing import Router
+from trinity.llm.settings import (
+    DEFAULT_LOCAL_MODEL,
+    HTTP_PROVIDERS,
+    PROVIDER_KEY_VARIABLES,
+    Endpoint,
+    LLMSettings,
+)
 from trinity.messages import one_line, shown_path
 from trinity.urls import mask_urls, shown_url
 from trinity.version import __version__

@@ -54,15 +54,28 @@ class TrinityError(Exception):
 
 
 class InputError(TrinityError):
-    """The user gave us something we cannot use; they must change it."""
+    """The user gave us something we cannot use; they must change it.
+
+    Where it is: a file (`path`) and the key in it, an environment variable (`path`
+    "environment"), or an `argument` of the call (a keyword of `build_site`, which the CLI
+    shows as its flag: `max_cost` is `--max-cost`).
+    """
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        key: str | None = None,
+        argument: str | None = None,
+    ) -> None:
         self.path = path
         self.key = key
+        self.argument = argument
         self.detail = message
-        where = ": ".join(part for part in (path, key) if part)
+        where = ": ".join(part for part in (path, key) if part) or argument
         super().__init__(f"{where}: {message}" if where else message)
 
 
@@ -203,10 +216,9 @@ class CircuitBreakerOpen(LLMError):
         if detail:
             message = f"{who} is open ({detail}); the request was not sent"
         else:
-            message = (
-                f"{who} is open after repeated failures; the request was not sent "
-                f"(next trial in {self.remaining:.1f} s)"
-            )
+            # No countdown in the message: every block refused by one open breaker then
+            # fails for the same reason, told once and grouped as one (`remaining` has it).
+            message = f"{who} is open after repeated failures; the request was not sent"
         super().__init__(message)
 
 

@@ -88,7 +88,7 @@ def choose_profile(
     """The profile this run uses, with LOG_LEVEL and LOG_FORMAT applied."""
     env = os.environ if environ is None else environ
     if option:
-        name, where, key = option, None, "--log-profile"
+        name, where, key = option, None, None
     elif env.get("LOG_PROFILE"):
         name, where, key = env["LOG_PROFILE"], "environment", "LOG_PROFILE"
     elif env.get("TRINITY_ENV", "").strip().lower() == "production":
@@ -103,6 +103,7 @@ def choose_profile(
             f"(there are {', '.join(settings.profiles)}){hint}",
             path=where,
             key=key,
+            argument="log_profile" if option else None,
         )
     return _overridden(profile, env)
 

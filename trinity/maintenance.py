@@ -138,14 +138,14 @@ def _chosen(settings: Settings, tier: str | None = None) -> tuple[str, ...]:
         choices = (*CACHE_TIERS, *TIER_ALIASES)
         raise ConfigError(
             f"'{tier}' is not one of {', '.join(choices)}{did_you_mean(tier, choices)}",
-            key="--tier",
+            argument="tier",
         )
     if name not in enabled:
         raise ConfigError(
             f"the {name} tier is not enabled: add it to cache.tiers in "
             f"{shown_path(settings.config_path)}"
             + (" or set CACHE_REDIS_HOST" if name == "redis" else ""),
-            key="--tier",
+            argument="tier",
         )
     return (name,)
 

@@ -53,9 +53,9 @@ def prepare(
     try:
         chosen = load_theme(settings.build.theme, settings.project_dir)
     except ThemeError as exc:
-        if theme is not None or exc.key != "--theme":
+        if theme is not None or exc.argument != "theme":
             raise
-        # The name came from the settings file, not from --theme: point there.
+        # The name came from the settings file, not from the caller: point there.
         raise ThemeError(
             exc.detail,
             path=shown_path(settings.config_path),

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import TextIO
 
 from trinity.errors import ConfigError, ResourceError
@@ -223,12 +222,7 @@ class StagedOutput:
     def __enter__(self) -> StagedOutput:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         # Also on success: after commit() the staging folder is gone and this is a no-op.
         self.discard()
 
@@ -289,12 +283,7 @@ class BackgroundWriter:
     def __enter__(self) -> BackgroundWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         # After close() the thread is gone and this does nothing; otherwise the build
         # is leaving early, and the staging folder is about to be removed.
         self.abandon()

@@ -197,8 +197,14 @@ CASES: dict[str, Case] = {
     ),
     "unknown-theme-option": Case(
         lambda project: None,
-        ["--theme", "unknown theme 'nope'", "available: brutalist, minimal"],
+        ["--theme: unknown theme 'nope'", "available: brutalist, minimal"],
         args=["--theme", "nope"],
+    ),
+    "unknown-log-profile-option": Case(
+        lambda project: None,
+        ["--log-profile: no logging profile 'prodution'", "(did you mean 'production'?)"],
+        args=["--log-profile", "prodution"],
+        check_too=False,  # `trinity check` logs nothing, so it has no such flag
     ),
     "unknown-theme-setting-option": Case(
         setting("build", theme_options={"acent": "#000"}),

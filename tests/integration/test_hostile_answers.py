@@ -24,8 +24,7 @@ from trinity.errors import (
     MalformedResponseError,
 )
 from trinity.llm.http import HTTPBackend
-from trinity.llm.routing import Endpoint
-from trinity.llm.settings import LLMSettings
+from trinity.llm.settings import Endpoint, LLMSettings
 from trinity.llm.transport import ShardedTransport
 from trinity.llm.types import LLMRequest
 

@@ -10,8 +10,14 @@ import pytest
 from trinity.cache.settings import CacheSettings, DiskTierSettings
 from trinity.config import BuildSettings, load_settings
 from trinity.errors import EXIT_BAD_INPUT, ConfigError
-from trinity.llm.routing import DEFAULT_API_URLS, PROVIDERS
-from trinity.llm.settings import DEFAULT_LOCAL_MODEL, DEFAULT_MODELS, PROMPT_STYLES, LLMSettings
+from trinity.llm.settings import (
+    DEFAULT_API_URLS,
+    DEFAULT_LOCAL_MODEL,
+    DEFAULT_MODELS,
+    PROMPT_STYLES,
+    PROVIDERS,
+    LLMSettings,
+)
 
 WriteSettings = Callable[[str], Path]
 
@@ -630,14 +636,14 @@ def test_with_overrides_refuses_concurrency_below_one(
     settings = load_settings(write_settings("site: {title: T}\n"), environ={})
     with pytest.raises(ConfigError) as caught:
         settings.with_overrides(concurrency=concurrency)
-    assert caught.value.key == "concurrency"  # the argument: the CLI checks its flags itself
+    assert caught.value.argument == "concurrency"  # the CLI shows it as its flag
 
 
 def test_with_overrides_refuses_a_negative_max_cost(write_settings: WriteSettings) -> None:
     settings = load_settings(write_settings("site: {title: T}\n"), environ={})
     with pytest.raises(ConfigError) as caught:
         settings.with_overrides(max_cost=-0.5)
-    assert caught.value.key == "max_cost"
+    assert caught.value.argument == "max_cost"
 
 
 # ---------------------------------------------------------------------------- the local provider

@@ -654,7 +654,7 @@ async def test_a_key_resting_longer_than_the_cap_fails_over_without_waiting() ->
     """After a 429 asking for 120 s (cap 60), later requests go to the fallback at once."""
     from types import MappingProxyType
 
-    from trinity.llm.routing import Endpoint
+    from trinity.llm.settings import Endpoint
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.host == "primary.test":
@@ -697,7 +697,7 @@ def local_with_a_chat_fallback() -> tuple[Server, LLMSettings]:
     """The embedded model, with an OpenAI-style server behind it as its fallback."""
     from types import MappingProxyType
 
-    from trinity.llm.routing import Endpoint
+    from trinity.llm.settings import Endpoint
 
     server = Server(lambda request: httpx.Response(200, json=openai_answer("from backup")))
     settings = settings_for(

@@ -380,8 +380,8 @@ def test_malformed_yaml_names_the_file_and_line(
 def test_an_unknown_log_profile_option_is_refused(config_dir: Path) -> None:
     error = choose_error(load_logging_settings(config_dir), "prodution", {"LOG_PROFILE": "testing"})
 
-    assert error.key == "--log-profile"
-    assert str(error).startswith("--log-profile: no logging profile 'prodution' in ")
+    assert (error.key, error.argument) == (None, "log_profile")
+    assert str(error).startswith("log_profile: no logging profile 'prodution' in ")
     assert SHOWN in str(error)
     assert "did you mean 'production'?" in str(error)
 

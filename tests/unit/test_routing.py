@@ -7,8 +7,8 @@ from types import MappingProxyType
 import pytest
 
 from trinity.llm.ratelimit import ApiKey, KeyLimits
-from trinity.llm.routing import DEFAULT_API_URLS, Endpoint, Router, Target, parse_target
-from trinity.llm.settings import LLMSettings
+from trinity.llm.routing import Router, parse_target
+from trinity.llm.settings import DEFAULT_API_URLS, Endpoint, LLMSettings, Target
 
 SECRET = "sk-routing-0123456789-SECRET"
 

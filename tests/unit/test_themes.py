@@ -202,7 +202,7 @@ def test_unknown_theme_has_a_hint_and_the_list(tmp_path: Path) -> None:
     with pytest.raises(ThemeError) as caught:
         load_theme("minimall", tmp_path)
     message = str(caught.value)
-    assert caught.value.key == "--theme"
+    assert caught.value.argument == "theme"
     assert "unknown theme 'minimall'" in message
     assert "did you mean 'minimal'" in message
     assert "brutalist" in message

@@ -53,8 +53,8 @@ from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.requests import RequestMaker, RequestOptions
 from trinity.llm.retry import RetryBudget, call_with_retry
 from trinity.llm.routes import Backend, Route, Routes
-from trinity.llm.routing import Router, Target
-from trinity.llm.settings import LLMSettings
+from trinity.llm.routing import Router
+from trinity.llm.settings import LLMSettings, Target
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.logs import correlation, current_correlation_id, get_logger
 

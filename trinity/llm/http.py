@@ -22,8 +22,7 @@ from trinity.errors import (
 )
 from trinity.llm.headers import rate_headers
 from trinity.llm.providers import ProviderAdapter, get_adapter
-from trinity.llm.routing import Endpoint
-from trinity.llm.settings import LLMSettings
+from trinity.llm.settings import Endpoint, LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.urls import mask_urls, shown_url
 

