@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -496,6 +497,28 @@ class SiteProject:
             ]
             for page in project.site.pages
         }
+
+
+def interrupt_when(
+    proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, timeout: float = 60
+) -> tuple[RunResult, float]:
+    """Ctrl-C (SIGINT) to `proc` once `ready()` holds; what it did, and the seconds from the
+    signal to its exit. Fails if it exits first or `ready` takes longer than `timeout`."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"the build never {what}"
+            time.sleep(0.01)
+        signalled = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=timeout)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return RunResult(proc.returncode, stdout, stderr), took
 
 
 def _default_sigint() -> None:

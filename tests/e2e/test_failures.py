@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import re
-import signal
 import socket
 import sys
 import time
@@ -26,6 +24,7 @@ from tests.e2e.sitekit import (
     SiteProject,
     check_links,
     highlights_for,
+    interrupt_when,
     snapshot,
 )
 from trinity.llm.client import AsyncLLMClient
@@ -455,20 +454,10 @@ def test_interrupted_build_leaves_the_previous_site_untouched(
     server.latency = 2.0
 
     proc = site_project.popen("build", "--project", site_project.root, "--no-cache")
-    try:
-        deadline = time.monotonic() + 30
-        while server.chat_count == requests:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the build never started generating"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    result, _ = interrupt_when(
+        proc, lambda: server.chat_count > requests, "started generating", timeout=30
+    )
 
-    result = RunResult(proc.returncode, stdout, stderr)
     assert result.exit_code == 130, result.describe()
     assert "Traceback" not in result.output
     assert "Interrupted" in result.stderr

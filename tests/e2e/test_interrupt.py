@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 
 import pytest
 
-from tests.e2e.sitekit import RunResult, SiteProject, snapshot
+from tests.e2e.sitekit import SiteProject, interrupt_when, snapshot
 
 PAGES = 80
 # A theme whose item pages take a while to render (90,000 steps of a counting loop, some
@@ -58,22 +56,10 @@ def test_ctrl_c_while_rendering_from_the_cache_stops_at_once(
         "build", "--project", site_project.root, "--theme", "heavy", "--json",
         "--report", report_path,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while len(list(site_project.root.glob(".output.staging-*/projects/*/index.html"))) < 3:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the build never started rendering"
-            time.sleep(0.01)
-        signalled = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-        took = time.monotonic() - signalled
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-    result = RunResult(proc.returncode, stdout, stderr)
+    staged_pages = ".output.staging-*/projects/*/index.html"
+    result, took = interrupt_when(
+        proc, lambda: len(list(site_project.root.glob(staged_pages))) >= 3, "started rendering"
+    )
     assert result.exit_code == 130, result.describe()
     assert "Traceback" not in result.output
     # Rendering had most of its pages to go: honoured at once, Ctrl-C takes a small part
