@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"project", "plan", "pages", "answers", "report", "staging"},
     {"site", "render"},
     {"config", "logsettings"},
-    {"llm"},
+    {"llm", "checks"},
     {"cache"},
     {"schema", "yamlfile", "messages", "lock", "logs", "urls", "oserrors"},
     {"errors", "version"},
