@@ -25,6 +25,8 @@ from trinity.cache.settings import (
     MemoryTierSettings,
     RedisTierSettings,
 )
+from trinity.checks.spec import CheckSpec, GuardSpec, JudgeSpec
+from trinity.checksettings import overlay, read_checks, read_guards
 from trinity.errors import ConfigError
 from trinity.llm.breaker import BreakerPolicy
 from trinity.llm.ratelimit import ApiKey, KeyLimits
@@ -86,6 +88,10 @@ class Settings:
     llm: LLMSettings
     cache: CacheSettings
     build: BuildSettings
+    # What every block's answer must pass (a block's own `checks:` overlay these).
+    checks: CheckSpec = field(default_factory=CheckSpec)
+    guards: GuardSpec = field(default_factory=GuardSpec)
+    judge: JudgeSpec | None = None
 
     def with_overrides(
         self,
@@ -201,12 +207,20 @@ def load_settings(
     llm = _read_llm(Fields(top.value("llm"), path=shown, key="llm", error=ConfigError), env)
     cache = _read_cache(Fields(top.value("cache"), path=shown, key="cache", error=ConfigError), env)
     build = _read_build(Fields(top.value("build"), path=shown, key="build", error=ConfigError))
+    checks = overlay(
+        CheckSpec(),
+        read_checks(Fields(top.value("checks"), path=shown, key="checks", error=ConfigError)),
+    )
+    guards = read_guards(Fields(top.value("guards"), path=shown, key="guards", error=ConfigError))
+    judge = _read_judge(top, llm)
     top.done()
     output_dir = Path(env["TRINITY_OUTPUT_DIR"]) if env.get("TRINITY_OUTPUT_DIR") else None
     build = replace(build, output_dir=project / (output_dir or build.output_dir))
     llm = replace(llm, base_dir=project)
+    if judge is not None:
+        llm = _reach(llm, [Router(llm).target(judge.model)], env, shown, "judge.model")
     cache = replace(cache, disk=replace(cache.disk, directory=project / cache.disk.directory))
-    return Settings(project, path, site, llm, cache, build)
+    return Settings(project, path, site, llm, cache, build, checks, guards, judge)
 
 
 def _no_project_hint(project: Path) -> str:
@@ -299,15 +313,21 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         breaker=_read_breaker(f.child("breaker")),
         prices=MappingProxyType(_read_prices(f.child("prices"))),
         max_cost=f.number("max_cost", LLMSettings.max_cost, minimum=0),
+        repair_attempts=f.integer(
+            "repair_attempts", LLMSettings.repair_attempts, minimum=0, maximum=5
+        ),
     )
     aliases = _read_aliases(f.child("aliases"), provider)
     fallbacks = _read_fallbacks(f.child("fallbacks"), aliases, provider)
     settings = replace(
-        settings, aliases=MappingProxyType(aliases), fallbacks=MappingProxyType(fallbacks)
+        settings,
+        aliases=MappingProxyType(aliases),
+        fallbacks=MappingProxyType(fallbacks),
+        cascade=_read_cascade(f, aliases, provider),
     )
-    endpoints = _read_endpoints(f.child("endpoints"), env, settings)
+    settings = _read_endpoints(f.child("endpoints"), env, settings)
     f.done()
-    return replace(settings, endpoints=MappingProxyType(endpoints))
+    return settings
 
 
 def _read_keys(f: Fields, env: Mapping[str, str], name: str = "api_keys") -> tuple[ApiKey, ...]:
@@ -418,17 +438,49 @@ def _read_fallbacks(
         if not isinstance(chain, list) or not all(isinstance(c, str) and c for c in chain):
             raise f.fail(f"expected a list of model names or aliases, got {describe(chain)}", name)
         for entry in chain:
-            if entry not in aliases and not parse_target(entry, provider).model:
-                raise f.fail(f"'{entry}' is not an alias or 'provider:model'", name)
+            _check_model_name(f, name, entry, aliases, provider)
         fallbacks[name] = tuple(chain)
     f.done()
     return fallbacks
 
 
-def _read_endpoints(
-    f: Fields, env: Mapping[str, str], settings: LLMSettings
-) -> dict[str, Endpoint]:
-    """Servers and keys for providers other than the main one that aliases reach."""
+def _read_cascade(f: Fields, aliases: Mapping[str, Target], provider: str) -> tuple[str, ...]:
+    """`cascade: [cheap, strong]`: the models a block goes to in turn, cheapest first."""
+    cascade = f.strings("cascade") or ()
+    for index, entry in enumerate(cascade):
+        _check_model_name(f, f"cascade[{index}]", entry, aliases, provider)
+        if entry in cascade[:index]:
+            raise f.fail(f"'{entry}' is listed twice", f"cascade[{index}]")
+    return cascade
+
+
+def _check_model_name(
+    f: Fields, name: str, entry: str, aliases: Mapping[str, Target], provider: str
+) -> None:
+    """Refuse `entry` (at key `name`) unless it is an alias, provider:model or a model."""
+    if entry not in aliases and not parse_target(entry, provider).model:
+        raise f.fail(f"'{entry}' is not an alias or 'provider:model'", name)
+
+
+def _read_judge(top: Fields, llm: LLMSettings) -> JudgeSpec | None:
+    """`judge: {model, criteria, threshold}`, or None when there is no judge."""
+    if top.value("judge") is None:
+        return None
+    f = top.child("judge")
+    model = f.string("model", nonempty=True)
+    _check_model_name(f, "model", model, llm.aliases, llm.provider)
+    judge = JudgeSpec(
+        model=model,
+        criteria=f.strings("criteria") or JudgeSpec.criteria,
+        threshold=f.number("threshold", JudgeSpec.threshold, minimum=0, maximum=1),
+    )
+    f.done()
+    return judge
+
+
+def _read_endpoints(f: Fields, env: Mapping[str, str], settings: LLMSettings) -> LLMSettings:
+    """`settings` with servers and keys for the providers other than the main one that
+    aliases, fallbacks and the cascade reach."""
     endpoints: dict[str, Endpoint] = {}
     for provider in f.raw:
         entry = f.child(provider)
@@ -448,14 +500,25 @@ def _read_endpoints(
     f.done()
     router = Router(settings)
     targets = [*settings.aliases.values()]
-    for chain in settings.fallbacks.values():
+    for chain in [*settings.fallbacks.values(), settings.cascade]:
         targets.extend(router.target(name) for name in chain)
+    settings = replace(settings, endpoints=MappingProxyType(endpoints))
+    return _reach(settings, targets, env, f.path, "llm.aliases")
+
+
+def _reach(
+    settings: LLMSettings, targets: list[Target], env: Mapping[str, str], path: str, key: str
+) -> LLMSettings:
+    """`settings` with an endpoint (the provider's default server and keys) for every
+    target's provider that has none yet; the local model is refused as a second provider."""
+    endpoints = dict(settings.endpoints)
     for target in targets:
         if target.provider == "local" and settings.provider != "local":
             raise ConfigError(
-                "the local model cannot be a fallback or alias of a server provider yet",
-                path=f.path,
-                key="llm.aliases",
+                "the local model cannot be an alias, fallback, cascade step or judge of a "
+                "server provider yet",
+                path=path,
+                key=key,
             )
         if target.provider != settings.provider and target.provider not in endpoints:
             endpoints[target.provider] = Endpoint(
@@ -463,7 +526,7 @@ def _read_endpoints(
                 DEFAULT_API_URLS[target.provider],
                 _default_keys(target.provider, env),
             )
-    return endpoints
+    return replace(settings, endpoints=MappingProxyType(endpoints))
 
 
 def _default_keys(provider: str, env: Mapping[str, str]) -> tuple[ApiKey, ...]:

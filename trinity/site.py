@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
@@ -18,8 +18,10 @@ from typing import Any, cast
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from trinity.checks.spec import CheckSpec
+from trinity.checksettings import overlay, read_checks
 from trinity.config import Settings
-from trinity.errors import ContentError
+from trinity.errors import ConfigError, ContentError
 from trinity.messages import shown_path
 from trinity.schema import REQUIRED, Fields, describe
 from trinity.yamlfile import load_data_file
@@ -54,6 +56,8 @@ class Block:
     lead: str = ""
     stop: tuple[str, ...] | None = None
     model: str | None = None  # a model or alias for this block; None: llm.model
+    # The site's checks overlaid by the block's own, its mentions rendered for this page.
+    checks: CheckSpec = field(default_factory=CheckSpec)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class Page:
     item: Any = None
     source: str = ""  # the key path in pages.yaml that made this page, for messages
     origin: str = ""  # which collection item made it, for messages: " (item 2 of 'projects')"
+    # A collection item's scalar fields as text ({"language": "Python", "year": "2025"}):
+    # what the page is about, to ground the model's answer and the judge; empty otherwise.
+    facts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def url(self) -> str:
@@ -220,6 +227,18 @@ class _BlockSpec:
     max_tokens: int | None
     temperature: float | None
     schema: Mapping[str, Any] | None
+    checks: CheckSpec  # mentions still as written: `mentions` renders them per page
+    mentions: _Mentions
+
+
+@dataclass(frozen=True)
+class _Mentions:
+    """`mentions` templates, and where they were written (the block's checks, or the
+    site's in settings.yaml) for messages."""
+
+    templates: tuple[_Compiled, ...]
+    path: str
+    key: str
 
 
 class _Planner:
@@ -231,6 +250,10 @@ class _Planner:
         self.shown = shown
         self.env = _prompt_environment()
         self.site_context = settings.site.as_context()
+        site_checks = Fields(
+            None, path=shown_path(settings.config_path), key="checks", error=ConfigError
+        )
+        self.site_mentions = self._compile_mentions(site_checks, settings.checks.mentions)
 
     def compile(self, f: Fields, name: str, source: str) -> _Compiled:
         if "{" not in source:  # no {{ }}, {% %} or {# #}: the text is its own rendering
@@ -242,7 +265,15 @@ class _Planner:
                 f"template syntax error at line {exc.lineno}: {exc.message}", name
             ) from None
 
-    def render(self, template: _Compiled, key: str, context: Mapping[str, Any], where: str) -> str:
+    def render(
+        self,
+        template: _Compiled,
+        key: str,
+        context: Mapping[str, Any],
+        where: str,
+        path: str | None = None,
+    ) -> str:
+        """`template` rendered; an error names `key` in `path` (pages.yaml by default)."""
         try:
             return template.render(context).strip()
         except jinja2.UndefinedError as exc:
@@ -251,7 +282,7 @@ class _Planner:
             message = f"template error{where}: {exc}"
         except (TypeError, ValueError, ArithmeticError) as exc:
             message = f"template error{where}: {exc}"
-        raise ContentError(message, path=self.shown, key=key)
+        raise ContentError(message, path=path or self.shown, key=key)
 
     def expand(self, f: Fields) -> list[Page]:
         collection = f.string("collection", None, nonempty=True)
@@ -297,6 +328,7 @@ class _Planner:
                     item=item,
                     source=f.key,
                     origin=where,
+                    facts=_facts(item),
                 )
             )
         return pages
@@ -356,6 +388,7 @@ class _Planner:
                 jsonschema.validators.validator_for(schema).check_schema(schema)
             except jsonschema.SchemaError as exc:
                 raise f.fail(f"not a valid JSON schema: {exc.message}", "schema") from None
+        checks, mentions = self._read_checks(f)
         spec = _BlockSpec(
             name=name,
             key=f.key,
@@ -369,17 +402,51 @@ class _Planner:
             max_tokens=f.integer("max_tokens", None, minimum=1, maximum=1_000_000),
             temperature=f.number("temperature", None, minimum=0, maximum=2),
             schema=schema,
+            checks=checks,
+            mentions=mentions,
         )
         f.done()
         return spec
 
+    def _read_checks(self, block: Fields) -> tuple[CheckSpec, _Mentions]:
+        """The block's `checks` over the site's, and the mentions that apply to it."""
+        f = block.child("checks")
+        changes = read_checks(f)
+        mentions = self.site_mentions
+        if "mentions" in changes:
+            mentions = self._compile_mentions(f, changes["mentions"])
+        return overlay(self.settings.checks, changes), mentions
+
+    def _compile_mentions(self, f: Fields, sources: Sequence[str]) -> _Mentions:
+        templates = tuple(
+            self.compile(f, f"mentions[{index}]", source) for index, source in enumerate(sources)
+        )
+        return _Mentions(templates, f.path, f.at("mentions"))
+
     def _nonempty(
-        self, template: _Compiled, key: str, context: Mapping[str, Any], where: str
+        self,
+        template: _Compiled,
+        key: str,
+        context: Mapping[str, Any],
+        where: str,
+        path: str | None = None,
     ) -> str:
-        text = self.render(template, key, context, where)
+        text = self.render(template, key, context, where, path)
         if not text:
-            raise ContentError(f"renders to nothing{where}", path=self.shown, key=key)
+            raise ContentError(f"renders to nothing{where}", path=path or self.shown, key=key)
         return text
+
+    def _block_checks(self, spec: _BlockSpec, context: Mapping[str, Any], where: str) -> CheckSpec:
+        """The block's checks with its mentions rendered for this page."""
+        mentions = spec.mentions
+        if not mentions.templates:
+            return spec.checks
+        # Each must say something: an empty mention would be found in every answer.
+        rendered = tuple(
+            self._nonempty(template, f"{mentions.key}[{index}]", context, where, mentions.path)
+            for index, template in enumerate(mentions.templates)
+        )
+        return replace(spec.checks, mentions=rendered)
 
     def _render_block(self, spec: _BlockSpec, context: Mapping[str, Any], where: str) -> Block:
         prompt = self._nonempty(spec.prompt, f"{spec.key}.prompt", context, where)
@@ -398,4 +465,19 @@ class _Planner:
             lead=self.render(spec.lead, f"{spec.key}.lead", context, where) if spec.lead else "",
             stop=spec.stop,
             model=spec.model,
+            checks=self._block_checks(spec, context, where),
         )
+
+
+def _facts(item: Any) -> Mapping[str, str]:
+    """A collection item's scalar fields (text, numbers, true/false) as text; lists and
+    mappings are left out, and so is everything of an item that is not a mapping."""
+    if not isinstance(item, Mapping):
+        return MappingProxyType({})
+    facts = {}
+    for name, value in item.items():
+        if isinstance(value, bool):
+            facts[str(name)] = "true" if value else "false"
+        elif isinstance(value, str | int | float) and str(value).strip():
+            facts[str(name)] = str(value).strip()
+    return MappingProxyType(facts)

@@ -245,6 +245,26 @@ CASES: dict[str, Case] = {
         block(2, "highlights", {"prompt": "List.", "format": "json", "schema": {"type": 12}}),
         [PAGES, "pages[2].blocks.highlights.schema", "not a valid JSON schema"],
     ),
+    "unknown-check": Case(
+        setting("checks", wrods={"max": 120}),
+        [f"{SETTINGS}: checks.wrods: unknown key 'wrods' (did you mean 'words'?)"],
+    ),
+    "unknown-block-check": Case(
+        block(1, "now", {"prompt": "Now?", "checks": {"mention": ["Python"]}}),
+        [PAGES, "pages[1].blocks.now.checks.mention", "(did you mean 'mentions'?)"],
+    ),
+    "bad-forbid-regex": Case(
+        setting("checks", forbid=["lorem ipsum", "/([a-z]/"]),
+        [f"{SETTINGS}: checks.forbid[1]: not a valid regular expression: missing )"],
+    ),
+    "check-min-above-max": Case(
+        block(0, "intro", {"prompt": "Hi.", "checks": {"words": {"min": 50, "max": 10}}}),
+        [f"{PAGES}: pages[0].blocks.intro.checks.words: min (50) is above max (10)"],
+    ),
+    "mention-unknown-variable": Case(
+        block(2, "summary", {"prompt": "Sum.", "checks": {"mentions": ["{{ item.lang }}"]}}),
+        [PAGES, "pages[2].blocks.summary.checks.mentions[0]", "unknown variable", "lang"],
+    ),
     "unsafe-slug-dotdot": Case(
         page(1, slug="../escape"), [PAGES, "pages[1].slug", "must not contain '..'"]
     ),

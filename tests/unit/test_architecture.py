@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"build"},
     {"project", "plan", "pages", "answers", "report", "staging"},
     {"site", "render"},
-    {"config", "logsettings"},
+    {"config", "checksettings", "logsettings"},
     {"llm", "checks"},
     {"cache"},
     {"schema", "yamlfile", "messages", "lock", "logs", "urls", "oserrors"},

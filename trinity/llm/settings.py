@@ -103,6 +103,11 @@ class LLMSettings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
     max_cost: float | None = None
+    # Models (aliases or provider:model) a block goes to in turn, cheapest first: the next
+    # one when a block still fails its checks (or the judge) after its re-asks.
+    cascade: tuple[str, ...] = ()
+    # How many times one block is asked again after its answer failed its checks.
+    repair_attempts: int = 2
 
 
 __all__ = [
