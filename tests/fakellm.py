@@ -20,7 +20,7 @@ Answers are deterministic. Let ``system`` be the system messages joined by newli
 
     digest = sha256((system + "\\n" + user).encode()).hexdigest()[:12]
     TEXT   = "Generated answer " + digest + ".\\n\\nThis paragraph responds to: "
-             + " ".join(user.split())[:60]
+             + " ".join(user.split())[:60] + "."
 
 When JSON output is requested (Ollama ``"format": "json"`` or a JSON-schema dict in
 ``format``; OpenAI ``response_format.type`` in ``{"json_object", "json_schema"}``;
@@ -272,7 +272,8 @@ def default_answer(system: str, user: str, *, json_mode: bool = False) -> str:
             "summary": "Structured answer to: " + _snippet(user),
         }
         return json.dumps(obj)
-    return "Generated answer " + digest + ".\n\nThis paragraph responds to: " + _snippet(user)
+    # Ends on a full stop: a complete sentence, as the example site's checks ask.
+    return "Generated answer " + digest + ".\n\nThis paragraph responds to: " + _snippet(user) + "."
 
 
 def _json_bytes(obj: Any) -> bytes:

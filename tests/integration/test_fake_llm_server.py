@@ -81,7 +81,7 @@ def test_ollama_wire_format(fake_llm: FakeLLMServer, client: httpx.Client) -> No
     assert data["done_reason"] == "stop"
     text = data["message"]["content"]
     digest = prompt_digest("Be brief.", "Write about\ncats")
-    assert text == (f"Generated answer {digest}.\n\nThis paragraph responds to: Write about cats")
+    assert text == (f"Generated answer {digest}.\n\nThis paragraph responds to: Write about cats.")
     assert data["prompt_eval_count"] == 5  # "Be brief." + "Write about cats"
     assert data["eval_count"] == len(text.split())
 
