@@ -1,29 +1,239 @@
-"""Running the checks on an answer (interim: words and chars only; the full set follows)."""
+"""Running the checks on an answer: every check of a block's CheckSpec, each failure told
+in a few plain words a model and a site owner both understand ("212 words; at most 120").
+
+Pure functions of the text and the spec: no model, no file, no clock. The order of the
+failures is stable (the order of CheckSpec's fields), so a correction sent to a model and
+a report compared between builds do not change for nothing.
+"""
 
 from __future__ import annotations
 
-from trinity.checks.spec import CheckFailure, CheckSpec, Range
+import re
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+from trinity.checks.pii import find_pii
+from trinity.checks.prose import count_words, repeated
+from trinity.checks.spec import CheckFailure, CheckSpec, LinkRule, Pattern, Range
+from trinity.llm.trim import unfinished_end
+
+# How much of an answer a message quotes.
+_EXCERPT_WORDS = 6
+_EXCERPT_CHARS = 60
+
+
+def compile_pattern(source: str) -> Pattern:
+    """A `forbid` entry as the site owner wrote it: a plain phrase matches case-insensitively,
+    as whole words where it starts or ends with a letter or digit, any spacing between its
+    words; "/.../" is a regular expression, as written. ValueError, with a reason a site
+    owner can act on, for an empty entry or a bad regular expression."""
+    phrase = source.strip()
+    if len(phrase) > 2 and phrase.startswith("/") and phrase.endswith("/"):
+        try:
+            regex = re.compile(phrase[1:-1])
+        except re.error as error:
+            raise ValueError(f"{phrase!r} is not a valid regular expression: {error}") from None
+        if regex.match("") is not None:
+            raise ValueError(f"{phrase!r} matches an empty text, so every answer would fail")
+        return Pattern(source, regex)
+    if not phrase or phrase == "//":
+        raise ValueError("an empty entry forbids nothing; remove it or write a phrase")
+    return Pattern(source, _phrase(phrase))
+
+
+def _phrase(text: str) -> re.Pattern[str]:
+    """A phrase as a reader finds it: any case, any spacing between its words, and whole
+    words where it starts or ends with a letter or digit ("Go" is not in "good")."""
+    body = r"\s+".join(re.escape(word) for word in text.split())
+    start = r"\b" if re.match(r"\w", text) else ""
+    end = r"\b" if re.search(r"\w$", text) else ""
+    return re.compile(start + body + end, re.IGNORECASE)
+
+
+def _boilerplate(source: str) -> Pattern:
+    return Pattern(source, re.compile(source, re.IGNORECASE))
+
+
+# What models say that no site means to publish: talk about themselves, chat around the
+# answer, and templates they did not fill in. Forbidden unless `boilerplate: allow`.
+DEFAULT_BOILERPLATE: tuple[Pattern, ...] = tuple(
+    _boilerplate(source)
+    for source in (
+        r"\bas an AI\b",
+        r"\bas a (?:large )?language model\b",
+        r"\bmy (?:knowledge|training)(?: data)? cut-?off\b",
+        r"\b(?:sure|certainly|of course|absolutely)\b[!,.]?\s+here(?:'s|\u2019s|\s+is|\s+are)\b",
+        r"\bI hope (?:this|that) helps\b",
+        # "[Your Name]", "[Insert link here]", "[Company]": a bracket a template left to fill.
+        r"\[(?:your|insert|add|enter|company|name|date|link|url|email|phone)\b[^\]\n]{0,40}\]"
+        r"(?!\()",
+        r"\{\{[^{}\n]{0,80}\}\}",
+        r"\blorem ipsum\b",
+    )
+)
 
 
 def evaluate(text: str, spec: CheckSpec, *, format: str = "markdown") -> list[CheckFailure]:
     """Every check of `spec` that `text` fails, in a stable order; [] when it passes all.
-    `format` is the block's ("markdown", "text" or "json")."""
-    failures = []
+    `format` is the block's ("markdown", "text" or "json"); a json block's answer is data,
+    so only `forbid` and `pii` apply to it (its schema is checked where it is parsed)."""
+    checks = _JSON_CHECKS if format == "json" else _CHECKS
+    return [failure for check in checks for failure in check(text, spec)]
+
+
+def _length(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
     for name, count, bounds in (
-        ("words", len(text.split()), spec.words),
+        ("words", count_words(text), spec.words),
         ("chars", len(text), spec.chars),
     ):
-        failure = _out_of(name, count, bounds)
-        if failure is not None:
-            failures.append(failure)
-    return failures
+        message = _out_of(name, count, bounds)
+        if message is not None:
+            yield CheckFailure(name, message)
 
 
-def _out_of(name: str, count: int, bounds: Range | None) -> CheckFailure | None:
+def _out_of(name: str, count: int, bounds: Range | None) -> str | None:
     if bounds is None:
         return None
     if bounds.min is not None and count < bounds.min:
-        return CheckFailure(name, f"{count} {name}; at least {bounds.min}")
+        return f"{count} {name}; at least {bounds.min}"
     if bounds.max is not None and count > bounds.max:
-        return CheckFailure(name, f"{count} {name}; at most {bounds.max}")
+        return f"{count} {name}; at most {bounds.max}"
     return None
+
+
+def _complete(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
+    if not spec.complete:
+        return
+    unfinished = unfinished_end(text)
+    if unfinished is None:
+        return
+    if unfinished.kind == "empty":
+        message = "is empty"
+    elif unfinished.kind == "empty item":
+        message = f"ends with an empty list item {unfinished.text!r}"
+    elif unfinished.kind == "heading":
+        message = f"ends with a heading and nothing under it: {unfinished.text!r}"
+    elif unfinished.kind == "open":
+        message = f"ends with {unfinished.text!r} never closed"
+    else:
+        message = f"ends mid-sentence: {_last_words(unfinished.text)!r}"
+    yield CheckFailure("complete", message)
+
+
+def _mentions(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
+    for fact in spec.mentions:
+        # A fact rendered from missing data is empty: nothing to look for.
+        if fact.strip() and _phrase(fact.strip()).search(text) is None:
+            yield CheckFailure("mentions", f"does not mention {fact.strip()!r}")
+
+
+def _forbid(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
+    patterns = spec.forbid + (DEFAULT_BOILERPLATE if spec.boilerplate else ())
+    for pattern in patterns:
+        match = pattern.regex.search(text)
+        if match is not None:
+            yield CheckFailure("forbid", f"contains {_excerpt(match.group())!r}")
+
+
+def _links(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
+    if spec.links is None:
+        return
+    for url in dict.fromkeys(find_links(text)):
+        reason = _link_refused(url, spec.links)
+        if reason is not None:
+            yield CheckFailure("links", f"links to {_excerpt(url)} ({reason})")
+
+
+_MARKDOWN_LINK = re.compile(r"\]\(\s*<?([^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*)")
+_AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^<>\s]*)>")
+# A URL written out: a scheme and "//", or one of the schemes that have none.
+_BARE_URL = re.compile(
+    r"(?<![\w/])(?:[A-Za-z][A-Za-z0-9+.-]{1,31}://|(?:mailto|javascript|data|tel):)[^\s<>\"'`]+"
+)
+# Punctuation after a URL ends the sentence, not the URL.
+_URL_TAIL = ".,;:!?)]*_"
+
+
+def find_links(text: str) -> Iterator[str]:
+    """The targets of a text's Markdown links and images, autolinks and bare URLs."""
+    for regex in (_MARKDOWN_LINK, _AUTOLINK):
+        for match in regex.finditer(text):
+            yield match.group(1)
+        # Found once: blank them out before looking for bare URLs.
+        text = regex.sub(lambda match: " " * len(match.group()), text)
+    for match in _BARE_URL.finditer(text):
+        yield match.group().rstrip(_URL_TAIL)
+
+
+def _link_refused(url: str, rule: LinkRule) -> str | None:
+    """Why `rule` refuses `url`, or None; relative links ("/about", "#top") pass."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "not a valid URL"
+    if not parts.scheme:
+        return None
+    if parts.scheme.lower() not in {scheme.lower() for scheme in rule.schemes}:
+        return "scheme not allowed"
+    if parts.scheme.lower() == "mailto":
+        host = parts.path.rpartition("@")[2].lower() or None
+    if rule.domains is not None and host is not None and not _in_domains(host, rule.domains):
+        return "domain not allowed"
+    return None
+
+
+def _in_domains(host: str, domains: tuple[str, ...]) -> bool:
+    host = host.rstrip(".").lower()
+    return any(
+        host == domain or host.endswith("." + domain)
+        for domain in (domain.strip(".").lower() for domain in domains)
+    )
+
+
+def _pii(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
+    # "warn" never fails (the caller logs find_pii's findings); "redact" is repaired
+    # before the checks run, so what is still found fails as under "block".
+    if spec.pii not in ("block", "redact"):
+        return
+    for kind in dict.fromkeys(finding.kind for finding in find_pii(text)):
+        yield CheckFailure("pii", f"contains {_PII_NAMES[kind]}")
+
+
+_PII_NAMES = {
+    "email": "an email address",
+    "phone": "a phone number",
+    "card": "a card number",
+    "national id": "a national id number",
+}
+
+
+def _repeats(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
+    if not spec.repeats:
+        return
+    # Each sentence told once, however often it came back.
+    again: dict[str, str] = {}
+    for sentence in repeated(text):
+        again.setdefault(sentence.key, sentence.text)
+    for said in again.values():
+        yield CheckFailure("repeats", f"repeats the sentence {_excerpt(said)!r}")
+
+
+def _excerpt(text: str) -> str:
+    """`text` on one line, shortened to what a message can quote."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT_CHARS else flat[: _EXCERPT_CHARS - 3] + "..."
+
+
+def _last_words(line: str) -> str:
+    words = line.split()
+    tail = " ".join(words[-_EXCERPT_WORDS:])
+    return tail if len(words) <= _EXCERPT_WORDS else "..." + tail
+
+
+_Check = Callable[[str, CheckSpec], Iterator[CheckFailure]]
+_CHECKS: tuple[_Check, ...] = (_length, _complete, _mentions, _forbid, _links, _pii, _repeats)
+_JSON_CHECKS: tuple[_Check, ...] = (_forbid, _pii)
+
+
+__all__ = ["DEFAULT_BOILERPLATE", "compile_pattern", "evaluate", "find_links"]

@@ -12,6 +12,7 @@ from typing import Literal
 
 PiiAction = Literal["block", "redact", "warn"]
 GuardAction = Literal["block", "warn", "off"]
+PiiKind = Literal["email", "phone", "card", "national id"]
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,37 @@ class CheckFailure:
         return f"{self.check}: {self.message}"
 
 
+@dataclass(frozen=True)
+class PiiFinding:
+    """Personal data found in a text: what kind, and where (`span`, as in `text[start:end]`).
+    The data itself is not kept, so a finding can be logged."""
+
+    kind: PiiKind
+    span: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class GuardFinding:
+    """What an input guard found in a rendered prompt: `kind` "injection" or "pii", a
+    short `excerpt` around it (personal data in it redacted), and the `action` the site's
+    `guards:` settings ask for ("block" fails the block; "warn" logs it)."""
+
+    kind: Literal["injection", "pii"]
+    excerpt: str
+    action: Literal["block", "warn"]
+
+
 __all__ = [
     "CheckFailure",
     "CheckSpec",
     "GuardAction",
+    "GuardFinding",
     "GuardSpec",
     "JudgeSpec",
     "LinkRule",
     "Pattern",
     "PiiAction",
+    "PiiFinding",
+    "PiiKind",
     "Range",
 ]
