@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trinity.checks.correction import correction
-from trinity.checks.evaluate import DEFAULT_BOILERPLATE, compile_pattern, evaluate, find_links
+from trinity.checks.evaluate import DEFAULT_BOILERPLATE, evaluate, find_links
+from trinity.checks.patterns import compile_pattern
 from trinity.checks.spec import CheckFailure, CheckSpec, LinkRule, Range
 
 # Only the check under test: the others off.
@@ -184,11 +185,11 @@ def test_a_slashed_entry_is_a_regular_expression() -> None:
 @pytest.mark.parametrize(
     ("source", "reason"),
     [
-        ("/fo(o/", "is not a valid regular expression"),
+        ("/fo(o/", "not a valid regular expression"),
         ("/a*/", "matches an empty text"),
-        ("", "an empty entry"),
-        ("   ", "an empty entry"),
-        ("//", "an empty entry"),
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("//", "an empty regular expression"),
     ],
 )
 def test_a_bad_entry_is_a_readable_value_error(source: str, reason: str) -> None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
+from trinity.checks.patterns import phrase
 from trinity.checks.pii import find_pii
 from trinity.checks.prose import count_words, repeated
 from trinity.checks.spec import CheckFailure, CheckSpec, LinkRule, Pattern, Range
@@ -20,34 +21,6 @@ from trinity.llm.trim import unfinished_end
 # How much of an answer a message quotes.
 _EXCERPT_WORDS = 6
 _EXCERPT_CHARS = 60
-
-
-def compile_pattern(source: str) -> Pattern:
-    """A `forbid` entry as the site owner wrote it: a plain phrase matches case-insensitively,
-    as whole words where it starts or ends with a letter or digit, any spacing between its
-    words; "/.../" is a regular expression, as written. ValueError, with a reason a site
-    owner can act on, for an empty entry or a bad regular expression."""
-    phrase = source.strip()
-    if len(phrase) > 2 and phrase.startswith("/") and phrase.endswith("/"):
-        try:
-            regex = re.compile(phrase[1:-1])
-        except re.error as error:
-            raise ValueError(f"{phrase!r} is not a valid regular expression: {error}") from None
-        if regex.match("") is not None:
-            raise ValueError(f"{phrase!r} matches an empty text, so every answer would fail")
-        return Pattern(source, regex)
-    if not phrase or phrase == "//":
-        raise ValueError("an empty entry forbids nothing; remove it or write a phrase")
-    return Pattern(source, _phrase(phrase))
-
-
-def _phrase(text: str) -> re.Pattern[str]:
-    """A phrase as a reader finds it: any case, any spacing between its words, and whole
-    words where it starts or ends with a letter or digit ("Go" is not in "good")."""
-    body = r"\s+".join(re.escape(word) for word in text.split())
-    start = r"\b" if re.match(r"\w", text) else ""
-    end = r"\b" if re.search(r"\w$", text) else ""
-    return re.compile(start + body + end, re.IGNORECASE)
 
 
 def _boilerplate(source: str) -> Pattern:
@@ -123,7 +96,7 @@ def _complete(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
 def _mentions(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
     for fact in spec.mentions:
         # A fact rendered from missing data is empty: nothing to look for.
-        if fact.strip() and _phrase(fact.strip()).search(text) is None:
+        if fact.strip() and phrase(fact.strip()).search(text) is None:
             yield CheckFailure("mentions", f"does not mention {fact.strip()!r}")
 
 
@@ -236,4 +209,4 @@ _CHECKS: tuple[_Check, ...] = (_length, _complete, _mentions, _forbid, _links, _
 _JSON_CHECKS: tuple[_Check, ...] = (_forbid, _pii)
 
 
-__all__ = ["DEFAULT_BOILERPLATE", "compile_pattern", "evaluate", "find_links"]
+__all__ = ["DEFAULT_BOILERPLATE", "evaluate", "find_links"]

@@ -8,6 +8,7 @@ text is a Python regular expression, matched as written (`(?i)` makes it ignore 
 
 from __future__ import annotations
 
+import functools
 import re
 
 from trinity.checks.spec import Pattern
@@ -21,6 +22,13 @@ def compile_pattern(source: str) -> Pattern:
     if not source.strip():
         raise ValueError("must not be empty")
     return Pattern(source, re.compile(_phrase_regex(source), re.IGNORECASE))
+
+
+@functools.lru_cache(maxsize=1024)
+def phrase(text: str) -> re.Pattern[str]:
+    """`text` found as a reader finds it: any case, any spacing, whole words (a `mentions`
+    entry; "Go" is not in "good")."""
+    return re.compile(_phrase_regex(text), re.IGNORECASE)
 
 
 def _phrase_regex(phrase: str) -> str:
@@ -50,4 +58,4 @@ def _reason(exc: re.error) -> str:
     return exc.msg if exc.pos is None else f"{exc.msg} at position {exc.pos}"
 
 
-__all__ = ["compile_pattern"]
+__all__ = ["compile_pattern", "phrase"]
