@@ -9,12 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trinity.cache.manager import CacheManager
+from trinity.checks.guards import guard_input
+from trinity.checks.spec import GuardSpec
 from trinity.config import Settings, load_settings
-from trinity.errors import ThemeError
+from trinity.errors import ContentError, ThemeError
+from trinity.logs import get_logger
 from trinity.messages import shown_path
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
 from trinity.site import PAGES_FILE, Site, load_site
 from trinity.staging import check_output_dir
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,43 @@ def prepare(
 
         check_available(settings.llm, shown_path(settings.config_path))
     site = load_site(settings)
+    pages_path = shown_path(settings.project_dir / PAGES_FILE)
+    guard_prompts(site, settings.guards, pages_path)
     used_by: dict[str, str] = {}
     for page in site.pages:
         used_by.setdefault(page.template, page.source)  # the first page to ask names it
-    renderer.require(used_by, pages_path=shown_path(settings.project_dir / PAGES_FILE))
+    renderer.require(used_by, pages_path=pages_path)
     check_output_dir(settings.build.output_dir)
     return Project(settings, chosen, renderer, site)
+
+
+def guard_prompts(site: Site, guards: GuardSpec, pages_path: str) -> None:
+    """The input guards on every rendered prompt, and the page's facts framed into it
+    (data that may have come from outside the site): what `guards:` blocks is bad input
+    naming the block, before any model is asked; what it warns about is logged."""
+    for page in site.pages:
+        facts = "\n".join(f"{name}: {value}" for name, value in page.facts.items())
+        for block in page.blocks:
+            for finding in guard_input(f"{block.prompt}\n{facts}", guards):
+                found = f"{_GUARD_WORDS[finding.kind]}: {finding.excerpt!r}"
+                if finding.action == "block":
+                    raise ContentError(
+                        f"the prompt{page.origin} holds {found} (guards.{finding.kind}: block)",
+                        path=pages_path,
+                        key=f"{page.source}.blocks.{block.name}.prompt",
+                    )
+                log.warning(
+                    "%s: %s.blocks.%s.prompt%s holds %s",
+                    pages_path,
+                    page.source,
+                    block.name,
+                    page.origin,
+                    found,
+                    extra={"event": "input_guard", "guard": finding.kind},
+                )
+
+
+_GUARD_WORDS = {"injection": "what reads as a prompt injection", "pii": "personal data"}
 
 
 def open_cache(settings: Settings) -> CacheManager | None:
