@@ -37,6 +37,7 @@ Test controls (all thread-safe)::
         server.url                           # "http://127.0.0.1:PORT"
         server.script("evil", "<script>x</script>")  # verbatim answer when the last
                                              # user message contains "evil"
+        server.script("evil", "ok", model="m2")  # ... only to requests for model "m2"
         server.latency = 0.1                 # seconds slept before each chat answer
         server.fail_next(2)                  # next 2 chat requests -> 500 JSON error
         server.fail_next(1, 429, headers={"Retry-After": "1"})
@@ -428,7 +429,7 @@ class FakeLLMServer:
         self._closing = threading.Event()
         self._latency = float(latency)
         self.models: list[str] = list(models) if models else ["fake-model"]
-        self._scripts: list[tuple[str, str]] = []
+        self._scripts: list[tuple[str, str, str | None]] = []
         self._faults: deque[_Fault] = deque()
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
@@ -507,14 +508,15 @@ class FakeLLMServer:
         with self._lock:
             self._latency = float(seconds)
 
-    def script(self, substring: str, text: str) -> None:
-        """Answer ``text`` verbatim when the last user message contains ``substring``.
+    def script(self, substring: str, text: str, *, model: str | None = None) -> None:
+        """Answer ``text`` verbatim when the last user message contains ``substring``
+        (and, with ``model``, only to requests for that model, as the wire names it).
 
         Scripts are checked in registration order; the first match wins. They apply in
         JSON mode too (so they can return malformed JSON). ``reset()`` keeps them.
         """
         with self._lock:
-            self._scripts.append((substring, text))
+            self._scripts.append((substring, text, model))
 
     def clear_scripts(self) -> None:
         with self._lock:
@@ -943,8 +945,8 @@ class FakeLLMServer:
         user = _last_user(msgs)
         with self._lock:
             scripts = list(self._scripts)
-        for substring, scripted in scripts:
-            if substring in user:
+        for substring, scripted, model in scripts:
+            if substring in user and model in (None, req.get("model")):
                 return scripted
         if path == ANTHROPIC_CHAT_PATH:
             system = _content_text(req.get("system"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,6 +32,7 @@ from trinity.version import __version__
 
 if TYPE_CHECKING:
     from trinity.doctor import CheckResult
+    from trinity.evaluation import Evaluation, Outcome
     from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome, TierStatus
     from trinity.report import BlockResult, BuildReport
@@ -304,6 +305,134 @@ def check(
             f"[green]OK[/]: {len(prepared.site.pages)} pages, {blocks} blocks, "
             f"theme '{escape(prepared.theme.name)}'"
         )
+
+
+@app.command("eval")
+def eval_command(
+    base: Annotated[
+        str,
+        typer.Option(
+            help="The side compared against: a model or alias, or a build report "
+            "(output/.trinity/report.json)."
+        ),
+    ],
+    candidate: Annotated[
+        str,
+        typer.Option(help="The side under test: a model or alias, or a build report."),
+    ],
+    project: ProjectOption = Path(),
+    config: ConfigOption = None,
+    margin: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="A judge's score that drops by more is a regression."),
+    ] = 0.1,
+    max_regressions: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="Exit 1 when the share of blocks that regress is above this."
+        ),
+    ] = 0.0,
+    log_profile: LogProfileOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Compare two models, aliases or builds on this site's blocks: checks, judge scores,
+    regressions; exit 1 when too many blocks regress."""
+    import json
+
+    import anyio
+
+    from trinity.evaluation import evaluate_project
+    from trinity.project import prepare
+
+    with _errors_to_exit_codes(), _logging(project, config, log_profile) as logs:
+        prepared = prepare(project, config=config)
+        logs.redactor.add(prepared.settings.secrets())
+        with consoles.err.status("Evaluating", spinner="dots") if not as_json else nullcontext():
+            result = anyio.run(
+                lambda: evaluate_project(
+                    prepared,
+                    base,
+                    candidate,
+                    margin=margin,
+                    max_regressions=max_regressions,
+                )
+            )
+        if as_json:
+            json.dump(result.to_dict(), consoles.out.file, indent=2)
+            consoles.out.file.write("\n")
+        else:
+            _print_evaluation(result)
+    if result.gate_failed:
+        raise typer.Exit(EXIT_BUILD_FAILED)
+
+
+_VERDICT_STYLES = {"regression": "bold red", "improved": "green", "same": "", "not compared": "dim"}
+
+
+def _print_evaluation(result: Evaluation) -> None:
+    """The block table, the regressions, the summary and the verdict on the gate."""
+    table = Table("page", "block", "base", "candidate", "verdict", title="Blocks")
+    for block in result.blocks:
+        style = _VERDICT_STYLES[block.verdict]
+        verdict = f"[{style}]{block.verdict}[/]" if style else block.verdict
+        table.add_row(
+            escape(block.page),
+            escape(block.block),
+            escape(_side_cell(block.base)),
+            escape(_side_cell(block.candidate)),
+            verdict,
+        )
+    consoles.out.print(table)
+    for block in result.regressions:
+        where = f"{block.page}: {block.block}: {block.reason}"
+        consoles.out.print(f"[bold red]Regression[/]: {escape(where)}", highlight=False)
+    consoles.out.print(_evaluation_summary(result))
+    judge = result.judge or "none (the settings have no judge:)"
+    consoles.out.print(f"Judge: {escape(judge)}", highlight=False)
+    for side in (result.base, result.candidate):
+        for note in side.notes:
+            consoles.out.print(f"[yellow]Note[/]: {escape(side.name)}: {escape(note)}")
+    rate = f"{len(result.regressions)} of {len(result.blocks)} blocks regressed "
+    rate += f"({result.regression_rate:.1%}; at most {result.max_regressions:.1%} allowed)"
+    if result.gate_failed:
+        consoles.out.print(f"[bold red]Failed[/]: {rate}", highlight=False)
+    else:
+        consoles.out.print(f"[green]Passed[/]: {rate}", highlight=False)
+
+
+def _side_cell(outcome: Outcome) -> str:
+    """One side of one block: pass or FAIL (and why), and the judge's score."""
+    if outcome.passed is None:
+        status = "not evaluated"
+    elif outcome.passed:
+        status = "pass"
+    else:
+        checks = ", ".join(name.split(":", 1)[0] for name in outcome.failed_checks)
+        status = f"FAIL ({checks or 'no answer'})"
+    return status if outcome.score is None else f"{status} {outcome.score:.2f}"
+
+
+def _evaluation_summary(result: Evaluation) -> Table:
+    table = Table("", "base", "candidate", title="Summary", box=None)
+    base, candidate = result.base, result.candidate
+    rows = [
+        ("side", base.name, candidate.name),
+        (
+            "passed",
+            f"{base.passed} of {base.evaluated}",
+            f"{candidate.passed} of {candidate.evaluated}",
+        ),
+        ("mean score", _score(base.mean_score), _score(candidate.mean_score)),
+    ]
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+def _score(score: float | None) -> str:
+    return "-" if score is None else f"{score:.2f}"
 
 
 @app.command()

@@ -169,6 +169,15 @@ def test_scripted_answers(fake_llm: FakeLLMServer, client: httpx.Client) -> None
     assert ollama_text(client, "nice") == default_answer("", "nice")
 
 
+def test_scripts_for_one_model(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.script("moon", "only for mistral", model="mistral")
+    fake_llm.script("moon", "for any other model")
+    for model, expected in (("mistral", "only for mistral"), ("llama3", "for any other model")):
+        body = openai_body("the moon", model=model)
+        content = client.post(OPENAI_CHAT_PATH, json=body).json()["choices"][0]["message"]
+        assert content["content"] == expected
+
+
 def test_request_log_and_reset(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
     fake_llm.script("x", "scripted")
     client.get("/api/tags")

@@ -20,9 +20,9 @@ PACKAGE = Path(trinity.__file__).resolve().parent
 # The layers, top first: a module may import from its own layer or any layer below.
 LAYERS: list[set[str]] = [
     {"cli", "__main__"},
-    {"doctor", "maintenance", "scaffold"},
+    {"doctor", "maintenance", "scaffold", "evaluation"},
     {"build"},
-    {"project", "plan", "pages", "answers", "report", "staging"},
+    {"project", "plan", "pages", "answers", "judge", "report", "staging"},
     {"site", "render"},
     {"config", "checksettings", "logsettings"},
     {"llm", "checks"},
