@@ -25,6 +25,7 @@ from trinity.cache.settings import (
     MemoryTierSettings,
     RedisTierSettings,
 )
+from trinity.checks.spec import CheckSpec, GuardSpec, JudgeSpec
 from trinity.errors import ConfigError
 from trinity.llm.breaker import BreakerPolicy
 from trinity.llm.ratelimit import ApiKey, KeyLimits
@@ -86,6 +87,9 @@ class Settings:
     llm: LLMSettings
     cache: CacheSettings
     build: BuildSettings
+    checks: CheckSpec = CheckSpec()
+    guards: GuardSpec = GuardSpec()
+    judge: JudgeSpec | None = None
 
     def with_overrides(
         self,

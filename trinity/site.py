@@ -18,6 +18,7 @@ from typing import Any, cast
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from trinity.checks.spec import CheckSpec
 from trinity.config import Settings
 from trinity.errors import ContentError
 from trinity.messages import shown_path
@@ -54,6 +55,7 @@ class Block:
     lead: str = ""
     stop: tuple[str, ...] | None = None
     model: str | None = None  # a model or alias for this block; None: llm.model
+    checks: CheckSpec = CheckSpec()
 
 
 @dataclass(frozen=True)

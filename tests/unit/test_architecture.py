@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"cli", "__main__"},
     {"doctor", "maintenance", "scaffold"},
     {"build"},
-    {"project", "plan", "pages", "answers", "report", "staging"},
+    {"project", "plan", "pages", "answers", "review", "judge", "report", "staging"},
     {"site", "render"},
     {"config", "logsettings"},
     {"llm", "checks"},

@@ -103,6 +103,8 @@ class LLMSettings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
     max_cost: float | None = None
+    cascade: tuple[str, ...] = ()
+    repair_attempts: int = 2
 
 
 __all__ = [
