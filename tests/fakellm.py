@@ -37,7 +37,9 @@ Test controls (all thread-safe)::
         server.url                           # "http://127.0.0.1:PORT"
         server.script("evil", "<script>x</script>")  # verbatim answer when the last
                                              # user message contains "evil"
-        server.script("evil", "ok", model="m2")  # ... only to requests for model "m2"
+        server.script("bio", "Good.", model="strong")  # only for requests to "strong"
+        server.script("bio", "Too long.", turn=0)   # a bad first answer to the prompt
+        server.script("bio", "Short.", turn=1)      # ... and a good one once corrected
         server.latency = 0.1                 # seconds slept before each chat answer
         server.fail_next(2)                  # next 2 chat requests -> 500 JSON error
         server.fail_next(1, 429, headers={"Retry-After": "1"})
@@ -85,6 +87,14 @@ injectable, so a test can move time forward instead of waiting.
 
 ``answered`` holds the chat requests that got a 200 with a well-formed answer (normal,
 scripted or "truncated"; not "malformed"), for counting what a rerun really generates.
+
+A corrective re-ask sends the failed answer back as an assistant turn followed by a user
+turn saying what was wrong, so its last user message is the correction, not the prompt.
+A script with ``turn=N`` therefore matches a request that holds exactly N assistant
+messages and whose *first* user message (the prompt) contains the marker: ``turn=0`` is
+the first answer, ``turn=1`` the answer after one correction, and so on. ``model=`` limits
+a script to requests for that model (the name the server receives), e.g. to make a
+cascade's cheap model fail and its strong one pass on one server.
 """
 
 from __future__ import annotations
@@ -194,6 +204,24 @@ class RecordedRequest:
 
 
 @dataclass(frozen=True)
+class _Script:
+    """A scripted answer and the requests it answers (see ``FakeLLMServer.script``)."""
+
+    substring: str
+    text: str
+    turn: int | None = None
+    model: str | None = None
+
+    def matches(self, msgs: list[dict[str, Any]], model: Any) -> bool:
+        if self.model is not None and model != self.model:
+            return False
+        if self.turn is None:
+            return self.substring in _last_user(msgs)
+        turns = sum(1 for m in msgs if m.get("role") == "assistant")
+        return turns == self.turn and self.substring in _first_user(msgs)
+
+
+@dataclass(frozen=True)
 class _Fault:
     kind: FaultKind
     status: int = 500
@@ -239,6 +267,11 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _last_user(msgs: list[dict[str, Any]]) -> str:
     user_msgs = [m for m in msgs if m.get("role") == "user"]
     return _content_text(user_msgs[-1].get("content")) if user_msgs else ""
+
+
+def _first_user(msgs: list[dict[str, Any]]) -> str:
+    user_msgs = [m for m in msgs if m.get("role") == "user"]
+    return _content_text(user_msgs[0].get("content")) if user_msgs else ""
 
 
 def _api_key(headers: Mapping[str, str]) -> str:
@@ -429,7 +462,7 @@ class FakeLLMServer:
         self._closing = threading.Event()
         self._latency = float(latency)
         self.models: list[str] = list(models) if models else ["fake-model"]
-        self._scripts: list[tuple[str, str, str | None]] = []
+        self._scripts: list[_Script] = []
         self._faults: deque[_Fault] = deque()
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
@@ -508,15 +541,19 @@ class FakeLLMServer:
         with self._lock:
             self._latency = float(seconds)
 
-    def script(self, substring: str, text: str, *, model: str | None = None) -> None:
-        """Answer ``text`` verbatim when the last user message contains ``substring``
-        (and, with ``model``, only to requests for that model, as the wire names it).
+    def script(
+        self, substring: str, text: str, *, turn: int | None = None, model: str | None = None
+    ) -> None:
+        """Answer ``text`` verbatim when the last user message contains ``substring``.
 
+        With ``turn``, only a request holding exactly ``turn`` assistant messages matches,
+        and ``substring`` is looked for in its first user message (the prompt; later user
+        turns are corrections). With ``model``, only requests for that model match.
         Scripts are checked in registration order; the first match wins. They apply in
         JSON mode too (so they can return malformed JSON). ``reset()`` keeps them.
         """
         with self._lock:
-            self._scripts.append((substring, text, model))
+            self._scripts.append(_Script(substring, text, turn, model))
 
     def clear_scripts(self) -> None:
         with self._lock:
@@ -945,9 +982,9 @@ class FakeLLMServer:
         user = _last_user(msgs)
         with self._lock:
             scripts = list(self._scripts)
-        for substring, scripted, model in scripts:
-            if substring in user and model in (None, req.get("model")):
-                return scripted
+        for scripted in scripts:
+            if scripted.matches(msgs, req.get("model")):
+                return scripted.text
         if path == ANTHROPIC_CHAT_PATH:
             system = _content_text(req.get("system"))
             json_mode = ANTHROPIC_JSON_INSTRUCTION in system

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from trinity.answers import answer_validator
 from trinity.errors import BuildFailed, LLMError
 from trinity.llm.client import AsyncLLMClient
 from trinity.lock import output_lock
@@ -37,6 +36,7 @@ from trinity.report import (
     cache_counts,
     write_report,
 )
+from trinity.review import AnswerJudge, Reviewer, failure_reason
 from trinity.staging import BackgroundWriter, StagedOutput
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ async def build_project(
     refresh_cache: bool = False,
     wait_for_lock: bool = True,
     on_lock_wait: Callable[[str], None] | None = None,
+    judge: AnswerJudge | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -94,6 +95,9 @@ async def build_project(
 
     One build at a time writes an output folder: another one holding it is waited for
     (`on_lock_wait` hears why, once), or with `wait_for_lock=False` is LockBusy at once.
+
+    With `judge:` in the settings, every answer that passed its checks is scored by a
+    judge made from them, or by `judge` when one is passed in (tests pass a fake).
     """
     options = _BuildOptions(
         dry_run,
@@ -103,6 +107,7 @@ async def build_project(
         report_path,
         wait_for_lock,
         on_lock_wait,
+        judge,
     )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
@@ -131,6 +136,20 @@ class _BuildOptions:
     report_path: Path | None = None
     wait_for_lock: bool = True
     on_lock_wait: Callable[[str], None] | None = None
+    judge: AnswerJudge | None = None
+
+
+def _judge(
+    project: Project, client: AsyncLLMClient, judge: AnswerJudge | None
+) -> AnswerJudge | None:
+    """The judge the settings ask for (`judge:`), made on the build's client; None without."""
+    if project.settings.judge is None:
+        return None
+    if judge is not None:
+        return judge
+    from trinity.judge import Judge  # only builds with a judge need it
+
+    return Judge(project.settings.judge, client)
 
 
 async def _build(project: Project, client: AsyncLLMClient, options: _BuildOptions) -> BuildReport:
@@ -158,11 +177,14 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     # Planned lazily: the workers take each job as they need it, so at 100,000 blocks the
     # requests are never all in memory at once.
     jobs = plan_jobs(project, client)
+    notes = _FailureNotes(Redactor(settings.secrets()))
+    judge = _judge(project, client, options.judge)
+    reviewer = Reviewer(project, client, judge, notes.redactor.text)
     report.planned_blocks = project.site.block_count
     report.timings["plan"] = clock() - started
     observer.planned(report)
     if options.dry_run:
-        await _check_cached(jobs, client, report)
+        await _check_cached(jobs, client, reviewer, report)
         report.status = "planned"
         return report
 
@@ -175,7 +197,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     lock = output_lock(settings.build.output_dir)
     async with lock.held_async(wait=options.wait_for_lock, on_wait=options.on_lock_wait):
         try:
-            await _write_site(project, client, options, jobs, report, settle)
+            await _write_site(project, reviewer, notes, options, jobs, report, settle)
         except BaseException as exc:
             # Cancellation (Ctrl-C) and KeyboardInterrupt are not Exceptions.
             report.status = "failed" if isinstance(exc, Exception) else "interrupted"
@@ -203,7 +225,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
 
 async def _write_site(
     project: Project,
-    client: AsyncLLMClient,
+    reviewer: Reviewer,
+    notes: _FailureNotes,
     options: _BuildOptions,
     jobs: Iterator[Job],
     report: BuildReport,
@@ -217,9 +240,8 @@ async def _write_site(
     with staged as output, BackgroundWriter(output) as files:
         writer = PageWriter(project, output, files, keep_going=options.keep_going)
         phase = clock()
-        notes = _FailureNotes(Redactor(settings.secrets()))
         await _run_workers(
-            jobs, client, settings.llm.concurrency, report, options.observer, writer, notes
+            jobs, reviewer, settings.llm.concurrency, report, options.observer, writer, notes
         )
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
@@ -266,9 +288,11 @@ def _write_unfinished_report(report: BuildReport, path: Path | None) -> None:
         log.warning("could not write the report to %s: %s", shown_path(path), exc.strerror)
 
 
-async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport) -> None:
+async def _check_cached(
+    jobs: Iterable[Job], client: AsyncLLMClient, reviewer: Reviewer, report: BuildReport
+) -> None:
     for job in jobs:
-        hit = await client.cached(job.request, job.key)
+        hit = await client.cached(*reviewer.first_request(job))
         report.blocks.append(
             BlockResult(
                 page=job.page.slug,
@@ -281,7 +305,7 @@ async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: Bui
 
 async def _run_workers(
     jobs: Iterator[Job],
-    client: AsyncLLMClient,
+    reviewer: Reviewer,
     concurrency: int,
     report: BuildReport,
     observer: BuildObserver,
@@ -292,7 +316,7 @@ async def _run_workers(
 
     async def worker() -> None:
         for job in jobs:  # shared iterator: each job goes to exactly one worker
-            result = await _run_job(job, client, writer, notes)
+            result = await _run_job(job, reviewer, writer, notes)
             report.blocks.append(result)
             observer.block_done(result)
             # A cache hit and a page render never suspend: without this, a build from a
@@ -325,9 +349,9 @@ class _FailureNotes:
         self.redactor = redactor
         self._seen: set[str] = set()
 
-    def note(self, error: LLMError) -> str:
+    def note(self, why: str) -> str:
         """Log a block's failure; its reason, masked, for the report and the console."""
-        reason = self.redactor.text(str(error))
+        reason = self.redactor.text(why)
         level = logging.INFO if reason in self._seen else logging.WARNING
         self._seen.add(reason)
         log.log(level, "block failed: %s", reason, extra={"event": "block_failed"})
@@ -335,41 +359,40 @@ class _FailureNotes:
 
 
 async def _run_job(
-    job: Job, client: AsyncLLMClient, writer: PageWriter, notes: _FailureNotes
+    job: Job, reviewer: Reviewer, writer: PageWriter, notes: _FailureNotes
 ) -> BlockResult:
-    """One block: its answer (fresh, cached, or a stale one when the model failed)."""
+    """One block: its answer (fresh, cached, or a stale one when the model failed),
+    through its checks (trinity.review)."""
     with log_context(page=job.page.slug, block=job.block.name):
-        return await _answer_job(job, client, writer, notes)
+        return await _answer_job(job, reviewer, writer, notes)
 
 
 async def _answer_job(
-    job: Job, client: AsyncLLMClient, writer: PageWriter, notes: _FailureNotes
+    job: Job, reviewer: Reviewer, writer: PageWriter, notes: _FailureNotes
 ) -> BlockResult:
-    base = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
-    validate = answer_validator(job.block)
+    result = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     try:
-        response = await client.complete(job.request, validate=validate, key=job.key)
+        text = await reviewer.review(job, result)
     except LLMError as exc:
-        reason = notes.note(exc)
-        stale = await client.stale(job.request, validate=validate, key=job.key)
-        if stale is None:
-            base.error = reason
-            base.attempts = getattr(exc, "attempts", 1)
+        reason = notes.note(str(exc))
+        text = await reviewer.stale(job, result)
+        if text is None:
+            # No stale answer, or one that fails its checks now: the model's error says why.
+            result.source = "failed"
+            result.error = reason
+            result.attempts += exc.attempts
             writer.block_failed(job)
-            return base
-        base.error = f"served the last good answer: {reason}"
-        response = stale
-    base.source = "stale" if response.stale else "cache" if response.cache_tier else "llm"
-    base.cache_tier = response.cache_tier
-    base.model = response.model or job.request.model
-    base.input_tokens = response.usage.input_tokens
-    base.output_tokens = response.usage.output_tokens
-    base.latency = response.latency
-    base.attempts = response.attempts
-    base.cost = response.cost
-    base.saved = response.saved
-    writer.block_ready(job, response)
-    return base
+            return result
+        result.error = f"served the last good answer: {reason}"
+    if text is None:
+        # Every answer failed its checks; a stale one must not stand in: it was the
+        # model's answer that was wrong, not its server.
+        result.source = "failed"
+        result.error = notes.note(failure_reason(result.failed_checks))
+        writer.block_failed(job)
+        return result
+    writer.block_ready(job, text)
+    return result
 
 
 __all__ = ["build_project", "build_site"]

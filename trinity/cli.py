@@ -669,6 +669,7 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("requests sent", report.attempts),
         ("cache hits", _hits_by_tier(report)),
         ("stale answers", report.count("stale")),
+        *_checks_row(report),
         ("tokens in / out", f"{report.input_tokens} / {report.output_tokens}"),
         ("cost", f"${report.cost:.4f} (cache saved ${report.saved:.4f})"),
         ("theme", report.theme),
@@ -678,6 +679,21 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
     for name, value in rows:
         table.add_row(name, escape(str(value)))
     return table
+
+
+def _checks_row(report: BuildReport) -> list[tuple[str, str]]:
+    """What the blocks' checks did, when any ran: answers repaired, asked again,
+    escalated along the cascade, and blocks that failed them in the end."""
+    if not any(block.checks for block in report.blocks):
+        return []
+    totals = report.check_totals()
+    failed = sum(1 for block in report.blocks if block.failed_checks)
+    done = (
+        f"{totals['repaired']} repaired, {totals['reasked']} re-asked, "
+        f"{totals['escalated']} escalated, {failed} failed"
+    )
+    judged = f", {totals['judged']} judged" if totals["judged"] else ""
+    return [("checks", done + judged)]
 
 
 def _outcome(report: BuildReport) -> str:

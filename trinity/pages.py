@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trinity.answers import block_value, published_text
-from trinity.llm.types import LLMResponse
+from trinity.answers import block_value
 from trinity.plan import Job
 from trinity.project import Project
 from trinity.render.sitemap import robots_txt, sitemap_xml
@@ -84,8 +83,9 @@ class PageWriter:
             if not page.blocks:
                 self._finish_page(page, {})
 
-    def block_ready(self, job: Job, response: LLMResponse) -> None:
-        self._settle(job, published_text(job.block, response))
+    def block_ready(self, job: Job, text: str) -> None:
+        """A block's answer, as published (trinity.review has checked and repaired it)."""
+        self._settle(job, text)
 
     def block_failed(self, job: Job) -> None:
         if self.keep_going:

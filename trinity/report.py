@@ -38,6 +38,22 @@ class BlockResult:
     cost: float = 0.0
     saved: float = 0.0
     error: str | None = None
+    # What the block's checks did (trinity.review): the checks run, those its published
+    # answer still failed (as "words: 212 words; at most 120"), the repairs applied, the
+    # answers asked for again, the cascade's models escalated to, and the judge's score
+    # (None when not judged). The numbers above add up every call the block made.
+    checks: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+    reasks: int = 0
+    escalations: list[str] = field(default_factory=list)
+    judge_score: float | None = None
+
+    @property
+    def first_answer_failed(self) -> bool:
+        """Whether the block's first answer failed a check: then something was done
+        about it (a repair, a re-ask, an escalation), or the block failed its checks."""
+        return bool(self.repairs or self.reasks or self.escalations or self.failed_checks)
 
 
 @dataclass
@@ -148,6 +164,18 @@ class BuildReport:
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost, 6),
             "saved_usd": round(self.saved, 6),
+            **self.check_totals(),
+        }
+
+    def check_totals(self) -> dict[str, int]:
+        """Blocks whose first answer failed a check, and those repaired, asked again,
+        escalated along the cascade, and scored by the judge."""
+        return {
+            "checks_failed": sum(1 for b in self.blocks if b.first_answer_failed),
+            "repaired": sum(1 for b in self.blocks if b.repairs),
+            "reasked": sum(1 for b in self.blocks if b.reasks),
+            "escalated": sum(1 for b in self.blocks if b.escalations),
+            "judged": sum(1 for b in self.blocks if b.judge_score is not None),
         }
 
 

@@ -178,6 +178,30 @@ def test_scripts_for_one_model(fake_llm: FakeLLMServer, client: httpx.Client) ->
         assert content["content"] == expected
 
 
+def test_scripted_answers_by_turn_and_model(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
+    fake_llm.script("bio", "Strong.", model="strong")  # first match wins: this one first
+    fake_llm.script("bio", "Too long an answer.", turn=0)
+    fake_llm.script("bio", "Short.", turn=1)
+    corrected = [
+        {"role": "user", "content": "Write the bio."},
+        {"role": "assistant", "content": "Too long an answer."},
+        {"role": "user", "content": "Shorter, please."},
+    ]
+
+    def answer(messages: list[dict[str, str]], model: str = "llama3") -> str:
+        body = {**ollama_body(""), "messages": messages, "model": model}
+        content = client.post(OLLAMA_CHAT_PATH, json=body).json()["message"]["content"]
+        assert isinstance(content, str)
+        return content
+
+    assert answer(corrected[:1]) == "Too long an answer."
+    # The corrected request's last user turn is the correction: the prompt (its first
+    # user turn) and its one assistant turn pick the answer.
+    assert answer(corrected) == "Short."
+    assert answer([*corrected, *corrected[1:]]) == default_answer("", "Shorter, please.")
+    assert answer([{"role": "user", "content": "the bio"}], model="strong") == "Strong."
+
+
 def test_request_log_and_reset(fake_llm: FakeLLMServer, client: httpx.Client) -> None:
     fake_llm.script("x", "scripted")
     client.get("/api/tags")

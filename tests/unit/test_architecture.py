@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"cli", "__main__"},
     {"doctor", "maintenance", "scaffold", "evaluation"},
     {"build"},
-    {"project", "plan", "pages", "answers", "judge", "report", "staging"},
+    {"project", "plan", "pages", "answers", "review", "judge", "report", "staging"},
     {"site", "render"},
     {"config", "checksettings", "logsettings"},
     {"llm", "checks"},

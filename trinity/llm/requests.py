@@ -2,7 +2,9 @@
 
 Every parameter a caller leaves out comes from `llm:`; the embedded model's sampling
 defaults sit under the user's options; and for a base model (which continues a document
-instead of answering chat) the request carries the document and no chat messages.
+instead of answering chat) the request carries the document and no chat messages. What a
+request is sent to decides its shape: a model of another provider (a cascade's next step,
+a block's own model) is asked in chat even when the main model is a base model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import replace
 from typing import Any, TypedDict, Unpack
 
 from trinity.errors import ConfigError
+from trinity.llm.routing import Router
 from trinity.llm.settings import LLMSettings
 from trinity.llm.types import CompletionFrame, LLMRequest, ResponseFormat
 
@@ -34,7 +37,9 @@ class RequestMaker:
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
         self.style = prompt_style(settings)
+        self._router = Router(settings)
         self._options = default_options(settings)
+        self._chat_options = dict(settings.options)
 
     @property
     def completes_documents(self) -> bool:
@@ -47,24 +52,29 @@ class RequestMaker:
         `model` is the name asked for (an alias is kept as the alias: it is what the cache
         key holds). `frame` is kept only for base models, and then the chat messages are
         dropped: a base model sees only the document, so neither they nor the headings and
-        leads a chat model never sees may split a cache entry.
+        leads a chat model never sees may split a cache entry. A model that is not the
+        embedded one (`llm.cascade` may name a server's) is asked in chat, without the
+        embedded model's sampling defaults.
         """
         s = self.settings
         temperature, max_tokens = options.get("temperature"), options.get("max_tokens")
         top_p, frame = options.get("top_p"), options.get("frame")
+        model = options.get("model") or s.model
+        embedded = self._router.target(model).provider == "local"
+        documents = embedded and self.completes_documents
         request = LLMRequest.from_prompt(
             prompt,
-            model=options.get("model") or s.model,
+            model=model,
             system=options.get("system"),
             temperature=s.temperature if temperature is None else temperature,
             max_tokens=s.max_tokens if max_tokens is None else max_tokens,
             top_p=s.top_p if top_p is None else top_p,
             response_format=options.get("response_format", "text"),
             json_schema=options.get("json_schema"),
-            options=self._options,
-            frame=frame if self.completes_documents else None,
+            options=self._options if embedded else self._chat_options,
+            frame=frame if documents else None,
         )
-        if self.completes_documents and frame is not None:
+        if documents and frame is not None:
             request = replace(request, messages=())
         return request
 
