@@ -79,6 +79,8 @@ def checks_run(spec: CheckSpec, block_format: str, *, judged: bool) -> list[str]
         "json": block_format == "json",
         "judge": judged,
     }
+    if block_format == "json":  # data: evaluate runs only forbid and pii on it
+        enabled = {name: enabled[name] for name in ("forbid", "pii", "json", "judge")}
     return [name for name, on in enabled.items() if on]
 
 

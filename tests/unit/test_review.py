@@ -91,12 +91,13 @@ def test_the_checks_run_are_named_as_they_are_spelled() -> None:
         pii="redact",
         repeats=False,
     )
-    assert checks_run(spec, "json", judged=True) == [
+    assert checks_run(spec, "markdown", judged=True) == [
         "words",
         "chars",
         "mentions",
         "links",
         "pii",
-        "json",
         "judge",
     ]
+    # A json block's answer is data: only forbid and pii run on its text, then its schema.
+    assert checks_run(spec, "json", judged=True) == ["pii", "json", "judge"]
