@@ -4,7 +4,9 @@
 
 The older commit is checked out into a temporary git worktree (removed afterwards), and
 both run with this virtual environment, taking turns so that a machine getting busier
-or quieter weighs on both alike. Each run's markdown table rows are read, and for each
+or quieter weighs on both alike. A benchmark the older commit does not have yet runs
+from this tree on both sides (with each side's code on PYTHONPATH), so a new benchmark
+can measure the code before it. Each run's markdown table rows are read, and for each
 row the median of its first number (a wall time, in the benchmark's own unit) on each
 side is shown, with their ratio: below 1.00 this tree is faster.
 """
@@ -26,8 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(tree: Path, benchmark: list[str]) -> dict[str, float]:
     """Row name -> the row's first number, in one run of the benchmark in `tree`."""
     script, *args = benchmark
+    path = tree / "benchmarks" / script
+    if not path.exists():
+        path = ROOT / "benchmarks" / script
     done = subprocess.run(
-        [sys.executable, str(tree / "benchmarks" / script), *args, "--markdown"],
+        [sys.executable, str(path), *args, "--markdown"],
         cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
@@ -70,7 +75,8 @@ def main() -> None:
     for row, sides in times.items():
         if len(sides["base"]) == len(sides["this"]) == options.rounds:
             old, new = statistics.median(sides["base"]), statistics.median(sides["this"])
-            print(f"| {row} | {old:g} | {new:g} | {new / old:.2f} |")
+            ratio = f"{new / old:.2f}" if old else "-"
+            print(f"| {row} | {old:g} | {new:g} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -481,8 +481,10 @@ class SiteProject:
         """Page file -> the digests of the fake server's answers to its text blocks.
 
         The system message is the theme's voice from its theme.yaml (the example sets no
-        site or block system prompt); the user message is the block's rendered prompt.
+        site or block system prompt); the user message is the block's rendered prompt, with
+        a collection page's facts after it (`chat_prompt`).
         """
+        from trinity.plan import chat_prompt
         from trinity.project import prepare
 
         voice = yaml.safe_load((BUILTIN_THEMES / theme / "theme.yaml").read_text("utf-8"))[
@@ -491,7 +493,7 @@ class SiteProject:
         project = prepare(self.root, theme=theme)
         return {
             page.output_path: [
-                prompt_digest(voice, block.prompt)
+                prompt_digest(voice, chat_prompt(page, block))
                 for block in page.blocks
                 if block.format != "json"
             ]

@@ -330,11 +330,26 @@ SAME_PROMPT = "Write one line about the studio."
 SAME_PAGES = 50
 
 
+def same_prompt_pages(pages: list[dict[str, Any]]) -> None:
+    """`pages` made SAME_PAGES plain pages at the paths of `collection_pages`."""
+    pages[:] = [
+        {
+            "slug": page_file.removesuffix("/index.html"),
+            "title": f"Page {n}",
+            "blocks": {"summary": {"format": "text", "prompt": SAME_PROMPT}},
+        }
+        for n, page_file in enumerate(collection_pages(SAME_PAGES), 1)
+    ]
+
+
 @pytest.fixture
 def same_prompt_site(site_project: SiteProject) -> SiteProject:
-    """50 pages whose one block asks the same prompt; enough workers to ask it at once."""
-    site_project.use_collection(SAME_PAGES)
-    site_project.edit_pages(lambda pages: pages[0]["blocks"]["summary"].update(prompt=SAME_PROMPT))
+    """50 pages whose one block asks the same prompt; enough workers to ask it at once.
+
+    Plain pages, not a collection's: a collection page's prompt ends with its item's facts,
+    so no two of its pages ask the same.
+    """
+    site_project.edit_pages(same_prompt_pages)
     site_project.update_settings("llm", concurrency=25)
     return site_project
 
