@@ -36,7 +36,7 @@ from trinity.errors import LLMError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import LLMRequest, LLMResponse, Message
 from trinity.logs import get_logger
-from trinity.plan import Job, completion_frame, system_prompt
+from trinity.plan import Job, chat_prompt, completion_frame, system_prompt
 from trinity.project import Project
 from trinity.report import BlockResult
 from trinity.site import Block, Page
@@ -96,7 +96,7 @@ def block_request(
     model. A cascade step may go to another provider, and then in another shape (chat
     messages rather than a base model's document): the job's request is not reused."""
     return client.request(
-        block.prompt,
+        chat_prompt(page, block),
         system=system_prompt(project.settings.llm.system, project.theme.voice, block.system),
         model=model,
         temperature=block.temperature,

@@ -325,12 +325,12 @@ class SiteProject:
         for item in self.items:
             self.script_highlights(item["name"])
 
-    def add_item(self, name: str, description: str, language: str = "Rust") -> None:
+    def add_item(
+        self, name: str, description: str, language: str = "Rust", topic: str = "tooling"
+    ) -> None:
         """Add a project to the example's `projects` collection."""
-        items = [
-            *self.items,
-            {"name": name, "language": language, "year": 2021, "description": description},
-        ]
+        item = {"name": name, "language": language, "year": 2021, "topic": topic}
+        items = [*self.items, {**item, "description": description}]
         (self.data_dir / "projects.yaml").write_text(yaml.safe_dump(items, sort_keys=False))
 
     def use_collection(self, count: int, *, max_tokens: int = 20) -> None:

@@ -129,11 +129,40 @@ def test_json_output_has_every_block_both_sides_and_a_summary(site: SiteProject)
     assert summary["gate"] == "failed"
 
 
-def test_a_report_without_check_results_is_read_as_not_evaluated(site: SiteProject) -> None:
+# What a build report says of a block's checks; a report written before Trinity ran checks
+# has none of it.
+CHECK_FIELDS = ("checks", "failed_checks", "repairs", "reasks", "escalations", "judge_score")
+
+
+def built_report(site: SiteProject) -> Path:
+    """The report of a build of `site`, the server's record of that build cleared."""
     built = site.build()
     assert built.exit_code == 0, built.describe()
-    report = site.output / ".trinity" / "report.json"
     site.server.reset()
+    return site.output / ".trinity" / "report.json"
+
+
+def test_a_built_report_is_compared(site: SiteProject) -> None:
+    report = built_report(site)
+
+    code, data = eval_json(site, "--base", str(report), "--candidate", "new")
+
+    assert code == 1
+    assert data["base"]["notes"] == []
+    assert data["base"]["evaluated"] == BLOCKS
+    assert [(r["page"], r["block"]) for r in data["regressions"]] == [(BROKEN_PAGE, "highlights")]
+    assert site.server.chat_count == BLOCKS  # only the candidate was asked
+
+
+def test_a_report_without_check_results_is_read_as_not_evaluated(
+    site: SiteProject, tmp_path: Path
+) -> None:
+    data = json.loads(built_report(site).read_text(encoding="utf-8"))
+    for entry in data["blocks"]:
+        for name in CHECK_FIELDS:
+            del entry[name]
+    report = tmp_path / "before-checks.json"
+    report.write_text(json.dumps(data), encoding="utf-8")
 
     code, data = eval_json(site, "--base", str(report), "--candidate", "new")
 

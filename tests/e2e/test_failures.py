@@ -103,13 +103,15 @@ class _Unsafe(HTMLParser):
     handle_startendtag = handle_starttag
 
 
+# Each paragraph ends on a full stop: a complete answer, published as it came (not trimmed
+# or asked again by the `complete` check), so what is proved is that it is escaped.
 HOSTILE_MARKDOWN = "\n\n".join(
     [
-        "<script>alert(1)</script>",
-        "[x](javascript:alert(1)) and [y](JaVaScRiPt:alert(2)) and [z](java\tscript:alert(3))",
-        '<a href="javascript:alert(4)">raw link</a> <img src=x onerror="alert(5)">',
-        "![img](data:text/html;base64,PHNjcmlwdD5hbGVydCg2KTwvc2NyaXB0Pg==)",
-        "[ok](https://example.com/safe)",
+        "<script>alert(1)</script>.",
+        "[x](javascript:alert(1)) and [y](JaVaScRiPt:alert(2)) and [z](java\tscript:alert(3)).",
+        '<a href="javascript:alert(4)">raw link</a> <img src=x onerror="alert(5)">.',
+        "![img](data:text/html;base64,PHNjcmlwdD5hbGVydCg2KTwvc2NyaXB0Pg==).",
+        "[ok](https://example.com/safe).",
     ]
 )
 
@@ -118,7 +120,8 @@ def test_hostile_answers_are_rendered_harmless(site_project: SiteProject) -> Non
     server = site_project.server
     server.clear_scripts()  # scripts match first come, first served: start afresh
     server.script("introduction for the home page", HOSTILE_MARKDOWN)  # markdown block
-    server.script("is focusing on this year", "<script>alert(7)</script>")  # text block
+    now = "<script>alert(7)</script> is what I am focusing on this year."  # 5 words or more
+    server.script("is focusing on this year", now)  # text block
     site_project.script_highlights(  # json block: its strings are data, never markup
         "Tidewater",
         json.dumps({"highlights": ["<script>alert(8)</script>", "javascript:alert(9)", "ok"]}),

@@ -1,7 +1,10 @@
 """A block's answer through its checks, repairs, corrective re-asks, the cascade and the
 judge (trinity.review), in real builds against the fake server, which answers badly first
 and well after a corrective message (`script(..., turn=N)`): the server sees exactly the
-re-asks the design implies, and a rebuild replays them all from the cache."""
+re-asks the design implies, and a rebuild replays them all from the cache.
+
+The bad answer leaves out a fact the block must mention: no repair can add it, so only a
+re-ask (or the cascade) mends it."""
 
 from __future__ import annotations
 
@@ -15,12 +18,11 @@ import anyio
 import pytest
 
 import trinity.project
-import trinity.review
 from tests.e2e.sitekit import SiteProject
 from tests.fakellm import FakeLLMServer, RecordedRequest
 from trinity.build import build_project
 from trinity.checks.correction import correction
-from trinity.checks.spec import CheckFailure, CheckSpec, JudgeSpec, Range
+from trinity.checks.spec import CheckFailure, CheckSpec, JudgeSpec
 from trinity.errors import BuildFailed, LLMError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.settings import Endpoint, LLMSettings, Target
@@ -31,16 +33,17 @@ from trinity.review import AnswerJudge, block_request
 from trinity.site import Block, Page
 
 MARKER = "BIO-OF-MARA"
-LONG = "Mara Quinn builds data tools. She lives in Oslo and likes long walks by the sea."
-SHORT = "Mara Quinn builds data tools."
-AT_MOST_5 = CheckSpec(words=Range(max=5))
-LONG_FAILS = CheckFailure("words", "16 words; at most 5")
+WITHOUT = "Mara Quinn builds data tools for small teams."
+WITH = "Mara Quinn builds data tools in Oslo."
+MENTIONS_OSLO = CheckSpec(mentions=("Oslo",))
+MISSING = CheckFailure("mentions", "does not mention 'Oslo'")
+FAILED = f"failed its checks: {MISSING}"
 
 
 @pytest.fixture
 def site(make_site_project: Callable[..., SiteProject]) -> SiteProject:
     """A one-page site: a block `bio` (scripted per test) and a block `motto` (the fake's
-    default answer, which passes every check used here)."""
+    default answer, which passes the site's checks)."""
     project = make_site_project()
     data = project.pages()
     blocks = {"bio": {"prompt": f"Write the {MARKER}."}, "motto": "Write a motto."}
@@ -52,7 +55,7 @@ def site(make_site_project: Callable[..., SiteProject]) -> SiteProject:
 
 def with_review(
     project: Project,
-    checks: CheckSpec = AT_MOST_5,
+    checks: CheckSpec = MENTIONS_OSLO,
     *,
     only: str | None = "bio",
     judge: JudgeSpec | None = None,
@@ -111,8 +114,8 @@ PROMPT = f"Write the {MARKER}."
 def test_a_failed_answer_is_asked_again_with_its_correction_then_replayed_from_cache(
     site: SiteProject,
 ) -> None:
-    site.server.script(MARKER, LONG, turn=0)
-    site.server.script(MARKER, SHORT, turn=1)
+    site.server.script(MARKER, WITHOUT, turn=0)
+    site.server.script(MARKER, WITH, turn=1)
     project = with_review(prepare(site.root, environ={}))
 
     report = build(project)
@@ -121,17 +124,18 @@ def test_a_failed_answer_is_asked_again_with_its_correction_then_replayed_from_c
         [("user", PROMPT)],
         [
             ("user", PROMPT),
-            ("assistant", LONG),
-            ("user", correction([LONG_FAILS])),
+            ("assistant", WITHOUT),
+            ("user", correction([MISSING])),
         ],
     ]
     bio = bio_result(report)
     assert (bio.source, bio.reasks, bio.failed_checks, bio.error) == ("llm", 1, [], None)
-    assert bio.checks == ["words", "complete", "forbid", "repeats"]
+    assert (bio.repairs, bio.escalations) == ([], [])  # no repair could add the fact
+    assert bio.checks == ["complete", "mentions", "forbid", "repeats"]
     assert bio.attempts == 2  # both calls add up
-    assert bio.input_tokens > len(LONG.split())
-    assert SHORT in site.html("about/index.html")
-    assert LONG not in site.html("about/index.html")
+    assert bio.input_tokens > len(WITHOUT.split())
+    assert WITH in site.html("about/index.html")
+    assert WITHOUT not in site.html("about/index.html")
     totals = report.totals()
     assert (totals["checks_failed"], totals["reasked"], totals["repaired"]) == (1, 1, 0)
     assert (totals["escalated"], totals["judged"], totals["failed"]) == (0, 0, 0)
@@ -145,22 +149,26 @@ def test_a_failed_answer_is_asked_again_with_its_correction_then_replayed_from_c
     assert again.totals()["reasked"] == 1
 
 
-def test_a_repaired_answer_is_not_asked_again(
-    site: SiteProject, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def first_sentence(text: str, spec: CheckSpec, *, format: str) -> tuple[str, tuple[str, ...]]:
-        return text.split(". ")[0] + ".", ("trim",)
-
-    monkeypatch.setattr(trinity.review, "repair", first_sentence)
-    answer_always(site.server, LONG)
+@pytest.mark.parametrize(
+    ("answer", "fix"),
+    [
+        (f"Sure! Here's the bio:\n{WITH}", "preamble"),  # boilerplate: the chat goes
+        (f"{WITH} She also likes long", "trim"),  # not complete: cut to its last sentence
+    ],
+    ids=["preamble", "unfinished"],
+)
+def test_a_repaired_answer_is_not_asked_again(site: SiteProject, answer: str, fix: str) -> None:
+    answer_always(site.server, answer)
     project = with_review(prepare(site.root, environ={}))
 
     report = build(project)
 
     assert len(bio_requests(site.server)) == 1
     bio = bio_result(report)
-    assert (bio.repairs, bio.reasks, bio.failed_checks) == (["trim"], 0, [])
-    assert SHORT in site.html("about/index.html")
+    assert (bio.repairs, bio.reasks, bio.failed_checks) == ([fix], 0, [])
+    page = site.html("about/index.html")
+    assert WITH in page
+    assert "Sure" not in page and "likes long" not in page
     assert report.totals()["repaired"] == 1
 
 
@@ -168,7 +176,7 @@ def test_a_repaired_answer_is_not_asked_again(
 def test_re_asks_stop_at_repair_attempts_and_the_block_fails_naming_the_check(
     site: SiteProject, repair_attempts: int
 ) -> None:
-    answer_always(site.server, LONG)
+    answer_always(site.server, WITHOUT)
     project = with_review(prepare(site.root, environ={}), repair_attempts=repair_attempts)
 
     with pytest.raises(BuildFailed) as failed:
@@ -176,20 +184,18 @@ def test_re_asks_stop_at_repair_attempts_and_the_block_fails_naming_the_check(
 
     turns = [len(c) for c in conversations(site.server)]
     assert turns == [1 + 2 * n for n in range(repair_attempts + 1)]
-    assert failed.value.failures == [
-        ("about", "bio", "failed its checks: words: 16 words; at most 5")
-    ]
+    assert failed.value.failures == [("about", "bio", FAILED)]
     assert not site.output.exists()
 
 
 def test_a_cached_answer_that_fails_a_changed_check_is_asked_again_not_served_stale(
     site: SiteProject,
 ) -> None:
-    answer_always(site.server, LONG)
+    answer_always(site.server, WITHOUT)
     build(prepare(site.root, environ={}))
     assert len(bio_requests(site.server)) == 1
 
-    loose = with_review(prepare(site.root, environ={}), CheckSpec(words=Range(max=20)))
+    loose = with_review(prepare(site.root, environ={}), CheckSpec(mentions=("data tools",)))
     report = build(loose)
 
     assert site.server.chat_count == 2, "a check the cached answers pass needs no model"
@@ -202,20 +208,19 @@ def test_a_cached_answer_that_fails_a_changed_check_is_asked_again_not_served_st
     assert [len(c) for c in conversations(site.server)] == [1, 3]
     (bio,) = [b for b in site.report()["blocks"] if b["block"] == "bio"]
     assert (bio["source"], bio["reasks"]) == ("failed", 1)
-    assert bio["failed_checks"] == ["words: 16 words; at most 5"]
-    assert LONG not in site.html("about/index.html")
+    assert bio["failed_checks"] == [str(MISSING)]
+    assert WITHOUT not in site.html("about/index.html")
 
 
 @pytest.mark.parametrize("checked", [False, True])
 def test_a_stale_answer_stands_in_for_a_dead_model_only_if_it_passes_its_checks(
     site: SiteProject, checked: bool
 ) -> None:
-    answer_always(site.server, LONG)
+    answer_always(site.server, WITHOUT)
     build(prepare(site.root, environ={}))
     site.server.fail_rate(1.0)
-    project = with_review(
-        prepare(site.root, environ={}), CheckSpec(words=Range(max=5 if checked else 50))
-    )
+    fact = "Oslo" if checked else "data tools"
+    project = with_review(prepare(site.root, environ={}), CheckSpec(mentions=(fact,)))
 
     if checked:
         with pytest.raises(BuildFailed) as failed:
@@ -228,7 +233,7 @@ def test_a_stale_answer_stands_in_for_a_dead_model_only_if_it_passes_its_checks(
         report = build(project, refresh_cache=True)
         bio = bio_result(report)
         assert (bio.source, bio.failed_checks) == ("stale", [])
-        assert LONG in site.html("about/index.html")
+        assert WITHOUT in site.html("about/index.html")
 
 
 # ---------------------------------------------------------------------------- the cascade
@@ -255,8 +260,8 @@ def with_strong(project: Project, server: FakeLLMServer, cascade: tuple[str, ...
 def test_a_block_that_still_fails_goes_to_the_next_model_of_the_cascade(
     site: SiteProject, strong_server: FakeLLMServer
 ) -> None:
-    answer_always(site.server, LONG)
-    strong_server.script(MARKER, SHORT)
+    answer_always(site.server, WITHOUT)
+    strong_server.script(MARKER, WITH)
     main = site.settings()["llm"]["model"]
     project = with_strong(prepare(site.root, environ={}), strong_server, (main, "strong"))
 
@@ -273,7 +278,7 @@ def test_a_block_that_still_fails_goes_to_the_next_model_of_the_cascade(
         1,
         3,
     )
-    assert SHORT in site.html("about/index.html")
+    assert WITH in site.html("about/index.html")
     assert report.totals()["escalated"] == 1
     sent = (site.server.chat_count, strong_server.chat_count)
 
@@ -285,7 +290,7 @@ def test_a_block_that_still_fails_goes_to_the_next_model_of_the_cascade(
 def test_with_a_cascade_a_block_without_a_model_starts_at_its_first(
     site: SiteProject, strong_server: FakeLLMServer
 ) -> None:
-    strong_server.script(MARKER, SHORT)
+    strong_server.script(MARKER, WITH)
     project = with_strong(prepare(site.root, environ={}), strong_server, ("strong",))
 
     dry = build(project, dry_run=True)
@@ -384,7 +389,7 @@ def test_without_judge_settings_a_judge_passed_in_is_not_asked(site: SiteProject
 
 @pytest.fixture
 def checked_cli(site: SiteProject, monkeypatch: pytest.MonkeyPatch) -> SiteProject:
-    """`trinity build` of `site` with the bio's words at most 5 and one re-ask (what
+    """`trinity build` of `site` with the bio to mention Oslo and one re-ask (what
     the settings readers will make of `checks:` and `llm.repair_attempts`)."""
     original = trinity.project.prepare
 
@@ -396,12 +401,12 @@ def checked_cli(site: SiteProject, monkeypatch: pytest.MonkeyPatch) -> SiteProje
 
 
 def test_the_cli_fails_the_build_naming_the_check(checked_cli: SiteProject) -> None:
-    answer_always(checked_cli.server, LONG)
+    answer_always(checked_cli.server, WITHOUT)
 
     result = checked_cli.build()
 
     assert result.exit_code == 1, result.describe()
-    assert "failed its checks: words: 16 words; at most 5" in result.stderr
+    assert FAILED in result.stderr
     assert "Blocks that failed" in result.stderr
     assert not checked_cli.output.exists()
 
@@ -409,22 +414,22 @@ def test_the_cli_fails_the_build_naming_the_check(checked_cli: SiteProject) -> N
 def test_the_cli_keeps_going_with_a_placeholder_and_counts_the_checks(
     checked_cli: SiteProject,
 ) -> None:
-    answer_always(checked_cli.server, LONG)
+    answer_always(checked_cli.server, WITHOUT)
 
     result = checked_cli.build("--keep-going")
 
     assert result.exit_code == 1, result.describe()
-    assert "failed its checks: words: 16 words; at most 5" in result.stderr
+    assert FAILED in result.stderr
     page = checked_cli.html("about/index.html")
-    assert LONG not in page
+    assert WITHOUT not in page
     assert "is not available yet" in page
     totals = checked_cli.report()["totals"]
     assert (totals["checks_failed"], totals["reasked"], totals["failed"]) == (1, 1, 1)
 
 
 def test_the_cli_summary_counts_what_the_checks_did(checked_cli: SiteProject) -> None:
-    checked_cli.server.script(MARKER, LONG, turn=0)
-    checked_cli.server.script(MARKER, SHORT, turn=1)
+    checked_cli.server.script(MARKER, WITHOUT, turn=0)
+    checked_cli.server.script(MARKER, WITH, turn=1)
 
     result = checked_cli.build()
 

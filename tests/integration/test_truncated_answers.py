@@ -1,5 +1,7 @@
 """An answer cut off at max_tokens, from any chat provider, through a real build: the page
-shows it trimmed to where it last made sense, and the cache keeps what the model said."""
+shows it trimmed to where it last made sense (its last complete sentence: the `complete`
+check, on by default, repairs what the cut left unfinished), and the cache keeps what the
+model said."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ CUT_OFF = (
     "2. Alerts need an owner, and finding one will take\n"
     "3."
 )
-TRIMMED = CUT_OFF.removesuffix("3.")
+# Neither the dangling "3." nor the unfinished second item is published.
+TRIMMED = "Building Harbor Metrics taught me three things:\n\n1. Metrics nobody reads are noise."
 PROMPT = "What did building Harbor Metrics teach you?"
 
 
@@ -63,10 +66,13 @@ def test_a_cut_off_answer_is_published_trimmed_and_cached_as_it_came(
     environ = {"ANTHROPIC_API_KEY": "sk-ant-test"} if provider == "anthropic" else {}
     shown = Block(name="lessons", prompt=PROMPT, format=block_format)
 
-    build_site(site.root, environ=environ)
+    report = build_site(site.root, environ=environ)
 
     page = site.html("about/index.html")
     assert str(block_value(shown, TRIMMED)) in page
+    assert "finding one will take" not in page
+    (lessons,) = report.blocks
+    assert (lessons.repairs, lessons.reasks, lessons.failed_checks) == (["trim"], 0, [])
     assert str(block_value(shown, CUT_OFF)) not in page
     entry = cached_entry(site, environ)
     assert (entry["text"], entry["finish_reason"]) == (CUT_OFF, "length")
