@@ -136,21 +136,27 @@ def _label(key: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def block_request(
+    project: Project, client: AsyncLLMClient, page: Page, block: Block, model: str | None
+) -> LLMRequest:
+    """The block's request to `model` (None: the block's own, or `llm.model`). Made anew
+    for each model a block goes to: a cascade step may reach another provider, and then
+    ask in another shape (chat messages rather than a base model's document)."""
+    return client.request(
+        chat_prompt(page, block),
+        system=system_prompt(project.settings.llm.system, project.theme.voice, block.system),
+        model=model,
+        temperature=block.temperature,
+        max_tokens=block.max_tokens,
+        response_format="json" if block.format == "json" else "text",
+        json_schema=dict(block.schema) if block.schema is not None else None,
+        frame=completion_frame(project.settings.site, page, block),
+    )
+
+
 def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
     """One job per block of every page, with its request fully resolved."""
-    voice = project.theme.voice
-    site = project.settings.site
-    site_system = project.settings.llm.system
     for page in project.site.pages:
         for block in page.blocks:
-            request = client.request(
-                chat_prompt(page, block),
-                system=system_prompt(site_system, voice, block.system),
-                model=block.model,
-                temperature=block.temperature,
-                max_tokens=block.max_tokens,
-                response_format="json" if block.format == "json" else "text",
-                json_schema=dict(block.schema) if block.schema is not None else None,
-                frame=completion_frame(site, page, block),
-            )
+            request = block_request(project, client, page, block, block.model)
             yield Job(page=page, block=block, request=request, key=client.key(request))

@@ -36,7 +36,7 @@ from trinity.errors import LLMError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.types import LLMRequest, LLMResponse, Message
 from trinity.logs import get_logger
-from trinity.plan import Job, chat_prompt, completion_frame, system_prompt
+from trinity.plan import Job, block_request
 from trinity.project import Project
 from trinity.report import BlockResult
 from trinity.site import Block, Page
@@ -87,24 +87,6 @@ def checks_run(spec: CheckSpec, block_format: str, *, judged: bool) -> list[str]
 def failure_reason(failures: list[str]) -> str:
     """A block's error when its answer failed its checks, for the report and the console."""
     return f"failed its checks: {'; '.join(failures)}"
-
-
-def block_request(
-    project: Project, client: AsyncLLMClient, page: Page, block: Block, model: str
-) -> LLMRequest:
-    """The block's request to `model`, made as plan_jobs makes it for the block's own
-    model. A cascade step may go to another provider, and then in another shape (chat
-    messages rather than a base model's document): the job's request is not reused."""
-    return client.request(
-        chat_prompt(page, block),
-        system=system_prompt(project.settings.llm.system, project.theme.voice, block.system),
-        model=model,
-        temperature=block.temperature,
-        max_tokens=block.max_tokens,
-        response_format="json" if block.format == "json" else "text",
-        json_schema=dict(block.schema) if block.schema is not None else None,
-        frame=completion_frame(project.settings.site, page, block),
-    )
 
 
 def reask_request(request: LLMRequest, answer: str, failures: list[CheckFailure]) -> LLMRequest:
@@ -301,7 +283,6 @@ __all__ = [
     "AnswerJudge",
     "JudgeVerdict",
     "Reviewer",
-    "block_request",
     "checks_run",
     "failure_reason",
     "reask_request",

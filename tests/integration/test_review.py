@@ -26,10 +26,10 @@ from trinity.checks.spec import CheckFailure, CheckSpec, JudgeSpec
 from trinity.errors import BuildFailed, LLMError
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.settings import Endpoint, LLMSettings, Target
-from trinity.plan import plan_jobs
+from trinity.plan import block_request, plan_jobs
 from trinity.project import Project, prepare
 from trinity.report import BuildReport
-from trinity.review import AnswerJudge, block_request
+from trinity.review import AnswerJudge
 from trinity.site import Block, Page
 
 MARKER = "BIO-OF-MARA"
