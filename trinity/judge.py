@@ -10,7 +10,7 @@ not parse is refused before it is cached (`validate=`), so it is asked again nex
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from trinity.answers import parse_json_answer
@@ -55,6 +55,11 @@ class Verdict:
 
     score: float
     reason: str
+    # What asking the judge cost (nothing when the verdict came from the cache), added
+    # to the block's cost and tokens in the report.
+    cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class Judge:
@@ -83,7 +88,13 @@ class Judge:
         response = await self.client.complete(
             self.request(page, block, text), validate=_check_verdict
         )
-        return parse_verdict(response.text)
+        usage = response.usage
+        return replace(
+            parse_verdict(response.text),
+            cost=response.cost,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
 
 
 def parse_verdict(text: str) -> Verdict:

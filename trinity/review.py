@@ -56,6 +56,12 @@ class JudgeVerdict(Protocol):
     def score(self) -> float: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
 
 
 class AnswerJudge(Protocol):
@@ -243,6 +249,9 @@ class Reviewer:
             result.judge_score = None
             return []
         result.judge_score = verdict.score
+        result.cost += verdict.cost
+        result.input_tokens += verdict.input_tokens
+        result.output_tokens += verdict.output_tokens
         if verdict.score >= self.threshold:
             return []
         message = f"scored {verdict.score:.2f}, below {self.threshold}: {verdict.reason}"

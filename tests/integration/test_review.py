@@ -8,6 +8,7 @@ re-ask (or the cascade) mends it."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -324,6 +325,9 @@ def test_a_cascade_step_asks_as_the_plan_asks_the_block_s_own_model(
 class Verdict:
     score: float
     reason: str
+    cost: float = 0.0
+    input_tokens: int = 7
+    output_tokens: int = 3
 
 
 class FakeJudge:
@@ -361,6 +365,15 @@ def test_an_answer_the_judge_scores_below_the_threshold_is_asked_again(
     assert "judge" in bio.checks
     assert judge.asked.count("Vague words.") == 1
     assert report.totals()["judged"] == 2  # the motto was judged too
+    # The block's tokens are its two answers' (as the server counted them: words) and its
+    # two verdicts' (7 in, 3 out each).
+    bio_requests = [
+        r for r in site.server.chat_requests if MARKER in json.dumps(r.body["messages"])
+    ]
+    asked = sum(
+        len(" ".join(m["content"] for m in r.body["messages"]).split()) for r in bio_requests
+    )
+    assert (bio.input_tokens, bio.output_tokens) == (asked + 2 * 7, 2 + 2 + 2 * 3)
     assert "Precise words." in site.html("about/index.html")
 
 
