@@ -10,7 +10,7 @@ not parse is refused before it is cached (`validate=`), so it is asked again nex
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trinity.answers import parse_json_answer
@@ -57,9 +57,10 @@ class Verdict:
     reason: str
     # What asking the judge cost (nothing when the verdict came from the cache), added
     # to the block's cost and tokens in the report.
-    cost: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    # Bookkeeping, not the verdict: two verdicts with one score and reason are equal.
+    cost: float = field(default=0.0, compare=False)
+    input_tokens: int = field(default=0, compare=False)
+    output_tokens: int = field(default=0, compare=False)
 
 
 class Judge:

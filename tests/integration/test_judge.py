@@ -136,6 +136,9 @@ def test_a_verdict_is_cached_like_an_answer(site: SiteProject) -> None:
 
     assert first == again == Verdict(0.9, "Accurate.")
     assert site.server.chat_count == 1
+    # What the judge was asked and said, as the block's report adds it up.
+    assert (first.input_tokens, first.output_tokens) == (again.input_tokens, again.output_tokens)
+    assert first.output_tokens == 4  # the verdict's words, as the fake server counts tokens
     other = anyio.run(judged, prepare(site.root), spec, ANSWER + " More.")
     assert other == first
     assert site.server.chat_count == 2  # another answer is another verdict
