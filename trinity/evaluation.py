@@ -21,9 +21,7 @@ from typing import Any, Literal
 
 import anyio
 
-from trinity.answers import answer_validator, published_text
-from trinity.checks.evaluate import evaluate
-from trinity.checks.repair import repair
+from trinity.answers import answer_validator
 from trinity.checks.spec import CheckFailure
 from trinity.config import Settings
 from trinity.errors import InputError, LLMError, MalformedResponseError
@@ -34,6 +32,7 @@ from trinity.llm.types import LLMResponse
 from trinity.messages import did_you_mean, one_line, shown_path
 from trinity.plan import Job, plan_jobs
 from trinity.project import Project, open_cache
+from trinity.review import check_answer, judge_failure
 
 SideKind = Literal["model", "report"]
 Verdict = Literal["regression", "improved", "same", "not compared"]
@@ -314,8 +313,7 @@ async def measure_block(
         response = await client.complete(replace(job.request, model=model))
     except LLMError as exc:
         return Outcome(passed=False, error=one_line(exc), answered=False)
-    text, repairs = repair(published_text(block, response), block.checks, format=block.format)
-    failures = evaluate(text, block.checks, format=block.format)
+    text, failures, repairs = check_answer(block, response)
     failures += _json_failures(job, replace(response, text=text))
     score, error = None, None
     if judge is not None:
@@ -325,9 +323,8 @@ async def measure_block(
             error = f"the judge failed: {one_line(exc)}"
         else:
             score = verdict.score
-            if score < judge.spec.threshold:
-                message = f"score {score:.2f}; at least {judge.spec.threshold:.2f}"
-                failures.append(CheckFailure("judge", f"{message} ({verdict.reason})"))
+            failure = judge_failure(verdict, judge.spec.threshold)
+            failures += [failure] if failure is not None else []
     return Outcome(not failures, score, tuple(map(str, failures)), repairs, error)
 
 

@@ -90,6 +90,28 @@ def checks_run(spec: CheckSpec, block_format: str, *, judged: bool) -> list[str]
     return [name for name, on in enabled.items() if on]
 
 
+def check_answer(
+    block: Block, response: LLMResponse
+) -> tuple[str, list[CheckFailure], tuple[str, ...]]:
+    """An answer as it would be published (trimmed, and repaired when it fails its checks),
+    the checks it fails still, and the repairs made (their names)."""
+    text = published_text(block, response)
+    failures = evaluate(text, block.checks, format=block.format)
+    if not failures:
+        return text, failures, ()
+    repaired, fixes = repair(text, block.checks, format=block.format)
+    if not fixes:
+        return text, failures, ()
+    return repaired, evaluate(repaired, block.checks, format=block.format), fixes
+
+
+def judge_failure(verdict: JudgeVerdict, threshold: float) -> CheckFailure | None:
+    """A verdict below the judge's threshold, as a failed check; None at or above it."""
+    if verdict.score >= threshold:
+        return None
+    return CheckFailure("judge", f"scored {verdict.score:.2f}, below {threshold}: {verdict.reason}")
+
+
 def failure_reason(failures: list[str]) -> str:
     """A block's error when its answer failed its checks, for the report and the console."""
     return f"failed its checks: {'; '.join(failures)}"
@@ -221,14 +243,8 @@ class Reviewer:
     ) -> tuple[str, list[CheckFailure]]:
         """The answer as it would be published, repaired if it failed, and what it fails
         still (the judge's verdict included once the checks pass)."""
-        block = job.block
-        text = published_text(block, response)
-        failures = evaluate(text, block.checks, format=block.format)
-        if failures:
-            text, fixes = repair(text, block.checks, format=block.format)
-            if fixes:
-                result.repairs.extend(fix for fix in fixes if fix not in result.repairs)
-                failures = evaluate(text, block.checks, format=block.format)
+        text, failures, fixes = check_answer(job.block, response)
+        result.repairs.extend(fix for fix in fixes if fix not in result.repairs)
         if not failures:
             failures = await self._verdict(job, text, result)
         return text, failures
@@ -252,10 +268,8 @@ class Reviewer:
         result.cost += verdict.cost
         result.input_tokens += verdict.input_tokens
         result.output_tokens += verdict.output_tokens
-        if verdict.score >= self.threshold:
-            return []
-        message = f"scored {verdict.score:.2f}, below {self.threshold}: {verdict.reason}"
-        return [CheckFailure("judge", message)]
+        failure = judge_failure(verdict, self.threshold)
+        return [] if failure is None else [failure]
 
     def _failed_call(self, error: LLMError, result: BlockResult) -> None:
         """A re-ask or a cascade step the model did not answer: told, and counted. The
@@ -292,7 +306,9 @@ __all__ = [
     "AnswerJudge",
     "JudgeVerdict",
     "Reviewer",
+    "check_answer",
     "checks_run",
     "failure_reason",
+    "judge_failure",
     "reask_request",
 ]

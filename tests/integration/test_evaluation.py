@@ -70,7 +70,7 @@ def test_regressions_by_failed_checks_the_judges_threshold_and_a_dropped_score(
         "projects/item-001": ("same", ""),
         "projects/item-002": (
             "regression",
-            "passed on base, fails on candidate: judge: score 0.20; at least 0.70 (Invented.)",
+            "passed on base, fails on candidate: judge: scored 0.20, below 0.7: Invented.",
         ),
         "projects/item-003": ("regression", "score 0.90 -> 0.75"),
         "projects/item-004": ("regression", result.blocks[3].reason),
