@@ -163,11 +163,21 @@ class ChatServer:
 
 
 def answer_text(prompt: str, words: int) -> str:
-    """A deterministic answer of about `words` words that starts from the prompt."""
+    """A deterministic answer of about `words` words that starts from the prompt.
+
+    Written as a model's answer that passes the default checks is: complete sentences, no
+    two alike (each filler sentence is numbered), so a build spends on its checks what a
+    good answer costs, not on repairs and re-asks of a looping one.
+    """
     seed = " ".join(prompt.split()[:12])
-    filler = FILLER.split()
+    filler = FILLER.rstrip(".").split()
     body = [filler[i % len(filler)] for i in range(max(0, words - len(seed.split())))]
-    return f"{seed}: {' '.join(body)}".strip()
+    size = len(filler)
+    sentences = [
+        f"Part {n + 1}: {' '.join(body[start : start + size])}."
+        for n, start in enumerate(range(0, len(body), size))
+    ]
+    return f"{seed.rstrip('.')}. {' '.join(sentences)}".strip()
 
 
 async def read_request(

@@ -5,12 +5,12 @@ content, output folder) before any model is called; and opening the cache it ask
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from trinity.cache.manager import CacheManager
 from trinity.checks.guards import guard_input
-from trinity.checks.spec import GuardSpec
+from trinity.checks.spec import GuardFinding, GuardSpec
 from trinity.config import Settings, load_settings
 from trinity.errors import ContentError, ThemeError
 from trinity.logs import get_logger
@@ -88,29 +88,41 @@ def prepare(
 
 
 def guard_prompts(site: Site, guards: GuardSpec, pages_path: str) -> None:
-    """The input guards on every rendered prompt, and the page's facts framed into it
+    """The input guards on every rendered prompt, and on the page's facts framed into it
     (data that may have come from outside the site): what `guards:` blocks is bad input
-    naming the block, before any model is asked; what it warns about is logged."""
+    naming where it is, before any model is asked; what it warns about is logged.
+
+    Personal data is looked for once a page: in its facts, or in its prompts when it has
+    none. A collection page's prompts are the site's own words around those facts, and
+    looking again in each of them cost a large site seconds of phone-number parsing.
+    """
+    injection_only = replace(guards, pii="off")
     for page in site.pages:
         facts = "\n".join(f"{name}: {value}" for name, value in page.facts.items())
+        if facts:
+            for finding in guard_input(facts, replace(guards, injection="off")):
+                _guard_said(finding, pages_path, page.source, f"the data{page.origin}")
         for block in page.blocks:
-            for finding in guard_input(f"{block.prompt}\n{facts}", guards):
-                found = f"{_GUARD_WORDS[finding.kind]}: {finding.excerpt!r}"
-                if finding.action == "block":
-                    raise ContentError(
-                        f"the prompt{page.origin} holds {found} (guards.{finding.kind}: block)",
-                        path=pages_path,
-                        key=f"{page.source}.blocks.{block.name}.prompt",
-                    )
-                log.warning(
-                    "%s: %s.blocks.%s.prompt%s holds %s",
-                    pages_path,
-                    page.source,
-                    block.name,
-                    page.origin,
-                    found,
-                    extra={"event": "input_guard", "guard": finding.kind},
-                )
+            for finding in guard_input(block.prompt, injection_only if facts else guards):
+                key = f"{page.source}.blocks.{block.name}.prompt"
+                _guard_said(finding, pages_path, key, f"the prompt{page.origin}")
+
+
+def _guard_said(finding: GuardFinding, pages_path: str, key: str, what: str) -> None:
+    """A guard's finding: bad input when its action is block, else a warning."""
+    found = f"{_GUARD_WORDS[finding.kind]}: {finding.excerpt!r}"
+    if finding.action == "block":
+        raise ContentError(
+            f"{what} holds {found} (guards.{finding.kind}: block)", path=pages_path, key=key
+        )
+    log.warning(
+        "%s: %s: %s holds %s",
+        pages_path,
+        key,
+        what,
+        found,
+        extra={"event": "input_guard", "guard": finding.kind},
+    )
 
 
 _GUARD_WORDS = {"injection": "what reads as a prompt injection", "pii": "personal data"}

@@ -86,6 +86,15 @@ def inject(project: SiteProject) -> None:
     projects.write_text(yaml.safe_dump(items, sort_keys=False), "utf-8")
 
 
+def personal_data(project: SiteProject) -> None:
+    """A phone number in a collection item's data, with the PII guard set to block."""
+    projects = project.data_dir / "projects.yaml"
+    items = yaml.safe_load(projects.read_text("utf-8"))
+    items[1]["description"] = "Call the author on +1 415 555 2671 for a demo."
+    projects.write_text(yaml.safe_dump(items, sort_keys=False), "utf-8")
+    project.update_settings("guards", pii="block")
+
+
 def injected_data(project: SiteProject) -> None:
     inject(project)
     project.update_settings("guards", injection="block")
@@ -226,6 +235,10 @@ CASES: dict[str, Case] = {
             "prompt injection",
             "guards.injection: block",
         ],
+    ),
+    "personal-data-in-data": Case(
+        personal_data,
+        [PAGES, "pages[2]: the data (item 2 of 'projects')", "personal data", "guards.pii: block"],
     ),
     "unknown-log-profile-option": Case(
         lambda project: None,
@@ -459,5 +472,5 @@ def test_a_prompt_injection_in_data_is_only_a_warning_by_default(
     built = site_project.build()
 
     assert built.exit_code == 0, built.describe()
-    assert "pages[2].blocks.summary.prompt (item 2 of 'projects') holds" in built.flat
+    assert "pages[2].blocks.summary.prompt: the prompt (item 2 of 'projects') holds" in built.flat
     assert "prompt injection" in built.flat

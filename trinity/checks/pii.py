@@ -87,8 +87,16 @@ def _national_ids(text: str) -> Iterator[tuple[int, int]]:
             yield match.span()
 
 
+# Seven digits, with the separators numbers are written with between them: the fewest a
+# valid phone number has, country code included (Niue's "+683 4002").
+_PHONE_DIGITS = re.compile(r"\d(?:[\s().\-/]{0,3}\d){6}")
+
+
 def _phones(text: str) -> Iterator[tuple[int, int]]:
-    # Imported here: 20 to 60 ms, paid only by a build whose checks or guards look for PII.
+    # The matcher is slow, and most prompts and answers hold no run of digits that long:
+    # those it never sees. Imported here, only by builds whose checks or guards look for PII.
+    if _PHONE_DIGITS.search(text) is None:
+        return
     from phonenumbers import Leniency, PhoneNumberMatcher
 
     for match in PhoneNumberMatcher(text, PHONE_REGION, leniency=Leniency.VALID):
