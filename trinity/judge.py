@@ -135,22 +135,15 @@ def judge_prompt(criteria: tuple[str, ...], page: Page, block: Block, text: str)
 
 
 def page_facts(page: Page) -> Iterator[str]:
-    """The page's title and description and, for a collection page, its item's scalar
-    fields (its name, language, year...): what an answer may state as fact."""
+    """The page's title and description and, for a collection page, its facts (its item's
+    name, language, year...; see Page.facts): what an answer may state as fact. An item
+    that is a plain value, not a mapping, is a fact of its own."""
     yield f"title: {page.title}"
     if page.description:
         yield f"description: {page.description}"
-    item = page.item
-    if isinstance(item, Mapping):
-        for name, value in item.items():
-            if _scalar(value):
-                yield f"{name}: {value}"
-    elif _scalar(item):
-        yield f"item: {item}"
-
-
-def _scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool)
+    yield from (f"{name}: {value}" for name, value in page.facts.items())
+    if isinstance(page.item, str | int | float | bool):
+        yield f"item: {page.item}"
 
 
 def _excerpt(text: str) -> str:

@@ -45,30 +45,6 @@ DEFAULT_STOPS = {
 }
 
 
-def page_facts(page: Page) -> dict[str, str]:
-    """What a collection page's data says about its item: the item's plain fields (text,
-    numbers, true/false) as one-line strings, in the data file's order.
-
-    Nested data and blank values are left out. Other pages have no facts ({}): what they
-    are about is in their own prompts, written by the site owner, and their requests stay
-    as they were.
-    """
-    item = page.item
-    if page.collection is None or not isinstance(item, Mapping):
-        return {}
-    facts = {}
-    for key, value in item.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (str, int, float)):
-            text = " ".join(str(value).split())
-        else:
-            continue
-        if text:
-            facts[" ".join(str(key).split())] = text
-    return facts
-
-
 # The delimiter of a chat prompt's facts, and anything in the data that would open or close
 # it (any case or spacing): data must not be able to end its own section and speak as the
 # site owner.
@@ -105,7 +81,7 @@ def _inert(text: str) -> str:
 
 def chat_prompt(page: Page, block: Block) -> str:
     """What a chat model is asked for a block: its prompt, then the page's facts as data."""
-    return block.prompt + facts_section(page_facts(page))
+    return block.prompt + facts_section(page.facts)
 
 
 def completion_frame(site: SiteSettings, page: Page, block: Block) -> CompletionFrame:
@@ -122,9 +98,8 @@ def completion_frame(site: SiteSettings, page: Page, block: Block) -> Completion
     if page.description:
         lines += [page.description, ""]
     lines += [f"## {block.heading}", ""]
-    facts = page_facts(page)
-    if facts:
-        lines += [f"{_label(key)}: {value}" for key, value in facts.items()] + [""]
+    if page.facts:
+        lines += [f"{_label(key)}: {value}" for key, value in page.facts.items()] + [""]
     lines.append(block.lead)
     stop = block.stop if block.stop is not None else DEFAULT_STOPS[block.format]
     return CompletionFrame("\n".join(lines), lead=block.lead, stop=stop)

@@ -7,6 +7,7 @@ content surfaces before the first LLM call.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -73,9 +74,29 @@ class Page:
     item: Any = None
     source: str = ""  # the key path in pages.yaml that made this page, for messages
     origin: str = ""  # which collection item made it, for messages: " (item 2 of 'projects')"
-    # A collection item's scalar fields as text ({"language": "Python", "year": "2025"}):
-    # what the page is about, to ground the model's answer and the judge; empty otherwise.
-    facts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @functools.cached_property
+    def facts(self) -> Mapping[str, str]:
+        """What a collection page's data says about its item: the item's plain fields (text,
+        numbers, true/false) as one-line strings, in the data file's order; {} for other
+        pages. What grounds the model's answer (framed into its prompt), what the input
+        guards read, and what the judge holds the answer to.
+
+        Nested data and blank values are left out; so is an item that is not a mapping.
+        """
+        if self.collection is None or not isinstance(self.item, Mapping):
+            return MappingProxyType({})
+        facts = {}
+        for key, value in self.item.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str | int | float):
+                text = " ".join(str(value).split())
+            else:
+                continue
+            if text:
+                facts[" ".join(str(key).split())] = text
+        return MappingProxyType(facts)
 
     @property
     def url(self) -> str:
@@ -328,7 +349,6 @@ class _Planner:
                     item=item,
                     source=f.key,
                     origin=where,
-                    facts=_facts(item),
                 )
             )
         return pages
@@ -467,17 +487,3 @@ class _Planner:
             model=spec.model,
             checks=self._block_checks(spec, context, where),
         )
-
-
-def _facts(item: Any) -> Mapping[str, str]:
-    """A collection item's scalar fields (text, numbers, true/false) as text; lists and
-    mappings are left out, and so is everything of an item that is not a mapping."""
-    if not isinstance(item, Mapping):
-        return MappingProxyType({})
-    facts = {}
-    for name, value in item.items():
-        if isinstance(value, bool):
-            facts[str(name)] = "true" if value else "false"
-        elif isinstance(value, str | int | float) and str(value).strip():
-            facts[str(name)] = str(value).strip()
-    return MappingProxyType(facts)

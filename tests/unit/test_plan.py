@@ -12,7 +12,7 @@ from tests.unit.conftest import ProjectFactory
 from trinity.config import SiteSettings
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.settings import DEFAULT_LOCAL_MODEL
-from trinity.plan import Job, chat_prompt, completion_frame, facts_section, page_facts, plan_jobs
+from trinity.plan import Job, chat_prompt, completion_frame, facts_section, plan_jobs
 from trinity.project import prepare
 from trinity.site import Block, Page
 
@@ -47,11 +47,11 @@ def project_page(item: Any = None, **fields: Any) -> Page:
 PLAIN_PAGE = Page(slug="about", title="About", template="page.html", blocks=(BLOCK,))
 
 
-# ---------------------------------------------------------------------------- page_facts
+# ---------------------------------------------------------------------------- Page.facts
 
 
 def test_page_facts_are_the_items_plain_fields_in_order() -> None:
-    facts = page_facts(project_page())
+    facts = dict(project_page().facts)
     assert facts == {
         "name": "Lumen",
         "language": "TypeScript",
@@ -64,17 +64,17 @@ def test_page_facts_are_the_items_plain_fields_in_order() -> None:
 
 
 def test_a_page_without_a_collection_has_no_facts() -> None:
-    assert page_facts(PLAIN_PAGE) == {}
-    assert page_facts(replace(PLAIN_PAGE, description="About Mara")) == {}
+    assert dict(PLAIN_PAGE.facts) == {}
+    assert dict(replace(PLAIN_PAGE, description="About Mara").facts) == {}
 
 
 def test_an_item_that_is_not_a_mapping_has_no_facts() -> None:
-    assert page_facts(project_page(item="Lumen")) == {}
-    assert page_facts(project_page(item=["Lumen"])) == {}
+    assert dict(project_page(item="Lumen").facts) == {}
+    assert dict(project_page(item=["Lumen"]).facts) == {}
 
 
 def test_fact_keys_are_made_strings_on_one_line() -> None:
-    assert page_facts(project_page(item={2022: "launch", "first\nkey": True})) == {
+    assert dict(project_page(item={2022: "launch", "first\nkey": True}).facts) == {
         "2022": "launch",
         "first key": "true",
     }
