@@ -76,11 +76,12 @@ def repeated(text: str) -> list[Sentence]:
     seen: set[str] = set()
     again: list[Sentence] = []
     for sentence in sentences(text):
-        if sentence.words < MIN_REPEATED_WORDS:
-            continue
-        if sentence.key in seen:
+        key = sentence.key
+        # Words are counted only for a sentence said before: sentences alike in `key` are
+        # alike in words, and most answers repeat nothing.
+        if key in seen and sentence.words >= MIN_REPEATED_WORDS:
             again.append(sentence)
-        seen.add(sentence.key)
+        seen.add(key)
     return again
 
 
