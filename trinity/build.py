@@ -184,7 +184,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     report.timings["plan"] = clock() - started
     observer.planned(report)
     if options.dry_run:
-        await _check_cached(jobs, client, reviewer, report)
+        await _check_cached(jobs, client, report)
         report.status = "planned"
         return report
 
@@ -288,11 +288,9 @@ def _write_unfinished_report(report: BuildReport, path: Path | None) -> None:
         log.warning("could not write the report to %s: %s", shown_path(path), exc.strerror)
 
 
-async def _check_cached(
-    jobs: Iterable[Job], client: AsyncLLMClient, reviewer: Reviewer, report: BuildReport
-) -> None:
+async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport) -> None:
     for job in jobs:
-        hit = await client.cached(*reviewer.first_request(job))
+        hit = await client.cached(job.request, job.key)
         report.blocks.append(
             BlockResult(
                 page=job.page.slug,

@@ -130,8 +130,11 @@ def block_request(
 
 
 def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
-    """One job per block of every page, with its request fully resolved."""
+    """One job per block of every page, with its first request fully resolved: to the
+    block's own model, else to the first of `llm.cascade` when there is one."""
+    cascade = project.settings.llm.cascade
     for page in project.site.pages:
         for block in page.blocks:
-            request = block_request(project, client, page, block, block.model)
+            model = block.model or (cascade[0] if cascade else None)
+            request = block_request(project, client, page, block, model)
             yield Job(page=page, block=block, request=request, key=client.key(request))

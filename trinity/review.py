@@ -157,15 +157,6 @@ class Reviewer:
         self.mask = mask
         self._judge_failed = False
 
-    def first_request(self, job: Job) -> tuple[LLMRequest, str]:
-        """The job's first request and its key: to the block's own model, else to the
-        cascade's first model when there is a cascade, else the job's as planned."""
-        model = job.block.model or (self.cascade[0] if self.cascade else job.request.model)
-        if model == job.request.model:
-            return job.request, job.key
-        request = block_request(self.project, self.client, job.page, job.block, model)
-        return request, self.client.key(request)
-
     async def review(self, job: Job, result: BlockResult) -> str | None:
         """The text to publish for `job`, or None when no answer passed its checks;
         `result` is filled in with what was done and what it cost.
@@ -174,8 +165,8 @@ class Reviewer:
         last good one, see `stale`).
         """
         result.checks = checks_run(job.block.checks, job.block.format, judged=self.judged)
-        request, key = self.first_request(job)
-        response = await self._ask(job, request, key, result)
+        request = job.request
+        response = await self._ask(job, request, job.key, result)
         text, failures = await self._settle(job, request, response, result)
         for model in self._after(request.model):
             if not failures:
@@ -194,9 +185,9 @@ class Reviewer:
     async def stale(self, job: Job, result: BlockResult) -> str | None:
         """The last good cached answer, checked (no model is asked again: it just failed),
         or None when there is none or it fails its checks now."""
-        request, key = self.first_request(job)
+        request = job.request
         validate = answer_validator(job.block)
-        response = await self.client.stale(request, validate=validate, key=key)
+        response = await self.client.stale(request, validate=validate, key=job.key)
         if response is None:
             return None
         result.checks = checks_run(job.block.checks, job.block.format, judged=self.judged)
