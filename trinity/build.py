@@ -26,7 +26,7 @@ from trinity.messages import shown_path
 from trinity.oserrors import resource_error
 from trinity.pages import MANIFEST_FILE, PageWriter
 from trinity.plan import Job, plan_jobs
-from trinity.project import Project, open_cache, prepare
+from trinity.project import Project, prepare, project_client
 from trinity.report import (
     REPORT_FILE,
     BlockResult,
@@ -112,19 +112,10 @@ async def build_project(
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
             return await _build(project, client, options)
-        cache = open_cache(project.settings)
-        try:
-            async with AsyncLLMClient(
-                project.settings.llm,
-                cache=cache,
-                cache_ttl=project.settings.cache.ttl,
-                cache_refresh=refresh_cache,
-                transport=transport,
-            ) as own:
-                return await _build(project, own, options)
-        finally:
-            if cache is not None:
-                await cache.aclose()
+        async with project_client(
+            project.settings, refresh_cache=refresh_cache, transport=transport
+        ) as own:
+            return await _build(project, own, options)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from trinity.llm.settings import PROVIDERS
 from trinity.llm.types import LLMResponse
 from trinity.messages import did_you_mean, one_line, shown_path
 from trinity.plan import Job, plan_jobs
-from trinity.project import Project, open_cache
+from trinity.project import Project, project_client
 from trinity.review import check_answer, judge_failure
 
 SideKind = Literal["model", "report"]
@@ -446,17 +446,9 @@ async def evaluate_project(
         results = await _measure_sides(project, sides, reports, client)
     else:
         settings = project.settings
-        cache = open_cache(settings)
-        try:
-            async with AsyncLLMClient(
-                replace(settings.llm, fallbacks=MappingProxyType({})),
-                cache=cache,
-                cache_ttl=settings.cache.ttl,
-            ) as own:
-                results = await _measure_sides(project, sides, reports, own)
-        finally:
-            if cache is not None:
-                await cache.aclose()
+        no_fallbacks = replace(settings.llm, fallbacks=MappingProxyType({}))
+        async with project_client(settings, llm=no_fallbacks) as own:
+            results = await _measure_sides(project, sides, reports, own)
     ids = [(page.slug, block.name) for page in project.site.pages for block in page.blocks]
     judge = project.settings.judge
     return compare_sides(

@@ -4,9 +4,11 @@ content, output folder) before any model is called; and opening the cache it ask
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trinity.cache.manager import CacheManager
 from trinity.checks.guards import guard_input
@@ -18,6 +20,12 @@ from trinity.messages import shown_path
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
 from trinity.site import PAGES_FILE, Site, load_site
 from trinity.staging import check_output_dir
+
+if TYPE_CHECKING:
+    import httpx
+
+    from trinity.llm.client import AsyncLLMClient
+    from trinity.llm.settings import LLMSettings
 
 log = get_logger(__name__)
 
@@ -137,3 +145,31 @@ def open_cache(settings: Settings) -> CacheManager | None:
     if not settings.cache.enabled:
         return None
     return CacheManager.from_settings(settings.cache)
+
+
+@asynccontextmanager
+async def project_client(
+    settings: Settings,
+    *,
+    llm: LLMSettings | None = None,
+    refresh_cache: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[AsyncLLMClient]:
+    """A client on the cache the settings ask for, closed with it. `llm` replaces the LLM
+    settings (`trinity eval` asks without fallbacks); see AsyncLLMClient for the rest."""
+    # Imported here: `trinity check` prepares a project and never asks a model.
+    from trinity.llm.client import AsyncLLMClient
+
+    cache = open_cache(settings)
+    try:
+        async with AsyncLLMClient(
+            llm or settings.llm,
+            cache=cache,
+            cache_ttl=settings.cache.ttl,
+            cache_refresh=refresh_cache,
+            transport=transport,
+        ) as client:
+            yield client
+    finally:
+        if cache is not None:
+            await cache.aclose()

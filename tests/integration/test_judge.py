@@ -14,8 +14,7 @@ from tests.e2e.sitekit import SiteProject
 from trinity.checks.spec import JudgeSpec
 from trinity.errors import MalformedResponseError
 from trinity.judge import DEFAULT_CRITERIA, Judge, Verdict, parse_verdict
-from trinity.llm.client import AsyncLLMClient
-from trinity.project import Project, open_cache, prepare
+from trinity.project import Project, prepare, project_client
 from trinity.site import Block, Page
 
 JUDGE_MODEL = "judge-model"
@@ -61,13 +60,8 @@ def test_a_malformed_verdict_is_an_error(text: str, problem: str) -> None:
 @asynccontextmanager
 async def judge_for(project: Project, spec: JudgeSpec) -> AsyncIterator[Judge]:
     """A judge through a client with the project's own cache (memory and disk)."""
-    cache = open_cache(project.settings)
-    try:
-        async with AsyncLLMClient(project.settings.llm, cache=cache) as client:
-            yield Judge(spec, client)
-    finally:
-        if cache is not None:
-            await cache.aclose()
+    async with project_client(project.settings) as client:
+        yield Judge(spec, client)
 
 
 def tidewater(project: Project) -> tuple[Page, Block]:
