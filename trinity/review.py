@@ -30,6 +30,7 @@ from typing import Protocol
 from trinity.answers import answer_validator, published_text
 from trinity.checks.correction import correction
 from trinity.checks.evaluate import evaluate
+from trinity.checks.pii import find_pii
 from trinity.checks.repair import repair
 from trinity.checks.spec import CheckFailure, CheckSpec
 from trinity.errors import LLMError
@@ -180,7 +181,7 @@ class Reviewer:
                 self._failed_call(exc, result)
                 continue
             text, failures = await self._settle(job, step, response, result)
-        return self._outcome(text, failures, result)
+        return self._outcome(job, text, failures, result)
 
     async def stale(self, job: Job, result: BlockResult) -> str | None:
         """The last good cached answer, checked (no model is asked again: it just failed),
@@ -193,7 +194,7 @@ class Reviewer:
         result.checks = checks_run(job.block.checks, job.block.format, judged=self.judged)
         _count(result, request, response)
         text, failures = await self._check(job, response, result)
-        return self._outcome(text, failures, result)
+        return self._outcome(job, text, failures, result)
 
     @property
     def judged(self) -> bool:
@@ -269,9 +270,25 @@ class Reviewer:
         log.warning("asking again failed: %s", self.mask(str(error)))
 
     @staticmethod
-    def _outcome(text: str, failures: list[CheckFailure], result: BlockResult) -> str | None:
+    def _outcome(
+        job: Job, text: str, failures: list[CheckFailure], result: BlockResult
+    ) -> str | None:
+        """The text to publish, or None; with `pii: warn`, the personal data it holds is
+        told (its kinds, never the data) and it is published as it is."""
         result.failed_checks = [str(failure) for failure in failures]
-        return None if failures else text
+        if failures:
+            return None
+        if job.block.checks.pii == "warn":
+            kinds = sorted({finding.kind for finding in find_pii(text)})
+            if kinds:
+                log.warning(
+                    "%s: %s: the answer holds personal data (%s), published as checks.pii is warn",
+                    job.page.slug,
+                    job.block.name,
+                    ", ".join(kinds),
+                    extra={"event": "pii_published"},
+                )
+        return text
 
 
 def _count(result: BlockResult, request: LLMRequest, response: LLMResponse) -> None:

@@ -173,6 +173,26 @@ def test_a_repaired_answer_is_not_asked_again(site: SiteProject, answer: str, fi
     assert report.totals()["repaired"] == 1
 
 
+def test_personal_data_under_pii_warn_is_published_and_told_without_the_data(
+    site: SiteProject, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = "Mara Quinn builds data tools in Oslo. Write to mara@example.com."
+    answer_always(site.server, answer)
+    project = with_review(prepare(site.root, environ={}), replace(MENTIONS_OSLO, pii="warn"))
+
+    with caplog.at_level(logging.WARNING, logger="trinity"):
+        report = build(project)
+
+    bio = bio_result(report)
+    assert (bio.failed_checks, bio.reasks, bio.repairs) == ([], 0, [])
+    assert "mara@example.com" in site.html("about/index.html")
+    told = [r.getMessage() for r in caplog.records if "personal data" in r.getMessage()]
+    assert told == [
+        "about: bio: the answer holds personal data (email), published as checks.pii is warn"
+    ]
+    assert "mara@example.com" not in caplog.text
+
+
 @pytest.mark.parametrize("repair_attempts", [0, 1, 2])
 def test_re_asks_stop_at_repair_attempts_and_the_block_fails_naming_the_check(
     site: SiteProject, repair_attempts: int
