@@ -29,7 +29,7 @@ from typing import Protocol
 
 from trinity.answers import answer_validator, published_text
 from trinity.checks.correction import correction
-from trinity.checks.evaluate import evaluate
+from trinity.checks.evaluate import checks_applied, evaluate
 from trinity.checks.pii import find_pii
 from trinity.checks.repair import repair
 from trinity.checks.spec import CheckFailure, CheckSpec
@@ -73,22 +73,14 @@ class AnswerJudge(Protocol):
 
 
 def checks_run(spec: CheckSpec, block_format: str, *, judged: bool) -> list[str]:
-    """The names of the checks an answer of a block goes through, as its report lists them."""
-    enabled = {
-        "words": spec.words is not None,
-        "chars": spec.chars is not None,
-        "complete": spec.complete,
-        "mentions": bool(spec.mentions),
-        "forbid": bool(spec.forbid) or spec.boilerplate,
-        "links": spec.links is not None,
-        "pii": spec.pii is not None,
-        "repeats": spec.repeats,
-        "json": block_format == "json",
-        "judge": judged,
-    }
-    if block_format == "json":  # data: evaluate runs only forbid and pii on it
-        enabled = {name: enabled[name] for name in ("forbid", "pii", "json", "judge")}
-    return [name for name, on in enabled.items() if on]
+    """The names of the checks an answer of a block goes through, as its report lists them:
+    its checks, then a json block's schema, then the judge."""
+    names = checks_applied(spec, format=block_format)
+    if block_format == "json":
+        names.append("json")
+    if judged:
+        names.append("judge")
+    return names
 
 
 def check_answer(

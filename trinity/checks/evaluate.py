@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from trinity.checks.patterns import phrase
@@ -50,14 +51,28 @@ def evaluate(text: str, spec: CheckSpec, *, format: str = "markdown") -> list[Ch
     """Every check of `spec` that `text` fails, in a stable order; [] when it passes all.
     `format` is the block's ("markdown", "text" or "json"); a json block's answer is data,
     so only `forbid` and `pii` apply to it (its schema is checked where it is parsed)."""
-    checks = _JSON_CHECKS if format == "json" else _CHECKS
-    return [failure for check in checks for failure in check(text, spec)]
+    return [failure for check in _applied(spec, format) for failure in check.run(text, spec)]
 
 
-def _length(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
-    # Counted only when bounded: every answer of every build passes through here.
+def checks_applied(spec: CheckSpec, *, format: str = "markdown") -> list[str]:
+    """The names of the checks `evaluate` runs for `spec` on a block of `format`, in the
+    order it runs them (what a report lists)."""
+    return [check.name for check in _applied(spec, format)]
+
+
+def _applied(spec: CheckSpec, format: str) -> Iterator[_Check]:
+    # Only what is switched on runs: every answer of every build passes through here.
+    return (
+        check for check in _CHECKS if check.applies(spec) and (format != "json" or check.on_data)
+    )
+
+
+def _words(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
     if spec.words is not None:
         yield from _out_of("words", count_words(text), spec.words)
+
+
+def _chars(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
     if spec.chars is not None:
         yield from _out_of("chars", len(text), spec.chars)
 
@@ -70,8 +85,6 @@ def _out_of(name: str, count: int, bounds: Range) -> Iterator[CheckFailure]:
 
 
 def _complete(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
-    if not spec.complete:
-        return
     unfinished = unfinished_end(text)
     if unfinished is None:
         return
@@ -104,7 +117,7 @@ def _forbid(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
 
 
 def _links(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
-    if spec.links is None:
+    if spec.links is None:  # for the type checker: _CHECKS runs this only with links
         return
     for url in dict.fromkeys(find_links(text)):
         reason = _link_refused(url, spec.links)
@@ -177,8 +190,6 @@ _PII_NAMES = {
 
 
 def _repeats(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
-    if not spec.repeats:
-        return
     # Each sentence told once, however often it came back.
     again: dict[str, str] = {}
     for sentence in repeated(text):
@@ -199,9 +210,29 @@ def _last_words(line: str) -> str:
     return tail if len(words) <= _EXCERPT_WORDS else "..." + tail
 
 
-_Check = Callable[[str, CheckSpec], Iterator[CheckFailure]]
-_CHECKS: tuple[_Check, ...] = (_length, _complete, _mentions, _forbid, _links, _pii, _repeats)
-_JSON_CHECKS: tuple[_Check, ...] = (_forbid, _pii)
+@dataclass(frozen=True)
+class _Check:
+    """A check: its name, whether a spec switches it on, what it finds, and whether it
+    runs on a json block's answer too (which is data: only forbid and pii)."""
+
+    name: str
+    applies: Callable[[CheckSpec], bool]
+    run: Callable[[str, CheckSpec], Iterator[CheckFailure]]
+    on_data: bool = False
 
 
-__all__ = ["DEFAULT_BOILERPLATE", "evaluate", "find_links"]
+# In the order of CheckSpec's fields: failures come in this order.
+_CHECKS: tuple[_Check, ...] = (
+    _Check("words", lambda spec: spec.words is not None, _words),
+    _Check("chars", lambda spec: spec.chars is not None, _chars),
+    _Check("complete", lambda spec: spec.complete, _complete),
+    _Check("mentions", lambda spec: bool(spec.mentions), _mentions),
+    _Check("forbid", lambda spec: bool(spec.forbid) or spec.boilerplate, _forbid, on_data=True),
+    _Check("links", lambda spec: spec.links is not None, _links),
+    # "warn" runs too: it fails nothing, the build tells what it found (trinity.review).
+    _Check("pii", lambda spec: spec.pii is not None, _pii, on_data=True),
+    _Check("repeats", lambda spec: spec.repeats, _repeats),
+)
+
+
+__all__ = ["DEFAULT_BOILERPLATE", "checks_applied", "evaluate", "find_links"]
