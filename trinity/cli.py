@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from trinity.errors import (
     EXIT_BAD_INPUT,
@@ -28,16 +29,32 @@ from trinity.errors import (
     InputError,
     TrinityError,
 )
+from trinity.messages import did_you_mean, shown_path
 from trinity.version import __version__
 
 if TYPE_CHECKING:
     from trinity.doctor import CheckResult
     from trinity.evaluation import Evaluation, Outcome
+    from trinity.guardian import GuardOptions
     from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome, TierStatus
+    from trinity.project import Project
     from trinity.report import BlockResult, BuildReport
 
+# Options whose value may be left out, and what they mean then: Typer has no optional
+# values (Click's flag_value is not passed through), so the group fills it in.
+_BARE_OPTIONS = {"--guard": "--guard=heal"}
+
+
+class _Commands(TyperGroup):
+    """Typer's group, reading a bare `--guard` as `--guard=heal`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, [_BARE_OPTIONS.get(arg, arg) for arg in args])
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="trinity",
     help="Build static sites whose content is written by an LLM.",
     no_args_is_help=True,
@@ -233,6 +250,23 @@ def build(
             help="If another build is writing the output folder, exit 1 instead of waiting.",
         ),
     ] = False,
+    guard: Annotated[
+        str | None,
+        typer.Option(
+            "--guard",
+            metavar="[=heal|=strict]",
+            help="Check every changed page in headless Chromium at 390, 768 and 1280 px and "
+            "heal what is wrong; --guard=strict also fails the build on what is left.",
+        ),
+    ] = None,
+    guard_screenshots: Annotated[
+        bool,
+        typer.Option(
+            "--guard-screenshots",
+            help="With --guard: screenshots of pages with findings, before and after, and "
+            "a page showing them (output/.trinity/guard/index.html).",
+        ),
+    ] = False,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     import anyio
@@ -242,6 +276,7 @@ def build(
     from trinity.project import prepare
 
     with _errors_to_exit_codes(), _logging(project, config, log_profile, quiet=quiet) as logs:
+        guard_options = _guard_options(guard, guard_screenshots)
         prepared = prepare(
             project,
             config=config,
@@ -267,6 +302,7 @@ def build(
                         refresh_cache=no_cache,
                         wait_for_lock=not no_wait,
                         on_lock_wait=_say_waiting,
+                        guard=guard_options,
                     )
                 )
             except BaseException:
@@ -281,6 +317,8 @@ def build(
                 consoles.out.print(_plan_table(report))
         elif human:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
+            if report.guard is not None:
+                _print_guard(report.guard, report.output_dir)
             for block in report.blocks:
                 if block.source == "stale":
                     where = f"{block.page}: {block.block}: {block.error}"
@@ -293,18 +331,84 @@ def check(
     project: ProjectOption = Path(),
     config: ConfigOption = None,
     theme: ThemeOption = None,
+    layout: Annotated[
+        bool,
+        typer.Option(
+            "--layout",
+            help="Also open the built site (the output folder) in headless Chromium at 390, "
+            "768 and 1280 px and report what is wrong with its layout; exit 1 on findings.",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="With --layout: the built site (default: output)."),
+    ] = None,
 ) -> None:
     """Validate settings, content and theme without calling any model."""
     from trinity.project import prepare
 
     with _errors_to_exit_codes():
-        prepared = prepare(project, config=config, theme=theme)
+        prepared = prepare(project, config=config, theme=theme, output=output)
         _log_profile(project, config, None)
         blocks = prepared.site.block_count
         consoles.out.print(
             f"[green]OK[/]: {len(prepared.site.pages)} pages, {blocks} blocks, "
             f"theme '{escape(prepared.theme.name)}'"
         )
+        if layout:
+            _check_layout(prepared)
+
+
+def _guard_options(guard: str | None, screenshots: bool) -> GuardOptions | None:
+    """`--guard[=heal|strict]` and `--guard-screenshots` (which implies --guard)."""
+    from trinity.guardian import MODES, GuardOptions
+
+    if guard is None and not screenshots:
+        return None
+    mode = guard or "heal"
+    if mode not in MODES:
+        raise InputError(
+            f"'{mode}' is not one of {', '.join(MODES)}{did_you_mean(mode, MODES)}",
+            argument="guard",
+        )
+    return GuardOptions(mode=mode, screenshots=screenshots)
+
+
+def _check_layout(prepared: Project) -> None:
+    """`trinity check --layout`: the built site's findings, a table; exit 1 when any."""
+    import anyio
+
+    from trinity.guardian import check_built_site
+
+    checked, findings = anyio.run(lambda: check_built_site(prepared))
+    where = escape(shown_path(prepared.settings.build.output_dir))
+    if not findings:
+        consoles.out.print(
+            f"[green]OK[/]: {_counted(checked, 'page')} of {where} checked at 390, 768 and "
+            "1280 px: no layout findings"
+        )
+        return
+    consoles.out.print(_findings_table([f.as_json() for f in findings], "Layout findings"))
+    raise typer.Exit(EXIT_BUILD_FAILED)
+
+
+def _print_guard(guard: dict[str, Any], output_dir: str) -> None:
+    """What the layout guardian found and did: one line, and the findings left unhealed."""
+    findings = guard["findings"]
+    cached = (
+        f" ({guard['pages_cached']} unchanged, not checked again)" if guard["pages_cached"] else ""
+    )
+    line = (
+        f"Layout: {_counted(guard['pages_checked'], 'page')} checked{cached}; "
+        f"{_counted(len(findings), 'finding')}, {guard['healed']} healed"
+    )
+    consoles.err.print(line, highlight=False)
+    left = [f for f in findings if not f["healed"]]
+    if left:
+        consoles.err.print(_findings_table(left, "Layout findings left unhealed"))
+    if guard["screenshots"]:
+        shots = escape(str(Path(output_dir) / guard["screenshots"]))
+        consoles.err.print(f"Screenshots, before and after: {shots}", highlight=False)
 
 
 @app.command("eval")
@@ -658,6 +762,21 @@ class _Progress:
         elapsed = self._bar.get_time() - self._started
         rate = f", {self.tokens / elapsed:.0f} tok/s" if self.tokens and elapsed > 0 else ""
         self._bar.update(self._task, advance=1, detail=f"{self.tokens} tokens{rate}")
+
+
+def _findings_table(findings: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("page", "width", "block", "finding", "fixes"):
+        table.add_column(column)
+    for f in findings:
+        table.add_row(
+            escape(f["page"]),
+            f"{f['width']} px",
+            escape(f["block"] or "(theme)"),
+            escape(f"{f['kind']}: {f['detail']}"),
+            escape(", ".join(f.get("fixes", [])) or "—"),
+        )
+    return table
 
 
 def _summary_table(report: BuildReport, wall: float) -> Table:

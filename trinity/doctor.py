@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from trinity.cache.settings import RedisTierSettings
 from trinity.config import Settings, load_settings
-from trinity.errors import InputError, LLMError, ModelCrashed
+from trinity.errors import InputError, LLMError, MissingDependencyError, ModelCrashed
 from trinity.llm.providers.local import (
     INSTALL_COMMAND,
     MODEL_PACKAGE,
@@ -186,6 +186,13 @@ def packaged_model() -> PackagedModel:
     return PackagedModel(Path(package.default_output_path()), str(package.EXPECTED_SHA256))
 
 
+def find_browser() -> Path:
+    """The browser `--guard` would drive (MissingDependencyError: none, or no Playwright)."""
+    from trinity.layout.browser import find_chromium
+
+    return find_chromium()
+
+
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
@@ -202,6 +209,7 @@ class Probes:
     packaged_model: Callable[[], PackagedModel] = packaged_model
     generate_once: Callable[[LLMSettings], str] = generate_once
     free_bytes: Callable[[Path], int] = free_bytes
+    find_browser: Callable[[], Path] = find_browser
     http_transport: httpx.BaseTransport | None = None
     # Short: a doctor that hangs on a dead server is no help.
     http_timeout: float = 5.0
@@ -887,6 +895,17 @@ def _amount(count: int) -> str:
     return f"{count} B"
 
 
+def check_browser(setup: Setup) -> list[CheckResult]:
+    """The layout guardian's browser: optional, so a WARN (with how to get one) without."""
+    try:
+        browser = setup.probes.find_browser()
+    except MissingDependencyError as exc:
+        detail, _, hint = str(exc).partition("; ")
+        return [CheckResult("browser", WARN, f"{detail} (`--guard` cannot run)", hint)]
+    version = setup.probes.package_version("playwright") or "(version unknown)"
+    return [CheckResult("browser", OK, f"{browser}, driven by playwright {version}")]
+
+
 CHECKS: tuple[Check, ...] = (
     check_python,
     check_settings,
@@ -897,4 +916,5 @@ CHECKS: tuple[Check, ...] = (
     check_servers,
     check_redis,
     check_folders,
+    check_browser,
 )

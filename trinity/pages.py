@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trinity.answers import block_value
+from trinity.layout.fixes import BlockLayout, guardian_css, inject_css
 from trinity.plan import Job
 from trinity.project import Project
 from trinity.render.sitemap import robots_txt, sitemap_xml
@@ -58,6 +59,7 @@ class PageWriter:
         self._keep_time = 0.0
         self.reused = 0
         self._pending: dict[str, dict[str, str | None]] = {}
+        self._layouts: dict[str, dict[str, BlockLayout]] = {}
         site = project.site
         self._nav = [_link(p) for p in site.pages if p.collection is None]
         self._collections: dict[str, list[dict[str, Any]]] = {}
@@ -81,10 +83,13 @@ class PageWriter:
         self._manifest: dict[str, tuple[str, int]] = {}
         for page in site.pages:
             if not page.blocks:
-                self._finish_page(page, {})
+                self._finish_page(page, {}, {})
 
-    def block_ready(self, job: Job, text: str) -> None:
-        """A block's answer, as published (trinity.review has checked and repaired it)."""
+    def block_ready(self, job: Job, text: str, layout: BlockLayout | None = None) -> None:
+        """A block's answer, as published (trinity.review has checked and repaired it), and
+        what the layout guardian changed in its box (trinity.guardian), if anything."""
+        if layout:
+            self._layouts.setdefault(job.page.slug, {})[job.block.name] = layout
         self._settle(job, text)
 
     def block_failed(self, job: Job) -> None:
@@ -97,19 +102,42 @@ class PageWriter:
         answers[job.block.name] = answer
         if len(answers) == len(page.blocks):
             del self._pending[page.slug]
-            self._finish_page(page, answers)
+            self._finish_page(page, answers, self._layouts.pop(page.slug, {}))
 
-    def _finish_page(self, page: Page, answers: dict[str, str | None]) -> None:
+    def _finish_page(
+        self, page: Page, answers: dict[str, str | None], layouts: Mapping[str, BlockLayout]
+    ) -> None:
         """Reuse the page if nothing it is made of changed, else render and write it.
 
         `answers` holds each block's text, or None for a failed block (`--keep-going`):
         a page with a placeholder is always rendered, and never recorded for reuse.
         """
-        fingerprint = None
-        if self._shared_digest is not None and None not in answers.values():
-            fingerprint = self._page_fingerprint(page, answers)
+        fingerprint = self._page_fingerprint(page, answers, layouts)
         if fingerprint is not None and self._reuse(page, fingerprint):
             return
+        html = self._render(page, answers, layouts)
+        self.files.write_text(page.output_path, html)
+        self._record(page, fingerprint, html)
+
+    def rewrite(
+        self, page: Page, answers: dict[str, str | None], layouts: Mapping[str, BlockLayout]
+    ) -> None:
+        """Render a page again and write it now, over the copy this build wrote or kept
+        (the layout guardian does, once the background writer is done)."""
+        layouts = {name: layout for name, layout in layouts.items() if layout}
+        html = self._render(page, answers, layouts)
+        self.output.replace_text(page.output_path, html)
+        self._record(page, self._page_fingerprint(page, answers, layouts), html)
+
+    def fingerprint(self, page: Page) -> str | None:
+        """The fingerprint of the page as this build wrote (or kept) it; None when it has
+        none (a placeholder in it, or inputs that cannot be compared)."""
+        recorded = self._manifest.get(page.output_path)
+        return None if recorded is None else recorded[0]
+
+    def _render(
+        self, page: Page, answers: dict[str, str | None], layouts: Mapping[str, BlockLayout]
+    ) -> str:
         started = time.perf_counter()
         blocks = {b.name: self._block_value(page, b, answers[b.name]) for b in page.blocks}
         context: dict[str, Any] = {
@@ -117,27 +145,42 @@ class PageWriter:
             "page": {**_link(page), "description": page.description},
             "blocks": blocks,
             "headings": {block.name: block.heading for block in page.blocks},
+            "heal": _HealClasses(
+                {name: layout.heal_class for name, layout in layouts.items() if layout.heal_class}
+            ),
             "root": page_root(page),
         }
         html = self.project.renderer.render(page.template, context)
+        css = guardian_css({name: layout.css for name, layout in layouts.items()})
+        html = inject_css(html, css)
         self.render_time += time.perf_counter() - started
-        self.files.write_text(page.output_path, html)
+        return html
+
+    def _record(self, page: Page, fingerprint: str | None, html: str) -> None:
         if fingerprint is not None:
             self._manifest[page.output_path] = (fingerprint, len(html.encode("utf-8")))
+        else:
+            self._manifest.pop(page.output_path, None)
 
     def _block_value(self, page: Page, block: Block, answer: str | None) -> Any:
         if answer is None:
             return self.project.renderer.placeholder(page.title, block.name)
         return block_value(block, answer)
 
-    def _page_fingerprint(self, page: Page, answers: Mapping[str, str | None]) -> str | None:
-        own = [
+    def _page_fingerprint(
+        self, page: Page, answers: Mapping[str, str | None], layouts: Mapping[str, BlockLayout]
+    ) -> str | None:
+        if self._shared_digest is None or None in answers.values():
+            return None
+        own: list[Any] = [
             page.template,
             _link(page),
             page.description,
             page_root(page),
             [(b.name, b.heading, b.format, answers[b.name]) for b in page.blocks],
         ]
+        if layouts:  # only then: a page the guardian never touched keeps its fingerprint
+            own.append(sorted((name, layout.as_json()) for name, layout in layouts.items()))
         return _fingerprint(self._shared_digest, own)
 
     def _reuse(self, page: Page, fingerprint: str) -> bool:
@@ -157,10 +200,13 @@ class PageWriter:
         """Seconds spent writing pages (on the writer's thread) and checking kept ones."""
         return self.files.busy_time + self._keep_time
 
-    def finish(self) -> None:
-        """Static files, the page manifest, and sitemap.xml and robots.txt when the site
-        has a base URL."""
+    def copy_static(self) -> None:
+        """The theme's static files (before the layout guardian opens the pages)."""
         self.output.copy_static(self.project.renderer.static_folders())
+
+    def finish(self) -> None:
+        """The page manifest, and sitemap.xml and robots.txt when the site has a base URL
+        (after `copy_static`)."""
         base_url = self.project.settings.site.base_url
         if base_url:
             urls = [page.url for page in self.project.site.pages]
@@ -170,6 +216,14 @@ class PageWriter:
         with self.output.open_text(MANIFEST_FILE) as stream:
             # Sorted: pages finish in any order, and the same site should give the same file.
             json.dump(manifest, stream, separators=(",", ":"), sort_keys=True)
+
+
+class _HealClasses(dict[str, str]):
+    """`heal` in templates: block name -> the theme's healing class when the layout guardian
+    applied it to that block, else "" (so `class="block {{ heal[name] }}"` always works)."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def _fingerprint(*parts: Any) -> str | None:

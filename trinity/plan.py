@@ -132,9 +132,14 @@ def block_request(
 def plan_jobs(project: Project, client: AsyncLLMClient) -> Iterator[Job]:
     """One job per block of every page, with its first request fully resolved: to the
     block's own model, else to the first of `llm.cascade` when there is one."""
-    cascade = project.settings.llm.cascade
     for page in project.site.pages:
-        for block in page.blocks:
-            model = block.model or (cascade[0] if cascade else None)
-            request = block_request(project, client, page, block, model)
-            yield Job(page=page, block=block, request=request, key=client.key(request))
+        yield from page_jobs(project, client, page)
+
+
+def page_jobs(project: Project, client: AsyncLLMClient, page: Page) -> Iterator[Job]:
+    """The jobs of one page's blocks, as `plan_jobs` plans them."""
+    cascade = project.settings.llm.cascade
+    for block in page.blocks:
+        model = block.model or (cascade[0] if cascade else None)
+        request = block_request(project, client, page, block, model)
+        yield Job(page=page, block=block, request=request, key=client.key(request))

@@ -80,6 +80,8 @@ class BuildReport:
     timings: dict[str, float] = field(default_factory=dict)
     # The cache's own counts: lookups, and hits per tier in lookup order.
     cache: dict[str, Any] = field(default_factory=dict)
+    # What the layout guardian found and healed (`--guard`; trinity.guardian.GuardOutcome).
+    guard: dict[str, Any] | None = None
 
     def count(self, source: Source) -> int:
         return sum(1 for b in self.blocks if b.source == source)

@@ -175,6 +175,29 @@ class Reviewer:
             text, failures = await self._settle(job, step, response, result)
         return self._outcome(job, text, failures, result)
 
+    async def rework(
+        self,
+        job: Job,
+        request: LLMRequest,
+        text: str,
+        failures: list[CheckFailure],
+        result: BlockResult,
+    ) -> tuple[LLMRequest, str | None]:
+        """Ask again for a block whose published `text` (the answer to `request`) fails
+        `failures` its checks do not know: the layout guardian's. It is the re-ask of a
+        failed check, and the new answer goes through the block's checks and repairs as
+        any other. Returns the re-ask (a next one builds on it) and the new text, or None
+        when the model did not answer or its answer fails the block's checks."""
+        step = reask_request(request, text, failures)
+        result.reasks += 1
+        try:
+            response = await self._ask(job, step, self.client.key(step), result)
+        except LLMError as exc:
+            self._failed_call(exc, result)
+            return step, None
+        answer, failed = await self._check(job, response, result)
+        return step, None if failed else answer
+
     async def stale(self, job: Job, result: BlockResult) -> str | None:
         """The last good cached answer, checked (no model is asked again: it just failed),
         or None when there is none or it fails its checks now."""

@@ -78,6 +78,11 @@ class StagedOutput:
         with self._refusals(f"writing {relative}"):
             self._file(relative).write_text(text, encoding="utf-8")
 
+    def replace_text(self, relative: str, text: str) -> None:
+        """Write `relative` anew, also when it was kept: the new file is the one committed."""
+        self._kept.discard(relative)
+        self.write_text(relative, text)
+
     @contextlib.contextmanager
     def open_text(self, relative: str) -> Iterator[TextIO]:
         """The staging folder's file `relative`, open for writing text in pieces."""

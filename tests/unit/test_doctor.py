@@ -35,8 +35,9 @@ from trinity.doctor import (
     PackagedModel,
     Probes,
     Setup,
+    check_browser,
 )
-from trinity.errors import ModelCrashed, ModelFailed
+from trinity.errors import MissingDependencyError, ModelCrashed, ModelFailed
 from trinity.llm.settings import LLMSettings
 
 # What llama-cpp-python 0.3 prints: the portable wheel (scripts/llama-wheel) ...
@@ -86,6 +87,7 @@ def probes(**changes: Any) -> Probes:
         "generate_once": unexpected,
         "free_bytes": lambda path: 50 * 1000**3,
         "http_transport": httpx.MockTransport(unexpected),
+        "find_browser": lambda: Path("/opt/browser/chromium"),
     }
     return Probes(**{**fakes, **changes})
 
@@ -705,3 +707,22 @@ def test_secrets_never_reach_a_row(project: ProjectFactory) -> None:
 def test_the_exit_verdict_is_fail_only_on_a_fail() -> None:
     assert not doctor.failed([CheckResult("a", OK, ""), CheckResult("b", WARN, "")])
     assert doctor.failed([CheckResult("a", OK, ""), CheckResult("b", FAIL, "")])
+
+
+# ---------------------------------------------------------------------------- browser
+
+
+def test_a_browser_for_the_guard_is_ok_with_its_driver_version() -> None:
+    row = only(check_browser(Setup(None, probes=probes())))
+    assert row.status == OK
+    assert "chromium" in row.detail and "playwright 9.9" in row.detail
+
+
+def test_no_browser_is_a_warning_with_how_to_get_one() -> None:
+    def missing() -> Path:
+        raise MissingDependencyError("no Chromium on PATH; install it: apt-get install chromium")
+
+    row = only(check_browser(Setup(None, probes=probes(find_browser=missing))))
+    assert row.status == WARN
+    assert "--guard" in row.detail
+    assert "apt-get install chromium" in row.hint

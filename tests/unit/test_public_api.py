@@ -134,15 +134,24 @@ def _imported_top_level_modules(*, module_level_only: bool = False) -> set[str]:
 
 
 def _module_level(tree: ast.AST) -> list[ast.AST]:
-    """Every node of `tree` outside function bodies."""
+    """Every node of `tree` outside function bodies and `if TYPE_CHECKING:` blocks (whose
+    imports are for mypy only: they never run)."""
     found: list[ast.AST] = []
     todo = [tree]
     while todo:
         node = todo.pop()
         found.append(node)
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             todo.extend(ast.iter_child_nodes(node))
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _pyproject() -> dict[str, Any]:
@@ -159,7 +168,8 @@ def _distributions_of(modules: set[str]) -> dict[str, list[str]]:
 
 def test_every_imported_package_is_a_declared_dependency() -> None:
     project = _pyproject()["project"]
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["local"]]
+    extras = project["optional-dependencies"]
+    requirements = [*project["dependencies"], *extras["local"], *extras["guard"]]
     declared = _installed_closure({_requirement_name(r) for r in requirements})
     undeclared = {
         m: dists
@@ -170,7 +180,8 @@ def test_every_imported_package_is_a_declared_dependency() -> None:
 
 
 def test_modules_imported_at_module_level_are_core_dependencies() -> None:
-    """The `local` extra's packages are imported only inside functions, when used."""
+    """The `local` and `guard` extras' packages are imported only inside functions, when
+    used."""
     declared = _installed_closure(
         {_requirement_name(r) for r in _pyproject()["project"]["dependencies"]}
     )

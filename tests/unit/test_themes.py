@@ -391,3 +391,63 @@ def test_render_error_inside_a_parent_template_names_that_template(tmp_path: Pat
         renderer.render("page.html", {})
     assert caught.value.path is not None
     assert "base.html" in caught.value.path
+
+
+# ---------------------------------------------------------------------- layout guardian
+
+
+def test_a_theme_without_a_guard_section_gets_the_default_limits(tmp_path: Path) -> None:
+    make_theme(tmp_path, "plain", templates=FULL_SET)
+    limits = load_theme("plain", tmp_path).guard
+    assert limits.default.heading_lines == 3
+    assert limits.default.block_lines is None
+    assert limits.heal_class is None
+    assert limits.slot("anything") == limits.default
+
+
+def test_guard_limits_are_read_with_slots_falling_back_on_the_theme_default(
+    tmp_path: Path,
+) -> None:
+    guard = {
+        "heading_lines": 2,
+        "block_lines": 80,
+        "heal_class": "heal-wrap",
+        "slots": {"tagline": {"block_lines": 3}, "title": {"heading_lines": 1}},
+    }
+    make_theme(tmp_path, "strict", meta={"guard": guard}, templates=FULL_SET)
+    limits = load_theme("strict", tmp_path).guard
+    assert (limits.default.heading_lines, limits.default.block_lines) == (2, 80)
+    assert (limits.slot("tagline").heading_lines, limits.slot("tagline").block_lines) == (2, 3)
+    assert (limits.slot("title").heading_lines, limits.slot("title").block_lines) == (1, 80)
+    assert limits.slot(None) == limits.default
+    assert limits.heal_class == "heal-wrap"
+    assert limits.as_json()["slots"]["tagline"] == {"heading_lines": 2, "block_lines": 3}
+
+
+def test_a_child_theme_inherits_its_parents_guard_section(tmp_path: Path) -> None:
+    make_theme(tmp_path, "parent", meta={"guard": {"heading_lines": 4}}, templates=FULL_SET)
+    make_theme(tmp_path, "child", meta={"extends": "parent"})
+    assert load_theme("child", tmp_path).guard.default.heading_lines == 4
+
+
+@pytest.mark.parametrize(
+    ("guard", "key", "says"),
+    [
+        ({"heading_lines": 0}, "guard.heading_lines", "at least 1"),
+        ({"block_lines": "many"}, "guard.block_lines", "expected an integer"),
+        ({"heal_class": "a b"}, "guard.heal_class", "not a CSS class name"),
+        ({"slots": {"x": {"lines": 3}}}, "guard.slots.x.lines", "unknown key"),
+        ({"slots": ["x"]}, "guard.slots", "expected a mapping"),
+        ({"heding_lines": 3}, "guard.heding_lines", "heading_lines"),
+    ],
+)
+def test_a_bad_guard_section_names_the_file_and_key(
+    tmp_path: Path, guard: dict[str, Any], key: str, says: str
+) -> None:
+    make_theme(tmp_path, "bad", meta={"guard": guard}, templates=FULL_SET)
+    with pytest.raises(ThemeError) as caught:
+        load_theme("bad", tmp_path)
+    assert caught.value.exit_code == 2
+    assert caught.value.key == key
+    assert says in str(caught.value)
+    assert "theme.yaml" in str(caught.value)

@@ -34,7 +34,10 @@ def _told(failure: CheckFailure) -> str:
     return f"{failure}."
 
 
-_SAID_OF_THE_ANSWER = frozenset({"complete", "mentions", "forbid", "links", "pii", "repeats"})
+# "layout" is the layout guardian's: what a browser found wrong with the answer on its page.
+_SAID_OF_THE_ANSWER = frozenset(
+    {"complete", "mentions", "forbid", "links", "pii", "repeats", "layout"}
+)
 
 
 __all__ = ["correction"]

@@ -8,8 +8,9 @@ theme loads, so a syntax error is reported before any LLM call.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from trinity.errors import ConfigError, ThemeError
+from trinity.layout.findings import LayoutLimits, SlotLimits
 from trinity.messages import did_you_mean, shown_path
 from trinity.schema import Fields
 from trinity.yamlfile import load_data_file
@@ -39,6 +41,8 @@ class Theme:
     defaults: Mapping[str, Any]
     folders: tuple[Path, ...]
     extends: str | None = None
+    # What the layout guardian holds its pages to (`guard:`; the nearest theme that says).
+    guard: LayoutLimits = field(default_factory=LayoutLimits)
 
     @property
     def folder(self) -> Path:
@@ -78,6 +82,7 @@ def load_theme(name: str, project_dir: Path) -> Theme:
         raise ThemeError(f"unknown theme '{name}'{hint}; available: {known}", argument="theme")
     folders: list[Path] = []
     voices: list[str | None] = []
+    guards: list[LayoutLimits | None] = []
     first: dict[str, Any] | None = None
     current: str | None = name
     while current is not None:
@@ -96,6 +101,7 @@ def load_theme(name: str, project_dir: Path) -> Theme:
         meta = _read_theme_file(folder)
         folders.append(folder)
         voices.append(meta["voice"])
+        guards.append(meta["guard"])
         first = first or meta
         current = meta["extends"]
     assert first is not None
@@ -107,6 +113,7 @@ def load_theme(name: str, project_dir: Path) -> Theme:
         defaults=MappingProxyType(_merged_defaults(folders)),
         folders=tuple(folders),
         extends=first["extends"],
+        guard=next((g for g in guards if g is not None), LayoutLimits()),
     )
 
 
@@ -121,9 +128,45 @@ def _read_theme_file(folder: Path) -> dict[str, Any]:
         "extends": f.string("extends", None, nonempty=True),
         "voice": f.string("voice", None),
         "defaults": f.mapping("defaults"),
+        "guard": _read_guard(f.child("guard")) if f.has("guard") else None,
     }
     f.done()
     return meta
+
+
+def _read_guard(f: Fields) -> LayoutLimits:
+    """`guard:` in theme.yaml: the default slot's limits, slots by block name (each key
+    falling back on the default's), and the class that heals overflow (docs/themes.md,
+    "The layout guardian")."""
+    default = _read_slot(f, SlotLimits())
+    slots = f.child("slots")
+    by_name = {}
+    for name in slots.raw:
+        slot = slots.child(name)
+        by_name[name] = _read_slot(slot, default)
+        slot.done()
+    slots.done()
+    limits = LayoutLimits(
+        default=default,
+        slots=MappingProxyType(by_name),
+        heal_class=_css_class(f, "heal_class"),
+    )
+    f.done()
+    return limits
+
+
+def _read_slot(f: Fields, base: SlotLimits) -> SlotLimits:
+    return SlotLimits(
+        heading_lines=f.integer("heading_lines", base.heading_lines, minimum=1),
+        block_lines=f.integer("block_lines", base.block_lines, minimum=1),
+    )
+
+
+def _css_class(f: Fields, name: str) -> str | None:
+    value: str | None = f.string(name, None, nonempty=True)
+    if value is not None and not re.fullmatch(r"-?[A-Za-z_][A-Za-z0-9_-]*", value):
+        raise f.fail(f"'{value}' is not a CSS class name", name)
+    return value
 
 
 def _merged_defaults(folders: list[Path]) -> dict[str, Any]:
