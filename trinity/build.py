@@ -283,6 +283,7 @@ async def _write_site(
                 options.guard,
                 options.chromium,
                 {(b.page, b.block): b for b in report.blocks},
+                options.observer,
             ).run()
             report.guard = guarded.as_json()
             report.timings["guard"] = clock() - phase

@@ -732,7 +732,7 @@ class _Progress:
         self.report: BuildReport | None = None
         self._started = 0.0
         self._bar = Progress(
-            TextColumn("[bold]Generating"),
+            TextColumn("[bold]{task.fields[label]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
@@ -742,7 +742,7 @@ class _Progress:
             transient=True,
             disable=not enabled,
         )
-        self._task = self._bar.add_task("blocks", total=None, detail="")
+        self._task = self._bar.add_task("blocks", total=None, detail="", label="Generating")
 
     def __enter__(self) -> _Progress:
         self._started = self._bar.get_time()
@@ -755,6 +755,16 @@ class _Progress:
     def planned(self, report: BuildReport) -> None:
         self.report = report
         self._bar.update(self._task, total=report.planned_blocks)
+
+    def layout_checked(self, done: int, total: int) -> None:
+        """The guard's check: the same bar, counting pages (each round starts it again)."""
+        self._bar.update(
+            self._task,
+            completed=done,
+            total=total,
+            detail="pages in Chromium at 390, 768 and 1280 px",
+            label="Checking layout",
+        )
 
     def block_done(self, result: BlockResult) -> None:
         if result.source == "llm":

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trinity.checks.spec import CheckFailure
 from trinity.errors import InputError, LLMError
@@ -54,11 +54,14 @@ from trinity.messages import shown_path
 from trinity.pages import PageWriter
 from trinity.plan import Job, page_jobs
 from trinity.project import Project
-from trinity.report import BlockResult
+from trinity.report import BlockResult, BuildObserver
 from trinity.review import Reviewer
 from trinity.site import Page
 from trinity.staging import MARKER_DIR, StagedOutput
 from trinity.version import GENERATOR
+
+if TYPE_CHECKING:
+    from trinity.layout.browser import LayoutBrowser
 
 log = get_logger(__name__)
 
@@ -364,6 +367,7 @@ class Guardian:
         options: GuardOptions,
         chromium: Path,
         results: Mapping[tuple[str, str], BlockResult],
+        observer: BuildObserver,
     ) -> None:
         self.project = project
         self.reviewer = reviewer
@@ -373,6 +377,7 @@ class Guardian:
         self.options = options
         self.chromium = chromium
         self.results = results
+        self.observer = observer
         self.limits = healer.limits
         self._pages = {page.output_path: page for page in project.site.pages}
         self._tried: dict[_Target, list[str]] = {}
@@ -403,7 +408,7 @@ class Guardian:
                         break
                     outcome.rounds += 1
                     latest.update(await self._check(browser, healed, None, ""))
-                if shots is not None:
+                if shots is not None and any(first.values()):
                     await self._after_shots(browser, first, shots)
                     outcome.screenshots = f"{SCREENSHOT_DIR}/index.html"
         for path in pending:
@@ -420,19 +425,27 @@ class Guardian:
         return entry is None or entry.checked is None
 
     async def _check(
-        self, browser: Any, pages: Sequence[str], shots: Path | None, label: str
+        self, browser: LayoutBrowser, pages: Sequence[str], shots: Path | None, label: str
     ) -> dict[str, list[Finding]]:
-        found: dict[str, list[Finding]] = await browser.check(
+        done = 0
+        self.observer.layout_checked(done, len(pages))
+
+        def checked(_: str) -> None:
+            nonlocal done
+            done += 1
+            self.observer.layout_checked(done, len(pages))
+
+        return await browser.check(
             list(pages),
             self.limits,
             widths=self.options.widths,
             screenshots=shots,
             label=f"-{label}" if label else "",
+            on_page=checked,
         )
-        return found
 
     async def _after_shots(
-        self, browser: Any, first: Mapping[str, list[Finding]], shots: Path
+        self, browser: LayoutBrowser, first: Mapping[str, list[Finding]], shots: Path
     ) -> None:
         for path, findings in sorted(first.items()):
             if findings:

@@ -186,6 +186,8 @@ class BuildObserver(Protocol):
 
     def planned(self, report: BuildReport) -> None: ...
     def block_done(self, result: BlockResult) -> None: ...
+    def layout_checked(self, done: int, total: int) -> None:
+        """`done` of the `total` pages of a layout guardian's check are checked."""
 
 
 class NullObserver:
@@ -193,6 +195,9 @@ class NullObserver:
         pass
 
     def block_done(self, result: BlockResult) -> None:
+        pass
+
+    def layout_checked(self, done: int, total: int) -> None:
         pass
 
 

@@ -44,6 +44,9 @@ class Recorder:
     def block_done(self, result: BlockResult) -> None:
         self.done.append(result)
 
+    def layout_checked(self, done: int, total: int) -> None:
+        pass
+
 
 @pytest.mark.parametrize("provider", ["ollama", "openai"])
 def test_build_site_reports_and_observes(

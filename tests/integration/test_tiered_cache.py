@@ -87,6 +87,9 @@ class AfterBlocks:
         if self.done == self.count:
             self.action()
 
+    def layout_checked(self, done: int, total: int) -> None:
+        pass
+
 
 class GatedBackend:
     """The main endpoint over HTTP, holding every request back until `ready()` is true.

@@ -39,7 +39,7 @@ import re
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
@@ -498,6 +498,7 @@ class LayoutBrowser:
         widths: Sequence[int] = WIDTHS,
         screenshots: Path | None = None,
         label: str = "",
+        on_page: Callable[[str], None] | None = None,
     ) -> dict[str, list[Finding]]:
         """Every page's findings at every width ([] for a clean page), pages in the order
         given. `pages` are files relative to the site ("about/index.html").
@@ -505,6 +506,7 @@ class LayoutBrowser:
         With `screenshots`, a page with findings is also shot whole at every width, to
         `screenshots / screenshot_name(page, width, label)`. FileNotFoundError when a
         page is not in the site; BrowserError when a page could not be measured.
+        `on_page` hears each page as its check ends (a progress bar).
         """
         if not widths:
             raise ValueError("check needs at least one width")
@@ -515,9 +517,11 @@ class LayoutBrowser:
         if screenshots is not None:
             screenshots.mkdir(parents=True, exist_ok=True)
         async with self._checking:
-            return await self._check_all(ordered, plan)
+            return await self._check_all(ordered, plan, on_page)
 
-    async def _check_all(self, ordered: list[str], plan: _Plan) -> dict[str, list[Finding]]:
+    async def _check_all(
+        self, ordered: list[str], plan: _Plan, on_page: Callable[[str], None] | None
+    ) -> dict[str, list[Finding]]:
         """Every page of `ordered`, each in the first tab free: BrowserError stops all."""
         results: dict[str, list[Finding]] = {page: [] for page in ordered}
         await self._ensure_tabs(min(self.parallel, len(ordered)))
@@ -528,6 +532,8 @@ class LayoutBrowser:
             for page in queue:  # shared: each page goes to the first free tab
                 try:
                     results[page] = await self._check_page(tab, page, plan)
+                    if on_page is not None:
+                        on_page(page)
                 except BrowserError as exc:
                     failures.append(exc)
                     group.cancel_scope.cancel()
