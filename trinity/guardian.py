@@ -90,6 +90,8 @@ LENGTH_MARGIN = 0.9
 MIN_BLOCK_WORDS = 10
 
 MODES = ("heal", "strict")
+# A fix's budget read back from disk is no larger than this (words or characters).
+MAX_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,9 @@ class Fix:
     @classmethod
     def from_json(cls, data: Any) -> Fix:
         kind, step, limit = data
-        if kind not in LADDERS or step not in LADDERS[kind] or not isinstance(limit, int):
+        if kind not in LADDERS or step not in LADDERS[kind]:
+            raise ValueError(f"not a fix: {data!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
             raise ValueError(f"not a fix: {data!r}")
         return cls(kind, step, limit)
 

@@ -188,15 +188,10 @@ class Reviewer:
         failed check, and the new answer goes through the block's checks and repairs as
         any other. Returns the re-ask (a next one builds on it) and the new text, or None
         when the model did not answer or its answer fails the block's checks."""
-        step = reask_request(request, text, failures)
-        result.reasks += 1
-        try:
-            response = await self._ask(job, step, self.client.key(step), result)
-        except LLMError as exc:
-            self._failed_call(exc, result)
+        step, checked = await self._reask(job, request, text, failures, result)
+        if checked is None or checked[1]:
             return step, None
-        answer, failed = await self._check(job, response, result)
-        return step, None if failed else answer
+        return step, checked[0]
 
     async def stale(self, job: Job, result: BlockResult) -> str | None:
         """The last good cached answer, checked (no model is asked again: it just failed),
@@ -227,15 +222,30 @@ class Reviewer:
         for _ in range(self.repair_attempts):
             if not failures:
                 break
-            request = reask_request(request, text, failures)
-            result.reasks += 1
-            try:
-                response = await self._ask(job, request, self.client.key(request), result)
-            except LLMError as exc:
-                self._failed_call(exc, result)
+            request, checked = await self._reask(job, request, text, failures, result)
+            if checked is None:
                 break
-            text, failures = await self._check(job, response, result)
+            text, failures = checked
         return text, failures
+
+    async def _reask(
+        self,
+        job: Job,
+        request: LLMRequest,
+        text: str,
+        failures: list[CheckFailure],
+        result: BlockResult,
+    ) -> tuple[LLMRequest, tuple[str, list[CheckFailure]] | None]:
+        """Ask again after `text` (the answer to `request`) failed `failures`: the re-ask
+        sent, and its answer checked (None when the model did not answer)."""
+        step = reask_request(request, text, failures)
+        result.reasks += 1
+        try:
+            response = await self._ask(job, step, self.client.key(step), result)
+        except LLMError as exc:
+            self._failed_call(exc, result)
+            return step, None
+        return step, await self._check(job, response, result)
 
     async def _ask(
         self, job: Job, request: LLMRequest, key: str, result: BlockResult

@@ -54,15 +54,23 @@ GADGET_PAGE: dict[str, Any] = {
 }
 
 
-def make_guarded_site(tmp_path: Path, server: FakeLLMServer) -> SiteProject:
+def make_guarded_site(
+    tmp_path: Path,
+    server: FakeLLMServer,
+    *,
+    template: str = GADGET_TEMPLATE,
+    heal_class: str | None = None,
+) -> SiteProject:
     site = SiteProject.create(tmp_path / "site", server)
     site.edit_pages(lambda pages: pages.append(GADGET_PAGE))
     templates = site.root / "templates"
     templates.mkdir(exist_ok=True)
-    (templates / "gadget.html").write_text(GADGET_TEMPLATE, encoding="utf-8")
+    (templates / "gadget.html").write_text(template, encoding="utf-8")
     theme = site.root / "themes" / "tight"
     theme.mkdir(parents=True)
-    guard = {"heading_lines": 3, "slots": {"features": {"block_lines": 20}}}
+    guard: dict[str, Any] = {"heading_lines": 3, "slots": {"features": {"block_lines": 20}}}
+    if heal_class is not None:
+        guard["heal_class"] = heal_class
     meta = {"name": "tight", "extends": "minimal", "guard": guard}
     (theme / "theme.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
     # The first answers break the layout; asked again, the model shortens the heading
@@ -111,6 +119,39 @@ def test_findings_are_tied_to_their_blocks_and_healed_in_order(
     reasks = [r for r in fake_llm.requests if r.is_chat and b"at most 8 words" in r.raw]
     assert reasks, "the heading was never asked for again"
     assert "guard" in json.dumps(report["timings"])
+
+
+# The same page on a theme with a healing class: its CSS defines it (or not), its template
+# puts it on the spec's wrapper through `heal` when the guardian asks for it.
+HEALING_TEMPLATE = GADGET_TEMPLATE.replace(
+    '<div class="prose tight" data-trinity-block="spec">',
+    '<div class="prose tight{% if heal.spec %} {{ heal.spec }}{% endif %}"'
+    ' data-trinity-block="spec">',
+)
+HEALING_CSS = (
+    "<style>.heal-wrap, .heal-wrap * { white-space: normal; overflow-wrap: anywhere }</style>"
+)
+
+
+@pytest.mark.parametrize(
+    ("css", "steps"),
+    [
+        (HEALING_CSS, ["content", "theme"]),  # the theme's class holds
+        ("", ["content", "theme", "guardian"]),  # named, never defined: the guardian's own
+    ],
+)
+def test_the_themes_healing_class_comes_before_the_guardians_own_css(
+    tmp_path: Path, fake_llm: FakeLLMServer, css: str, steps: list[str]
+) -> None:
+    template = HEALING_TEMPLATE.replace("{% endblock %}", css + "{% endblock %}", 1)
+    site = make_guarded_site(tmp_path, fake_llm, template=template, heal_class="heal-wrap")
+    result = site.build("--theme", "tight", "--guard")
+    assert result.exit_code == 0, result.describe()
+    overflow = [f for f in guard_findings(site.report()) if f["block"] == "spec"]
+    assert overflow and all(f["fixes"] == steps and f["healed"] for f in overflow), overflow
+    html = site.html("gadget/index.html")
+    assert 'class="prose tight heal-wrap"' in html
+    assert ('[data-trinity-block="spec"]' in html) == ("guardian" in steps)
 
 
 def test_a_rebuild_of_the_healed_site_calls_no_model_and_checks_nothing_again(

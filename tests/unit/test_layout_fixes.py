@@ -135,7 +135,9 @@ def test_a_theme_without_a_healing_class_skips_its_step() -> None:
 def test_a_block_too_long_is_asked_for_less_then_cut() -> None:
     assert next_fix(TOO_LONG, [], LayoutLimits(heal_class="h")) == "content"
     assert next_fix(TOO_LONG, ["content"], LayoutLimits(heal_class="h")) == "truncate"
-    assert next_fix(TOO_LONG, ["content", "truncate"], LayoutLimits()) is None
+    # A cut not short enough is made again (shorter: its budget comes from the measure).
+    assert next_fix(TOO_LONG, ["content", "truncate"], LayoutLimits()) == "truncate"
+    assert next_fix(OVERFLOW, ["content", "guardian", "truncate"], LayoutLimits()) is None
 
 
 def finding(kind: str, measured: float | None = None, limit: float | None = None) -> Finding:
@@ -191,6 +193,8 @@ def page_entry(fixes: list[list[object]]) -> dict[str, object]:
         {"index.html": {"checked": None, "findings": [{"kind": "evil"}], "blocks": {}}},
         {"index.html": page_entry(fixes=[["too-long", "theme", 0]])},
         {"index.html": page_entry(fixes=[["overflow", "content", "20"]])},
+        {"index.html": page_entry(fixes=[["overflow", "truncate", -3]])},
+        {"index.html": page_entry(fixes=[["heading-wrap", "truncate", True]])},
         {"index.html": "not a mapping"},
         [],
     ],
