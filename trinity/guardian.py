@@ -49,6 +49,7 @@ from trinity.layout.fixes import (
     truncate_words,
 )
 from trinity.layout.gallery import write_gallery
+from trinity.llm.types import LLMRequest
 from trinity.logs import get_logger
 from trinity.messages import shown_path
 from trinity.pages import PageWriter
@@ -216,16 +217,41 @@ def read_guard_record(path: Path) -> dict[str, PageRecord]:
         return {}
 
 
+@dataclass
+class BlockHealing:
+    """A block as its fixes have left it so far in this build: the answer they were made
+    for (its digest), the request its text answers (a next re-ask builds on it), its
+    text, the fixes that took, and its box's changes."""
+
+    answer: str
+    request: LLMRequest
+    text: str
+    applied: list[Fix] = field(default_factory=list)
+    heal_class: str | None = None
+    css: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, job: Job, text: str) -> BlockHealing:
+        return cls(answer_digest(text), job.request, text)
+
+    @property
+    def layout(self) -> BlockLayout:
+        return BlockLayout(self.heal_class, frozenset(self.css))
+
+
 class Healer:
     """The fixes of one build: those of the last build replayed on the blocks whose answers
-    are the same (`heal`, called for every block as its answer is published), and the
-    record of what each page got, written with the site (`write_record`)."""
+    are the same (`heal`, called for every block as its answer is published), more added
+    by the guard (`extend`), and the record of what each page got, written with the site
+    (`write_record`)."""
 
     def __init__(self, reviewer: Reviewer, limits: LayoutLimits, output_dir: Path) -> None:
         self.reviewer = reviewer
         self.limits = limits
         self.previous = read_guard_record(output_dir / GUARD_FILE)
         self.record: dict[str, PageRecord] = {}
+        # The blocks healed in this build, by (page file, block): what the guard goes on from.
+        self._healing: dict[tuple[str, str], BlockHealing] = {}
 
     async def heal(self, job: Job, text: str, result: BlockResult) -> tuple[str, BlockLayout]:
         """`text` as the fixes its block got last time make it, when it is the answer they
@@ -234,44 +260,48 @@ class Healer:
         made = previous.blocks.get(job.block.name) if previous is not None else None
         if made is None or made.answer != answer_digest(text):
             return text, BlockLayout()
-        return await self.apply(job, text, made.fixes, result)
+        healing = await self.extend(job, BlockHealing.of(job, text), made.fixes, result)
+        return healing.text, healing.layout
 
-    async def apply(
-        self, job: Job, text: str, fixes: Sequence[Fix], result: BlockResult
-    ) -> tuple[str, BlockLayout]:
-        """`text` (the block's answer as its checks published it) with `fixes` applied in
-        order; those that took are recorded for the block. A content fix that the model
-        did not answer, or answered with text that fails the block's checks, is dropped."""
-        original, request = answer_digest(text), job.request
-        applied: list[Fix] = []
-        heal_class: str | None = None
-        css: set[str] = set()
+    def healing(self, job: Job) -> BlockHealing | None:
+        """The block as this build's fixes left it; None when it has none."""
+        return self._healing.get((job.page.output_path, job.block.name))
+
+    async def extend(
+        self, job: Job, healing: BlockHealing, fixes: Sequence[Fix], result: BlockResult
+    ) -> BlockHealing:
+        """`healing` with `fixes` applied in order, and recorded for the block; a fix that
+        does not take is dropped: a content fix the model did not answer, or answered
+        with text that fails the block's checks, a cut that cuts nothing, a theme class
+        the theme does not have."""
         for fix in fixes:
             if fix.step == CONTENT:
-                request, answer = await self.reviewer.rework(
-                    job, request, text, [fix.failure()], result
+                healing.request, answer = await self.reviewer.rework(
+                    job, healing.request, healing.text, [fix.failure()], result
                 )
                 if answer is None:
                     continue
-                text = answer
+                healing.text = answer
             elif fix.step == TRUNCATE:
-                cut = fix.truncate(text)
-                if cut == text:
+                cut = fix.truncate(healing.text)
+                if cut == healing.text:
                     continue
-                text = cut
+                healing.text = cut
             elif fix.step == THEME:
                 if self.limits.heal_class is None:
                     continue
-                heal_class = self.limits.heal_class
+                healing.heal_class = self.limits.heal_class
             else:
-                css.add(fix.kind)
-            applied.append(fix)
+                healing.css.add(fix.kind)
+            healing.applied.append(fix)
+        self._keep(job, healing)
+        return healing
+
+    def _keep(self, job: Job, healing: BlockHealing) -> None:
         page = self.record.setdefault(job.page.output_path, PageRecord())
-        if applied:
-            page.blocks[job.block.name] = BlockFixes(original, applied)
-        else:
-            page.blocks.pop(job.block.name, None)
-        return text, BlockLayout(heal_class, frozenset(css))
+        if healing.applied:
+            page.blocks[job.block.name] = BlockFixes(healing.answer, list(healing.applied))
+            self._healing[(job.page.output_path, job.block.name)] = healing
 
     def carry_checks(self, pages: Iterable[Page], writer: PageWriter) -> None:
         """Keep the last check of every page this build wrote as it was checked then."""
@@ -484,6 +514,16 @@ class Guardian:
                 steps.setdefault(block, []).append((kind, step, found))
         return steps
 
+    async def _published(self, job: Job) -> BlockHealing | None:
+        """A block the guard has not healed yet, as the build published it: its review
+        again (every answer it takes is cached: no model is asked), or None."""
+        scratch = BlockResult(job.page.slug, job.block.name, "cache")
+        try:
+            text = await self.reviewer.review(job, scratch)
+        except LLMError:
+            return None
+        return None if text is None else BlockHealing.of(job, text)
+
     async def _heal_page(
         self, page: Page, steps: Mapping[str, list[tuple[str, str, list[Finding]]]]
     ) -> bool:
@@ -491,34 +531,30 @@ class Guardian:
         when its answers cannot be had again (then it is left as it was)."""
         answers: dict[str, str | None] = {}
         layouts: dict[str, BlockLayout] = {}
-        record = self.healer.record.setdefault(page.output_path, PageRecord())
         for job in page_jobs(self.project, self.reviewer.client, page):
             name = job.block.name
-            result = self.results.get((page.slug, name)) or BlockResult(page.slug, name, "cache")
-            try:
-                text = await self.reviewer.review(job, BlockResult(page.slug, name, "cache"))
-            except LLMError:
-                text = None
-            if text is None:
+            healing = self.healer.healing(job) or await self._published(job)
+            if healing is None:
                 log.warning("%s: %s: its answer could not be had again to heal it", page.slug, name)
                 return False
-            had = record.blocks[name].fixes if name in record.blocks else []
-            current, _ = await self.healer.apply(job, text, had, result)
             added = [
-                Fix(kind, step, fix_limit(kind, current, found))
+                Fix(kind, step, fix_limit(kind, healing.text, found))
                 for kind, step, found in steps.get(name, [])
             ]
-            answers[name], layouts[name] = await self.healer.apply(job, text, had + added, result)
             for fix in added:
+                widths = "/".join(str(f.width) for f in found_for(steps, name, fix.kind))
                 log.info(
                     "%s: %s: %s at %s px: trying the %s fix",
                     page.slug,
                     name,
                     fix.kind,
-                    "/".join(str(f.width) for f in steps_findings(steps, name, fix.kind)),
+                    widths,
                     fix.step,
-                    extra={"event": "layout_healed"},
+                    extra={"event": "layout_fix"},
                 )
+            result = self.results.get((page.slug, name)) or BlockResult(page.slug, name, "cache")
+            healing = await self.healer.extend(job, healing, added, result)
+            answers[name], layouts[name] = healing.text, healing.layout
         self.writer.rewrite(page, answers, layouts)
         return True
 
@@ -576,7 +612,7 @@ async def check_built_site(
     return len(pages), [finding for path in pages for finding in found.get(path, [])]
 
 
-def steps_findings(
+def found_for(
     steps: Mapping[str, list[tuple[str, str, list[Finding]]]], block: str, kind: str
 ) -> list[Finding]:
     return [f for k, _, found in steps.get(block, []) if k == kind for f in found]
@@ -594,6 +630,7 @@ __all__ = [
     "LADDERS",
     "MODES",
     "BlockFixes",
+    "BlockHealing",
     "Fix",
     "GuardOptions",
     "GuardOutcome",

@@ -175,6 +175,24 @@ def test_a_rebuild_of_the_healed_site_calls_no_model_and_checks_nothing_again(
     assert "no layout findings" in checked.flat
 
 
+def test_pages_kept_from_an_unguarded_build_are_checked_and_healed_in_place(
+    tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    """A rebuild keeps unchanged pages where they are (not in the staging folder): the
+    guard finds them in the output folder, and a healed one is written anew."""
+    site = make_guarded_site(tmp_path, fake_llm)
+    assert site.build("--theme", "tight").exit_code == 0
+    assert LONG_HEADING in site.html("gadget/index.html")
+    result = site.build("--theme", "tight", "--guard")
+    assert result.exit_code == 0, result.describe()
+    report = site.report()
+    assert report["pages_reused"] == report["pages"]  # every page was kept, unrendered
+    assert report["guard"]["pages_checked"] == report["pages"]
+    assert report["guard"]["unhealed"] == 0 and guard_findings(report)
+    html = site.html("gadget/index.html")
+    assert LONG_HEADING not in html and SHORT_HEADING.rstrip(".") in html
+
+
 def test_strict_fails_on_what_is_left_and_keeps_the_old_site(
     tmp_path: Path, fake_llm: FakeLLMServer
 ) -> None:
