@@ -250,14 +250,9 @@ async def _write_site(
     healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
     with staged as output, BackgroundWriter(output) as files:
         writer = PageWriter(project, output, files, keep_going=options.keep_going)
+        steps = _BlockSteps(reviewer, healer, writer, notes)
         phase = clock()
-        await _run_workers(
-            jobs,
-            _BlockSteps(reviewer, healer, writer, notes),
-            settings.llm.concurrency,
-            report,
-            options.observer,
-        )
+        await _run_workers(jobs, steps, settings.llm.concurrency, report, options.observer)
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
         report.pages_reused = writer.reused
@@ -272,30 +267,42 @@ async def _write_site(
         files.close()  # every page on disk, or the first error writing one
         writer.copy_static()
         report.timings["write"] = writer.write_time + clock() - phase
-        if options.guard is not None and options.chromium is not None:
-            phase = clock()
-            guarded = await Guardian(
-                project,
-                reviewer,
-                healer,
-                writer,
-                output,
-                options.guard,
-                options.chromium,
-                {(b.page, b.block): b for b in report.blocks},
-                options.observer,
-            ).run()
-            report.guard = guarded.as_json()
-            report.timings["guard"] = clock() - phase
-            _fail_when_strict(guarded, settings.build.output_dir)
-        else:
-            healer.carry_checks(project.site.pages, writer)
+        await _guard(project, steps, output, options, report)
         writer.finish()
         healer.write_record(output)
         settle()
         with output.open_text(REPORT_FILE) as stream:
             report.write_json(stream)
         output.commit()
+
+
+async def _guard(
+    project: Project,
+    steps: _BlockSteps,
+    output: StagedOutput,
+    options: _BuildOptions,
+    report: BuildReport,
+) -> None:
+    """With `--guard`, the staged pages checked in a browser and healed (trinity.guardian),
+    and `--guard=strict` failing on what is left; without, the pages' last checks kept."""
+    if options.guard is None or options.chromium is None:
+        steps.healer.carry_checks(project.site.pages, steps.writer)
+        return
+    started = options.clock()
+    guardian = Guardian(
+        project,
+        steps.healer,
+        steps.writer,
+        output,
+        options.guard,
+        options.chromium,
+        results={(b.page, b.block): b for b in report.blocks},
+        observer=options.observer,
+    )
+    outcome = await guardian.run()
+    report.guard = outcome.as_json()
+    report.timings["guard"] = options.clock() - started
+    _fail_when_strict(outcome, project.settings.build.output_dir)
 
 
 def _fail_when_strict(outcome: GuardOutcome, output_dir: Path) -> None:

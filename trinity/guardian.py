@@ -394,17 +394,17 @@ class Guardian:
     def __init__(
         self,
         project: Project,
-        reviewer: Reviewer,
         healer: Healer,
         writer: PageWriter,
         output: StagedOutput,
         options: GuardOptions,
         chromium: Path,
+        *,
         results: Mapping[tuple[str, str], BlockResult],
         observer: BuildObserver,
     ) -> None:
         self.project = project
-        self.reviewer = reviewer
+        self.reviewer = healer.reviewer
         self.healer = healer
         self.writer = writer
         self.output = output
