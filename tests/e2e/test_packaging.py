@@ -121,7 +121,14 @@ def _imported_top_level_modules() -> tuple[set[str], set[str]]:
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 found = {child.module.split(".")[0]}
             (lazy if in_function else eager).update(found)
-            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+            # `if TYPE_CHECKING:` never runs: what it imports is needed as late as a
+            # function's imports are (the browser's Playwright types, say).
+            deferred = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) or (
+                isinstance(child, ast.If)
+                and isinstance(child.test, ast.Name)
+                and child.test.id == "TYPE_CHECKING"
+            )
+            visit(child, in_function or deferred)
 
     for path in (REPO / "trinity").rglob("*.py"):
         visit(ast.parse(path.read_text("utf-8")), False)
