@@ -74,12 +74,14 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,local,bench]"
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Run every benchmark, about 7.5 minutes (results and method in BENCHMARKS.md)
+bench: $(BENCH_STAMP) ## Run every benchmark, about 9 minutes (results and method in BENCHMARKS.md)
 	$(BIN)/python benchmarks/startup.py --markdown
 	$(BIN)/python benchmarks/cache_latency.py --markdown
 	$(BIN)/python benchmarks/fanout.py --markdown
 	$(BIN)/python benchmarks/site_scale.py --markdown
 	$(BIN)/python benchmarks/embedded_model.py --rounds 4
+	$(BIN)/python benchmarks/guard.py --parallel 4 --markdown
+	$(BIN)/python benchmarks/guard_build.py --markdown
 
 clean: ## Remove build artefacts, caches of tools and output/
 	rm -rf output dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage

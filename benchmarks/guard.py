@@ -35,6 +35,7 @@ from pathlib import Path
 
 import anyio
 
+from trinity.errors import MissingDependencyError
 from trinity.layout.browser import LayoutBrowser, find_chromium
 from trinity.layout.findings import WIDTHS, LayoutLimits, SlotLimits
 from trinity.render.themes import BUILTIN_THEMES_DIR
@@ -195,7 +196,10 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     args = parser.parse_args()
 
-    chromium = find_chromium(args.chromium)
+    try:
+        chromium = find_chromium(args.chromium)
+    except MissingDependencyError as exc:
+        raise SystemExit(f"guard.py: {exc}") from None
     rows = [Row(int(n)) for n in args.parallel.split(",")]
     load = load_at_start()
     started, times = time.perf_counter(), cpu_times()
