@@ -53,10 +53,11 @@ def build_site(
     observer: BuildObserver | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     refresh_cache: bool = False,
+    guard: GuardOptions | None = None,
     **options: Any,
 ) -> BuildReport:
     """Build a site (for scripts); see `prepare` for the options, and `build_project`
-    for `refresh_cache`."""
+    for `refresh_cache` and `guard`."""
     return anyio.run(
         lambda: build_project(
             prepare(project_dir, **options),
@@ -64,6 +65,7 @@ def build_site(
             observer=observer,
             transport=transport,
             refresh_cache=refresh_cache,
+            guard=guard,
         )
     )
 

@@ -16,6 +16,8 @@ import yaml
 from tests.e2e.sitekit import SiteProject
 from tests.fakellm import FakeLLMServer
 from tests.layoutkit import requires_chromium
+from trinity.build import build_site
+from trinity.guardian import GuardOptions
 
 pytestmark = requires_chromium
 
@@ -260,3 +262,13 @@ def test_a_bad_guard_mode_is_bad_input(tmp_path: Path, fake_llm: FakeLLMServer) 
     assert result.exit_code == 2
     assert "--guard" in result.flat and "strict" in result.flat
     assert fake_llm.request_count == 0
+
+
+def test_build_site_takes_the_guard_from_python(tmp_path: Path, fake_llm: FakeLLMServer) -> None:
+    site = make_guarded_site(tmp_path, fake_llm)
+    options = GuardOptions(mode="strict", widths=(390,))
+    report = build_site(site.root, theme="tight", guard=options)
+    assert report.guard is not None
+    assert (report.guard["mode"], report.guard["widths"]) == ("strict", [390])
+    assert report.guard["unhealed"] == 0  # strict, and everything was healed: no failure
+    assert {f["width"] for f in report.guard["findings"]} == {390}
