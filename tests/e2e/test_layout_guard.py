@@ -195,6 +195,21 @@ def test_pages_kept_from_an_unguarded_build_are_checked_and_healed_in_place(
     assert LONG_HEADING not in html and SHORT_HEADING.rstrip(".") in html
 
 
+def test_check_layout_reports_a_built_sites_findings_and_heals_nothing(
+    tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    site = make_guarded_site(tmp_path, fake_llm)
+    assert site.build("--theme", "tight").exit_code == 0
+    before = site.html("gadget/index.html")
+    calls = fake_llm.request_count
+    checked = site.run("check", "--layout", "--project", site.root.name, "--theme", "tight")
+    assert checked.exit_code == 1, checked.describe()
+    for what in ("gadget/index.html", "heading-wrap", "overflow", "too-long", "title", "spec"):
+        assert what in checked.flat
+    assert "Traceback" not in checked.output
+    assert fake_llm.request_count == calls and site.html("gadget/index.html") == before
+
+
 def test_strict_fails_on_what_is_left_and_keeps_the_old_site(
     tmp_path: Path, fake_llm: FakeLLMServer
 ) -> None:
