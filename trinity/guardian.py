@@ -48,7 +48,7 @@ from trinity.layout.fixes import (
     truncate_lines,
     truncate_words,
 )
-from trinity.layout.gallery import write_gallery
+from trinity.layout.gallery import GALLERY_FILE, gallery_page
 from trinity.llm.types import LLMRequest
 from trinity.logs import get_logger
 from trinity.messages import shown_path
@@ -444,14 +444,16 @@ class Guardian:
                     latest.update(await self._check(browser, healed, None, ""))
                 if shots is not None and any(first.values()):
                     await self._after_shots(browser, first, shots)
-                    outcome.screenshots = f"{SCREENSHOT_DIR}/index.html"
+                    outcome.screenshots = f"{SCREENSHOT_DIR}/{GALLERY_FILE}"
         for path in pending:
             entry = self.healer.record.setdefault(path, PageRecord())
             entry.checked = self.writer.fingerprint(self._pages[path])
             entry.findings = latest.get(path, [])
         outcome.findings = self._told(first, latest, pending)
         if shots is not None and outcome.screenshots is not None:
-            write_gallery(shots, outcome.findings, self.options.widths)
+            # Through the staging folder, so a full disk is one line naming the folder.
+            page = gallery_page(shots, outcome.findings, self.options.widths)
+            self.output.write_text(outcome.screenshots, page)
         return outcome
 
     def _unchecked(self, path: str) -> bool:

@@ -27,10 +27,10 @@ figcaption { font-size: .85rem; color: #444; }
 """
 
 
-def write_gallery(
+def gallery_page(
     folder: Path, findings: Sequence[Mapping[str, Any]], widths: Sequence[int]
-) -> Path:
-    """Write the gallery into `folder` (where the screenshots are) and return its path."""
+) -> str:
+    """The gallery's HTML, to go into `folder` beside the screenshots it shows."""
     pages: dict[str, list[Mapping[str, Any]]] = {}
     for finding in findings:
         pages.setdefault(str(finding["page"]), []).append(finding)
@@ -48,10 +48,7 @@ def write_gallery(
         for width in widths:
             parts.append(_side_by_side(folder, page, width))
     parts.append("</body></html>")
-    path = folder / GALLERY_FILE
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
+    return "\n".join(parts) + "\n"
 
 
 def _count(findings: Sequence[Mapping[str, Any]]) -> str:
@@ -95,4 +92,4 @@ def _side_by_side(folder: Path, page: str, width: int) -> str:
     return f"<div class='width'>{''.join(figures)}</div>"
 
 
-__all__ = ["GALLERY_FILE", "write_gallery"]
+__all__ = ["GALLERY_FILE", "gallery_page"]
