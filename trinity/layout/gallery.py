@@ -27,9 +27,7 @@ figcaption { font-size: .85rem; color: #444; }
 """
 
 
-def gallery_page(
-    folder: Path, findings: Sequence[Mapping[str, Any]], widths: Sequence[int]
-) -> str:
+def gallery_page(folder: Path, findings: Sequence[Mapping[str, Any]], widths: Sequence[int]) -> str:
     """The gallery's HTML, to go into `folder` beside the screenshots it shows."""
     pages: dict[str, list[Mapping[str, Any]]] = {}
     for finding in findings:
