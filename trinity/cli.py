@@ -384,7 +384,7 @@ def _check_layout(prepared: Project) -> None:
     where = escape(shown_path(prepared.settings.build.output_dir))
     if not findings:
         consoles.out.print(
-            f"[green]OK[/]: {_counted(checked, 'page')} of {where} checked at 390, 768 and "
+            f"[green]OK[/]: {_counted(checked, 'page')} in {where} checked at 390, 768 and "
             "1280 px: no layout findings"
         )
         return
