@@ -4,7 +4,8 @@ Each command runs as a subprocess `--runs` times (after one untimed run each, so
 cache is warm), the commands taking turns so that a noisy moment on a shared machine
 lands on all of them; the table shows the median, the 90th percentile and the fastest
 run, and the median less that of `python -c pass` measured the same way, which is what
-Trinity itself adds to an interpreter's start. The target is a median under 300 ms.
+Trinity itself adds to an interpreter's start. The targets: a median under 150 ms for
+`--version` (answered by trinity/launch.py before the CLI loads) and 300 ms for `--help`.
 
 Then what the time goes to: `python -X importtime -c "import trinity.cli"`, run
 `--import-runs` times, the modules with the largest cumulative import time (median over
@@ -30,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model, load_at_start, markdown_table, plain_table
 
 TARGET_MS = 300.0
+# `trinity --version` has its own (issue 17): it never loads the CLI.
+TARGETS_MS = {"trinity --version": 150.0}
 
 
 @dataclass
@@ -130,7 +133,8 @@ def startup_rows(commands: list[Command]) -> list[tuple[str, ...]]:
     rows = []
     for n, command in enumerate(commands):
         median = statistics.median(command.times_ms)
-        verdict = "" if n == 0 else ("met" if median < TARGET_MS else "missed")
+        target = TARGETS_MS.get(command.label, TARGET_MS)
+        verdict = "" if n == 0 else ("met" if median < target else "missed")
         rows.append(
             (
                 command.label,
@@ -138,7 +142,7 @@ def startup_rows(commands: list[Command]) -> list[tuple[str, ...]]:
                 f"{command.percentile(90):.0f}",
                 f"{min(command.times_ms):.0f}",
                 "" if n == 0 else f"+{median - baseline:.0f}",
-                "" if n == 0 else f"< {TARGET_MS:.0f}",
+                "" if n == 0 else f"< {target:.0f}",
                 verdict,
             )
         )

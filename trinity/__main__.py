@@ -1,5 +1,5 @@
 """`python -m trinity`."""
 
-from trinity.cli import main
+from trinity.launch import main
 
 main()

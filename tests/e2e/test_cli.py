@@ -568,3 +568,30 @@ def test_build_help_shows_where_defaults_come_from(tmp_path: Path) -> None:
         "Requests in flight at once (default: llm.concurrency).",
     ):
         assert text in result.flat, text
+
+
+def test_the_version_is_answered_without_loading_the_cli(tmp_path: Path) -> None:
+    """`trinity --version` starts fast: the entry point answers it before Typer and Rich
+    are imported (benchmarks/startup.py measures it)."""
+    code = (
+        "import sys, trinity.launch as launch; launch.main(['--version']);"
+        " print(sorted(m for m in ('typer', 'rich', 'trinity.cli') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"trinity {__version__}\n[]\n"
+
+
+def test_anything_else_goes_to_the_cli(tmp_path: Path) -> None:
+    # The CLI's own --version is eager: with a command after it, it still only prints.
+    with_command = run_trinity(["--version", "themes"], cwd=tmp_path)
+    assert (with_command.exit_code, with_command.stdout) == (0, f"trinity {__version__}\n")
+    assert run_trinity(["--help"], cwd=tmp_path).stdout.startswith("Usage")

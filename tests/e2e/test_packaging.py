@@ -105,7 +105,7 @@ def test_wheel_contains_themes_example_and_py_typed(wheel: zipfile.ZipFile) -> N
 def test_wheel_declares_its_console_script(wheel: zipfile.ZipFile) -> None:
     _, entry_points = _metadata(wheel)
 
-    assert re.search(r"^trinity\s*=\s*trinity\.cli:main\s*$", entry_points, re.MULTILINE)
+    assert re.search(r"^trinity\s*=\s*trinity\.launch:main\s*$", entry_points, re.MULTILINE)
 
 
 def _imported_top_level_modules() -> tuple[set[str], set[str]]:

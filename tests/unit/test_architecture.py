@@ -19,7 +19,8 @@ PACKAGE = Path(trinity.__file__).resolve().parent
 
 # The layers, top first: a module may import from its own layer or any layer below.
 LAYERS: list[set[str]] = [
-    {"cli", "__main__"},
+    {"launch", "__main__"},
+    {"cli"},
     {"doctor", "maintenance", "scaffold", "evaluation"},
     {"build"},
     {"project", "plan", "pages", "answers", "review", "judge", "report", "staging", "guardian"},
