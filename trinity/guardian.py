@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from trinity.checks.spec import CheckFailure
 from trinity.errors import InputError, LLMError
-from trinity.layout.browser import screenshot_name
 from trinity.layout.findings import (
     CLIPPED,
     HEADING_WRAP,
@@ -48,7 +47,7 @@ from trinity.layout.fixes import (
     truncate_lines,
     truncate_words,
 )
-from trinity.layout.gallery import GALLERY_FILE, gallery_page
+from trinity.layout.gallery import GALLERY_FILE, gallery_page, screenshot_name
 from trinity.llm.types import LLMRequest
 from trinity.logs import get_logger
 from trinity.messages import shown_path

@@ -23,7 +23,6 @@ from trinity.layout.browser import (
     BrowserError,
     LayoutBrowser,
     find_chromium,
-    screenshot_name,
 )
 from trinity.layout.findings import (
     ASSET_FAILED,
@@ -40,6 +39,7 @@ from trinity.layout.findings import (
     LayoutLimits,
     SlotLimits,
 )
+from trinity.layout.gallery import screenshot_name
 from trinity.render.themes import BUILTIN_THEMES_DIR
 
 HINT = "sudo apt-get install chromium"

@@ -19,7 +19,6 @@ from trinity.guardian import (
     next_fix,
     read_guard_record,
 )
-from trinity.layout.browser import screenshot_name
 from trinity.layout.findings import (
     CLIPPED,
     HEADING_WRAP,
@@ -210,8 +209,3 @@ def test_a_record_of_another_version_or_none_at_all_is_empty(tmp_path: Path) -> 
     assert read_guard_record(path) == {}
     path.write_text("{not json")
     assert read_guard_record(path) == {}
-
-
-def test_screenshot_names_stay_inside_their_folder() -> None:
-    assert screenshot_name("about/index.html", 390, "-before") == "about--index-390-before.png"
-    assert "/" not in screenshot_name("../../etc/passwd", 768, "-after")

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from trinity.layout.axe import MAX_DETAIL, one_line_summary
-from trinity.layout.browser import screenshot_name, viewport
+from trinity.layout.browser import viewport
 from trinity.layout.findings import CLIPPED, CONTRAST, HEADING_WRAP, OVERFLOW, TOO_LONG
+from trinity.layout.gallery import screenshot_name
 from trinity.layout.probe import ProbeAnswerError, probe_findings
 from trinity.layout.server import SiteServer
 
@@ -113,6 +114,7 @@ def test_screenshot_names_are_safe() -> None:
     assert screenshot_name("about/index.html", 390) == "about--index-390.png"
     assert screenshot_name("index.html", 1280, "-before") == "index-1280-before.png"
     assert screenshot_name("a b/ü.html", 768) == "a_b--_-768.png"
+    assert "/" not in screenshot_name("../../etc/passwd", 768, "-after")
 
 
 def test_viewports_are_as_tall_as_their_devices() -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -58,6 +57,7 @@ from trinity.layout.findings import (
     Finding,
     LayoutLimits,
 )
+from trinity.layout.gallery import screenshot_name
 from trinity.layout.probe import (
     ProbeAnswerError,
     axe_arguments,
@@ -202,17 +202,6 @@ def viewport(width: int) -> tuple[int, int]:
     if width < 1000:
         return (width, 1024)
     return (width, 800)
-
-
-def screenshot_name(page: str, width: int, label: str = "") -> str:
-    """`about/index.html` at 390 -> `about--index-390.png` (label, if any, before .png).
-
-    Folders become `--` and `.html` goes; any character other than a letter, digit, dot,
-    dash or underscore becomes `_`, so the name is safe on every file system.
-    """
-    stem = page.removesuffix(".html").replace("/", "--")
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{stem}-{width}{label}")
-    return f"{safe}.png"
 
 
 @dataclass(frozen=True)

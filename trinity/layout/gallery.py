@@ -6,11 +6,10 @@ rather look at a layout problem than read about it.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from trinity.layout.browser import screenshot_name
 
 GALLERY_FILE = "index.html"
 
@@ -25,6 +24,17 @@ table.findings td, table.findings th { border: 1px solid #ccc; padding: .3rem .5
 .width figure { margin: 0; } .width img { max-width: 100%; border: 1px solid #999; }
 figcaption { font-size: .85rem; color: #444; }
 """
+
+
+def screenshot_name(page: str, width: int, label: str = "") -> str:
+    """`about/index.html` at 390 -> `about--index-390.png` (label, if any, before .png).
+
+    Folders become `--` and `.html` goes; any character other than a letter, digit, dot,
+    dash or underscore becomes `_`, so the name is safe on every file system.
+    """
+    stem = page.removesuffix(".html").replace("/", "--")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{stem}-{width}{label}")
+    return f"{safe}.png"
 
 
 def gallery_page(folder: Path, findings: Sequence[Mapping[str, Any]], widths: Sequence[int]) -> str:
@@ -90,4 +100,4 @@ def _side_by_side(folder: Path, page: str, width: int) -> str:
     return f"<div class='width'>{''.join(figures)}</div>"
 
 
-__all__ = ["GALLERY_FILE", "gallery_page"]
+__all__ = ["GALLERY_FILE", "gallery_page", "screenshot_name"]
