@@ -385,17 +385,22 @@ def test_version_with_the_console_script(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("trinity")
     if not script.is_file():
         pytest.skip(f"no console script next to {sys.executable}")
-    proc = subprocess.run(
-        [str(script), "--version"],
-        cwd=tmp_path,
+    proc = run_command([str(script), "--version"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"trinity {__version__}\n"
+
+
+def run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`command` run to its end in `cwd`, its output captured as text."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
         env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"trinity {__version__}\n"
 
 
 # --------------------------------------------------------------------------- themes
@@ -577,15 +582,7 @@ def test_the_version_is_answered_without_loading_the_cli(tmp_path: Path) -> None
         "import sys, trinity.launch as launch; launch.main(['--version']);"
         " print(sorted(m for m in ('typer', 'rich', 'trinity.cli') if m in sys.modules))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_command([sys.executable, "-c", code], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"trinity {__version__}\n[]\n"
 
