@@ -538,19 +538,16 @@ class Guardian:
             if healing is None:
                 log.warning("%s: %s: its answer could not be had again to heal it", page.slug, name)
                 return False
-            added = [
-                Fix(kind, step, fix_limit(kind, healing.text, found))
-                for kind, step, found in steps.get(name, [])
-            ]
-            for fix in added:
-                widths = "/".join(str(f.width) for f in found_for(steps, name, fix.kind))
+            added = []
+            for kind, step, found in steps.get(name, []):
+                added.append(Fix(kind, step, fix_limit(kind, healing.text, found)))
                 log.info(
                     "%s: %s: %s at %s px: trying the %s fix",
                     page.slug,
                     name,
-                    fix.kind,
-                    widths,
-                    fix.step,
+                    kind,
+                    "/".join(str(finding.width) for finding in found),
+                    step,
                     extra={"event": "layout_fix"},
                 )
             result = self.results.get((page.slug, name)) or BlockResult(page.slug, name, "cache")
@@ -611,12 +608,6 @@ async def check_built_site(
             pages, project.theme.guard, widths=options.widths
         )
     return len(pages), [finding for path in pages for finding in found.get(path, [])]
-
-
-def found_for(
-    steps: Mapping[str, list[tuple[str, str, list[Finding]]]], block: str, kind: str
-) -> list[Finding]:
-    return [f for k, _, found in steps.get(block, []) if k == kind for f in found]
 
 
 def _identity(finding: Finding) -> tuple[Any, ...]:
