@@ -897,11 +897,14 @@ def _amount(count: int) -> str:
 
 def check_browser(setup: Setup) -> list[CheckResult]:
     """The layout guardian's browser: optional, so a WARN (with how to get one) without."""
+    from trinity.layout.browser import INSTALL_HINT  # Playwright itself loads on launch
+
     try:
         browser = setup.probes.find_browser()
     except MissingDependencyError as exc:
-        detail, _, hint = str(exc).partition("; ")
-        return [CheckResult("browser", WARN, f"{detail} (`--guard` cannot run)", hint)]
+        # The hint goes in its own column, not twice.
+        detail = str(exc).removesuffix(f"; {INSTALL_HINT}")
+        return [CheckResult("browser", WARN, f"{detail} (`--guard` cannot run)", INSTALL_HINT)]
     version = setup.probes.package_version("playwright") or "(version unknown)"
     return [CheckResult("browser", OK, f"{browser}, driven by playwright {version}")]
 
