@@ -18,16 +18,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from trinity.config import load_build_settings
 from trinity.errors import BuildFailed, LLMError
 from trinity.guardian import Guardian, GuardOptions, GuardOutcome, Healer
 from trinity.llm.client import AsyncLLMClient
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
+from trinity.manifest import MANIFEST_FILE
 from trinity.messages import shown_path
 from trinity.oserrors import resource_error
-from trinity.pages import MANIFEST_FILE, PageWriter
+from trinity.pages import PageWriter
 from trinity.plan import Job, plan_jobs
-from trinity.project import Project, prepare, project_client
+from trinity.project import Project, prepare_settings, project_client
 from trinity.report import (
     REPORT_FILE,
     BlockResult,
@@ -39,6 +41,7 @@ from trinity.report import (
 )
 from trinity.review import AnswerJudge, Reviewer, failure_reason
 from trinity.staging import BackgroundWriter, StagedOutput
+from trinity.unchanged import keep_unchanged
 
 if TYPE_CHECKING:
     import httpx
@@ -57,15 +60,21 @@ def build_site(
     **options: Any,
 ) -> BuildReport:
     """Build a site (for scripts); see `prepare` for the options, and `build_project`
-    for `refresh_cache` and `guard`."""
+    for `refresh_cache` and `guard`. A site with nothing changed since its last build is
+    left as it is (trinity.unchanged)."""
+    settings = load_build_settings(project_dir, **options)
+    unchanged = keep_unchanged(settings, guard, dry_run=dry_run, refresh=refresh_cache)
+    if unchanged.report is not None:
+        return unchanged.report
     return anyio.run(
         lambda: build_project(
-            prepare(project_dir, **options),
+            prepare_settings(settings, theme_chosen=options.get("theme") is not None),
             dry_run=dry_run,
             observer=observer,
             transport=transport,
             refresh_cache=refresh_cache,
             guard=guard,
+            inputs=unchanged.inputs,
         )
     )
 
@@ -86,6 +95,7 @@ async def build_project(
     on_lock_wait: Callable[[str], None] | None = None,
     judge: AnswerJudge | None = None,
     guard: GuardOptions | None = None,
+    inputs: str | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -105,6 +115,10 @@ async def build_project(
 
     With `guard`, the written pages are checked in a browser and healed before the site is
     swapped in (trinity.guardian); no browser is MissingDependencyError, before any call.
+
+    `inputs` is the digest of what the project was loaded from (trinity.unchanged); a
+    build that leaves nothing to do again records it, so that the next build with the
+    same inputs keeps the site without loading it.
     """
     chromium = _guard_browser(guard, dry_run)
     options = _BuildOptions(
@@ -118,6 +132,7 @@ async def build_project(
         judge,
         guard,
         chromium,
+        inputs,
     )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
@@ -140,6 +155,7 @@ class _BuildOptions:
     judge: AnswerJudge | None = None
     guard: GuardOptions | None = None
     chromium: Path | None = None
+    inputs: str | None = None
 
 
 def _guard_browser(guard: GuardOptions | None, dry_run: bool) -> Path | None:
@@ -169,22 +185,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     clock, observer = options.clock, options.observer
     started = clock()
     counts_before = cache_counts(client.cache)
-    report = BuildReport(
-        project_dir=str(settings.project_dir),
-        output_dir=str(settings.build.output_dir),
-        theme=project.theme.name,
-        provider=settings.llm.provider,
-        model=settings.llm.model,
-        pages=len(project.site.pages),
-        dry_run=options.dry_run,
-        correlation_id=current_correlation_id(),
-        settings_digest=settings.digest(),
-    )
-    log.info(
-        "build of %d pages with theme %s started",
-        report.pages,
-        report.theme,
-        extra={"event": "build_started", "settings_digest": report.settings_digest},
+    report = BuildReport.started(
+        settings, project.theme.name, len(project.site.pages), dry_run=options.dry_run
     )
     # Planned lazily: the workers take each job as they need it, so at 100,000 blocks the
     # requests are never all in memory at once.
@@ -270,7 +272,7 @@ async def _write_site(
         writer.copy_static()
         report.timings["write"] = writer.write_time + clock() - phase
         await _guard(project, steps, output, options, report)
-        writer.finish()
+        writer.finish(inputs=options.inputs if _complete(report) else None)
         healer.write_record(output)
         settle()
         with output.open_text(REPORT_FILE) as stream:
@@ -320,6 +322,12 @@ def _fail_when_strict(outcome: GuardOutcome, output_dir: Path) -> None:
             for f in left
         ],
     )
+
+
+def _complete(report: BuildReport) -> bool:
+    """Whether a build left nothing to do again: no block failed, and none was served a
+    stale answer (the model failed it; the next build asks again)."""
+    return not report.failures and report.count("stale") == 0
 
 
 def _failure_list(report: BuildReport) -> list[tuple[str, str, str]]:

@@ -269,15 +269,13 @@ def build(
     ] = False,
 ) -> None:
     """Generate every block and render the site into the output folder."""
-    import anyio
-
-    from trinity.build import build_project
+    from trinity.config import load_build_settings
     from trinity.logs import new_correlation_id
-    from trinity.project import prepare
+    from trinity.unchanged import keep_unchanged
 
     with _errors_to_exit_codes(), _logging(project, config, log_profile, quiet=quiet) as logs:
         guard_options = _guard_options(guard, guard_screenshots)
-        prepared = prepare(
+        settings = load_build_settings(
             project,
             config=config,
             theme=theme,
@@ -285,30 +283,51 @@ def build(
             concurrency=concurrency,
             max_cost=max_cost,
         )
-        logs.redactor.add(prepared.settings.secrets())
+        logs.redactor.add(settings.secrets())
         # With JSON logs stderr is for machines: no progress bar or tables in between.
         human = not quiet and logs.profile.format != "json"
         started = time.perf_counter()
-        with _Progress(consoles.err, enabled=human and not dry_run) as progress:
-            try:
-                report = anyio.run(
-                    lambda: build_project(
-                        prepared,
-                        dry_run=dry_run,
-                        observer=progress,
-                        keep_going=keep_going,
-                        correlation_id=correlation_id or new_correlation_id(),
-                        report_path=report_path,
-                        refresh_cache=no_cache,
-                        wait_for_lock=not no_wait,
-                        on_lock_wait=_say_waiting,
-                        guard=guard_options,
+        correlation_id = correlation_id or new_correlation_id()
+        # Nothing changed since the last build: the site stays, nothing else is loaded.
+        unchanged = keep_unchanged(
+            settings,
+            guard_options,
+            dry_run=dry_run,
+            refresh=no_cache,
+            correlation_id=correlation_id,
+            report_path=report_path,
+            wait_for_lock=not no_wait,
+            on_lock_wait=_say_waiting,
+        )
+        report = unchanged.report
+        if report is None:
+            import anyio
+
+            from trinity.build import build_project
+            from trinity.project import prepare_settings
+
+            prepared = prepare_settings(settings, theme_chosen=theme is not None)
+            with _Progress(consoles.err, enabled=human and not dry_run) as progress:
+                try:
+                    report = anyio.run(
+                        lambda: build_project(
+                            prepared,
+                            dry_run=dry_run,
+                            observer=progress,
+                            keep_going=keep_going,
+                            correlation_id=correlation_id,
+                            report_path=report_path,
+                            refresh_cache=no_cache,
+                            wait_for_lock=not no_wait,
+                            on_lock_wait=_say_waiting,
+                            guard=guard_options,
+                            inputs=unchanged.inputs,
+                        )
                     )
-                )
-            except BaseException:
-                if as_json:
-                    _print_unfinished_report(progress.report)
-                raise
+                except BaseException:
+                    if as_json:
+                        _print_unfinished_report(progress.report)
+                    raise
         if as_json:
             # Straight to the stream: Rich would wrap and scan every line of it.
             report.write_json(consoles.out.file)
@@ -361,10 +380,10 @@ def check(
 
 def _guard_options(guard: str | None, screenshots: bool) -> GuardOptions | None:
     """`--guard[=heal|strict]` and `--guard-screenshots` (which implies --guard)."""
-    from trinity.guardian import MODES, GuardOptions
-
     if guard is None and not screenshots:
         return None
+    from trinity.guardian import MODES, GuardOptions  # only guarded builds need it
+
     mode = guard or "heal"
     if mode not in MODES:
         raise InputError(

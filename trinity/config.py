@@ -185,6 +185,28 @@ def _relative(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
+def load_build_settings(
+    project_dir: Path | str = ".",
+    *,
+    config: Path | str | None = None,
+    theme: str | None = None,
+    output: Path | str | None = None,
+    concurrency: int | None = None,
+    use_cache: bool = True,
+    max_cost: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """A project's settings with the choices of one run applied: what `trinity build`
+    and `trinity.project.prepare` take (`use_cache=False` turns the cache off)."""
+    return load_settings(project_dir, config, environ).with_overrides(
+        output_dir=Path(output) if output is not None else None,
+        concurrency=concurrency,
+        theme=theme,
+        cache_enabled=None if use_cache else False,
+        max_cost=max_cost,
+    )
+
+
 def load_settings(
     project_dir: Path | str = ".",
     config_path: Path | str | None = None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trinity.cache.generation import forget_generation
 from trinity.cache.manager import open_tier
 from trinity.cache.settings import CACHE_TIERS, TIER_ALIASES
 from trinity.cache.tier import CacheTier, Keep
@@ -86,6 +87,8 @@ def clear_cache(
     settings = load_settings(project_dir, config, environ)
     names = _chosen(settings, tier)
     with _disk_locked(settings, names, on_wait):
+        # First: a clear cut short must not leave builds keeping pages as still cached.
+        forget_generation(settings.cache.disk.directory)
         return [_with_tier(settings, name, lambda t: t.clear()) for name in names]
 
 

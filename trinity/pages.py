@@ -1,6 +1,6 @@
 """Writing pages: each rendered the moment its last block arrives, and the page manifest
-(`output/.trinity/pages.json`: each page's fingerprint and size) read and written here,
-so that a rebuild keeps the pages whose inputs have not changed.
+(`output/.trinity/pages.json`, trinity.manifest) read and written here, so that a rebuild
+keeps the pages whose inputs have not changed.
 """
 
 from __future__ import annotations
@@ -9,21 +9,17 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from trinity.answers import block_value
 from trinity.layout.fixes import BlockLayout, guardian_css, inject_css
+from trinity.manifest import MANIFEST_FILE, PageRecord, SiteRecord, read_manifest, write_manifest
 from trinity.plan import Job
 from trinity.project import Project
 from trinity.render.sitemap import robots_txt, sitemap_xml
 from trinity.site import INDEX_SLUG, Block, Page
-from trinity.staging import MARKER_DIR, BackgroundWriter, StagedOutput
+from trinity.staging import BackgroundWriter, StagedOutput
 from trinity.version import GENERATOR
-
-# Each page's fingerprint and size, written by the build: what lets the next one keep them.
-# It vouches for the pages on disk, so StagedOutput is told to put it in place last.
-MANIFEST_FILE = f"{MARKER_DIR}/pages.json"
 
 
 def page_root(page: Page) -> str:
@@ -79,8 +75,10 @@ class PageWriter:
             "generator": GENERATOR,
         }
         self._shared_digest = _fingerprint(project.renderer.digest, self._shared)
-        self._previous = read_page_manifest(output.output_dir / MANIFEST_FILE)
+        self._previous = read_manifest(output.output_dir / MANIFEST_FILE).pages
         self._manifest: dict[str, tuple[str, int]] = {}
+        # Every other file the build wrote (theme static files, sitemap), with its size.
+        self._files: dict[str, int] = {}
         for page in site.pages:
             if not page.blocks:
                 self._finish_page(page, {}, {})
@@ -202,20 +200,39 @@ class PageWriter:
 
     def copy_static(self) -> None:
         """The theme's static files (before the layout guardian opens the pages)."""
-        self.output.copy_static(self.project.renderer.static_folders())
+        self._files.update(self.output.copy_static(self.project.renderer.static_folders()))
 
-    def finish(self) -> None:
+    def finish(self, inputs: str | None = None) -> None:
         """The page manifest, and sitemap.xml and robots.txt when the site has a base URL
-        (after `copy_static`)."""
+        (after `copy_static`). With `inputs`, the digest of everything this build read
+        (trinity.unchanged), the manifest records the whole site too, if every page of it
+        is recorded: a next build with the same inputs then has nothing to do."""
         base_url = self.project.settings.site.base_url
         if base_url:
             urls = [page.url for page in self.project.site.pages]
-            self.output.write_text("sitemap.xml", sitemap_xml(base_url, urls))
-            self.output.write_text("robots.txt", robots_txt(base_url))
-        manifest = {"generator": GENERATOR, "pages": self._manifest}
+            self._write_extra("sitemap.xml", sitemap_xml(base_url, urls))
+            self._write_extra("robots.txt", robots_txt(base_url))
+        site = self._site_record(inputs) if inputs is not None else None
         with self.output.open_text(MANIFEST_FILE) as stream:
-            # Sorted: pages finish in any order, and the same site should give the same file.
-            json.dump(manifest, stream, separators=(",", ":"), sort_keys=True)
+            write_manifest(stream, self._manifest, site)
+
+    def _write_extra(self, relative: str, text: str) -> None:
+        self.output.write_text(relative, text)
+        self._files[relative] = len(text.encode("utf-8"))
+
+    def _site_record(self, inputs: str) -> SiteRecord | None:
+        """The whole site as written; None when a page is not recorded (a placeholder in
+        it, or inputs that cannot be compared), as such a site is not done."""
+        pages = self.project.site.pages
+        if any(page.output_path not in self._manifest for page in pages):
+            return None
+        files = dict(self._files)
+        files.update((path, size) for path, (_, size) in self._manifest.items())
+        records = tuple(
+            PageRecord(page.slug, page.output_path, tuple(b.name for b in page.blocks))
+            for page in pages
+        )
+        return SiteRecord(inputs, records, files)
 
 
 class _HealClasses(dict[str, str]):
@@ -234,18 +251,6 @@ def _fingerprint(*parts: Any) -> str | None:
     except (TypeError, ValueError):  # keys of mixed types, or a circular structure
         return None
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def read_page_manifest(path: Path) -> dict[str, tuple[str, int]]:
-    """Fingerprint and size of each page of the output at `path`'s site, by output path;
-    empty when there is none, it is unreadable, or another version of Trinity wrote it."""
-    try:
-        data = json.loads(path.read_text("utf-8"))
-        if data["generator"] != GENERATOR:
-            return {}
-        return {str(k): (str(v[0]), int(v[1])) for k, v in data["pages"].items()}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return {}
 
 
 def _link(page: Page) -> dict[str, Any]:

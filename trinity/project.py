@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 from trinity.cache.manager import CacheManager
 from trinity.checks.guards import guard_input
 from trinity.checks.spec import GuardFinding, GuardSpec
-from trinity.config import Settings, load_settings
+from trinity.config import Settings, load_build_settings
 from trinity.errors import ContentError, ThemeError
 from trinity.logs import get_logger
 from trinity.messages import shown_path
+from trinity.projectfiles import PAGES_FILE
 from trinity.render.themes import Theme, ThemeRenderer, load_theme
-from trinity.site import PAGES_FILE, Site, load_site
+from trinity.site import Site, load_site
 from trinity.staging import check_output_dir
 
 if TYPE_CHECKING:
@@ -56,17 +57,26 @@ def prepare(
     `use_cache=False` turns the cache off (nothing is read or written); to ask the
     models again and keep their answers, refresh it instead (`build_project`).
     """
-    settings = load_settings(project_dir, config, environ).with_overrides(
-        output_dir=Path(output) if output is not None else None,
-        concurrency=concurrency,
+    settings = load_build_settings(
+        project_dir,
+        config=config,
         theme=theme,
-        cache_enabled=None if use_cache else False,
+        output=output,
+        concurrency=concurrency,
+        use_cache=use_cache,
         max_cost=max_cost,
+        environ=environ,
     )
+    return prepare_settings(settings, theme_chosen=theme is not None)
+
+
+def prepare_settings(settings: Settings, *, theme_chosen: bool = False) -> Project:
+    """`prepare` for settings already loaded; `theme_chosen` when the theme came from the
+    caller (the command line), not from the settings file."""
     try:
         chosen = load_theme(settings.build.theme, settings.project_dir)
     except ThemeError as exc:
-        if theme is not None or exc.argument != "theme":
+        if theme_chosen or exc.argument != "theme":
             raise
         # The name came from the settings file, not from the caller: point there.
         raise ThemeError(

@@ -13,11 +13,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+from trinity.logs import current_correlation_id, get_logger
 from trinity.staging import MARKER_DIR
 from trinity.version import GENERATOR
 
 if TYPE_CHECKING:
     from trinity.cache.manager import CacheManager
+    from trinity.config import Settings
+
+log = get_logger(__name__)
 
 REPORT_FILE = f"{MARKER_DIR}/report.json"
 
@@ -82,6 +86,29 @@ class BuildReport:
     cache: dict[str, Any] = field(default_factory=dict)
     # What the layout guardian found and healed (`--guard`; trinity.guardian.GuardOutcome).
     guard: dict[str, Any] | None = None
+
+    @classmethod
+    def started(cls, settings: Settings, theme: str, pages: int, **fields: Any) -> BuildReport:
+        """The report of a build of `settings` starting now (in the current correlation),
+        logged as started: `build_started` is the first record of every build."""
+        report = cls(
+            project_dir=str(settings.project_dir),
+            output_dir=str(settings.build.output_dir),
+            theme=theme,
+            provider=settings.llm.provider,
+            model=settings.llm.model,
+            pages=pages,
+            correlation_id=current_correlation_id(),
+            settings_digest=settings.digest(),
+            **fields,
+        )
+        log.info(
+            "build of %d pages with theme %s started",
+            report.pages,
+            report.theme,
+            extra={"event": "build_started", "settings_digest": report.settings_digest},
+        )
+        return report
 
     def count(self, source: Source) -> int:
         return sum(1 for b in self.blocks if b.source == source)

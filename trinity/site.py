@@ -24,11 +24,10 @@ from trinity.checksettings import overlay, read_checks
 from trinity.config import Settings
 from trinity.errors import ConfigError, ContentError
 from trinity.messages import shown_path
+from trinity.projectfiles import DATA_DIR, PAGES_FILE
 from trinity.schema import REQUIRED, Fields, describe
 from trinity.yamlfile import load_data_file
 
-PAGES_FILE = Path("content") / "pages.yaml"
-DATA_DIR = Path("content") / "data"
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
 BLOCK_FORMATS = ("markdown", "text", "json")
 INDEX_SLUG = "index"

@@ -103,7 +103,7 @@ class StagedOutput:
     def keep(self, relative: str, size: int) -> bool:
         """Keep the current output's `relative` as it is, if it is still there as a regular
         file of `size` bytes; False when it cannot be kept (write it anew then)."""
-        _check_relative(relative)
+        check_relative(relative)
         try:
             status = (self.output_dir / relative).lstat()
         except OSError:
@@ -115,7 +115,7 @@ class StagedOutput:
 
     def _file(self, relative: str) -> Path:
         """Where the file `relative` goes in the staging folder, its folder made."""
-        _check_relative(relative)
+        check_relative(relative)
         folder, _, name = relative.rpartition("/")
         return self._folder(folder) / name
 
@@ -145,18 +145,20 @@ class StagedOutput:
         self.path(relative).mkdir(parents=True, exist_ok=True)  # refuses what leads out
         return self.path(relative)  # and a link, once the folder exists
 
-    def copy_static(self, folders: Iterable[Path]) -> int:
-        """Copy theme static folders into static/, later folders overriding; files copied."""
-        copied = 0
+    def copy_static(self, folders: Iterable[Path]) -> dict[str, int]:
+        """Copy theme static folders into static/, later folders overriding; the size of
+        each file copied, by its path relative to the output folder."""
+        copied: dict[str, int] = {}
         destination = self.path(STATIC_DIR)
         with self._refusals("copying the theme's static files"):
             for folder in folders:
                 for source in sorted(folder.rglob("*")):
                     if source.is_file():
-                        target = destination / source.relative_to(folder)
+                        relative = source.relative_to(folder)
+                        target = destination / relative
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(source, target)
-                        copied += 1
+                        copied[f"{STATIC_DIR}/{relative.as_posix()}"] = target.stat().st_size
         return copied
 
     def commit(self) -> None:
@@ -294,7 +296,7 @@ class BackgroundWriter:
         self.abandon()
 
 
-def _check_relative(relative: str) -> None:
+def check_relative(relative: str) -> None:
     folder, _, name = relative.rpartition("/")
     if not name or name in (".", "..") or relative.startswith("/") or ".." in folder.split("/"):
         raise ValueError(f"refusing to write outside the output folder: {relative}")

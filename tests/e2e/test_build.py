@@ -20,6 +20,7 @@ from tests.e2e.sitekit import (
     snapshot,
 )
 from tests.fakellm import OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH
+from trinity.manifest import MANIFEST_FILE
 
 REPORT = ".trinity/report.json"
 
@@ -114,6 +115,19 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
     assert "Built" not in second.output
     report = site_project.report()
     assert report["totals"]["llm_calls"] == 0
+    # Nothing changed: the site is kept as it is, its pages and the cache unread.
+    assert report["totals"]["cache_hits_by_tier"] == {"kept": BLOCKS}
+    assert report["cache"] == {}
+    assert site_without_report(site_project.output) == built_once
+
+    # Without the record of the last build, every page is made again from the cache.
+    (site_project.output / MANIFEST_FILE).unlink()
+    third = site_project.build()
+
+    assert_ok(third)
+    assert server.chat_count == BLOCKS, "the third build must not call the model"
+    report = site_project.report()
+    assert report["totals"]["llm_calls"] == 0
     assert report["totals"]["cache_hits"] == BLOCKS
     assert report["totals"]["cache_hits_by_tier"] == {"disk": BLOCKS}
     assert report["cache"] == {
@@ -135,6 +149,7 @@ def test_build_as_a_subprocess(site_project: SiteProject) -> None:
     assert server.chat_count == BLOCKS
     assert_site_built(site_project)
 
+    (site_project.output / MANIFEST_FILE).unlink()  # so that every page is made again
     second = site_project.run("build", "--project", site_project.root)
 
     assert_ok(second)

@@ -17,6 +17,7 @@ from trinity.cache.disk import DiskTier
 from trinity.cache.redis import RedisTier
 from trinity.cache.tier import CacheTier
 from trinity.llm.entries import KEY_VERSION
+from trinity.manifest import MANIFEST_FILE
 
 PREFIX = "trinity:"
 UNRELATED_KEY = "another-app:session"
@@ -93,6 +94,8 @@ def test_stats_show_entries_and_the_last_builds_hit_rate(site_project: SiteProje
     assert (empty[1], empty[3]) == ("0", "-")  # no entries, and no build to judge by
 
     assert_ok(site_project.build())
+    # Without the last build's record, the next one renders every page from the cache.
+    (site_project.output / MANIFEST_FILE).unlink()
     assert_ok(site_project.build())
     result = cache_command(site_project, "stats")
 
@@ -105,6 +108,11 @@ def test_stats_show_entries_and_the_last_builds_hit_rate(site_project: SiteProje
     assert disk[1] == str(BLOCKS)
     assert re.fullmatch(r"[0-9.]+ (B|KB|MB)", disk[2])
     assert disk[3:] == [f"{BLOCKS} of {BLOCKS} (100%)", str(site_project.root / ".cache")]
+
+    # A build with nothing to do reads no cache: there is no hit rate to judge it by.
+    assert_ok(site_project.build())
+    after = stats_rows(cache_command(site_project, "stats"))
+    assert (after["disk"][1], after["disk"][3]) == (str(BLOCKS), "-")
 
 
 def test_stats_show_the_redis_row_when_redis_is_enabled(

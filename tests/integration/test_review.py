@@ -424,12 +424,12 @@ def test_without_judge_settings_a_judge_passed_in_is_not_asked(site: SiteProject
 def checked_cli(site: SiteProject, monkeypatch: pytest.MonkeyPatch) -> SiteProject:
     """`trinity build` of `site` with the bio to mention Oslo and one re-ask (what
     the settings readers will make of `checks:` and `llm.repair_attempts`)."""
-    original = trinity.project.prepare
+    original = trinity.project.prepare_settings
 
     def prepared(*args: Any, **kwargs: Any) -> Project:
         return with_review(original(*args, **kwargs), repair_attempts=1)
 
-    monkeypatch.setattr(trinity.project, "prepare", prepared)
+    monkeypatch.setattr(trinity.project, "prepare_settings", prepared)
     return site
 
 

@@ -34,6 +34,7 @@ from trinity.llm.client import IN_FLIGHT, AsyncLLMClient, Backend
 from trinity.llm.http import HTTPBackend
 from trinity.llm.routing import Router
 from trinity.llm.types import LLMRequest, LLMResponse
+from trinity.manifest import MANIFEST_FILE
 from trinity.project import Project, prepare
 from trinity.report import BlockResult, BuildReport
 
@@ -462,6 +463,7 @@ def test_a_caller_arriving_during_the_lookup_waits_and_shares_the_answer(
 def test_a_second_process_makes_no_llm_calls(site_project: SiteProject) -> None:
     first = build_site(site_project.root, environ={})
     assert first.llm_calls == BLOCKS
+    (site_project.output / MANIFEST_FILE).unlink()  # else the site is kept, the cache unread
 
     result = site_project.run("build", "--project", site_project.root)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trinity.errors import ConfigError, ResourceError
-from trinity.pages import MANIFEST_FILE
+from trinity.manifest import MANIFEST_FILE
 from trinity.staging import MARKER_DIR, BackgroundWriter, StagedOutput, check_output_dir
 
 
@@ -291,7 +291,10 @@ def test_copy_static_later_folders_override(tmp_path: Path) -> None:
     (parent / "img" / "a.svg").write_text("svg")
     (child / "style.css").write_text("child")
     with StagedOutput(tmp_path / "output") as staged:
-        assert staged.copy_static([parent, child]) == 3
+        assert staged.copy_static([parent, child]) == {
+            "static/style.css": len("child"),
+            "static/img/a.svg": len("svg"),
+        }
         staged.commit()
     assert files_under(tmp_path / "output" / "static") == {
         "style.css": "child",

@@ -1,5 +1,5 @@
-"""The answer cache: memory, then Redis, then disk, keyed by everything that matters."""
+"""The answer cache: memory, then Redis, then disk, keyed by everything that matters.
 
-from trinity.cache.manager import CacheManager
-
-__all__ = ["CacheManager"]
+Nothing is imported here: settings are read (trinity.cache.settings) by every command,
+the tiers (trinity.cache.manager) only by those that open the cache.
+"""

@@ -21,12 +21,10 @@ from markupsafe import Markup
 from trinity.errors import ConfigError, ThemeError
 from trinity.layout.findings import LayoutLimits, SlotLimits
 from trinity.messages import did_you_mean, shown_path
+from trinity.projectfiles import BUILTIN_THEMES_DIR, PROJECT_THEMES_DIR, SITE_TEMPLATES_DIR
 from trinity.schema import Fields
 from trinity.yamlfile import load_data_file
 
-BUILTIN_THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
-PROJECT_THEMES_DIR = Path("themes")
-SITE_TEMPLATES_DIR = Path("templates")
 THEME_FILE = "theme.yaml"
 REQUIRED_TEMPLATES = ("base.html", "index.html", "page.html", "item.html")
 
