@@ -228,10 +228,7 @@ class PageWriter:
             return None
         files = dict(self._files)
         files.update((path, size) for path, (_, size) in self._manifest.items())
-        records = tuple(
-            PageRecord(page.slug, page.output_path, tuple(b.name for b in page.blocks))
-            for page in pages
-        )
+        records = tuple(PageRecord(page.slug, tuple(b.name for b in page.blocks)) for page in pages)
         return SiteRecord(inputs, records, files)
 
 

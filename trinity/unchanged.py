@@ -33,7 +33,7 @@ from trinity.cache.generation import cache_generation
 from trinity.config import Settings
 from trinity.lock import output_lock
 from trinity.logs import correlation, current_correlation_id, get_logger
-from trinity.manifest import MANIFEST_FILE, SiteRecord, read_manifest
+from trinity.manifest import MANIFEST_FILE, SiteRecord, read_site_record
 from trinity.messages import shown_path
 from trinity.oserrors import resource_error
 from trinity.projectfiles import (
@@ -83,23 +83,36 @@ def keep_unchanged(
     if inputs is None:
         return Unchanged(None)
     started = clock()
-    output_dir = settings.build.output_dir
+    output_dir = settings.build.output_dir.resolve()
     # Looked at first without the lock: a build with work to do takes it later, and one
     # refused for bad input must not leave a lock file behind.
-    if unchanged_site(output_dir, inputs) is None:
+    site = unchanged_site(output_dir, inputs)
+    if site is None:
         return Unchanged(inputs)
+    manifest = _identity(output_dir / MANIFEST_FILE)
     with (
         correlation(correlation_id or current_correlation_id()),
         output_lock(output_dir).held(wait=wait_for_lock, on_wait=on_lock_wait),
     ):
-        site = unchanged_site(output_dir, inputs)  # again: a build may have just finished
-        if site is None:
-            return Unchanged(inputs)
+        # A build that committed meanwhile replaced the manifest: then look again.
+        if _identity(output_dir / MANIFEST_FILE) != manifest:
+            site = unchanged_site(output_dir, inputs)
+            if site is None:
+                return Unchanged(inputs)
         report = _kept_report(settings, site)
         took = clock() - started
         report.timings = {"plan": took, "generate": 0.0, "render": 0.0, "write": 0.0, "total": took}
         _write_kept_report(report, output_dir, report_path)
     return Unchanged(inputs, report)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one copy of a file from the next: device, inode, size, change time."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def site_inputs(settings: Settings, guard: object | None = None) -> str | None:
@@ -165,38 +178,34 @@ def unchanged_site(output_dir: Path, inputs: str) -> SiteRecord | None:
             return None
     except OSError:
         return None
-    site = read_manifest(output_dir / MANIFEST_FILE).site
+    site = read_site_record(output_dir / MANIFEST_FILE)
     if site is None or site.inputs != inputs:
         return None
-    try:
-        found = _files_with_sizes(output_dir)
-    except _NotPlainFile:
+    found: dict[str, int] = {}
+    if not _add_files(found, str(output_dir), ""):
         return None
     return site if found == site.files else None
 
 
-class _NotPlainFile(Exception):
-    """A link, or anything but a file or a folder, where a build writes only files."""
-
-
-def _files_with_sizes(folder: Path, prefix: str = "") -> dict[str, int]:
-    """Every file under `folder` with its size, by relative path, `.trinity/` left out;
-    _NotPlainFile at the first link or special file, or a folder that cannot be read."""
-    files: dict[str, int] = {}
+def _add_files(found: dict[str, int], folder: str, prefix: str) -> bool:
+    """Add every file under `folder` to `found` with its size, by relative path, leaving
+    `.trinity/` out; False at the first link or special file (a build writes only files
+    and folders), or a folder that cannot be read. Strings, not Paths: at 100,000 pages
+    making a Path for each folder cost more than reading it."""
     try:
-        entries = list(os.scandir(folder))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                relative = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if relative != MARKER_DIR and not _add_files(found, entry.path, relative + "/"):
+                        return False
+                elif entry.is_file(follow_symlinks=False):
+                    found[relative] = entry.stat(follow_symlinks=False).st_size
+                else:
+                    return False
     except OSError:
-        raise _NotPlainFile from None
-    for entry in entries:
-        relative = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            if relative != MARKER_DIR:
-                files.update(_files_with_sizes(Path(entry.path), relative + "/"))
-        elif entry.is_file(follow_symlinks=False):
-            files[relative] = entry.stat(follow_symlinks=False).st_size
-        else:
-            raise _NotPlainFile
-    return files
+        return False
+    return True
 
 
 def _kept_report(settings: Settings, site: SiteRecord) -> BuildReport:

@@ -310,15 +310,46 @@ def test_a_generation_that_cannot_be_made_means_building(
     assert site_inputs(load_build_settings(site_project.root, environ={})) is None
 
 
-def test_a_site_record_naming_files_outside_the_output_is_dropped(
+def test_a_site_record_naming_files_outside_the_output_keeps_nothing(
     site_project: SiteProject,
 ) -> None:
+    """The record is compared, whole, with what is really in the output folder: a name
+    planted in it that leads outside is never looked at, and the site is built again."""
     build_site(site_project.root, environ={})
+    outside = site_project.root / "settings-leak"
+    outside.write_text("x", "utf-8")
     path = site_project.output / MANIFEST_FILE
     data = json.loads(path.read_text("utf-8"))
     data["site"]["files"]["../settings-leak"] = 1
     path.write_text(json.dumps(data), "utf-8")
 
-    assert read_manifest(path).site is None
-    assert read_manifest(path).pages  # the pages' record is still good
     assert not kept_whole(build_site(site_project.root, environ={}))
+    assert outside.read_text("utf-8") == "x"
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        None,
+        "a string",
+        {"inputs": 1, "pages": [], "files": {}},
+        {"inputs": "x", "pages": [["index", [1]]], "files": {}},
+        {"inputs": "x", "pages": [["index"]], "files": {}},
+        {"inputs": "x", "pages": [[2, ["intro"]]], "files": {}},
+        {"inputs": "x", "pages": [], "files": ["index.html"]},
+        {"inputs": "x", "pages": []},
+    ],
+)
+def test_a_malformed_site_record_is_dropped_and_the_pages_record_kept(
+    tmp_path: Path, site: object
+) -> None:
+    from trinity.version import GENERATOR
+
+    path = tmp_path / "pages.json"
+    pages = {"index.html": ["f" * 32, 10]}
+    path.write_text(json.dumps({"generator": GENERATOR, "pages": pages, "site": site}))
+
+    manifest = read_manifest(path)
+
+    assert manifest.site is None
+    assert manifest.pages == {"index.html": ("f" * 32, 10)}
