@@ -34,13 +34,15 @@ Then a breakdown of the client's own work per block: the same builds against an 
 server in this process (`httpx.MockTransport`), so nothing waits and the time is what
 the event loop spends; the pages' rendering and writing times come from the build report.
 A client keeps up with the server only while that stays under latency / concurrency per
-block (2 ms here). Beside the wall time, the process's CPU time over the same span (for
-Trinity, the generate phase, read from the build's own clock): on a shared machine the
-wall time also holds the waits for a core, the CPU time only the work.
+block (2 ms here). Beside the wall time, the CPU time over the same span (for Trinity,
+the generate phase, read with the build's own clock) of the event loop's thread, and of
+the whole process, whose other threads write pages and cache entries beside the loop: on
+a shared machine the wall time also holds the waits for a core, the CPU time only work.
 
 The targets (issue 17) are checked at the end: the generate phase of the cache-on build
 at most 1.25 x the ideal and 1.10 x bare httpx over the same pool, and at most 1 ms more
-CPU per block than bare httpx against the instant server (the default cache tiers).
+of the event loop's CPU per block than bare httpx against the instant server (the
+default cache tiers): the loop's time per block is what decides whether it keeps up.
 
 The defaults (3 rounds of each) take about two minutes on two cores; raise `--rounds` and
 `--breakdown-rounds` for steadier medians.
@@ -176,27 +178,31 @@ class Sample:
     seconds: float
     render: float = 0.0  # from a build report: rendering pages, writing them
     write: float = 0.0
-    cpu: float = 0.0  # the process's CPU time over `seconds`
+    # CPU time over `seconds`: the event loop's thread's, and the whole process's (with
+    # the threads that write pages and cache entries beside the loop).
+    loop_cpu: float = 0.0
+    cpu: float = 0.0
 
 
 class WallAndCPU:
-    """A build's clock: wall time, as its report shows it, with the process's CPU time
-    noted at each reading, so that a phase's CPU time can be read beside its wall time."""
+    """A build's clock: wall time, as its report shows it, with the CPU time of the
+    calling thread (the event loop's) and of the process noted at each reading, so that
+    a phase's CPU time can be read beside its wall time."""
 
     def __init__(self) -> None:
-        self.readings: list[tuple[float, float]] = []
+        self.readings: list[tuple[float, float, float]] = []
 
     def __call__(self) -> float:
         wall = time.perf_counter()
-        self.readings.append((wall, time.process_time()))
+        self.readings.append((wall, time.thread_time(), time.process_time()))
         return wall
 
-    def cpu_during(self, seconds: float) -> float:
-        """The CPU time between the two readings `seconds` of wall time apart: the start
-        and end of the phase the report timed as `seconds`."""
-        for (wall, cpu), (later_wall, later_cpu) in itertools.combinations(self.readings, 2):
-            if later_wall - wall == seconds:
-                return later_cpu - cpu
+    def cpu_during(self, seconds: float) -> tuple[float, float]:
+        """(loop, process) CPU time between the two readings `seconds` of wall time
+        apart: the start and end of the phase the report timed as `seconds`."""
+        for start, end in itertools.combinations(self.readings, 2):
+            if end[0] - start[0] == seconds:
+                return end[1] - start[1], end[2] - start[2]
         raise ValueError(f"no two readings of the clock are {seconds} s apart")
 
 
@@ -259,7 +265,7 @@ def bare_run(
     """`transport` makes the client's transport (in the timed part); None: httpx's own."""
 
     async def fan_out() -> Sample:
-        started, cpu = time.perf_counter(), time.process_time()
+        started, loop, cpu = time.perf_counter(), time.thread_time(), time.process_time()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         made = transport() if transport is not None else None
         async with httpx.AsyncClient(timeout=60, limits=limits, transport=made) as client:
@@ -275,7 +281,7 @@ def bare_run(
             answers = await asyncio.gather(*(one(body) for body in bodies))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         _check_answers("bare", answers, bodies)
-        return Sample(elapsed, cpu=cpu)
+        return Sample(elapsed, loop_cpu=time.thread_time() - loop, cpu=cpu)
 
     return asyncio.run(fan_out())
 
@@ -313,7 +319,7 @@ def trinity_run(
         raise SystemExit(f"Trinity made {report.llm_calls} calls, not {blocks}")
     timings = report.timings
     generate = timings["generate"]
-    return Sample(generate, timings["render"], timings["write"], clock.cpu_during(generate))
+    return Sample(generate, timings["render"], timings["write"], *clock.cpu_during(generate))
 
 
 def cli_run(root: Path, blocks: int) -> Sample:
@@ -408,6 +414,7 @@ def breakdown_rows(sides: list[Side], blocks: int) -> list[tuple[str, ...]]:
             (
                 side.label,
                 per_block(side.times),
+                per_block([s.loop_cpu for s in side.samples]),
                 per_block([s.cpu for s in side.samples]),
                 per_block([s.render for s in side.samples]) if trinity else "",
                 per_block([s.write for s in side.samples]) if trinity else "",
@@ -416,13 +423,19 @@ def breakdown_rows(sides: list[Side], blocks: int) -> list[tuple[str, ...]]:
     return rows
 
 
-def cpu_above_bare(sides: list[Side], blocks: int) -> float:
-    """Milliseconds of CPU per block that the default build spends beyond bare httpx: the
-    median of each round's difference (the two ran moments apart)."""
+def cpu_above_bare(sides: list[Side], blocks: int, whole_process: bool = False) -> float:
+    """Milliseconds of the event loop's CPU per block (or the whole process's) that the
+    default build spends beyond bare httpx: the median of each round's difference (the
+    two ran moments apart)."""
     bare = sides[0]
     trinity = next(side for side in sides if side.label == TARGET_BREAKDOWN_ROW)
+
+    def cpu(sample: Sample) -> float:
+        return sample.cpu if whole_process else sample.loop_cpu
+
     differences = [
-        (t.cpu - b.cpu) / blocks * 1000 for t, b in zip(trinity.samples, bare.samples, strict=True)
+        (cpu(t) - cpu(b)) / blocks * 1000
+        for t, b in zip(trinity.samples, bare.samples, strict=True)
     ]
     return statistics.median(differences)
 
@@ -437,8 +450,9 @@ def breakdown_notes(sides: list[Side], blocks: int, budget_ms: float) -> list[st
     own = ms(off.times) - render - ms(bare.times)
     return [
         f"The event loop's budget per block at this latency and concurrency: {budget_ms:.2f} ms.",
-        f"CPU per block above bare httpx: {cpu_above_bare(sides, blocks):.2f} ms with the default "
-        f"cache tiers (target <= {TARGET_CPU_ABOVE_BARE_MS:.1f} ms).",
+        f"CPU per block above bare httpx, with the default cache tiers: the event loop's "
+        f"{cpu_above_bare(sides, blocks):.2f} ms (target <= {TARGET_CPU_ABOVE_BARE_MS:.1f} ms), "
+        f"the whole process's {cpu_above_bare(sides, blocks, whole_process=True):.2f} ms.",
         f"Pages rendered in the event loop as each block arrives (Markdown, Jinja): "
         f"{render:.2f} ms; written on a thread of their own: {write:.2f} ms, beside the loop "
         "(that thread's time includes its waits for the GIL).",
@@ -477,7 +491,8 @@ HEADERS = (
 BREAKDOWN_HEADERS = (
     "instant server",
     "ms per block",
-    "CPU ms per block",
+    "event loop CPU",
+    "process CPU",
     "rendering pages",
     "writing pages",
 )
@@ -562,7 +577,7 @@ def target_rows(rows: list[Row], cpu_above: float | None) -> list[tuple[str, ...
     if cpu_above is not None:
         checks.append(
             (
-                "CPU per block above bare httpx, instant server",
+                "event loop CPU per block above bare httpx, instant server",
                 cpu_above,
                 TARGET_CPU_ABOVE_BARE_MS,
                 "ms",
