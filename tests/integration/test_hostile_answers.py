@@ -33,13 +33,34 @@ REQUEST = LLMRequest.from_prompt("Hello there", model="fake-model", temperature=
 HANG_BOUND = 30
 
 
+@pytest.fixture(params=[True, False], ids=["direct", "through-client"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    """Whether the backend sends straight into the transport (as a build does) or through
+    the httpx client's `send` (a client passed in): every refusal holds on both paths."""
+    sending: bool = request.param
+    return sending
+
+
 @asynccontextmanager
 async def backend(
-    url: str, *, timeout: float = 10, max_bytes: int = LLMSettings.max_response_bytes
+    url: str,
+    direct: bool,
+    *,
+    timeout: float = 10,
+    max_bytes: int = LLMSettings.max_response_bytes,
 ) -> AsyncIterator[tuple[HTTPBackend, ShardedTransport]]:
     transport = ShardedTransport(4, shard_size=2)
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
-        yield HTTPBackend(Endpoint("ollama", url), http, timeout, max_bytes), transport
+        yield (
+            HTTPBackend(
+                Endpoint("ollama", url),
+                http,
+                timeout,
+                max_bytes,
+                transport=transport if direct else None,
+            ),
+            transport,
+        )
 
 
 async def refusal(http: HTTPBackend) -> BaseException:
@@ -49,10 +70,12 @@ async def refusal(http: HTTPBackend) -> BaseException:
 
 
 @pytest.mark.anyio
-async def test_a_trickling_answer_fails_at_the_deadline(fake_llm: FakeLLMServer) -> None:
+async def test_a_trickling_answer_fails_at_the_deadline(
+    fake_llm: FakeLLMServer, direct: bool
+) -> None:
     # A byte every 0.2 s: httpx's per-read timeout of 1 s never fires.
     fake_llm.fail_next(1, kind="trickle", hang=0.2)
-    async with backend(fake_llm.url, timeout=1) as (http, transport):
+    async with backend(fake_llm.url, direct, timeout=1) as (http, transport):
         error = await refusal(http)
         assert isinstance(error, LLMTimeoutError)
         assert error.retryable
@@ -65,9 +88,11 @@ async def test_a_trickling_answer_fails_at_the_deadline(fake_llm: FakeLLMServer)
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["huge", "endless"])
-async def test_an_answer_over_the_size_bound_is_refused(fake_llm: FakeLLMServer, kind: str) -> None:
+async def test_an_answer_over_the_size_bound_is_refused(
+    fake_llm: FakeLLMServer, kind: str, direct: bool
+) -> None:
     fake_llm.fail_next(1, kind=kind)  # type: ignore[arg-type]
-    async with backend(fake_llm.url, max_bytes=100_000) as (http, transport):
+    async with backend(fake_llm.url, direct, max_bytes=100_000) as (http, transport):
         error = await refusal(http)
         assert isinstance(error, MalformedResponseError)
         assert not error.retryable
@@ -77,15 +102,17 @@ async def test_an_answer_over_the_size_bound_is_refused(fake_llm: FakeLLMServer,
 
 
 @pytest.mark.anyio
-async def test_an_answer_within_the_bound_is_accepted(fake_llm: FakeLLMServer) -> None:
-    async with backend(fake_llm.url, max_bytes=2_000) as (http, _):
+async def test_an_answer_within_the_bound_is_accepted(
+    fake_llm: FakeLLMServer, direct: bool
+) -> None:
+    async with backend(fake_llm.url, direct, max_bytes=2_000) as (http, _):
         assert (await http.send(REQUEST)).text.startswith("Generated answer")
 
 
 @pytest.mark.anyio
-async def test_a_compressed_answer_is_refused_unread(fake_llm: FakeLLMServer) -> None:
+async def test_a_compressed_answer_is_refused_unread(fake_llm: FakeLLMServer, direct: bool) -> None:
     fake_llm.fail_next(1, kind="gzip_bomb")
-    async with backend(fake_llm.url) as (http, transport):
+    async with backend(fake_llm.url, direct) as (http, transport):
         error = await refusal(http)
         assert isinstance(error, MalformedResponseError)
         assert "gzip-encoded body" in str(error)
@@ -97,10 +124,10 @@ async def test_a_compressed_answer_is_refused_unread(fake_llm: FakeLLMServer) ->
 @pytest.mark.anyio
 @pytest.mark.parametrize("status", [301, 307, 308])
 async def test_a_redirect_is_reported_as_one_and_not_followed(
-    fake_llm: FakeLLMServer, status: int
+    fake_llm: FakeLLMServer, status: int, direct: bool
 ) -> None:
     fake_llm.fail_next(1, status, headers={"Location": "/elsewhere/api/chat?token=abc"})
-    async with backend(fake_llm.url) as (http, _):
+    async with backend(fake_llm.url, direct) as (http, _):
         error = await refusal(http)
     assert isinstance(error, LLMStatusError)
     assert not error.retryable
@@ -113,9 +140,9 @@ async def test_a_redirect_is_reported_as_one_and_not_followed(
 
 
 @pytest.mark.anyio
-async def test_credentials_in_the_url_are_not_in_connection_errors() -> None:
+async def test_credentials_in_the_url_are_not_in_connection_errors(direct: bool) -> None:
     url = f"http://user:secret@127.0.0.1:{free_port()}/v1?api_key=hidden"
-    async with backend(url) as (http, _):
+    async with backend(url, direct) as (http, _):
         error = await refusal(http)
     assert isinstance(error, LLMConnectionError)
     assert "secret" not in str(error)

@@ -376,6 +376,11 @@ async def test_the_llm_client_sends_through_a_sharded_transport(
 ) -> None:
     calls: list[int] = []
     monkeypatch.setattr(transport_module, "pooled_transport", pooled_by(shards, calls))
+
+    async def not_through_the_client(*args: object, **kwargs: object) -> httpx.Response:
+        raise AssertionError("a build's requests go straight into its own transport")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", not_through_the_client)
     settings = LLMSettings(
         provider="openai", api_url=fake_llm.url, model="fake-model", concurrency=12
     )

@@ -55,6 +55,15 @@ def openai_answer(text: str = "Hello.", finish_reason: str = "stop") -> dict[str
     }
 
 
+def anthropic_answer(text: str = "Hello.") -> dict[str, Any]:
+    return {
+        "model": "claude-x",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 13, "output_tokens": 5},
+    }
+
+
 ANSWERS: dict[str, Callable[..., dict[str, Any]]] = {
     "ollama": ollama_answer,
     "openai": openai_answer,
@@ -166,6 +175,40 @@ async def test_openai_body_url_and_auth() -> None:
         "max_tokens": 64,
         "seed": 7,
     }
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "ollama", "openai"])
+@pytest.mark.parametrize("through_client", [False, True], ids=["direct", "through-client"])
+async def test_the_request_sent_is_the_one_httpx_would_build(
+    provider: str, through_client: bool
+) -> None:
+    # The backend builds its requests itself (and sends them straight into the build's
+    # transport): what reaches the server must be what `AsyncClient.stream(..., json=)`
+    # sent, header for header and byte for byte.
+    server = answering({**ANSWERS, "anthropic": anthropic_answer}[provider]())
+    settings = settings_for(provider, api_key=SECRET, options={"seed": 7, "note": "café"})
+    async with httpx.AsyncClient(transport=server.transport) as http:
+        injected: dict[str, Any] = (
+            {"http_client": http} if through_client else {"transport": server.transport}
+        )
+        async with AsyncLLMClient(settings, **injected) as client:
+            request = client.request("Write about ünïcode.", system="Be brief.")
+            await client.complete(request)
+        adapter = get_adapter(provider)
+        expected = http.build_request(
+            "POST",
+            _chat_url(settings.api_url, adapter.chat_path),
+            json=adapter.body(request),
+            headers={**adapter.headers(SECRET), "Accept-Encoding": "identity"},
+        )
+    (sent,) = server.requests
+    assert sent.method == expected.method
+    assert sent.url == expected.url
+    assert sorted(sent.headers.multi_items()) == sorted(expected.headers.multi_items())
+    assert sent.content == expected.content
+    # The timeouts of the client it went through: the one passed in, or Trinity's own.
+    timeout = http.timeout if through_client else httpx.Timeout(settings.timeout)
+    assert sent.extensions["timeout"] == timeout.as_dict()
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,7 @@ Not thread-safe: one event loop uses it, and no await separates a check from its
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import anyio
 
@@ -55,11 +54,10 @@ class AdaptiveConcurrency:
     def in_flight(self) -> int:
         return self._slots.borrowed_tokens
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[int]:
-        """Hold one of the `limit` slots; yields the epoch to pass to `rate_limited`."""
-        async with self._slots:
-            yield self._epoch
+    def slot(self) -> _Slot:
+        """Hold one of the `limit` slots (`async with pacing.slot() as epoch`); the epoch
+        is what to pass to `rate_limited`."""
+        return _Slot(self)
 
     def rate_limited(self, epoch: int) -> None:
         """A request sent in `epoch` got a 429: halve the limit, once per epoch."""
@@ -88,4 +86,38 @@ class AdaptiveConcurrency:
         self._slots.total_tokens = limit
 
 
-__all__ = ["AdaptiveConcurrency"]
+class _Slot:
+    """One slot of an AdaptiveConcurrency, held inside `async with`.
+
+    A class rather than an `asynccontextmanager`: every request passes through one, and a
+    generator-based manager costs several times as much.
+    """
+
+    __slots__ = ("_pacing",)
+
+    def __init__(self, pacing: AdaptiveConcurrency) -> None:
+        self._pacing = pacing
+
+    async def __aenter__(self) -> int:
+        await acquire_promptly(self._pacing._slots)
+        return self._pacing.epoch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pacing._slots.release()
+
+
+async def acquire_promptly(limiter: anyio.CapacityLimiter) -> None:
+    """Take a token of `limiter`: at once when one is free, else in line with the others.
+
+    `limiter.acquire()` goes once around the event loop even when a token is free, behind
+    every task ready to run: on the path of each request, with a build's dozens of tasks
+    ready at once, that delayed every request's sending. FIFO order is kept: a token is
+    taken at once only when nobody waits for one. Release it with `limiter.release()`.
+    """
+    try:
+        limiter.acquire_nowait()
+    except anyio.WouldBlock:
+        await limiter.acquire()
+
+
+__all__ = ["AdaptiveConcurrency", "acquire_promptly"]

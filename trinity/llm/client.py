@@ -27,6 +27,7 @@ model would be refused the same.
 
 from __future__ import annotations
 
+import logging
 import random as _random
 import time
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,7 @@ from trinity.errors import (
     ModelFailed,
     RateLimitedError,
 )
-from trinity.llm.adaptive import AdaptiveConcurrency
+from trinity.llm.adaptive import AdaptiveConcurrency, acquire_promptly
 from trinity.llm.answercache import AnswerCache, Validator, passes
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
@@ -258,8 +259,11 @@ class AsyncLLMClient:
         if hit is not None and passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
-        async with self._limiter:
+        await acquire_promptly(self._limiter)
+        try:
             response = await self._send_handling_fallbacks(request)
+        finally:
+            self._limiter.release()
         self.stats.calls += 1
         self.stats.input_tokens += response.usage.input_tokens
         self.stats.output_tokens += response.usage.output_tokens
@@ -364,9 +368,7 @@ class AsyncLLMClient:
             lease = await route.pool.acquire(input_est, output_est)
             paced = self.timer() - paced
             try:
-                response = await route.backend.send(
-                    replace(request, model=target.model), lease.secret
-                )
+                response = await route.backend.send(_for_model(request, target), lease.secret)
             except RateLimitedError as error:
                 lease.rate_limited(error.retry_after)
                 route.pacing.rate_limited(epoch)
@@ -402,6 +404,8 @@ class AsyncLLMClient:
 
         `latency` is the time the model took; `wait`, the time the request waited first.
         """
+        if not log.isEnabledFor(logging.INFO):
+            return  # nobody listens: not even the record's fields are made (one a request)
         what = f"from the {cache_tier} cache" if cache_tier else f"attempt {attempt}: {status}"
         log.info(
             "LLM %s:%s %s in %.0f ms",
@@ -422,6 +426,12 @@ class AsyncLLMClient:
                 "cache_tier": cache_tier,
             },
         )
+
+
+def _for_model(request: LLMRequest, target: Target) -> LLMRequest:
+    """`request` as sent to `target`: with the model's own name, not an alias's (a copy
+    only when they differ: most requests name the model itself)."""
+    return request if request.model == target.model else replace(request, model=target.model)
 
 
 def _unavailable(error: LLMError, request: LLMRequest) -> bool:

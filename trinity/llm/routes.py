@@ -70,6 +70,9 @@ class Routes:
         self._http = http_client
         self._owns_http = http_client is None
         self._transport = transport
+        # The transport of the client made here, which backends send into directly; None
+        # for a client passed in, or behind a proxy (then httpx picks the transport).
+        self._direct: httpx.AsyncBaseTransport | None = None
         self._main_backend = backend
         self._routes: dict[str, Route] = {}
 
@@ -104,11 +107,13 @@ class Routes:
             return LocalBackend(self.settings)
         from trinity.llm.http import HTTPBackend
 
+        http = self._http_client()
         return HTTPBackend(
             endpoint,
-            self._http_client(),
+            http,
             self.settings.timeout,
             self.settings.max_response_bytes,
+            transport=self._direct,
         )
 
     def _http_client(self) -> httpx.AsyncClient:
@@ -125,8 +130,9 @@ class Routes:
             from trinity.llm.transport import pooled_transport, proxied_by_environment
 
             limit = self.settings.concurrency
+            proxied = proxied_by_environment()
             transport = self._transport
-            if transport is None and not proxied_by_environment():
+            if transport is None and not proxied:
                 transport = pooled_transport(limit)
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
@@ -134,6 +140,8 @@ class Routes:
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
                 transport=transport,
             )
+            # Behind a proxy httpx mounts a transport of its own for the proxied URLs.
+            self._direct = None if proxied else transport
         return self._http
 
     async def aclose(self) -> None:
@@ -144,7 +152,7 @@ class Routes:
         self._routes.clear()
         if self._owns_http and self._http is not None:
             await self._http.aclose()
-            self._http = None
+            self._http = self._direct = None
 
 
 __all__ = ["Backend", "Route", "Routes"]
