@@ -15,32 +15,38 @@ alignment as a style attribute, as markdown-it writes them.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
-# What cmarkgfm's bindings leave out, from cmark-gfm.h (the structure's layout included).
-_FREEING = """
-typedef struct cmark_node cmark_node;
-typedef struct cmark_mem {
-  void *(*calloc)(size_t, size_t);
-  void *(*realloc)(void *, size_t);
-  void (*free)(void *);
-} cmark_mem;
-cmark_mem *cmark_get_default_mem_allocator(void);
-void cmark_node_free(cmark_node *node);
-"""
+
+class _Allocator(ctypes.Structure):
+    """cmark's `cmark_mem` (cmark-gfm.h): how it allocates, and so how to free."""
+
+    _fields_ = (
+        ("calloc", ctypes.c_void_p),
+        ("realloc", ctypes.c_void_p),
+        ("free", ctypes.CFUNCTYPE(None, ctypes.c_void_p)),
+    )
+
+
 EXTENSIONS = (b"table", b"strikethrough")
 
 
 class CmarkGfm:
     """Markdown to HTML with cmark-gfm's tables and strikethrough; nothing leaks."""
 
-    def __init__(self, compiled: Any, ffi: Any) -> None:
+    def __init__(self, compiled: Any) -> None:
         lib = compiled.lib
-        ffi.cdef(_FREEING)
-        exported = ffi.dlopen(compiled.__file__)
-        self._lib, self._c, self._ffi = lib, compiled.ffi, ffi
+        # ctypes, not a second cffi FFI: cffi would parse C declarations (and import
+        # pycparser, 50 ms) on every build that renders a page.
+        exported = ctypes.CDLL(compiled.__file__)
+        exported.cmark_node_free.argtypes = [ctypes.c_void_p]
+        exported.cmark_node_free.restype = None
+        allocator = exported.cmark_get_default_mem_allocator
+        allocator.restype = ctypes.POINTER(_Allocator)
+        self._lib, self._ffi = lib, compiled.ffi
         self._free_node = exported.cmark_node_free
-        self._free = exported.cmark_get_default_mem_allocator().free
+        self._free = allocator().contents.free
         self._options = (
             lib.CMARK_OPT_DEFAULT
             | lib.CMARK_OPT_STRIKETHROUGH_DOUBLE_TILDE
@@ -66,32 +72,31 @@ class CmarkGfm:
                 extensions = lib.cmark_parser_get_syntax_extensions(parser)
                 return self._string(lib.cmark_render_html(root, self._options, extensions))
             finally:
-                self._free_node(self._ffi.cast("cmark_node *", self._address(root)))
+                self._free_node(self._address(root))
         finally:
             lib.cmark_parser_free(parser)
 
     def _string(self, result: Any) -> str:
         """The C string `result` as text, then freed as cmark allocated it."""
         try:
-            text: str = self._c.string(result).decode("utf-8")
+            text: str = self._ffi.string(result).decode("utf-8")
             return text
         finally:
-            self._free(self._ffi.cast("void *", self._address(result)))
+            self._free(self._address(result))
 
     def _address(self, pointer: Any) -> int:
-        # A pointer from cmarkgfm's bindings, passed to a function of ours: by its address.
-        return int(self._c.cast("uintptr_t", pointer))
+        # A pointer from cmarkgfm's bindings, passed to a function found through ctypes.
+        return int(self._ffi.cast("uintptr_t", pointer))
 
 
 def load() -> CmarkGfm | None:
     """The engine, or None where cmarkgfm is missing or its build does not export what
     freeing needs."""
     try:
-        import cffi  # type: ignore[import-untyped]
         from cmarkgfm import _cmark  # type: ignore[import-untyped]
     except ImportError:
         return None
     try:
-        return CmarkGfm(_cmark, cffi.FFI())
-    except (OSError, AttributeError, LookupError, cffi.FFIError):
+        return CmarkGfm(_cmark)
+    except (OSError, AttributeError, LookupError):
         return None
