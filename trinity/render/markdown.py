@@ -12,7 +12,8 @@ few spellings of its HTML are changed to markdown-it's (`<s>`, not `<del>`; the 
 alignment's style; a quote in a URL). It has no hook for the link rule and drops raw HTML
 where markdown-it shows it as text, so its HTML is checked instead: an answer with any
 link or image that the rule refuses (or that cmark's own safe mode emptied), or with raw
-HTML, is rendered again by the reference (rare: models write Markdown). Either way every
+HTML, or a non-ASCII host name (punycode in markdown-it, percent-encoded by cmark), is
+rendered again by the reference (rare: models write Markdown). Either way every
 published URL passed `is_safe_url`, and the output is the reference's;
 tests/unit/test_markdown.py holds the two to the same HTML on a corpus and lists the
 differences found.
@@ -41,6 +42,8 @@ _IGNORED_IN_SCHEME = re.compile(r"[\x00-\x20\x7f]+")
 # Every URL either engine writes is an href or a src attribute, in double quotes. Text
 # cannot fake one, nor a tag: both engines escape '"' and '<' in text and in attributes.
 _URL_ATTRIBUTE = re.compile(r' (?:href|src)="([^"]*)"')
+# A host cmark wrote percent-encoded: markdown-it writes a non-ASCII host in punycode.
+_ENCODED_HOST = re.compile(r"[a-z][a-z0-9+.\-]*://[^/?#]*%", re.IGNORECASE)
 # cmark's safe mode writes this where an answer had raw HTML; markdown-it shows it as text.
 _RAW_HTML_OMITTED = "<!-- raw HTML omitted -->"
 # cmark's spellings -> markdown-it's: the same elements and attributes, written otherwise.
@@ -116,11 +119,12 @@ def _fast_html(text: str) -> str | None:
 
 
 def _urls_allowed(rendered: str) -> bool:
-    """True when every link and image in `rendered` is one the link rule allows, and not
-    empty (as cmark's safe mode leaves a `javascript:` link)."""
+    """True when every link and image in `rendered` is one the link rule allows, not
+    empty (as cmark's safe mode leaves a `javascript:` link), and written as markdown-it
+    writes it (not so for a non-ASCII host)."""
     for match in _URL_ATTRIBUTE.finditer(rendered):
         url = match.group(1)
-        if not url or not is_safe_url(html.unescape(url)):
+        if not url or not is_safe_url(html.unescape(url)) or _ENCODED_HOST.match(url):
             return False
     return True
 
