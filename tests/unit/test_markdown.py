@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
+from trinity.render import cmark
 from trinity.render import markdown as engines
 from trinity.render.markdown import is_safe_url, reference_html, render_markdown, render_text
 
@@ -473,6 +475,21 @@ def test_answers_cmark_cannot_vouch_for_are_rendered_by_the_reference(answer: st
     assert engines._fast_html(answer) is None
     assert render_markdown(answer) == by_reference(answer)
     assert "<" in reference_html(answer)  # rendered, not dropped
+
+
+def test_a_cmarkgfm_without_cmarks_freeing_functions_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where a build of cmarkgfm does not export cmark_node_free (a library without it
+    stands in), cmark is not used rather than leaking: the reference renders."""
+    import _ctypes
+
+    import cmarkgfm
+    from cmarkgfm import _cmark
+
+    hidden = SimpleNamespace(lib=_cmark.lib, ffi=_cmark.ffi, __file__=_ctypes.__file__)
+    monkeypatch.setattr(cmarkgfm, "_cmark", hidden)
+    assert cmark.load() is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
