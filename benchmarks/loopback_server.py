@@ -1,10 +1,12 @@
 """An OpenAI-compatible chat server on loopback that answers every request after a fixed delay.
 
 `POST /v1/chat/completions` answers, `--latency` seconds after the request arrived, with
-a short deterministic text made from the last message, `finish_reason` "stop" and token
-counts. It speaks HTTP/1.1 with keep-alive over asyncio streams and sleeps without
-blocking, so hundreds of requests can wait at once and each one takes the latency and
-nothing more: what a client measures beyond it is the client's own doing.
+a short deterministic text made from the last message (`--style prose`, plain sentences,
+or `--style markdown`, a model's usual Markdown: a paragraph with emphasis and code, a
+list, and one with a link), `finish_reason` "stop" and token counts. It speaks HTTP/1.1
+with keep-alive over asyncio streams and sleeps without blocking, so hundreds of requests
+can wait at once and each one takes the latency and nothing more: what a client measures
+beyond it is the client's own doing.
 
 `GET /stats` returns what the server has seen: `requests`, `max_in_flight` (the most
 requests waiting at once) and `span` (seconds from the first request's arrival to the
@@ -26,12 +28,13 @@ import asyncio
 import contextlib
 import http.client
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +55,10 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Require
 class ChatServer:
     """The request handler and its counters."""
 
-    def __init__(self, latency: float, words: int) -> None:
+    def __init__(self, latency: float, words: int, style: str = "prose") -> None:
         self.latency = latency
         self.words = words
+        self.answer = ANSWER_STYLES[style]
         self.reset()
 
     def reset(self) -> None:
@@ -137,7 +141,7 @@ class ChatServer:
                 return 400, {"error": {"message": "expected a chat completions request"}}
             # Sleep until the deadline, not for the latency: parsing is not added to it.
             await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
-            text = answer_text(prompt, self.words)
+            text = self.answer(prompt, self.words)
             prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
             return 200, {
                 "id": f"chatcmpl-{self.requests}",
@@ -178,6 +182,27 @@ def answer_text(prompt: str, words: int) -> str:
         for n, start in enumerate(range(0, len(body), size))
     ]
     return f"{seed.rstrip('.')}. {' '.join(sentences)}".strip()
+
+
+def markdown_answer_text(prompt: str, words: int) -> str:
+    """`answer_text`'s sentences laid out as a model writes Markdown: an opening paragraph
+    with bold, emphasis and inline code, a bullet list, and a closing paragraph with a
+    link, so that rendering an answer costs what a real one costs. About `words` words;
+    complete, distinct sentences, as `answer_text`'s."""
+    seed, *sentences = re.split(r"(?<=\.) (?=Part \d+:)", answer_text(prompt, words))
+    if len(sentences) < 3:  # too few words for a list: one paragraph
+        return " ".join([seed, *sentences])
+    opening, *listed, closing = sentences
+    opening = opening.replace("Part 1:", "**Part 1:**", 1).replace("loopback", "`loopback`", 1)
+    items = [re.sub(r"^(Part \d+:)", r"- *\1*", sentence) for sentence in listed]
+    closing = re.sub(r"^Part (\d+):", r"[Part \1](https://example.com/parts/\1):", closing)
+    return "\n\n".join([f"{seed} {opening}", "\n".join(items), closing])
+
+
+ANSWER_STYLES: dict[str, Callable[[str, int], str]] = {
+    "prose": answer_text,
+    "markdown": markdown_answer_text,
+}
 
 
 async def read_request(
@@ -224,8 +249,8 @@ def encode_response(status: int, payload: Any, keep_alive: bool) -> bytes:
     return head.encode("latin-1") + body
 
 
-async def serve(host: str, port: int, latency: float, words: int) -> None:
-    chat = ChatServer(latency, words)
+async def serve(host: str, port: int, latency: float, words: int, style: str) -> None:
+    chat = ChatServer(latency, words, style)
     server = await asyncio.start_server(chat.serve_connection, host, port, backlog=4096)
     bound = server.sockets[0].getsockname()[1]
     print(bound, flush=True)
@@ -269,10 +294,13 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(latency: float, *, words: int = 60) -> Iterator[RunningServer]:
+def running_server(
+    latency: float, *, words: int = 60, style: str = "prose"
+) -> Iterator[RunningServer]:
     """Start the server in a process of its own on a free loopback port; stop it after."""
+    options = ["--latency", str(latency), "--words", str(words), "--style", style]
     process = subprocess.Popen(
-        [sys.executable, __file__, "--port", "0", "--latency", str(latency), "--words", str(words)],
+        [sys.executable, __file__, "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -294,8 +322,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per request")
     parser.add_argument("--words", type=int, default=60, help="words in each answer")
+    parser.add_argument("--style", choices=sorted(ANSWER_STYLES), default="prose")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.latency, args.words))
+    asyncio.run(serve(args.host, args.port, args.latency, args.words, args.style))
 
 
 if __name__ == "__main__":

