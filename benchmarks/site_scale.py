@@ -15,9 +15,11 @@ as models write it, with bold, emphasis, inline code, a list and a link; issue 1
 - cold: 1,000 pages, empty cache, every block asked of benchmarks/loopback_server.py, an
   OpenAI-compatible server that answers after a fixed latency (10 ms), with
   `llm.concurrency` 32;
-- warm: the same site again in a new process, every answer in the disk cache (the server
-  stopped, so a build that asked a model would fail), and every page unchanged, so taken
-  from the previous output rather than rendered (the script checks that it was);
+- rebuild, nothing changed: the same site again in a new process (the server stopped,
+  so a build that asked a model would fail); nothing changed, so the build keeps the site
+  without loading it or opening the cache (trinity.unchanged; the script checks that it
+  did). Issue 17's target: at most 0.1 x Pelican's build of the same pages, and at most
+  Hugo's;
 - every page rendered from a full cache: the same, after deleting
   `output/.trinity/pages.json`, so every page is rendered and written as on a first build
   from a full cache (issue 17's target: at most 0.5 x Pelican, at 1,000 and 10,000 pages);
@@ -27,8 +29,10 @@ as models write it, with bold, emphasis, inline code, a list and a link; issue 1
 - every page rendered from a full cache at 10,000 pages (with `--large-others`, Pelican
   and Hugo build the same 10,000 pages too: two to four more minutes, which `make bench`,
   at ten minutes for every benchmark, does not have);
+- rebuild, nothing changed, at 10,000 pages (target: at most 1.5 s);
 - memory: warm builds of 10,000 and (with `--huge`) 100,000 small pages of one block
-  (targets: peak RSS under 400 MB and 1 GB).
+  (targets: peak RSS under 400 MB and 1 GB); at 100,000 pages, then a rebuild with
+  nothing changed (targets: at most 15 s, peak RSS at most 300 MB).
 
 At 1,000 pages the warm rebuilds, Pelican and Hugo take turns for `--rounds` rounds
 (medians shown), so a noisy moment on a shared machine spreads over all of them; at
@@ -405,9 +409,9 @@ class Build:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def trinity_build(folder: Path, scratch: Path, *, warm: bool) -> Build:
+def trinity_build(folder: Path, scratch: Path, *, warm: bool, kept: bool = False) -> Build:
     """`trinity build` in `folder`; checks that no block failed (and, warm, that none
-    called a model)."""
+    called a model; `kept`, that the site was kept whole, unloaded)."""
     shutil.rmtree(folder / "logs", ignore_errors=True)  # every build starts a fresh log
     tag = uuid.uuid4().hex
     command = [sys.executable, "-m", "trinity", "build", "--correlation-id", tag]
@@ -421,6 +425,8 @@ def trinity_build(folder: Path, scratch: Path, *, warm: bool) -> Build:
             f"{folder.name}: the warm build made {totals['llm_calls']} model calls and "
             f"{totals['cache_hits']} cache hits for {report['planned_blocks']} blocks"
         )
+    if kept and totals["cache_hits_by_tier"] != {"kept": report["planned_blocks"]}:
+        raise SystemExit(f"{folder.name}: nothing changed, yet the site was built again")
     build = Build(run, report)
     build.phases = phases(build, folder / "logs", tag)
     return build
@@ -539,6 +545,7 @@ class Row:
 
 
 RENDERED = "every page rendered from a full cache"
+UNCHANGED = "rebuild, nothing changed"
 
 
 def other_rows(
@@ -582,6 +589,34 @@ def judge_rendered(row: Row, others: list[tuple[OtherTool, Path, Row]]) -> None:
         row.note = "Pelican and Hugo not built at this size (--large-others)"
 
 
+def judge_unchanged(row: Row, others: list[tuple[OtherTool, Path, Row]]) -> None:
+    """Issue 17's target for a rebuild with nothing changed: at most 0.1 x Pelican's build
+    of the same pages, and at most Hugo's."""
+    walls = {tool.name: other.wall for tool, _, other in others if other.runs}
+    row.target = "<= 0.1 x Pelican, <= Hugo"
+    if not walls:
+        return
+    limits = {"Pelican": 0.1, "Hugo": 1.0}
+    met = all(row.wall <= limits[name] * wall for name, wall in walls.items())
+    shown = ", ".join(f"{row.wall / wall:.2f} x {name}" for name, wall in walls.items())
+    row.verdict = f"{shown}: {'met' if met else 'missed'}"
+
+
+def unchanged_rebuild(
+    folder: Path, root: Path, pages: int, blocks: int, seconds: float, mb: float | None = None
+) -> Row:
+    """A rebuild of the site built last in `folder`, nothing changed: at most `seconds`
+    (and `mb` of peak RSS)."""
+    build = trinity_build(folder, root / "scratch", warm=True, kept=True)
+    row = Row(f"{UNCHANGED}: {pages:,} pages", pages, blocks, [build.run], [build])
+    row.target = f"<= {seconds:g} s" + ("" if mb is None else f", <= {mb:,.0f} MB")
+    met = build.run.wall <= seconds and (mb is None or build.run.peak_rss <= mb * MB)
+    row.verdict = "met" if met else "missed"
+    print(f"  {row.label}: {build.run.wall:.2f} s, {build.run.peak_rss / MB:.0f} MB",
+          file=sys.stderr)  # fmt: skip
+    return row
+
+
 def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
     """A cold build of the 1,000-page site, then warm rebuilds, Pelican and Hugo taking turns.
 
@@ -607,7 +642,7 @@ def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
         note=f"{shape.block_count:,} requests, at most {stats['max_in_flight']} in flight; "
         f"the latency alone would take {ideal:.2f} s",
     )
-    warm = Row(f"warm: {shape.pages:,} pages x 3 blocks", shape.pages, shape.block_count, [])
+    warm = Row(f"{UNCHANGED}: {shape.pages:,} pages x 3 blocks", shape.pages, shape.block_count, [])
     rendered = Row(
         f"{RENDERED}: {shape.pages:,} pages x 3 blocks",
         shape.pages,
@@ -620,9 +655,7 @@ def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
         print(f"warm, Pelican and Hugo: round {number + 1}/{args.rounds}", file=sys.stderr)
         if number % 2 == 1:
             run_others(others, root)
-        build = trinity_build(site, scratch, warm=True)
-        if build.report["pages_reused"] != build.report["pages"]:
-            raise SystemExit(f"the rebuild rendered pages again: {build.report['pages_reused']}")
+        build = trinity_build(site, scratch, warm=True, kept=True)
         warm.builds.append(build)
         warm.runs.append(build.run)
         rendered.builds.append(rendered_build(site, scratch))
@@ -630,11 +663,7 @@ def thousand_pages(args: argparse.Namespace, root: Path) -> list[Row]:
         if number % 2 == 0:
             run_others(others, root)
     cold.took = time.perf_counter() - started  # every row of this size together
-    pelican = others[0][2]
-    if pelican.runs:
-        ratio = warm.wall / pelican.wall
-        warm.target = "< 0.5 x Pelican"
-        warm.verdict = f"{ratio:.2f} x Pelican: " + ("met" if ratio < 0.5 else "missed")
+    judge_unchanged(warm, others)
     judge_rendered(rendered, others)
     return [cold, warm, rendered, *(row for _, _, row in others)]
 
@@ -669,11 +698,12 @@ def large_comparison(args: argparse.Namespace, root: Path) -> list[Row]:
         row.runs.append(row.builds[-1].run)
         run_others(others, root)
     judge_rendered(row, others)
+    unchanged = unchanged_rebuild(folder, root, shape.pages, shape.block_count, 1.5)
     shutil.rmtree(folder, ignore_errors=True)
     for _, other_folder, _ in others:
         shutil.rmtree(other_folder, ignore_errors=True)
-    row.took = time.perf_counter() - started  # the three rows together
-    return [row, *(other for _, _, other in others)]
+    row.took = time.perf_counter() - started  # the rows of this size together
+    return [row, *(other for _, _, other in others), unchanged]
 
 
 def filled_site(shape: SiteShape, root: Path) -> Path:
@@ -687,8 +717,15 @@ def filled_site(shape: SiteShape, root: Path) -> Path:
     return folder
 
 
-def warm_row(label: str, shape: SiteShape, root: Path, target_mb: float | None = None) -> Row:
-    """A site whose cache is filled directly, then built warm once."""
+def warm_row(
+    label: str,
+    shape: SiteShape,
+    root: Path,
+    target_mb: float | None = None,
+    unchanged: tuple[float, float] | None = None,
+) -> list[Row]:
+    """A site whose cache is filled directly, then built warm once; with `unchanged`
+    (seconds, MB), then rebuilt with nothing changed, its row held to those targets."""
     print(f"{label} ...", file=sys.stderr)
     started = time.perf_counter()
     folder = filled_site(shape, root)
@@ -697,11 +734,14 @@ def warm_row(label: str, shape: SiteShape, root: Path, target_mb: float | None =
     if target_mb is not None:
         row.target = f"< {target_mb:,.0f} MB"
         row.verdict = "met" if build.run.peak_rss < target_mb * MB else "missed"
+    rows = [row]
+    if unchanged is not None:
+        rows.append(unchanged_rebuild(folder, root, shape.pages, shape.block_count, *unchanged))
     shutil.rmtree(folder, ignore_errors=True)
     row.took = time.perf_counter() - started
     print(f"  {build.run.wall:.1f} s, {build.run.peak_rss / MB:.0f} MB, took {row.took:.0f} s",
           file=sys.stderr)  # fmt: skip
-    return row
+    return rows
 
 
 # ---------------------------------------------------------------------- output
@@ -845,10 +885,11 @@ def main() -> None:
         rows = thousand_pages(args, root)
         rows += large_comparison(args, root)
         small = SiteShape(args.large, SMALL_BLOCKS, args.small_words)
-        rows.append(warm_row(f"warm: {small.pages:,} small pages", small, root, 400))
+        rows += warm_row(f"warm: {small.pages:,} small pages", small, root, 400)
         if args.huge:
             huge = SiteShape(100_000, SMALL_BLOCKS, args.small_words)
-            rows.append(warm_row(f"warm: {huge.pages:,} small pages", huge, root, 1024))
+            label = f"warm: {huge.pages:,} small pages"
+            rows += warm_row(label, huge, root, 1024, unchanged=(15, 300))
     elapsed, steal = time.perf_counter() - started, steal_share(times, cpu_times())
 
     results = [result_cells(row) for row in rows]
