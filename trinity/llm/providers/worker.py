@@ -422,8 +422,8 @@ class ModelWorker:
                     continue
                 try:
                     greeting = await process.channel.receive()
-                except (EOFError, OSError, ValueError):
-                    crash = await self._crashed(process)
+                except (EOFError, OSError, ValueError) as exc:
+                    crash = await self._crashed(process, _broken(exc))
                     if not self._restart(crash):
                         raise crash from None
                     continue
@@ -482,8 +482,8 @@ class ModelWorker:
         while not ticket.settled:
             try:
                 message = await process.channel.receive()
-            except (EOFError, OSError, ValueError, anyio.ClosedResourceError):
-                await self._lost(process)
+            except (EOFError, OSError, ValueError, anyio.ClosedResourceError) as exc:
+                await self._lost(process, _broken(exc))
                 return
             self._deliver(process, message)
 
@@ -496,26 +496,32 @@ class ModelWorker:
             return
         ticket.settle(reply=message)
 
-    async def _lost(self, process: _Process) -> None:
-        """The child died (or its socket broke): every request it owed ends, to be asked
-        again of a new child if one may be started, else failed with why it died."""
+    async def _lost(self, process: _Process, broken: str | None = None) -> None:
+        """The child died, or `broken` the protocol: every request it owed ends, to be
+        asked again of a new child if one may be started, else failed with why."""
         if process.gone is None:  # the first to find it gone finds out why
             process.gone = anyio.Event()
             # Shielded: the callers waiting on `gone` need the answer even if we are not.
             with anyio.CancelScope(shield=True):
-                crash = await self._crashed(process)
+                crash = await self._crashed(process, broken)
             process.end(_Restart() if self._restart(crash) else crash)
         else:
             await process.gone.wait()
             assert process.ended is not None
             process.end(process.ended)
 
-    async def _crashed(self, process: _Process) -> ModelCrashed:
-        """The error for a child that died: why, logged once with its trace."""
+    async def _crashed(self, process: _Process, broken: str | None = None) -> ModelCrashed:
+        """The error for a child that died (or broke the protocol, `broken`, and is killed
+        for it: nothing more it says can be trusted): why, logged once with its trace."""
         if self._process is process:
             self._process = None
+        if broken is not None:
+            process.popen.kill()
         returncode = await process.close()
-        crash = crash_error(returncode if returncode is not None else 1)
+        if broken is None:
+            crash = crash_error(returncode if returncode is not None else 1)
+        else:
+            crash = ModelCrashed(f"the embedded model's worker {broken}", returncode=returncode)
         log.error(
             "%s",
             crash,
@@ -570,6 +576,14 @@ class ModelWorker:
         with contextlib.suppress(OSError):  # it died at once: the first read reports how
             ours.sendall(struct.pack("!i", len(data)) + data)
         return _Process(popen, Channel(ours), trace)
+
+
+def _broken(exc: Exception) -> str | None:
+    """What a failed read says of the child: None when it is gone (the socket closed),
+    else how it broke the protocol (a message too long, or not a JSON object)."""
+    if isinstance(exc, ValueError):
+        return f"sent a malformed message ({one_line(exc)})"
+    return None
 
 
 def _child_failure(error: Any) -> ModelFailed:
@@ -640,9 +654,12 @@ def answer(connection: Connection, engine: Engine) -> None:
     build sent is read, so a new block takes a sequence as soon as one is free; with
     nothing to do, the child sleeps until a message comes.
     """
-    while _take_messages(connection, engine, wait=not engine.busy):
-        for outcome in engine.step():
-            _send(connection, _reply(outcome))
+    try:
+        while _take_messages(connection, engine, wait=not engine.busy):
+            for outcome in engine.step():
+                _send(connection, _reply(outcome))
+    finally:
+        engine.close()
 
 
 def _take_messages(connection: Connection, engine: Engine, *, wait: bool) -> bool:
