@@ -6,9 +6,10 @@ GGUF carries no chat template is sent the request's `document` (the page framed 
 document that ends where the block's text begins) and its continuation is cut at the
 request's stop sequences; a model with a chat template gets the chat messages.
 
-`ModelRunner` generates with a loaded model; it runs in the worker process that
-`LocalBackend` starts (worker.py), so a crash in native code is a clear error, not a dead
-build.
+`ModelRunner` generates with a loaded model, one request at a time; it runs in the worker
+process that `LocalBackend` starts (worker.py), so a crash in native code is a clear
+error, not a dead build. There the batched engine (batched.py) decodes several requests
+together and leaves to ModelRunner only what it does not batch.
 """
 
 from __future__ import annotations
@@ -348,10 +349,10 @@ class LocalBackend:
     """The `local` provider's backend: the model runs in a worker process (worker.py).
 
     A llama.cpp context is not thread-safe, and a crash in native code would take the
-    build down with it; so one child process owns the model, generates one request at a
-    time, and is started when the first request that needs it arrives, loading the model
-    while the build goes on planning and serving cache hits. `factory` ("module:function")
-    loads the model in the child.
+    build down with it; so one child process owns the model, decodes up to
+    `llm.sequences` requests together (batched.py), and is started when the first request
+    that needs it arrives, loading the model while the build goes on planning and serving
+    cache hits. `factory` ("module:function") loads the model in the child.
     """
 
     def __init__(self, settings: LLMSettings, factory: str | None = None) -> None:
