@@ -37,7 +37,8 @@ def reverse(connection: Connection) -> None:
     held = []
     while len(held) < 3:
         message = json.loads(connection.recv_bytes())
-        held.append((message["id"], decode_request(message["request"]).lead))
+        if "request" in message:
+            held.append((message["id"], decode_request(message["request"]).lead))
     send(connection, answer(999, "Nobody", 0.0))
     send(connection, {"response": {"text": "No id", "model": "fake"}})
     for (ident, lead), waited in zip(reversed(held), ["NaN", -5, 0.25], strict=True):

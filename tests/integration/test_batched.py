@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import anyio
 import pytest
@@ -30,10 +32,18 @@ SETTINGS = LLMSettings(
 LEADS = ("Mara is", "The project", "Oslo is", "Her garden", "Python is", "In 2020,")
 
 
-def request(lead: str, *, stop: tuple[str, ...] = ("\n\n",), **params: object) -> LLMRequest:
+def request(
+    lead: str,
+    *,
+    stop: tuple[str, ...] = ("\n\n",),
+    options: dict[str, object] | None = None,
+    **params: Any,
+) -> LLMRequest:
+    """A block as the client frames it for the embedded model, `options` over its own."""
     document = f"Mara Quinn: a Python developer\n\n# Home\n\n## {lead.split()[0]}\n\n{lead}"
     client = AsyncLLMClient(SETTINGS)
-    return client.request("Write.", frame=CompletionFrame(document, lead, stop), **params)
+    made = client.request("Write.", frame=CompletionFrame(document, lead, stop), **params)
+    return replace(made, options=MappingProxyType({**made.options, **(options or {})}))
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +106,12 @@ def test_more_blocks_than_sequences_are_all_answered_each_as_alone(
     assert max(outcome.waited for outcome in together.values()) > 0  # some waited for a place
 
 
-def test_a_different_seed_is_a_different_answer(engine: BatchedEngine) -> None:
-    one, other = run(engine, [request("Mara is"), request("Mara is", options={"seed": 1})]).values()
-    assert answer(one)[0] != answer(other)[0]
+def test_the_seed_is_the_requests_own(engine: BatchedEngine) -> None:
+    """Four seeds of one block in one batch: not all alike, as four sequences with one
+    random stream would never be either."""
+    seeds = [request("Her garden", options={"seed": seed}, temperature=1.0) for seed in range(4)]
+    texts = {answer(outcome)[0] for outcome in run(engine, seeds).values()}
+    assert len(texts) > 1
 
 
 def test_max_tokens_cuts_the_continuation(engine: BatchedEngine) -> None:
@@ -112,18 +125,20 @@ def test_max_tokens_cuts_the_continuation(engine: BatchedEngine) -> None:
 
 
 def test_a_stop_sequence_ends_the_text_before_it(engine: BatchedEngine) -> None:
-    text, finish, _, _ = answer(run(engine, [request("Mara is", stop=(" ",))])[0])
+    block = request("Mara is", stop=(".", ","), max_tokens=64)
+    text, finish, _, _ = answer(run(engine, [block])[0])
     assert finish == "stop"
     assert text.startswith("Mara is ")
-    assert " " not in text.removeprefix("Mara is ")
+    assert "." not in text and "," not in text
 
 
 def test_a_short_continuation_is_tried_again_with_the_next_seeds(engine: BatchedEngine) -> None:
-    """Stopping at the first space leaves one word: too short, so every attempt is made."""
-    block = request("Mara is", stop=(" ",))
-    _, _, input_tokens, _ = answer(run(engine, [block])[0])
+    """Stopping at the first space leaves nothing: too short, so every attempt is made."""
+    block = request("Mara is", stop=(" ",))  # every continuation starts with a space
+    text, _, input_tokens, _ = answer(run(engine, [block])[0])
     prompt_tokens = len(engine.llama.tokenize(block.document or ""))
     assert input_tokens == SAMPLING_ATTEMPTS * prompt_tokens
+    assert text == ""  # never just the lead
 
 
 def test_a_cancelled_block_frees_its_sequence_and_leaves_the_others_alone(
@@ -193,4 +208,38 @@ def test_blocks_in_flight_through_the_worker_each_get_their_own_answer(
     anyio.run(main)
     expected = run(engine, blocks)
     assert answers == {ident: answer(expected[ident]) for ident in range(len(blocks))}
+    assert backend.worker.started == 1
+
+
+def test_a_block_cancelled_in_flight_leaves_the_worker_and_the_others_alone(
+    engine: BatchedEngine, tmp_path: Path
+) -> None:
+    """Its caller gives up while the worker decodes it with others: the worker drops it
+    and lives on, and the others' answers are as they would have been."""
+    backend = LocalBackend(replace(SETTINGS, base_dir=tmp_path))
+    blocks = [request(lead) for lead in LEADS[:4]]
+    endless = request(LEADS[1], stop=(), max_tokens=400)  # far longer than the wait
+    texts: dict[int, str] = {}
+
+    async def main() -> None:
+        async def one(ident: int) -> None:
+            texts[ident] = (await backend.send(blocks[ident])).text
+
+        async def given_up() -> None:
+            with anyio.move_on_after(0.5):
+                texts[1] = (await backend.send(endless)).text
+
+        try:
+            await backend.worker.ready()
+            async with anyio.create_task_group() as group:
+                group.start_soon(one, 0)
+                group.start_soon(given_up)
+                group.start_soon(one, 2)
+            await one(3)
+        finally:
+            await backend.aclose()
+
+    anyio.run(main)
+    expected = run(engine, blocks)
+    assert texts == {ident: answer(expected[ident])[0] for ident in (0, 2, 3)}
     assert backend.worker.started == 1

@@ -472,10 +472,10 @@ class ModelWorker:
                 await self._read_until(process, ticket)
             finally:
                 process.reading = False
-                # Someone must read on: wake one caller still waiting to take it over.
+                # Someone must read on: the callers still waiting wake, and the first of
+                # them takes it over (all, as any one of them may be going, cancelled).
                 for waiting in process.owed.values():
                     waiting.nudge()
-                    break
 
     async def _read_until(self, process: _Process, ticket: _Ticket) -> None:
         """Read the child's answers, each to its caller, until `ticket` has its own."""
@@ -489,7 +489,7 @@ class ModelWorker:
 
     def _deliver(self, process: _Process, message: dict[str, Any]) -> None:
         ident = message.get("id")
-        ticket = process.owed.pop(ident, None) if isinstance(ident, int) else None
+        ticket = process.owed.pop(ident, None) if type(ident) is int else None
         if ticket is None:
             # A cancelled request's answer (or garbage): it belongs to nobody waiting.
             log.debug("dropped an answer from the embedded model that nobody waits for")
