@@ -88,17 +88,21 @@ def run(engine: BatchedEngine, batch: list[LLMRequest]) -> int:
     return tokens
 
 
-def measure(sequences: int, project_dir: Path, blocks: int) -> tuple[int, float]:
+def measure(
+    sequences: int, project_dir: Path, blocks: int, threads: int | None
+) -> tuple[int, float]:
     """Tokens generated and seconds taken by one side (in this process)."""
     batch = requests(project_dir, blocks)
     settings = prepare(project_dir, use_cache=False).settings.llm
-    runner = ModelRunner(replace(settings, sequences=max(1, sequences)))
+    runner = ModelRunner(replace(settings, sequences=max(1, sequences), threads=threads))
     if sequences == ONE_AT_A_TIME:
         return one_at_a_time(runner, batch)
     return batched(runner, batch)
 
 
-def measure_in_subprocess(sequences: int, project_dir: Path, blocks: int) -> float:
+def measure_in_subprocess(
+    sequences: int, project_dir: Path, blocks: int, threads: int | None
+) -> float:
     command = [
         sys.executable,
         __file__,
@@ -108,6 +112,7 @@ def measure_in_subprocess(sequences: int, project_dir: Path, blocks: int) -> flo
         str(project_dir),
         "--blocks",
         str(blocks),
+        *(["--threads", str(threads)] if threads else []),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     tokens, seconds = json.loads(result.stdout.strip().splitlines()[-1])
@@ -119,11 +124,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sequences", type=int, nargs="+", default=[4, LLMSettings.sequences, 16])
     parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--threads", type=int, help="llm.threads (default: all cores)")
     parser.add_argument("--side", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side is not None:
-        print(json.dumps(measure(args.side, args.project, args.blocks)))
+        print(json.dumps(measure(args.side, args.project, args.blocks, args.threads)))
         return
     sides = [ONE_AT_A_TIME, *sorted(set(args.sequences))]
     rates: dict[int, list[float]] = {side: [] for side in sides}
@@ -133,12 +139,14 @@ def main() -> None:
         for round_number in range(args.rounds):
             order = sides if round_number % 2 == 0 else sides[::-1]
             for side in order:
-                rates[side].append(measure_in_subprocess(side, root, args.blocks))
+                rates[side].append(measure_in_subprocess(side, root, args.blocks, args.threads))
     base = statistics.median(rates[ONE_AT_A_TIME])
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "rounds": args.rounds,
+        "threads": args.threads or os.cpu_count(),
+        "load_average_after": round(os.getloadavg()[0], 2),
         "blocks": args.blocks,
         "tokens_per_block": TOKENS,
         "default_sequences": LLMSettings.sequences,
