@@ -371,21 +371,18 @@ class BatchedEngine:
             self._release(sequence)
 
     def step(self) -> list[Outcome]:
-        """Run one request that is not batched, if any; then one decode of every sequence."""
+        """Run one request that is not batched, if any; start the blocks waiting for a free
+        sequence (their prompts); then decode the next token of every running sequence."""
         outcomes = self.solo.step()
         outcomes.extend(self._admit())
-        if not self._running:
-            return outcomes
         try:
-            self._feed()
-            self.llama.decode()
+            for sequence in [s for s in self._running.values() if s.fed < len(s.prompt)]:
+                self._feed_prompt(sequence)
+                outcomes.extend(self._sampled([sequence]))
+            if self._running:
+                outcomes.extend(self._sampled(self._feed_tokens()))
         except RuntimeError as exc:
-            return outcomes + self._fail_running(one_line(exc))
-        for sequence in list(self._running.values()):
-            if sequence.logits_at is not None:
-                outcome = self._advance(sequence)
-                if outcome is not None:
-                    outcomes.append(outcome)
+            outcomes.extend(self._fail_running(one_line(exc)))
         return outcomes
 
     def close(self) -> None:
@@ -427,40 +424,55 @@ class BatchedEngine:
         max_tokens = min(spec.max_tokens, room) if spec.max_tokens > 0 else room
         self._running[job.ident] = _Sequence(number, job, spec, sampler, prompt, max_tokens)
 
-    def _feed(self) -> None:
-        """Fill the next batch: each running sequence's new token, or the next chunk of a
-        prompt in the room the new tokens leave.
+    def _feed_prompt(self, sequence: _Sequence) -> None:
+        """Decode a new sequence's prompt in a call of its own, as it would be alone.
+
+        Decoded with other sequences' tokens, its first token would be computed apart from
+        the rest (llama.cpp splits a batch into equal shares of each sequence), and the
+        attention over a single token sums differently from that over many: the answer
+        would depend on the blocks running beside it (measured: 1 of 12 changed).
+        """
+        while sequence.fed < len(sequence.prompt):
+            end = min(len(sequence.prompt), sequence.fed + BATCH_TOKENS)
+            for position in range(sequence.fed, end):
+                last = position == len(sequence.prompt) - 1
+                index = self.llama.add(sequence.prompt[position], position, sequence.number, last)
+                if last:
+                    sequence.logits_at = index
+            sequence.fed = end
+            self.llama.decode()
+
+    def _feed_tokens(self) -> list[_Sequence]:
+        """Decode the token each running sequence sampled last, in one call; those sequences.
 
         In the order of the sequences' numbers: llama.cpp computes a run of consecutive
         sequences together and starts over at each gap or step back (measured: eight
         sequences in reverse order made a step five times slower).
         """
-        running = sorted(self._running.values(), key=lambda sequence: sequence.number)
-        room = BATCH_TOKENS - sum(sequence.next_token is not None for sequence in running)
-        for sequence in running:
-            sequence.logits_at = None
-            if sequence.next_token is not None:
-                # The token sampled last, already in `tokens`: it follows the prompt and
-                # the tokens before it.
-                position = len(sequence.prompt) + len(sequence.tokens) - 1
-                sequence.logits_at = self.llama.add(
-                    sequence.next_token, position, sequence.number, True
-                )
-                sequence.next_token = None
-            elif room > 0:
-                room -= self._feed_prompt(sequence, room)
+        fed = sorted(
+            (s for s in self._running.values() if s.next_token is not None),
+            key=lambda sequence: sequence.number,
+        )
+        for sequence in fed:
+            assert sequence.next_token is not None
+            # It follows the prompt and the tokens before it (it is in `tokens` already).
+            position = len(sequence.prompt) + len(sequence.tokens) - 1
+            sequence.logits_at = self.llama.add(
+                sequence.next_token, position, sequence.number, True
+            )
+            sequence.next_token = None
+        if fed:
+            self.llama.decode()
+        return fed
 
-    def _feed_prompt(self, sequence: _Sequence, room: int) -> int:
-        """Add up to `room` more of a sequence's prompt, asking for logits after its last
-        token; how many were added."""
-        end = min(len(sequence.prompt), sequence.fed + room)
-        for position in range(sequence.fed, end):
-            last = position == len(sequence.prompt) - 1
-            index = self.llama.add(sequence.prompt[position], position, sequence.number, last)
-            if last:
-                sequence.logits_at = index
-        added, sequence.fed = end - sequence.fed, end
-        return added
+    def _sampled(self, decoded: list[_Sequence]) -> list[Outcome]:
+        """Sample the next token of each sequence just decoded; the blocks that are done."""
+        outcomes = []
+        for sequence in decoded:
+            outcome = self._advance(sequence)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
 
     def _advance(self, sequence: _Sequence) -> Outcome | None:
         """Sample a sequence's next token; when it is done, its outcome (or a retry)."""
