@@ -3,20 +3,23 @@
 "one at a time" is how the worker generated before batching: `Llama.create_completion`,
 one request after another. "batched K" is the batched engine (trinity/llm/providers/
 batched.py) with K sequences, fed every request at once. Both sides generate the same
-requests: the example site's blocks as Trinity frames them, each with a seed of its own,
-128 tokens each (no stop sequences, so every sequence runs its full length unless the
-model ends its text). Model loading and a short warm-up are left out.
+requests: the example site's text blocks as Trinity frames them, in turn, each with a
+seed of its own, 128 tokens each (no stop sequences, so every sequence runs its full
+length unless the model ends its text); 32 of them, so that batches stay full but at the
+end (one at a time: the first 11, as its rate does not depend on how many). Model
+loading and a short warm-up are left out.
 
 Each side runs in a process of its own (llama.cpp's OpenMP threads of two sides in one
 process slow each other down), in an order that turns round every round; the figures
 are medians, and the ratios compare sides of the same run.
 
-    python benchmarks/batched_model.py [--rounds 3] [--sequences 4 8 16] [--blocks 16]
+    python benchmarks/batched_model.py [--rounds 3] [--sequences 4 8 16] [--blocks 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -38,15 +41,18 @@ from trinity.project import prepare
 from trinity.scaffold import write_project
 
 TOKENS = 128
+# How many blocks the one-at-a-time side generates: the example site's text blocks, once.
+ONE_AT_A_TIME_BLOCKS = 11
 ONE_AT_A_TIME = 0  # the side's "sequences": none, create_completion
 
 
 def requests(project_dir: Path, blocks: int) -> list[LLMRequest]:
-    """The example site's first `blocks` blocks, TOKENS tokens each, a seed each."""
+    """`blocks` requests, TOKENS tokens each, a seed each: the example site's text blocks
+    in turn (it has 11; a few of them would leave most sequences idle at the end)."""
     project = prepare(project_dir, use_cache=False)
     client = AsyncLLMClient(project.settings.llm)
     planned = [job.request for job in plan_jobs(project, client)]
-    planned = [request for request in planned if request.response_format == "text"][:blocks]
+    texts = itertools.cycle(r for r in planned if r.response_format == "text")
     return [
         replace(
             request,
@@ -54,7 +60,7 @@ def requests(project_dir: Path, blocks: int) -> list[LLMRequest]:
             stop=(),
             options={**request.options, "seed": seed},
         )
-        for seed, request in enumerate(planned)
+        for seed, request in zip(range(blocks), texts, strict=False)
     ]
 
 
@@ -96,7 +102,8 @@ def measure(
     settings = prepare(project_dir, use_cache=False).settings.llm
     runner = ModelRunner(replace(settings, sequences=max(1, sequences), threads=threads))
     if sequences == ONE_AT_A_TIME:
-        return one_at_a_time(runner, batch)
+        # Its rate does not depend on how many blocks there are: the first few will do.
+        return one_at_a_time(runner, batch[:ONE_AT_A_TIME_BLOCKS])
     return batched(runner, batch)
 
 
@@ -123,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sequences", type=int, nargs="+", default=[4, LLMSettings.sequences, 16])
-    parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--blocks", type=int, default=32)
     parser.add_argument("--threads", type=int, help="llm.threads (default: all cores)")
     parser.add_argument("--side", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
