@@ -129,7 +129,7 @@ def measure_in_subprocess(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sequences", type=int, nargs="+", default=[4, LLMSettings.sequences, 16])
+    parser.add_argument("--sequences", type=int, nargs="+", default=[LLMSettings.sequences, 8, 16])
     parser.add_argument("--blocks", type=int, default=32)
     parser.add_argument("--threads", type=int, help="llm.threads (default: all cores)")
     parser.add_argument("--side", type=int, help=argparse.SUPPRESS)

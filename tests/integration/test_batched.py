@@ -1,8 +1,8 @@
 """The batched engine with the real embedded model (Gemma 3 270M): several blocks decoded
 together in one llama.cpp context, each answer as if it had been generated alone.
 
-Answers are short (a few dozen tokens) to keep the tests quick; the engine has 3
-sequences, so a batch of 5 also refills freed sequences.
+Answers are short (a few dozen tokens) to keep the tests quick; the engine has 4
+sequences (the most allowed), so a batch of 6 also refills freed sequences.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from trinity.llm.types import CompletionFrame, LLMRequest
 
 pytestmark = pytest.mark.slow
 
-SEQUENCES = 3
+SEQUENCES = 4
 SETTINGS = LLMSettings(
     provider="local", api_url="", threads=2, sequences=SEQUENCES, max_tokens=24, context=512
 )

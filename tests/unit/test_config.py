@@ -730,17 +730,17 @@ def test_a_model_in_the_file_wins_over_the_providers_default(
 
 def test_local_settings_defaults(write_settings: WriteSettings) -> None:
     llm = load_settings(write_settings("site: {title: T}\n"), environ={}).llm
-    assert (llm.style, llm.threads, llm.context, llm.sequences) == ("auto", None, 2048, 8)
+    assert (llm.style, llm.threads, llm.context, llm.sequences) == ("auto", None, 2048, 4)
 
 
 @pytest.mark.parametrize("style", PROMPT_STYLES)
 def test_local_settings_are_read(write_settings: WriteSettings, style: str) -> None:
     project = write_settings(
         f"site: {{title: T}}\nllm: {{provider: local, style: {style}, threads: 2, context: 4096, "
-        "sequences: 16}\n"
+        "sequences: 3}\n"
     )
     llm = load_settings(project, environ={}).llm
-    assert (llm.style, llm.threads, llm.context, llm.sequences) == (style, 2, 4096, 16)
+    assert (llm.style, llm.threads, llm.context, llm.sequences) == (style, 2, 4096, 3)
 
 
 @pytest.mark.parametrize(
@@ -761,7 +761,7 @@ def test_local_settings_are_read(write_settings: WriteSettings, style: str) -> N
         pytest.param("context: big", "llm.context", "expected an integer, got a string",
                      id="context-type"),
         pytest.param("sequences: 0", "llm.sequences", "must be at least 1", id="sequences-zero"),
-        pytest.param("sequences: 65", "llm.sequences", "must be at most 64", id="sequences-many"),
+        pytest.param("sequences: 5", "llm.sequences", "must be at most 4", id="sequences-many"),
         pytest.param("sequences: 2.5", "llm.sequences", "expected an integer, got a number",
                      id="sequences-type"),
         pytest.param("sequences: eight", "llm.sequences", "expected an integer, got a string",
@@ -787,9 +787,9 @@ def test_a_bad_sequences_setting_names_the_file_and_key(write_settings: WriteSet
 @pytest.mark.parametrize(
     ("provider", "concurrency", "sequences", "in_flight"),
     [
-        pytest.param("local", 4, 8, 8, id="local-fills-its-sequences"),
-        pytest.param("local", 12, 8, 12, id="local-more-concurrency"),
-        pytest.param("ollama", 4, 8, 4, id="servers-keep-concurrency"),
+        pytest.param("local", 2, 4, 4, id="local-fills-its-sequences"),
+        pytest.param("local", 12, 4, 12, id="local-more-concurrency"),
+        pytest.param("ollama", 2, 4, 2, id="servers-keep-concurrency"),
     ],
 )
 def test_the_embedded_model_is_kept_busy_with_a_block_per_sequence(

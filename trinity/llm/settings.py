@@ -64,9 +64,12 @@ DEFAULT_MODELS = {
     "anthropic": "claude-3-5-haiku-latest",
 }
 
-# The most sequences the embedded model may decode together. llama.cpp allows 256; on a
-# CPU the gain flattens out long before 64 (BENCHMARKS.md) while memory keeps growing.
-MAX_SEQUENCES = 64
+# The most sequences the embedded model may decode together. More would be faster (8:
+# 2.4 x one at a time, 16: 2.7 x, against 2.1 x at 4), but from 5 or more tokens a step
+# llama.cpp multiplies some weights (Q8_0, Q5_0) another way, rounded differently, and an
+# answer would depend on the blocks decoded beside it (measured: 8 of the example site's
+# 11 answers changed at 8). Lift it once every step is computed one way (BENCH_NOTES.md).
+MAX_SEQUENCES = 4
 
 # How a prompt reaches the model: chat messages, or a document to continue (base models).
 PROMPT_STYLES = ("auto", "chat", "completion")
@@ -98,7 +101,7 @@ class LLMSettings:
     context: int = 2048  # for `local`: tokens of one sequence (its prompt and its answer)
     # For `local`: how many blocks the embedded model decodes together, each in a sequence
     # of its own in one llama.cpp context (aggregate speed grows with it, as does memory).
-    sequences: int = 8
+    sequences: int = MAX_SEQUENCES
     # Where relative paths in these settings (a local model file) start: the project.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     keys: tuple[ApiKey, ...] = ()
