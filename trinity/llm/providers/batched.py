@@ -10,7 +10,8 @@ of text, max_tokens) frees its place for the next block waiting. On a CPU one st
 A block's answer depends only on its own request: each sequence samples with a chain of
 its own, seeded from the request (the seed, then the next one for a short continuation's
 retry, see local.Attempts), and each sequence attends only to its own part of the
-context. Which blocks share a step does not change it (tests/integration/test_batched.py).
+context. Which blocks share a step does not change it (tests/integration/test_batched.py)
+up to 4 sequences: settings.MAX_SEQUENCES says why not beyond.
 
 What is not decoded here goes through `ModelRunner` as before, one request at a time
 between steps: chat requests (the chat template and its stops are llama-cpp-python's)
