@@ -91,7 +91,7 @@ def crashes_after_two(settings: LLMSettings) -> EchoModel:
 
 
 def slow(settings: LLMSettings) -> EchoModel:
-    """Takes far longer to answer the document led by "First" than a test waits."""
+    """Takes longer to answer the document led by "First" than a test waits for it."""
     import time
 
     model = EchoModel()
@@ -99,7 +99,7 @@ def slow(settings: LLMSettings) -> EchoModel:
 
     def create_completion(prompt: str, **kwargs: Any) -> dict[str, Any]:
         if prompt.endswith("First"):
-            time.sleep(60)
+            time.sleep(2)
         return answer(prompt, **kwargs)
 
     model.create_completion = create_completion  # type: ignore[method-assign]

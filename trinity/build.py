@@ -256,7 +256,7 @@ async def _write_site(
         writer = PageWriter(project, output, files, keep_going=options.keep_going)
         steps = _BlockSteps(reviewer, healer, writer, notes)
         phase = clock()
-        await _run_workers(jobs, steps, settings.llm.concurrency, report, options.observer)
+        await _run_workers(jobs, steps, settings.llm.in_flight(), report, options.observer)
         report.timings["generate"] = clock() - phase
         report.timings["render"] = writer.render_time
         report.pages_reused = writer.reused

@@ -285,7 +285,7 @@ async def measure_model(
 ) -> SideResult:
     """Every block asked of the side's model once, its answer repaired, checked and judged."""
     outcomes: dict[BlockId, Outcome] = {}
-    limiter = anyio.CapacityLimiter(client.settings.concurrency)
+    limiter = anyio.CapacityLimiter(client.settings.in_flight())
 
     async def one(job: Job) -> None:
         async with limiter:

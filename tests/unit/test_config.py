@@ -730,16 +730,17 @@ def test_a_model_in_the_file_wins_over_the_providers_default(
 
 def test_local_settings_defaults(write_settings: WriteSettings) -> None:
     llm = load_settings(write_settings("site: {title: T}\n"), environ={}).llm
-    assert (llm.style, llm.threads, llm.context) == ("auto", None, 2048)
+    assert (llm.style, llm.threads, llm.context, llm.sequences) == ("auto", None, 2048, 4)
 
 
 @pytest.mark.parametrize("style", PROMPT_STYLES)
 def test_local_settings_are_read(write_settings: WriteSettings, style: str) -> None:
     project = write_settings(
-        f"site: {{title: T}}\nllm: {{provider: local, style: {style}, threads: 2, context: 4096}}\n"
+        f"site: {{title: T}}\nllm: {{provider: local, style: {style}, threads: 2, context: 4096, "
+        "sequences: 3}\n"
     )
     llm = load_settings(project, environ={}).llm
-    assert (llm.style, llm.threads, llm.context) == (style, 2, 4096)
+    assert (llm.style, llm.threads, llm.context, llm.sequences) == (style, 2, 4096, 3)
 
 
 @pytest.mark.parametrize(
@@ -759,6 +760,14 @@ def test_local_settings_are_read(write_settings: WriteSettings, style: str) -> N
         pytest.param("context: 255", "llm.context", "must be at least 256", id="context-small"),
         pytest.param("context: big", "llm.context", "expected an integer, got a string",
                      id="context-type"),
+        pytest.param("sequences: 0", "llm.sequences", "must be at least 1", id="sequences-zero"),
+        pytest.param("sequences: 5", "llm.sequences", "must be at most 4", id="sequences-many"),
+        pytest.param("sequences: 2.5", "llm.sequences", "expected an integer, got a number",
+                     id="sequences-type"),
+        pytest.param("sequences: eight", "llm.sequences", "expected an integer, got a string",
+                     id="sequences-word"),
+        pytest.param("sequence: 8", "llm.sequence", "did you mean 'sequences'",
+                     id="sequences-typo"),
     ],
 )  # fmt: skip
 def test_local_settings_are_validated(
@@ -767,6 +776,34 @@ def test_local_settings_are_validated(
     error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  provider: local\n  {llm}\n"))
     assert error.key == key
     assert message in str(error)
+
+
+def test_a_bad_sequences_setting_names_the_file_and_key(write_settings: WriteSettings) -> None:
+    error = config_error(write_settings("site: {title: T}\nllm: {sequences: -3}\n"))
+    assert (error.path, error.key) == ("config/settings.yaml", "llm.sequences")
+    assert str(error) == "config/settings.yaml: llm.sequences: must be at least 1, got -3"
+
+
+@pytest.mark.parametrize(
+    ("provider", "concurrency", "sequences", "in_flight"),
+    [
+        pytest.param("local", 2, 4, 4, id="local-fills-its-sequences"),
+        pytest.param("local", 12, 4, 12, id="local-more-concurrency"),
+        pytest.param("ollama", 2, 4, 2, id="servers-keep-concurrency"),
+    ],
+)
+def test_the_embedded_model_is_kept_busy_with_a_block_per_sequence(
+    write_settings: WriteSettings, provider: str, concurrency: int, sequences: int, in_flight: int
+) -> None:
+    project = write_settings(
+        f"site: {{title: T}}\nllm: {{provider: {provider}, concurrency: {concurrency}, "
+        f"sequences: {sequences}}}\n"
+    )
+    llm = load_settings(project, environ={}).llm
+    assert llm.concurrency == concurrency
+    assert llm.in_flight() == in_flight
+    assert llm.in_flight("local") == max(concurrency, sequences)
+    assert llm.in_flight("ollama") == concurrency
 
 
 @pytest.mark.parametrize("provider", ["ollama", "openai"])

@@ -125,7 +125,7 @@ class AsyncLLMClient:
         self.retry_policy = self.settings.retry
         self.retry_budget = RetryBudget(ratio=self.retry_policy.budget)
         self.budget = CostBudget(self.settings.max_cost)
-        self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        self._limiter = anyio.CapacityLimiter(self.settings.in_flight())
         self._routes = Routes(
             self.settings,
             self.router,

@@ -95,7 +95,7 @@ class Routes:
                 sleep=self.sleep,
                 keyless_limits=endpoint.limits,
             ),
-            pacing=AdaptiveConcurrency(s.concurrency, clock=self.clock),
+            pacing=AdaptiveConcurrency(s.in_flight(endpoint.provider), clock=self.clock),
         )
 
     def _backend_for(self, endpoint: Endpoint) -> Backend:

@@ -64,6 +64,13 @@ DEFAULT_MODELS = {
     "anthropic": "claude-3-5-haiku-latest",
 }
 
+# The most sequences the embedded model may decode together. More would be faster (8:
+# 2.4 x one at a time, 16: 2.7 x, against 2.1 x at 4), but from 5 or more tokens a step
+# llama.cpp multiplies some weights (Q8_0, Q5_0) another way, rounded differently, and an
+# answer would depend on the blocks decoded beside it (measured: 8 of the example site's
+# 11 answers changed at 8). Lift it once every step is computed one way (BENCH_NOTES.md).
+MAX_SEQUENCES = 4
+
 # How a prompt reaches the model: chat messages, or a document to continue (base models).
 PROMPT_STYLES = ("auto", "chat", "completion")
 
@@ -91,7 +98,10 @@ class LLMSettings:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     style: str = "auto"
     threads: int | None = None
-    context: int = 2048
+    context: int = 2048  # for `local`: tokens of one sequence (its prompt and its answer)
+    # For `local`: how many blocks the embedded model decodes together, each in a sequence
+    # of its own in one llama.cpp context (aggregate speed grows with it, as does memory).
+    sequences: int = MAX_SEQUENCES
     # Where relative paths in these settings (a local model file) start: the project.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     keys: tuple[ApiKey, ...] = ()
@@ -109,12 +119,21 @@ class LLMSettings:
     # How many times one block is asked again after its answer failed its checks.
     repair_attempts: int = 2
 
+    def in_flight(self, provider: str | None = None) -> int:
+        """How many requests the build keeps in flight to `provider` (default: the main one):
+        `concurrency`, and for the embedded model at least `sequences`, so that its worker
+        has a block for every sequence it decodes together."""
+        if (provider or self.provider) == "local":
+            return max(self.concurrency, self.sequences)
+        return self.concurrency
+
 
 __all__ = [
     "DEFAULT_API_URLS",
     "DEFAULT_LOCAL_MODEL",
     "DEFAULT_MODELS",
     "HTTP_PROVIDERS",
+    "MAX_SEQUENCES",
     "PROMPT_STYLES",
     "PROVIDERS",
     "PROVIDER_KEY_VARIABLES",

@@ -6,9 +6,10 @@ GGUF carries no chat template is sent the request's `document` (the page framed 
 document that ends where the block's text begins) and its continuation is cut at the
 request's stop sequences; a model with a chat template gets the chat messages.
 
-`ModelRunner` generates with a loaded model; it runs in the worker process that
-`LocalBackend` starts (worker.py), so a crash in native code is a clear error, not a dead
-build.
+`ModelRunner` generates with a loaded model, one request at a time; it runs in the worker
+process that `LocalBackend` starts (worker.py), so a crash in native code is a clear
+error, not a dead build. There the batched engine (batched.py) decodes several requests
+together and leaves to ModelRunner only what it does not batch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, cast
 
@@ -179,6 +181,70 @@ def _skip_gguf_value(file: BinaryIO, kind: int) -> None:
         raise ValueError(f"unknown GGUF value type {kind}")
 
 
+@dataclass
+class Attempts:
+    """The attempts at one document's continuation, and the answer they make.
+
+    A small base model sometimes ends its text at once (a blank line, a heading); then the
+    next seed is tried, a few times at most, and the longest continuation is kept, so the
+    answer is never just the lead. JSON is grammar-bound and taken as it comes. Both ways
+    of generating (one request at a time, and batched.py) follow this one record.
+    """
+
+    request: LLMRequest
+    first_seed: int
+    made: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    best: str = ""
+    finish_reason: str | None = None
+
+    @classmethod
+    def of(cls, request: LLMRequest) -> Attempts:
+        return cls(request, int(request.options.get("seed", 0)))
+
+    @property
+    def wants_json(self) -> bool:
+        return self.request.response_format == "json"
+
+    @property
+    def seed(self) -> int:
+        """The seed of the next attempt: the request's own, then the ones after it."""
+        return self.first_seed + self.made
+
+    @property
+    def done(self) -> bool:
+        if self.made == 0:
+            return False
+        if self.wants_json or self.made >= SAMPLING_ATTEMPTS:
+            return True
+        return len(self.best.split()) >= MIN_CONTINUATION_WORDS
+
+    def record(
+        self, text: str, finish_reason: str | None, *, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """One attempt's continuation; kept when it is the first or longer than the best."""
+        if self.made == 0 or len(text.split()) > len(self.best.split()):
+            self.best, self.finish_reason = text, finish_reason
+        self.made += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+
+    def response(self, model: str) -> LLMResponse:
+        if self.wants_json:
+            answer = self.best.strip()
+        else:
+            # Cut off at max_tokens, it is kept whole here, as every provider's is: the
+            # build trims it to its last finished sentence or item (trinity.llm.trim).
+            answer = (self.request.lead + self.best).strip() if self.best.strip() else ""
+        return LLMResponse(
+            text=answer,
+            model=model,
+            usage=Usage(self.prompt_tokens, self.completion_tokens),
+            finish_reason=self.finish_reason,
+        )
+
+
 class ModelRunner:
     """Generates with one loaded model: what the worker process runs (worker.serve).
 
@@ -208,45 +274,26 @@ class ModelRunner:
         return self._complete(model, request)
 
     def _complete(self, model: Generator, request: LLMRequest) -> LLMResponse:
-        """Continue the request's document; the answer is its lead and the continuation.
-
-        A small base model sometimes ends its text at once (a blank line, a heading); then
-        the next seed is tried, a few times at most, and the longest continuation is kept,
-        so the answer is never just the lead. JSON is grammar-bound and taken as it comes.
-        """
+        """Continue the request's document with `create_completion`, as Attempts directs."""
         assert request.document is not None
         params = sampling(request)
-        wants_json = request.response_format == "json"
-        if wants_json:
+        params.pop("seed", None)
+        if request.response_format == "json":
             params["grammar"] = _json_grammar(request)
         else:
             params["stop"] = list(request.stop)
-        seed = int(params.pop("seed", 0))
-        inputs = outputs = 0
-        best: tuple[str, str | None] = ("", None)
-        for attempt in range(1 if wants_json else SAMPLING_ATTEMPTS):
-            output = model.create_completion(request.document, seed=seed + attempt, **params)
+        attempts = Attempts.of(request)
+        while not attempts.done:
+            output = model.create_completion(request.document, seed=attempts.seed, **params)
             usage = output.get("usage") or {}
-            inputs += int(usage.get("prompt_tokens", 0))
-            outputs += int(usage.get("completion_tokens", 0))
             choice = output["choices"][0]
-            if attempt == 0 or len(choice["text"].split()) > len(best[0].split()):
-                best = (choice["text"], choice.get("finish_reason"))
-            if len(best[0].split()) >= MIN_CONTINUATION_WORDS:
-                break
-        text, finish_reason = best
-        if wants_json:
-            answer = text.strip()
-        else:
-            # Cut off at max_tokens, it is kept whole here, as every provider's is: the
-            # build trims it to its last finished sentence or item (trinity.llm.trim).
-            answer = (request.lead + text).strip() if text.strip() else ""
-        return LLMResponse(
-            text=answer,
-            model=str(output.get("model", "")),
-            usage=Usage(inputs, outputs),
-            finish_reason=finish_reason,
-        )
+            attempts.record(
+                choice["text"],
+                choice.get("finish_reason"),
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+            )
+        return attempts.response(str(output.get("model", "")))
 
     def _chat(self, model: Generator, request: LLMRequest) -> LLMResponse:
         params = sampling(request)
@@ -264,9 +311,16 @@ def _json_grammar(request: LLMRequest) -> Any:
     """A grammar that only admits JSON (matching the block's schema when it has one)."""
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    if request.json_schema is not None:
-        return LlamaGrammar.from_json_schema(json.dumps(dict(request.json_schema)), verbose=False)
-    return LlamaGrammar.from_string(_JSON_GBNF, verbose=False)
+    return LlamaGrammar.from_string(json_gbnf(request), verbose=False)
+
+
+def json_gbnf(request: LLMRequest) -> str:
+    """The GBNF text of `_json_grammar` (its root rule is `root`)."""
+    if request.json_schema is None:
+        return _JSON_GBNF
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return str(json_schema_to_gbnf(json.dumps(dict(request.json_schema))))
 
 
 def _response(output: Any, text: str, finish_reason: str | None) -> LLMResponse:
@@ -295,10 +349,10 @@ class LocalBackend:
     """The `local` provider's backend: the model runs in a worker process (worker.py).
 
     A llama.cpp context is not thread-safe, and a crash in native code would take the
-    build down with it; so one child process owns the model, generates one request at a
-    time, and is started when the first request that needs it arrives, loading the model
-    while the build goes on planning and serving cache hits. `factory` ("module:function")
-    loads the model in the child.
+    build down with it; so one child process owns the model, decodes up to
+    `llm.sequences` requests together (batched.py), and is started when the first request
+    that needs it arrives, loading the model while the build goes on planning and serving
+    cache hits. `factory` ("module:function") loads the model in the child.
     """
 
     def __init__(self, settings: LLMSettings, factory: str | None = None) -> None:

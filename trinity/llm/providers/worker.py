@@ -8,15 +8,26 @@ over a socket pair and reads the answers back. When the child dies, the build sa
 (`ModelCrashed`: the signal, the likely cause, the fix), starts it again once, and fails
 only the blocks it still owed; answers already received are cached by then.
 
+The child decodes several blocks together (batched.py), so the wire is multiplexed: each
+request carries an id, the child reads new requests between its decode steps and answers
+each as it finishes, in any order. In the build, whichever caller is waiting reads for
+all of them and hands each answer to the caller it belongs to (`ModelWorker`). A caller
+that gives up (cancelled) tells the child to drop its request; an answer that still
+comes for it is dropped by its id, so it never reaches another caller.
+
 The wire format is length-prefixed JSON (multiprocessing's Connection framing over a
-socket pair): nothing read back from the child is unpickled. The child gets no secrets:
-only the model's own settings.
+socket pair): nothing read back from the child is unpickled, and everything it sends is
+checked (its size, its shape, its ids). The child gets no secrets: only the model's own
+settings.
 
     parent                                  child (python -m trinity.llm.providers.worker FD)
     {"hello": settings, "factory", "path"}  ->
                                             <-  {"ready": true} | {"error": "..."}
-    {"request": {...}}                      ->
-                                            <-  {"response": {...}} | {"error": "..."}
+    {"id": 1, "request": {...}}             ->
+    {"id": 2, "request": {...}}             ->
+    {"cancel": 1}                           ->
+                                            <-  {"id": 2, "response": {...}, "waited": s}
+                                                | {"id": 2, "error": "..."}
     (socket closed)                         ->  exits
 
 The child writes Python's fatal-error trace (faulthandler: the native crash's signal and
@@ -29,20 +40,23 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import importlib
+import itertools
 import json
+import math
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -59,6 +73,9 @@ from trinity.llm.types import (
 from trinity.logs import get_logger
 from trinity.messages import one_line
 
+if TYPE_CHECKING:
+    from trinity.llm.providers.batched import Engine, Outcome
+
 log = get_logger(__name__)
 
 # The function that loads the model in the child, as "module:function". It is given the
@@ -70,6 +87,13 @@ RESTARTS = 1
 EXIT_GRACE = 5.0
 # How much of the child's trace file a crash record carries (its end: the fatal stack).
 TRACE_LIMIT = 16_000
+# The longest message the child may send: an answer of max_response_bytes with room for
+# JSON's escapes. A longer one is a broken child, not an answer.
+MAX_MESSAGE = 32 * 1024 * 1024
+# The most characters of the child's own account of a failure that reach an error.
+REASON_LIMIT = 2_000
+# How much is read from the child's socket at once.
+READ_SIZE = 256 * 1024
 
 # Signals that mean native code faulted: most often a build for another CPU.
 _FAULTS = frozenset({"SIGSEGV", "SIGILL", "SIGBUS", "SIGFPE", "SIGABRT"})
@@ -131,20 +155,87 @@ def model_settings(settings: LLMSettings) -> dict[str, Any]:
         "model": settings.model,
         "context": settings.context,
         "threads": settings.threads,
+        "sequences": settings.sequences,
         "style": settings.style,
         "base_dir": str(settings.base_dir),
     }
 
 
-def _send(connection: Connection, message: dict[str, Any]) -> None:
-    connection.send_bytes(json.dumps(message).encode("utf-8"))
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode("utf-8")
 
 
-def _receive(connection: Connection) -> dict[str, Any]:
-    message = json.loads(connection.recv_bytes())
+def _decode(data: bytes) -> dict[str, Any]:
+    message = json.loads(data)
     if not isinstance(message, dict):
         raise ValueError("a message is not a JSON object")
     return message
+
+
+def _send(connection: Connection, message: dict[str, Any]) -> None:
+    connection.send_bytes(_encode(message))
+
+
+def _receive(connection: Connection) -> dict[str, Any]:
+    return _decode(connection.recv_bytes())
+
+
+class Channel:
+    """The build's end of the child's socket, for the event loop: whole messages out and
+    in, with multiprocessing's framing (a 4-byte big-endian length, then the JSON).
+
+    Reading waits for the socket without a thread, so a reader that is cancelled leaves
+    nothing half read: the bytes stay in the buffer for the next one. A message longer
+    than MAX_MESSAGE, or not JSON, is a broken child (ValueError).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._buffer = bytearray()
+        self._sending = anyio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        data = _encode(message)
+        frame = memoryview(struct.pack("!i", len(data)) + data)
+        # Shielded: a frame cut off in the middle would garble every message after it.
+        with anyio.CancelScope(shield=True):
+            async with self._sending:
+                while frame:
+                    try:
+                        frame = frame[self.sock.send(frame) :]
+                    except BlockingIOError:
+                        await anyio.wait_writable(self.sock)
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message; EOFError when the child has closed its end."""
+        while (data := self._next_frame()) is None:
+            await anyio.wait_readable(self.sock)
+            try:
+                chunk = self.sock.recv(READ_SIZE)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise EOFError("the worker closed its socket")
+            self._buffer += chunk
+        return _decode(data)
+
+    def _next_frame(self) -> bytes | None:
+        if len(self._buffer) < 4:
+            return None
+        (size,) = struct.unpack("!i", self._buffer[:4])
+        if not 0 <= size <= MAX_MESSAGE:
+            raise ValueError(f"a message of {size} bytes")
+        if len(self._buffer) < 4 + size:
+            return None
+        data = bytes(self._buffer[4 : 4 + size])
+        del self._buffer[: 4 + size]
+        return data
+
+    def close(self) -> None:
+        # Wakes a reader waiting on the socket (ClosedResourceError) before it goes.
+        anyio.notify_closing(self.sock)
+        self.sock.close()
 
 
 # ---------------------------------------------------------------------------- crashes
@@ -168,15 +259,48 @@ def crash_error(returncode: int) -> ModelCrashed:
     return ModelCrashed(summary, fix=fix, returncode=returncode)
 
 
-@dataclass
+class _Restart(Exception):
+    """The child died owing this request, and may be started again: ask the new one."""
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One request the child owes: settled by its reply, or by the child's end."""
+
+    ident: int
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    reply: dict[str, Any] | None = None
+    failure: ModelFailed | _Restart | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.reply is not None or self.failure is not None
+
+    def settle(
+        self, reply: dict[str, Any] | None = None, failure: ModelFailed | _Restart | None = None
+    ) -> None:
+        self.reply, self.failure = reply, failure
+        self.wake.set()
+
+    def nudge(self) -> None:
+        """Wake the caller so it looks again (to read for everyone, now that nobody does)."""
+        self.wake.set()
+
+
+@dataclass(eq=False)
 class _Process:
-    """One running child: the process, our end of its socket, and its trace file."""
+    """One running child: the process, our end of its socket, its trace file, and the
+    requests it owes."""
 
     popen: subprocess.Popen[bytes]
-    connection: Connection
+    channel: Channel
     trace: IO[bytes]
     ready: bool = False
     notes: str = ""  # what the child wrote to its trace file, read when it ended
+    owed: dict[int, _Ticket] = field(default_factory=dict)
+    reading: bool = False  # one caller reads for all at a time
+    gone: anyio.Event | None = None  # set once it is known why the child is gone
+    ended: ModelFailed | _Restart | None = None  # that reason: what every owed request gets
 
     def read_trace(self) -> str:
         try:
@@ -186,32 +310,37 @@ class _Process:
         except (OSError, ValueError):
             return ""
 
-    def close(self) -> int | None:
-        """Ask the child to exit (its socket closes), kill it if it lingers; its status."""
-        self.connection.close()
+    def wait(self) -> int | None:
+        """Wait for the child to exit once its socket is closed, kill it if it lingers;
+        its status (a blocking call: run it on a thread)."""
         try:
             returncode = self.popen.wait(EXIT_GRACE)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             returncode = self.popen.wait()
-        self._keep_notes()
-        return returncode
-
-    def kill(self) -> None:
-        """Stop at once (a cancelled request: its answer would reach the next one)."""
-        self.popen.kill()
-        self.connection.close()
-        self.popen.wait()
-        self._keep_notes()
-
-    def _keep_notes(self) -> None:
         if not self.trace.closed:
             self.notes = self.read_trace()
             self.trace.close()
+        return returncode
+
+    async def close(self) -> int | None:
+        """Ask the child to exit (its socket closes); its status once it has."""
+        self.channel.close()
+        return await anyio.to_thread.run_sync(self.wait)
+
+    def end(self, why: ModelFailed | _Restart) -> None:
+        """The child is gone for `why`: every request it still owes ends with it."""
+        self.ended = why
+        if self.gone is None:
+            self.gone = anyio.Event()
+        self.gone.set()
+        owed, self.owed = self.owed, {}
+        for ticket in owed.values():
+            ticket.settle(failure=why)
 
 
 class ModelWorker:
-    """The parent's side: starts the child, sends it one request at a time, restarts once.
+    """The parent's side: starts the child, keeps many requests in flight, restarts once.
 
     `factory` is the "module:function" that loads the model in the child (tests give one
     that crashes for real). `python` is the interpreter the child runs under.
@@ -234,7 +363,8 @@ class ModelWorker:
         self.started = 0  # processes started, restarts included
         self._process: _Process | None = None
         self._dead: ModelFailed | None = None
-        self._lock = anyio.Lock()
+        self._loading = anyio.Lock()
+        self._ids = itertools.count(1)
 
     def start(self) -> None:
         """Start the child if none runs; it loads the model at once, while we go on."""
@@ -244,32 +374,31 @@ class ModelWorker:
     async def generate(self, request: LLMRequest) -> LLMResponse:
         """The child's answer to `request`; ModelFailed (or ModelCrashed) when it has none.
 
-        `queued` on the answer is the time spent waiting (for the model to load, and for
-        the requests ahead of this one), apart from the time spent generating.
+        `queued` on the answer is the time spent waiting (for the model to load, and in
+        the child for a free sequence), apart from the time spent generating.
         """
         asked = self.timer()
-        async with self._lock:
-            while True:
-                process = await self._ready_process()
-                began = self.timer()
-                try:
-                    reply = await self._exchange(process, {"request": encode_request(request)})
-                except ModelCrashed as crash:
-                    if not self._restart(crash):
-                        raise
-                    continue
-                response = decode_response(reply.get("response"))
-                return replace(response, queued=max(0.0, began - asked))
+        body = encode_request(request)
+        while True:
+            process = await self._ready_process()
+            began = self.timer()
+            try:
+                reply = await self._ask(process, body)
+            except _Restart:
+                continue
+            response = decode_response(reply.get("response"))
+            waited = _seconds(reply.get("waited"))
+            return replace(response, queued=max(0.0, began - asked) + waited)
 
     async def ready(self) -> None:
         """Wait until the model is loaded (raises as generate would if it cannot be)."""
-        async with self._lock:
-            await self._ready_process()
+        await self._ready_process()
 
     async def aclose(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            returncode = await anyio.to_thread.run_sync(process.close)
+            process.end(ModelFailed("the embedded model's worker was closed"))
+            returncode = await process.close()
             notes = process.notes
             if notes:
                 log.debug("llama.cpp: %s", notes)
@@ -288,45 +417,111 @@ class ModelWorker:
             assert process is not None
             if process.ready:
                 return process
-            try:
-                await self._exchange(process, None)
-            except ModelCrashed as crash:
-                if not self._restart(crash):
-                    raise
-                continue
-            except ModelFailed as failure:
-                # A model that cannot load will not load on a second try either.
-                self._dead = failure
-                await self._drop(process)
-                raise
-            process.ready = True
-            return process
+            async with self._loading:  # one caller reads the child's greeting
+                if process.ready or process is not self._process:
+                    continue
+                try:
+                    greeting = await process.channel.receive()
+                except (EOFError, OSError, ValueError) as exc:
+                    crash = await self._crashed(process, _broken(exc))
+                    if not self._restart(crash):
+                        raise crash from None
+                    continue
+                if greeting.get("ready") is not True:
+                    # A model that cannot load will not load on a second try either.
+                    self._dead = _child_failure(greeting.get("error"))
+                    await self._drop(process)
+                    raise _again(self._dead)
+                process.ready = True
+                return process
 
-    async def _exchange(self, process: _Process, message: dict[str, Any] | None) -> dict[str, Any]:
-        """Send `message` (None: only read) and read the reply, on a worker thread.
-
-        If this task is cancelled while the child generates, the child is killed: its
-        answer would otherwise be read as the answer to the next request.
-        """
+    async def _ask(self, process: _Process, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and wait for its reply; _Restart when the child died owing it."""
+        ticket = _Ticket(next(self._ids))
+        process.owed[ticket.ident] = ticket
         try:
-            reply = await anyio.to_thread.run_sync(
-                _roundtrip, process.connection, message, abandon_on_cancel=True
-            )
+            try:
+                await process.channel.send({"id": ticket.ident, "request": body})
+            except (OSError, anyio.ClosedResourceError):
+                await self._lost(process)
+            await self._await(process, ticket)
         except anyio.get_cancelled_exc_class():
-            self._process = None
-            process.kill()
+            if process.owed.pop(ticket.ident, None) is not None and process.gone is None:
+                # The child frees its sequence; an answer already on its way is dropped.
+                with contextlib.suppress(OSError, anyio.ClosedResourceError):
+                    await process.channel.send({"cancel": ticket.ident})
             raise
-        except (EOFError, OSError, ValueError):
-            raise await self._crashed(process) from None
-        if "error" in reply:
-            raise ModelFailed(f"the embedded model failed: {reply['error']}")
-        return reply
+        if isinstance(ticket.failure, _Restart):
+            raise _Restart
+        if ticket.failure is not None:
+            raise _again(ticket.failure)
+        assert ticket.reply is not None
+        if "error" in ticket.reply:
+            raise _child_failure(ticket.reply["error"])
+        return ticket.reply
 
-    async def _crashed(self, process: _Process) -> ModelCrashed:
-        """The error for a child that died: why, logged once with its trace."""
-        self._process = None
-        returncode = await anyio.to_thread.run_sync(process.close)
-        crash = crash_error(returncode if returncode is not None else 1)
+    async def _await(self, process: _Process, ticket: _Ticket) -> None:
+        """Wait until `ticket` is settled, reading for every caller while nobody else does."""
+        while not ticket.settled:
+            if process.reading:
+                await ticket.wake.wait()
+                ticket.wake = anyio.Event()
+                continue
+            process.reading = True
+            try:
+                await self._read_until(process, ticket)
+            finally:
+                process.reading = False
+                # Someone must read on: the callers still waiting wake, and the first of
+                # them takes it over (all, as any one of them may be going, cancelled).
+                for waiting in process.owed.values():
+                    waiting.nudge()
+
+    async def _read_until(self, process: _Process, ticket: _Ticket) -> None:
+        """Read the child's answers, each to its caller, until `ticket` has its own."""
+        while not ticket.settled:
+            try:
+                message = await process.channel.receive()
+            except (EOFError, OSError, ValueError, anyio.ClosedResourceError) as exc:
+                await self._lost(process, _broken(exc))
+                return
+            self._deliver(process, message)
+
+    def _deliver(self, process: _Process, message: dict[str, Any]) -> None:
+        ident = message.get("id")
+        ticket = process.owed.pop(ident, None) if type(ident) is int else None
+        if ticket is None:
+            # A cancelled request's answer (or garbage): it belongs to nobody waiting.
+            log.debug("dropped an answer from the embedded model that nobody waits for")
+            return
+        ticket.settle(reply=message)
+
+    async def _lost(self, process: _Process, broken: str | None = None) -> None:
+        """The child died, or `broken` the protocol: every request it owed ends, to be
+        asked again of a new child if one may be started, else failed with why."""
+        if process.gone is None:  # the first to find it gone finds out why
+            process.gone = anyio.Event()
+            # Shielded: the callers waiting on `gone` need the answer even if we are not.
+            with anyio.CancelScope(shield=True):
+                crash = await self._crashed(process, broken)
+            process.end(_Restart() if self._restart(crash) else crash)
+        else:
+            await process.gone.wait()
+            assert process.ended is not None
+            process.end(process.ended)
+
+    async def _crashed(self, process: _Process, broken: str | None = None) -> ModelCrashed:
+        """The error for a child that died (or broke the protocol, `broken`, and is killed
+        for it: nothing more it says can be trusted): why, logged once with its trace."""
+        if self._process is process:
+            self._process = None
+        if broken is not None:
+            process.popen.kill()
+        returncode = await process.close()
+        if broken is None:
+            crash = crash_error(returncode if returncode is not None else 1)
+        else:
+            crash = ModelCrashed(f"the embedded model's worker {broken}", returncode=returncode)
         log.error(
             "%s",
             crash,
@@ -350,7 +545,7 @@ class ModelWorker:
     async def _drop(self, process: _Process) -> None:
         if self._process is process:
             self._process = None
-        await anyio.to_thread.run_sync(process.close)
+        await process.close()
 
     def _spawn(self) -> _Process:
         ours, theirs = socket.socketpair()
@@ -370,7 +565,6 @@ class ModelWorker:
             raise ModelFailed(f"cannot start the embedded model's worker: {exc}") from None
         finally:
             theirs.close()
-        connection = Connection(ours.detach())
         self.started += 1
         hello = {
             "hello": model_settings(self.settings),
@@ -378,15 +572,31 @@ class ModelWorker:
             # The child finds the factory's module where this process would (a test's).
             "path": [entry for entry in sys.path if entry],
         }
+        data = _encode(hello)
         with contextlib.suppress(OSError):  # it died at once: the first read reports how
-            _send(connection, hello)
-        return _Process(popen, connection, trace)
+            ours.sendall(struct.pack("!i", len(data)) + data)
+        return _Process(popen, Channel(ours), trace)
 
 
-def _roundtrip(connection: Connection, message: dict[str, Any] | None) -> dict[str, Any]:
-    if message is not None:
-        _send(connection, message)
-    return _receive(connection)
+def _broken(exc: Exception) -> str | None:
+    """What a failed read says of the child: None when it is gone (the socket closed),
+    else how it broke the protocol (a message too long, or not a JSON object)."""
+    if isinstance(exc, ValueError):
+        return f"sent a malformed message ({one_line(exc)})"
+    return None
+
+
+def _child_failure(error: Any) -> ModelFailed:
+    """What the child said went wrong: text, on one line and not too long for one."""
+    said = " ".join(error.split())[:REASON_LIMIT] if isinstance(error, str) else ""
+    return ModelFailed(f"the embedded model failed: {said or 'no reason given'}")
+
+
+def _seconds(value: Any) -> float:
+    """A duration the child reports; 0 for anything that is not a finite, positive number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(0.0, float(value))
+    return 0.0
 
 
 def _again(error: ModelFailed) -> ModelFailed:
@@ -414,6 +624,7 @@ def _child_settings(data: dict[str, Any]) -> LLMSettings:
         model=data["model"],
         context=int(data["context"]),
         threads=data["threads"],
+        sequences=int(data["sequences"]),
         style=data["style"],
         base_dir=Path(data["base_dir"]),
     )
@@ -421,29 +632,61 @@ def _child_settings(data: dict[str, Any]) -> LLMSettings:
 
 def serve(connection: Connection) -> None:
     """The child's loop: load the model, then answer requests until the socket closes."""
+    from trinity.llm.providers.batched import engine_for
     from trinity.llm.providers.local import ModelRunner
 
     hello = _receive(connection)
     sys.path.extend(entry for entry in hello["path"] if entry not in sys.path)
     try:
         settings = _child_settings(hello["hello"])
-        runner = ModelRunner(settings, loader=_load_factory(hello["factory"]))
-        runner.load()
+        engine = engine_for(ModelRunner(settings, loader=_load_factory(hello["factory"])))
     except Exception as exc:  # anything the loader raises is the user's answer
         _send(connection, {"error": f"cannot load the model: {one_line(exc)}"})
         return
     _send(connection, {"ready": True})
-    while True:
+    answer(connection, engine)
+
+
+def answer(connection: Connection, engine: Engine) -> None:
+    """Take requests and answer them as they finish, until the build hangs up.
+
+    Between two steps of the engine (one decode of every running sequence) whatever the
+    build sent is read, so a new block takes a sequence as soon as one is free; with
+    nothing to do, the child sleeps until a message comes.
+    """
+    try:
+        while _take_messages(connection, engine, wait=not engine.busy):
+            for outcome in engine.step():
+                _send(connection, _reply(outcome))
+    finally:
+        engine.close()
+
+
+def _take_messages(connection: Connection, engine: Engine, *, wait: bool) -> bool:
+    """Hand every message that has come to the engine (waiting for one if `wait`);
+    False once the build has closed its end."""
+    timeout = None if wait else 0.0
+    while connection.poll(timeout):
         try:
             message = _receive(connection)
         except EOFError:
-            return  # the build is done with us
-        try:
-            response = runner.generate(decode_request(message["request"]))
-        except Exception as exc:
-            _send(connection, {"error": one_line(exc)})
+            return False
+        if "cancel" in message:
+            engine.cancel(int(message["cancel"]))
         else:
-            _send(connection, {"response": response_data(response)})
+            engine.submit(int(message["id"]), decode_request(message["request"]))
+        timeout = 0.0
+    return True
+
+
+def _reply(outcome: Outcome) -> dict[str, Any]:
+    if outcome.response is None:
+        return {"id": outcome.ident, "error": outcome.error or "no answer"}
+    return {
+        "id": outcome.ident,
+        "response": response_data(outcome.response),
+        "waited": outcome.waited,
+    }
 
 
 def main(argv: list[str]) -> None:
