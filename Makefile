@@ -74,13 +74,13 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,local,bench]"
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Run every benchmark, about 17 minutes (results and method in BENCHMARKS.md)
+bench: $(BENCH_STAMP) ## Run every benchmark, about 10 minutes (results and method in BENCHMARKS.md)
 	$(BIN)/python benchmarks/startup.py --markdown
 	$(BIN)/python benchmarks/cache_latency.py --markdown
 	$(BIN)/python benchmarks/fanout.py --markdown
-	$(BIN)/python benchmarks/site_scale.py --markdown
-	$(BIN)/python benchmarks/embedded_model.py --rounds 4
-	$(BIN)/python benchmarks/batched_model.py --rounds 3
+	$(BIN)/python benchmarks/site_scale.py --rounds 2 --markdown
+	$(BIN)/python benchmarks/embedded_model.py --rounds 2
+	$(BIN)/python benchmarks/batched_model.py --rounds 1 --blocks 16 --sequences 4 8
 	$(BIN)/python benchmarks/guard.py --parallel 4 --markdown
 	$(BIN)/python benchmarks/guard_build.py --markdown
 
