@@ -20,7 +20,8 @@ import anyio.lowlevel
 
 from trinity.config import load_build_settings
 from trinity.errors import BuildFailed, LLMError
-from trinity.guardian import Guardian, GuardOptions, GuardOutcome, Healer
+from trinity.guardian import Guardian, GuardOutcome, Healer
+from trinity.layout.findings import GuardOptions
 from trinity.llm.client import AsyncLLMClient
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context

@@ -35,7 +35,7 @@ from trinity.version import __version__
 if TYPE_CHECKING:
     from trinity.doctor import CheckResult
     from trinity.evaluation import Evaluation, Outcome
-    from trinity.guardian import GuardOptions
+    from trinity.layout.findings import GuardOptions
     from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome, TierStatus
     from trinity.project import Project
@@ -382,7 +382,7 @@ def _guard_options(guard: str | None, screenshots: bool) -> GuardOptions | None:
     """`--guard[=heal|strict]` and `--guard-screenshots` (which implies --guard)."""
     if guard is None and not screenshots:
         return None
-    from trinity.guardian import MODES, GuardOptions  # only guarded builds need it
+    from trinity.layout.findings import MODES, GuardOptions
 
     mode = guard or "heal"
     if mode not in MODES:

@@ -34,10 +34,11 @@ from trinity.errors import InputError, LLMError
 from trinity.layout.findings import (
     CLIPPED,
     HEADING_WRAP,
+    MODES,
     OVERFLOW,
     TOO_LONG,
-    WIDTHS,
     Finding,
+    GuardOptions,
     LayoutLimits,
 )
 from trinity.layout.fixes import (
@@ -89,22 +90,8 @@ WORD_CHARS = 20
 LENGTH_MARGIN = 0.9
 MIN_BLOCK_WORDS = 10
 
-MODES = ("heal", "strict")
 # A fix's budget read back from disk is no larger than this (words or characters).
 MAX_LIMIT = 100_000
-
-
-@dataclass(frozen=True)
-class GuardOptions:
-    """How the guard runs: `mode` heal (report what is left) or strict (fail the build on
-    it), the browser (None: found as trinity.layout.browser.find_chromium says), and
-    whether to keep screenshots of the pages with findings, before and after."""
-
-    mode: str = "heal"
-    chromium: str | None = None
-    screenshots: bool = False
-    widths: tuple[int, ...] = WIDTHS
-    parallel: int = 4
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,24 @@ class Finding:
 
 def _number(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+# How the guard may run: heal what it finds, or also fail the build on what is left.
+MODES = ("heal", "strict")
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """How the guard runs: `mode` heal (report what is left) or strict (fail the build on
+    it), the browser (None: found as trinity.layout.browser.find_chromium says), and
+    whether to keep screenshots of the pages with findings, before and after.
+
+    Here, beside the findings, and not in trinity.guardian: the command line reads them
+    for every guarded build, also one that finds nothing changed and loads nothing else.
+    """
+
+    mode: str = "heal"
+    chromium: str | None = None
+    screenshots: bool = False
+    widths: tuple[int, ...] = WIDTHS
+    parallel: int = 4
