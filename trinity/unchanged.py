@@ -107,7 +107,7 @@ def keep_unchanged(
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
-    """What tells one copy of a file from the next: device, inode, size, change time."""
+    """What tells one copy of a file from the next: device, inode, size, modification time."""
     try:
         status = path.stat()
     except OSError:
