@@ -27,7 +27,6 @@ from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.manifest import MANIFEST_FILE
 from trinity.messages import shown_path
-from trinity.oserrors import resource_error
 from trinity.pages import PageWriter
 from trinity.plan import Job, plan_jobs
 from trinity.project import Project, prepare_settings, project_client
@@ -39,6 +38,7 @@ from trinity.report import (
     NullObserver,
     cache_counts,
     write_report,
+    write_report_or_say,
 )
 from trinity.review import AnswerJudge, Reviewer, failure_reason
 from trinity.staging import BackgroundWriter, StagedOutput
@@ -338,11 +338,7 @@ def _failure_list(report: BuildReport) -> list[tuple[str, str, str]]:
 def _write_finished_report(report: BuildReport, path: Path) -> None:
     """The report of a build that succeeded, at `path`. The site is written by then, but a
     script that asked for the report must hear that it has none: one line, exit 1."""
-    try:
-        write_report(report, path)
-    except OSError as exc:
-        doing = "writing the build report"
-        raise resource_error(exc, shown_path(path), doing, after="the site was written") from exc
+    write_report_or_say(report, path, after="the site was written")
 
 
 def _write_unfinished_report(report: BuildReport, path: Path | None) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from trinity.logs import current_correlation_id, get_logger
+from trinity.messages import shown_path
+from trinity.oserrors import resource_error
 from trinity.staging import MARKER_DIR
 from trinity.version import GENERATOR
 
@@ -239,6 +241,17 @@ def write_report(report: BuildReport, path: Path) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)  # a full disk must not keep half a report
         raise
+
+
+def write_report_or_say(report: BuildReport, path: Path, *, after: str) -> None:
+    """`write_report`, a refusal of the file system raised as a ResourceError: one line
+    naming the file, what was being done, and `after`, what became of the site."""
+    try:
+        write_report(report, path)
+    except OSError as exc:
+        raise resource_error(
+            exc, shown_path(path), "writing the build report", after=after
+        ) from exc
 
 
 def cache_counts(

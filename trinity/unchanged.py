@@ -34,15 +34,13 @@ from trinity.config import Settings
 from trinity.lock import output_lock
 from trinity.logs import correlation, current_correlation_id, get_logger
 from trinity.manifest import MANIFEST_FILE, SiteRecord, read_site_record
-from trinity.messages import shown_path
-from trinity.oserrors import resource_error
 from trinity.projectfiles import (
     BUILTIN_THEMES_DIR,
     CONTENT_DIR,
     PROJECT_THEMES_DIR,
     SITE_TEMPLATES_DIR,
 )
-from trinity.report import REPORT_FILE, BlockResult, BuildReport, write_report
+from trinity.report import REPORT_FILE, BlockResult, BuildReport, write_report_or_say
 from trinity.staging import MARKER_DIR
 from trinity.version import GENERATOR
 
@@ -79,10 +77,10 @@ def keep_unchanged(
     site the same guard passed). A dry run, or a refresh of the cache, always builds."""
     if dry_run or refresh:
         return Unchanged(None)
+    started = clock()
     inputs = site_inputs(settings, guard)
     if inputs is None:
         return Unchanged(None)
-    started = clock()
     output_dir = settings.build.output_dir.resolve()
     # Looked at first without the lock: a build with work to do takes it later, and one
     # refused for bad input must not leave a lock file behind.
@@ -231,13 +229,8 @@ def _kept_report(settings: Settings, site: SiteRecord) -> BuildReport:
 def _write_kept_report(report: BuildReport, output_dir: Path, report_path: Path | None) -> None:
     """The report, into the site (in place of the last build's) and to `report_path`."""
     for path in (output_dir / REPORT_FILE, report_path):
-        if path is None:
-            continue
-        try:
-            write_report(report, path)
-        except OSError as exc:
-            doing, after = "writing the build report", "the site was left as it was"
-            raise resource_error(exc, shown_path(path), doing, after=after) from exc
+        if path is not None:
+            write_report_or_say(report, path, after="the site was left as it was")
     log.info(
         "build finished: %d blocks, nothing changed",
         len(report.blocks),

@@ -353,3 +353,22 @@ def test_a_malformed_site_record_is_dropped_and_the_pages_record_kept(
 
     assert manifest.site is None
     assert manifest.pages == {"index.html": ("f" * 32, 10)}
+
+
+def test_a_kept_site_whose_report_cannot_be_written_says_so_in_one_line(
+    site_project: SiteProject,
+) -> None:
+    from trinity.errors import ResourceError
+
+    build_site(site_project.root, environ={})
+    report = site_project.output / ".trinity" / "report.json"
+    report.unlink()
+    report.mkdir()  # a folder where the report goes: the file system refuses the write
+
+    with pytest.raises(ResourceError) as raised:
+        build_site(site_project.root, environ={})
+
+    message = str(raised.value)
+    assert "report.json" in message and "writing the build report" in message
+    assert "the site was left as it was" in message
+    assert (site_project.output / LUMEN).is_file()

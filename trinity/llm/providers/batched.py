@@ -25,7 +25,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from trinity.llm.providers.base import sampling
@@ -36,20 +36,6 @@ from trinity.messages import one_line
 # The most tokens one llama_decode carries (n_batch, and n_ubatch: one compute pass).
 # Prompts longer than what is left of it are fed in chunks over several steps.
 BATCH_TOKENS = 512
-# The options (besides temperature and max_tokens) a batched sequence samples with; a
-# request with any other goes to create_completion, which knows them all.
-BATCHED_OPTIONS = frozenset(
-    {
-        "seed",
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "repeat_penalty",
-        "frequency_penalty",
-        "presence_penalty",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -161,16 +147,19 @@ class SamplerSpec:
     def of(cls, request: LLMRequest) -> SamplerSpec | None:
         """The spec for a completion request; None when it needs create_completion."""
         params = sampling(request)
-        params.pop("seed", None)
-        if request.document is None or not set(params) <= BATCHED_OPTIONS | {
-            "temperature",
-            "max_tokens",
-        }:
+        params.pop("seed", None)  # the sequence's own chain is seeded (Attempts)
+        # A request with an option the spec does not hold (mirostat, logit_bias...) goes
+        # to create_completion, which knows them all.
+        if request.document is None or not set(params) <= _SAMPLED_WITH:
             return None
         ints = {"max_tokens", "top_k"}
         values = {name: int(v) if name in ints else float(v) for name, v in params.items()}
         grammar = json_gbnf(request) if request.response_format == "json" else None
         return cls(**values, grammar=grammar)  # type: ignore[arg-type]
+
+
+# What a batched sequence samples with: the spec's fields but the grammar (not an option).
+_SAMPLED_WITH = frozenset(f.name for f in fields(SamplerSpec)) - {"grammar"}
 
 
 class _Llama:
