@@ -265,7 +265,7 @@ def test_a_redis_outage_mid_build_costs_one_warning_and_no_pile_up(
     ((keys, failed),) = before_outage
     assert (keys >= 20, failed) == (True, 0)
     (warning,) = warnings_logged(caplog)
-    assert warning.name == "trinity.cache.redis"
+    assert warning.name == "trinity.cache.redislink"
     assert f"{own_redis_server.host}:{own_redis_server.port}" in warning.getMessage()
     assert redis.breaker.is_open
     # Every call that failed was on its way when the first failure opened the breaker;

@@ -1,10 +1,8 @@
 """The Redis tier: answers shared between machines (CI runners, teammates), as JSON bytes.
 
-A cache must never slow a build down. Every call has a short connection and socket
-timeout (100 ms by default), redis-py's own retries are off, and a small circuit breaker
-opens on the first failure: after one warning the tier reads as a miss and writes
-nothing, without waiting on Redis again, for the rest of the run (or until `reset_after`
-seconds have passed, for long-lived processes that ask for it).
+A cache must never slow a build down: the tier talks to Redis through a RedisLink
+(trinity.cache.redislink), whose short timeouts and breaker make an outage cost one
+warning and one short wait, after which the tier reads as a miss and writes nothing.
 """
 
 from __future__ import annotations
@@ -16,51 +14,14 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from trinity.cache.codec import decode, encode
+from trinity.cache.redislink import RedisBreaker, RedisLink
 from trinity.cache.tier import Keep, TierUsage
-from trinity.logs import get_logger
-from trinity.messages import one_line
-
-log = get_logger(__name__)
 
 T = TypeVar("T")
 
-# What a broken, stopped or unreachable Redis raises; redis-py wraps most of it already.
-_FAILURES = (redis.RedisError, OSError, TimeoutError)
 _SCAN_BATCH = 1000
-
-
-class RedisBreaker:
-    """Open after the first failure; closed again only after `reset_after` seconds, if set."""
-
-    def __init__(
-        self, reset_after: float | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.reset_after = reset_after
-        self.clock = clock
-        self.opened_at: float | None = None
-        self.openings = 0
-
-    @property
-    def is_open(self) -> bool:
-        if self.opened_at is None:
-            return False
-        if self.reset_after is not None and self.clock() - self.opened_at >= self.reset_after:
-            self.opened_at = None  # let the next call try Redis again
-            return False
-        return True
-
-    def trip(self) -> bool:
-        """Open the breaker; True if this call opened it (and so should say why)."""
-        if self.opened_at is not None:
-            return False
-        self.opened_at = self.clock()
-        self.openings += 1
-        return True
 
 
 class RedisTier:
@@ -79,18 +40,30 @@ class RedisTier:
         breaker: RedisBreaker | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self.link = RedisLink(
+            host=host,
+            port=port,
+            db=db,
+            password=password,
+            timeout=timeout,
+            breaker=breaker,
+            clock=clock,
+            purpose="Redis cache",
+        )
         self.host, self.port, self.db = host, port, db
         self.prefix = prefix
         self.timeout = timeout
         self.ttl = ttl
-        self.breaker = breaker or RedisBreaker()
-        self.clock = clock
-        self._password = password
-        self._sync: redis.Redis | None = None
-        self._async: redis.asyncio.Redis | None = None
-        # Seconds spent in calls that failed: what an outage cost the build.
-        self.failed_calls = 0
-        self.time_lost = 0.0
+        self.breaker = self.link.breaker
+
+    @property
+    def failed_calls(self) -> int:
+        return self.link.failed_calls
+
+    @property
+    def time_lost(self) -> float:
+        """Seconds spent in calls that failed: what an outage cost the build."""
+        return self.link.time_lost
 
     @property
     def address(self) -> str:
@@ -149,9 +122,7 @@ class RedisTier:
         return TierUsage(self.name, entries, size)
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        self.link.close()
 
     # ------------------------------------------------------------------ async
 
@@ -167,11 +138,7 @@ class RedisTier:
         await self._run_async(lambda r: r.delete(self.prefix + key), None)
 
     async def aclose(self) -> None:
-        # An asyncio client belongs to its event loop: the next run makes its own.
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
-        self.close()
+        await self.link.aclose()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -180,56 +147,15 @@ class RedisTier:
         return None if seconds is None else max(1, round(seconds))
 
     def _client(self) -> redis.Redis:
-        if self._sync is None:
-            self._sync = redis.Redis(**self._options(), retry=Retry(NoBackoff(), 0))
-        return self._sync
-
-    def _async_client(self) -> redis.asyncio.Redis:
-        if self._async is None:
-            self._async = redis.asyncio.Redis(**self._options(), retry=AsyncRetry(NoBackoff(), 0))
-        return self._async
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "db": self.db,
-            "password": self._password,
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-        }
+        return self.link.client()
 
     def _run(self, command: Callable[[redis.Redis], Any], default: T) -> Any | T:
-        if self.breaker.is_open:
-            return default
-        started = self.clock()
-        try:
-            return command(self._client())
-        except _FAILURES as exc:
-            self._failed(exc, started)
-            return default
+        return self.link.run(command, default)
 
     async def _run_async(
         self, command: Callable[[redis.asyncio.Redis], Awaitable[Any]], default: T
     ) -> Any | T:
-        if self.breaker.is_open:
-            return default
-        started = self.clock()
-        try:
-            return await command(self._async_client())
-        except _FAILURES as exc:
-            self._failed(exc, started)
-            return default
-
-    def _failed(self, exc: BaseException, started: float) -> None:
-        self.failed_calls += 1
-        self.time_lost += self.clock() - started
-        if self.breaker.trip():
-            log.warning(
-                "Redis cache at %s failed (%s); continuing without it for the rest of this run",
-                self.address,
-                one_line(exc),
-            )
+        return await self.link.run_async(command, default)
 
     def _key_batches(self, client: redis.Redis) -> Iterator[list[bytes]]:
         pattern = _glob_escape(self.prefix) + "*"
