@@ -25,6 +25,7 @@ from trinity.staging import check_output_dir
 if TYPE_CHECKING:
     import httpx
 
+    from trinity.cache.redislink import RedisLink
     from trinity.llm.client import AsyncLLMClient
     from trinity.llm.settings import LLMSettings
 
@@ -171,6 +172,7 @@ async def project_client(
     from trinity.llm.client import AsyncLLMClient
 
     cache = open_cache(settings)
+    shared = open_shared(settings)
     try:
         async with AsyncLLMClient(
             llm or settings.llm,
@@ -178,8 +180,27 @@ async def project_client(
             cache_ttl=settings.cache.ttl,
             cache_refresh=refresh_cache,
             transport=transport,
+            shared=shared,
         ) as client:
             yield client
     finally:
         if cache is not None:
             await cache.aclose()
+        if shared is not None:
+            await shared.aclose()
+
+
+def open_shared(settings: Settings) -> RedisLink | None:
+    """The Redis that processes building at once share their rate limits, budgets and
+    in-flight requests through: the cache's Redis tier's server, when it has one."""
+    if "redis" not in settings.cache.tiers:
+        return None
+    # Imported here: redis-py is slow to import, and most builds have no Redis.
+    from trinity.cache.redislink import RedisLink
+
+    return RedisLink.from_settings(
+        settings.cache.redis,
+        purpose="Redis for the state shared between builds",
+        without="rate limits, budgets and in-flight requests are this process's own "
+        "for the rest of this run",
+    )

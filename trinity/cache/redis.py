@@ -45,6 +45,7 @@ class RedisTier:
             port=port,
             db=db,
             password=password,
+            prefix=prefix,
             timeout=timeout,
             breaker=breaker,
             clock=clock,

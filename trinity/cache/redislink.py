@@ -76,6 +76,7 @@ class RedisLink:
         port: int = 6379,
         db: int = 0,
         password: str | None = None,
+        prefix: str = "trinity:",
         timeout: float = 0.1,
         breaker: RedisBreaker | None = None,
         clock: Callable[[], float] = time.perf_counter,
@@ -83,6 +84,7 @@ class RedisLink:
         without: str = "continuing without it for the rest of this run",
     ) -> None:
         self.host, self.port, self.db = host, port, db
+        self.prefix = prefix  # what the names of Trinity's keys begin with
         self.timeout = timeout
         self.breaker = breaker or RedisBreaker()
         self.clock = clock
@@ -103,6 +105,7 @@ class RedisLink:
             port=settings.port,
             db=settings.db,
             password=settings.password,
+            prefix=settings.prefix,
             timeout=settings.timeout,
             **options,
         )

@@ -18,6 +18,9 @@ outside in (the parts each uses live in modules of their own)::
                                   HTTP through the one httpx client, or the embedded
                                   model's worker process (routes.py)
 
+With `shared` (a RedisLink), what several processes building at once must agree on is
+kept in Redis rather than in this process.
+
 The breaker sits inside the retry loop so that once it opens, not one more attempt
 reaches a dead server; an open breaker is not retried but fails over to the next model,
 as does an embedded model that failed (ModelFailed), for a request that carries chat
@@ -61,6 +64,8 @@ from trinity.logs import correlation, current_correlation_id, get_logger
 
 if TYPE_CHECKING:
     import httpx
+
+    from trinity.cache.redislink import RedisLink
 
 log = get_logger(__name__)
 
@@ -109,9 +114,13 @@ class AsyncLLMClient:
         timer: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         random: Callable[[], float] = _random.random,
+        shared: RedisLink | None = None,
     ) -> None:
         self.settings = settings or LLMSettings()
         self.cache = cache
+        # The Redis through which processes building at once share rate limits, budgets
+        # and requests in flight; None: this process keeps them to itself.
+        self.shared = shared
         self.router = Router(self.settings)
         self.answers = AnswerCache(
             cache, self.settings, self.router, ttl=cache_ttl, refresh=cache_refresh
