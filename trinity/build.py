@@ -47,6 +47,8 @@ from trinity.unchanged import keep_unchanged
 if TYPE_CHECKING:
     import httpx
 
+    from trinity.llm.events import ClientEvents
+
 log = get_logger(__name__)
 
 
@@ -97,6 +99,7 @@ async def build_project(
     judge: AnswerJudge | None = None,
     guard: GuardOptions | None = None,
     inputs: str | None = None,
+    events: ClientEvents | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -120,6 +123,9 @@ async def build_project(
     `inputs` is the digest of what the project was loaded from (trinity.unchanged); a
     build that leaves nothing to do again records it, so that the next build with the
     same inputs keeps the site without loading it.
+
+    `events` hears every attempt, retry and breaker change of the client made here (a
+    `client` passed in brings its own); trinity.metrics counts them.
     """
     chromium = _guard_browser(guard, dry_run)
     options = _BuildOptions(
@@ -139,7 +145,7 @@ async def build_project(
         if client is not None:
             return await _build(project, client, options)
         async with project_client(
-            project.settings, refresh_cache=refresh_cache, transport=transport
+            project.settings, refresh_cache=refresh_cache, transport=transport, events=events
         ) as own:
             return await _build(project, own, options)
 

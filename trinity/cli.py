@@ -267,13 +267,34 @@ def build(
             "a page showing them (output/.trinity/guard/index.html).",
         ),
     ] = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the build's Prometheus metrics here (node_exporter's textfile "
+            "format), also when it fails.",
+        ),
+    ] = None,
+    metrics_push: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Push the build's metrics to this Pushgateway."),
+    ] = None,
+    metrics_instance: Annotated[
+        str | None,
+        typer.Option(help="With --metrics-push: the instance label that groups them."),
+    ] = None,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     from trinity.config import load_build_settings
     from trinity.logs import new_correlation_id
+    from trinity.metrics import metrics_request, recorded
     from trinity.unchanged import keep_unchanged
 
-    with _errors_to_exit_codes(), _logging(project, config, log_profile, quiet=quiet) as logs:
+    metrics = (metrics_file, metrics_push, metrics_instance)
+    with (
+        _errors_to_exit_codes(),
+        _logging(project, config, log_profile, quiet=quiet) as logs,
+        recorded(metrics_request(*metrics, dry_run=dry_run)) as meter,
+    ):
         guard_options = _guard_options(guard, guard_screenshots)
         settings = load_build_settings(
             project,
@@ -300,6 +321,7 @@ def build(
             on_lock_wait=_say_waiting,
         )
         report = unchanged.report
+        meter.track(report)
         if report is None:
             import anyio
 
@@ -313,7 +335,8 @@ def build(
                         lambda: build_project(
                             prepared,
                             dry_run=dry_run,
-                            observer=progress,
+                            observer=meter.observing(progress),
+                            events=meter.events,
                             keep_going=keep_going,
                             correlation_id=correlation_id,
                             report_path=report_path,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from trinity.cache.redislink import RedisLink
     from trinity.llm.client import AsyncLLMClient
+    from trinity.llm.events import ClientEvents
     from trinity.llm.settings import LLMSettings
 
 log = get_logger(__name__)
@@ -165,6 +166,7 @@ async def project_client(
     llm: LLMSettings | None = None,
     refresh_cache: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    events: ClientEvents | None = None,
 ) -> AsyncIterator[AsyncLLMClient]:
     """A client on the cache the settings ask for, closed with it. `llm` replaces the LLM
     settings (`trinity eval` asks without fallbacks); see AsyncLLMClient for the rest."""
@@ -181,6 +183,7 @@ async def project_client(
             cache_refresh=refresh_cache,
             transport=transport,
             shared=shared,
+            events=events,
         ) as client:
             yield client
     finally:

@@ -146,6 +146,7 @@ class CircuitBreaker:
         *,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, str, str], None] | None = None,
     ) -> CircuitBreaker:
         """A breaker for one endpoint, set as the settings' `llm.breaker` says."""
         return cls(
@@ -155,6 +156,7 @@ class CircuitBreaker:
             window=policy.window,
             name=name,
             clock=clock,
+            on_change=on_change,
         )
 
     # ------------------------------------------------------------------ state

@@ -19,7 +19,8 @@ outside in (the parts each uses live in modules of their own)::
                                   model's worker process (routes.py)
 
 With `shared` (a RedisLink), what several processes building at once must agree on is
-kept in Redis rather than in this process.
+kept in Redis rather than in this process. With `events` (llm/events.py), a listener hears
+each attempt, retry and breaker change (trinity.metrics counts them).
 
 The breaker sits inside the retry loop so that once it opens, not one more attempt
 reaches a dead server; an open breaker is not retried but fails over to the next model,
@@ -52,6 +53,7 @@ from trinity.llm.adaptive import AdaptiveConcurrency, acquire_promptly
 from trinity.llm.answercache import AnswerCache, Validator, passes
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
+from trinity.llm.events import ClientEvents, attempt_outcome
 from trinity.llm.pricing import CostBudget, Price, cost, price_for
 from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.requests import RequestMaker, RequestOptions
@@ -115,12 +117,14 @@ class AsyncLLMClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         random: Callable[[], float] = _random.random,
         shared: RedisLink | None = None,
+        events: ClientEvents | None = None,
     ) -> None:
         self.settings = settings or LLMSettings()
         self.cache = cache
         # The Redis through which processes building at once share rate limits, budgets
         # and requests in flight; None: this process keeps them to itself.
         self.shared = shared
+        self.events = events
         self.router = Router(self.settings)
         self.answers = AnswerCache(
             cache, self.settings, self.router, ttl=cache_ttl, refresh=cache_refresh
@@ -143,6 +147,7 @@ class AsyncLLMClient:
             backend=backend,
             clock=clock,
             sleep=sleep,
+            on_breaker_change=events.breaker_changed if events is not None else None,
         )
         self._in_flight: Coalescer[LLMResponse] = Coalescer()
         self._entered = False
@@ -315,6 +320,8 @@ class AsyncLLMClient:
 
         def note_retry(number: int, error: LLMError, delay: float) -> None:
             self.stats.retries += 1
+            if self.events is not None:
+                self.events.retried(target)
             log.info(
                 "retrying %s after %s (attempt %d, waiting %.2f s)", target, error, number, delay
             )
@@ -349,14 +356,19 @@ class AsyncLLMClient:
             )
         except LLMError as error:
             status = getattr(error, "status", None) or type(error).__name__
-            self._log_request(target, number, status, self.timer() - began)
+            elapsed = self.timer() - began
+            self._log_request(target, number, status, elapsed)
+            if self.events is not None:
+                self.events.attempted(target, attempt_outcome(error), elapsed, None, 0.0)
             raise
         # The time spent waiting (for a rate limit, or a local model's load and queue)
         # is logged apart: it is not the model's, and adds up to more than the build.
-        elapsed = self.timer() - began
-        self._log_request(
-            target, number, "ok", elapsed - response.queued, response.usage, wait=response.queued
-        )
+        took = self.timer() - began - response.queued
+        usage = response.usage
+        self._log_request(target, number, "ok", took, usage, wait=response.queued)
+        if self.events is not None:
+            priced = cost(price, usage.input_tokens, usage.output_tokens)
+            self.events.attempted(target, "ok", took, usage, priced)
         return response
 
     async def _send_single_request(

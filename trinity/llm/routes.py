@@ -49,7 +49,8 @@ class Routes:
     """The routes of one client, by provider; closes what it made.
 
     `http_client` or `transport` may be injected (tests use `httpx.MockTransport`), and so
-    may a `backend` for the main provider's endpoint; neither is closed here.
+    may a `backend` for the main provider's endpoint; neither is closed here. Every
+    breaker made here tells `on_breaker_change(endpoint, old, new)` of its changes.
     """
 
     def __init__(
@@ -62,11 +63,13 @@ class Routes:
         backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        on_breaker_change: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self.clock = clock
         self.sleep = sleep
+        self.on_breaker_change = on_breaker_change
         self._http = http_client
         self._owns_http = http_client is None
         self._transport = transport
@@ -88,7 +91,9 @@ class Routes:
         return Route(
             endpoint=endpoint,
             backend=self._backend_for(endpoint),
-            breaker=CircuitBreaker.from_policy(s.breaker, name=endpoint.name, clock=self.clock),
+            breaker=CircuitBreaker.from_policy(
+                s.breaker, name=endpoint.name, clock=self.clock, on_change=self.on_breaker_change
+            ),
             pool=KeyPool(
                 endpoint.keys,
                 clock=self.clock,
