@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
         "review",
         "judge",
         "report",
+        "metrics",
         "staging",
         "guardian",
     },
