@@ -40,15 +40,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 
-from trinity.errors import InputError
+from trinity.errors import InputError, ResourceError
 from trinity.llm.events import NOT_SENT
 from trinity.llm.settings import Target
 from trinity.llm.types import Usage
-from trinity.logs import get_logger
+from trinity.logs import correlation, get_logger
 from trinity.messages import one_line, shown_path
-from trinity.oserrors import resource_error
+from trinity.oserrors import os_reason, resource_error
 from trinity.report import BlockResult, BuildObserver, BuildReport
 from trinity.urls import shown_url
 from trinity.version import __version__
@@ -299,6 +300,11 @@ class BuildMeter:
         a build that succeeded, else a warning."""
         if self.report is None:
             return  # stopped before it began (bad input, a busy lock): nothing to measure
+        with correlation(self.report.correlation_id):  # what is logged is the build's
+            self._emit(request, error)
+
+    def _emit(self, request: MetricsRequest, error: BaseException | None) -> None:
+        assert self.report is not None
         status = _status(self.report, error)
         now = self.clock()
         succeeded = status == "built"
@@ -317,13 +323,17 @@ class BuildMeter:
                         one_line(exc),
                     )
                     return
-                raise resource_error(
-                    exc,
-                    shown_path(request.file),
-                    "writing the build's metrics",
-                    instead="another file",
-                    after="the site is in place",
-                ) from exc
+                raise _unwritable(exc, request.file) from exc
+
+
+def _unwritable(exc: OSError, path: Path) -> ResourceError:
+    """A metrics file that could not be written, as one line naming what refused: the
+    file, or a folder on its way that could not be made."""
+    shown = shown_path(path)
+    where, doing = shown, "writing the build's metrics"
+    if isinstance(exc.filename, str) and path.is_relative_to(exc.filename):
+        where, doing = shown_path(exc.filename), f"{doing} to {shown}"
+    return resource_error(exc, where, doing, instead="another file", after="the site is in place")
 
 
 class _Observing:
@@ -523,9 +533,18 @@ def _push(request: MetricsRequest, families: list[Metric], *, replace: bool) -> 
         log.warning(
             "could not push the build's metrics to the Pushgateway at %s: %s",
             shown_url(request.push),
-            one_line(exc),
+            _push_failure(exc),
             extra={"event": "metrics_push_failed"},
         )
+
+
+def _push_failure(exc: Exception) -> str:
+    """Why a push failed, as a phrase: urllib wraps the system's reason in its own."""
+    if isinstance(exc, HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, URLError):
+        exc = exc.reason if isinstance(exc.reason, Exception) else exc
+    return os_reason(exc) if isinstance(exc, OSError) and exc.strerror else one_line(exc)
 
 
 __all__ = [
