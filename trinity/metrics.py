@@ -255,6 +255,10 @@ class BuildMeter:
     def _client_families(self) -> Iterator[Metric]:
         from prometheus_client.metrics_core import HistogramMetricFamily
 
+        # Every model asked has its tokens, cost and retries, if only 0: a series that is
+        # there at 0 is one a query can read, and one a POST to a Pushgateway replaces.
+        asked = {labels[:2] for labels in self.requests}
+        tokens = _with_zeros(self.tokens, {(*m, d) for m in asked for d in ("input", "output")})
         model = ["provider", "model"]
         yield _counter(
             "trinity_llm_requests",
@@ -274,16 +278,19 @@ class BuildMeter:
             "trinity_llm_tokens",
             "Tokens of the answers models gave, by direction (input, output).",
             [*model, "direction"],
-            self.tokens,
+            tokens,
         )
         yield _counter(
-            "trinity_llm_cost_usd", "What the answers models gave cost, in USD.", model, self.cost
+            "trinity_llm_cost_usd",
+            "What the answers models gave cost, in USD.",
+            model,
+            _with_zeros(self.cost, asked),
         )
         yield _counter(
             "trinity_llm_retries",
             "Failed attempts tried again (429s waited out included).",
             model,
-            self.retries,
+            _with_zeros(self.retries, asked),
         )
         yield _counter(
             "trinity_llm_breaker_transitions",
@@ -447,6 +454,10 @@ def _cache_lookups(counts: dict[str, Any]) -> dict[Labels, int]:
         lookups[(tier, "miss")] = reached - hits
         reached -= hits
     return lookups
+
+
+def _with_zeros(counts: dict[Labels, Any], keys: set[Labels]) -> dict[Labels, Any]:
+    return {**dict.fromkeys(keys, 0), **counts}
 
 
 def _counter(name: str, doc: str, labels: Sequence[str], values: dict[Labels, Any]) -> Metric:

@@ -234,6 +234,8 @@ def test_durations_fall_in_their_buckets_and_refused_attempts_take_none() -> Non
     assert buckets[("+Inf", "m", "ollama")] == 5
     requests = parsed(meter)["trinity_llm_requests_total"]
     assert requests == {("m", "ok", "ollama"): 5, ("m", "breaker_open", "ollama"): 1}
+    # A model asked has its retries, tokens and cost, at 0 if need be.
+    assert parsed(meter)["trinity_llm_retries_total"] == {("m", "ollama"): 0}
 
 
 # --------------------------------------------------------------------------- options
