@@ -5,6 +5,7 @@ a file that cannot be written, a build that fails or is interrupted)."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 from collections.abc import Iterator
@@ -207,6 +208,7 @@ class Push:
     method: str
     path: str
     body: str
+    authorization: str | None
 
 
 class FakePushgateway:
@@ -221,7 +223,8 @@ class FakePushgateway:
             def _record(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode("utf-8")
-                gateway.pushes.append(Push(self.command, self.path, body))
+                auth = self.headers.get("Authorization")
+                gateway.pushes.append(Push(self.command, self.path, body, auth))
                 self.send_response(gateway.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -281,6 +284,21 @@ def test_a_failed_build_pushes_with_post_and_leaves_the_last_success(
     assert "trinity_build_last_success_timestamp_seconds" not in samples
     assert total(samples, "trinity_build_status", status="failed") == 1
     assert total(samples, "trinity_blocks_total", source="failed") == BLOCKS
+
+
+def test_a_user_and_password_in_the_push_url_are_basic_auth_never_shown(
+    site_project: SiteProject, gateway: FakePushgateway
+) -> None:
+    gateway.status = 401  # refused, so that the URL is shown in a warning
+    url = gateway.url.replace("http://", "http://ci:s3cret@")
+
+    result = site_project.build("--metrics-push", url)
+
+    assert result.exit_code == 0, result.describe()
+    (push,) = gateway.pushes
+    assert push.authorization == "Basic " + base64.b64encode(b"ci:s3cret").decode()
+    assert f"Pushgateway at {gateway.url}: HTTP 401" in result.output
+    assert "s3cret" not in result.output
 
 
 def free_port() -> int:
