@@ -306,7 +306,7 @@ class BuildMeter:
         succeeded). A refused push is a warning; a refused file is a ResourceError after
         a build that succeeded, else a warning."""
         if self.report is None:
-            return  # stopped before it began (bad input, a busy lock): nothing to measure
+            return  # stopped before it began (bad input): nothing to measure
         with correlation(self.report.correlation_id):  # what is logged is the build's
             self._emit(request, error)
 
@@ -505,6 +505,8 @@ def _last_success_in(path: Path) -> float | None:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
+        if not path.is_file():  # a FIFO or a device would be read forever
+            return None
         with path.open("rb") as stream:
             text = stream.read(_MOST_READ_BACK).decode("utf-8")
         for family in text_string_to_metric_families(text):
