@@ -3,6 +3,7 @@ report becomes metrics, and the options checked before a build."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ from trinity.llm.events import OUTCOMES, attempt_outcome
 from trinity.llm.retry import RetryPolicy
 from trinity.llm.settings import LLMSettings, Target
 from trinity.llm.types import Usage
-from trinity.metrics import BuildMeter, MetricsRequest, metrics_request
+from trinity.metrics import BuildMeter, MetricsRequest, _last_success_in, metrics_request
 from trinity.report import BlockResult, BuildReport
 
 TARGET = Target("ollama", "m")
@@ -290,3 +291,28 @@ def test_metrics_options_that_cannot_be_met_are_bad_input(
 
 def test_no_metrics_asked_for_is_none() -> None:
     assert metrics_request(None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, None),
+        (b"trinity_build_last_success_timestamp_seconds 1700000000.5\n", 1700000000.5),
+        (b"trinity_build_last_success_timestamp_seconds NaN\n", None),
+        (b"not { the text format\n", None),
+        (b"\xff\xfe binary\n", None),
+    ],
+)
+def test_the_last_success_is_read_back_only_from_a_file_of_ours(
+    tmp_path: Path, content: bytes | None, expected: float | None
+) -> None:
+    path = tmp_path / "trinity.prom"
+    if content is not None:
+        path.write_bytes(content)
+    assert _last_success_in(path) == expected
+
+
+def test_a_fifo_is_not_read_for_the_last_success(tmp_path: Path) -> None:
+    path = tmp_path / "trinity.prom"
+    os.mkfifo(path)  # opened for reading, it would wait for a writer forever
+    assert _last_success_in(path) is None
