@@ -268,7 +268,7 @@ class BuildMeter:
         )
         durations = HistogramMetricFamily(
             "trinity_llm_request_duration_seconds",
-            "How long an attempt took the model (waits for a rate limit left out).",
+            "How long an attempt took (an answer's without its wait for a rate limit).",
             labels=model,
         )
         for labels, histogram in sorted(self.durations.items()):

@@ -76,9 +76,9 @@ class ClientEvents(Protocol):
     def attempted(
         self, target: Target, outcome: str, seconds: float, usage: Usage | None, cost: float
     ) -> None:
-        """One attempt at `target` ended with `outcome` after `seconds` (the model's
-        time, without waits for a rate limit); an `ok` one brought `usage`, priced `cost`
-        USD (0 when the model has no price)."""
+        """One attempt at `target` ended with `outcome` after `seconds` (an answer's
+        without the wait for a rate limit or a free slot; a failure's with it); an `ok`
+        one brought `usage`, priced `cost` USD (0 when the model has no price)."""
 
     def retried(self, target: Target) -> None:
         """A failed attempt at `target` is about to be tried again."""
