@@ -62,13 +62,17 @@ def build_site(
     transport: httpx.AsyncBaseTransport | None = None,
     refresh_cache: bool = False,
     guard: GuardOptions | None = None,
+    generate_only: bool = False,
+    shard: Shard | None = None,
     **options: Any,
 ) -> BuildReport:
     """Build a site (for scripts); see `prepare` for the options, and `build_project`
-    for `refresh_cache` and `guard`. A site with nothing changed since its last build is
-    left as it is (trinity.unchanged)."""
+    for `refresh_cache`, `guard`, `generate_only` and `shard`. A site with nothing changed
+    since its last build is left as it is (trinity.unchanged)."""
     settings = load_build_settings(project_dir, **options)
-    unchanged = keep_unchanged(settings, guard, dry_run=dry_run, refresh=refresh_cache)
+    unchanged = keep_unchanged(
+        settings, guard, dry_run=dry_run or generate_only, refresh=refresh_cache
+    )
     if unchanged.report is not None:
         return unchanged.report
     return anyio.run(
@@ -80,6 +84,8 @@ def build_site(
             refresh_cache=refresh_cache,
             guard=guard,
             inputs=unchanged.inputs,
+            generate_only=generate_only,
+            shard=shard,
         )
     )
 
