@@ -219,23 +219,23 @@ async def test_the_heartbeat_keeps_a_call_longer_than_the_ttl_claimed(
 ) -> None:
     ttl = 1.0
     fake_llm.latency = 2.5 * ttl
-    answers: list[LLMResponse] = []
+    answers: dict[str, LLMResponse] = {}
     async with (
         runner(fake_llm, redis_db, ttl=ttl) as holder,
         runner(fake_llm, redis_db, ttl=ttl) as waiter,
     ):
 
-        async def ask(who: Runner) -> None:
-            answers.append(await who.ask("Take your time."))
+        async def ask(name: str, who: Runner) -> None:
+            answers[name] = await who.ask("Take your time.")
 
         with caplog.at_level(logging.INFO, logger="trinity"):
             async with anyio.create_task_group() as group:
-                group.start_soon(ask, holder)
+                group.start_soon(ask, "holder", holder)
                 await until(lambda: lock_count(redis_db) == 1, "the holder claimed the key")
-                group.start_soon(ask, waiter)
+                group.start_soon(ask, "waiter", waiter)
 
     assert fake_llm.chat_count == 1
-    assert [a.cache_tier for a in answers] == [None, "redis"]
+    assert [answers[n].cache_tier for n in ("holder", "waiter")] == [None, "redis"]
     assert events(caplog, "llm_claim_takeover") == events(caplog, "llm_claim_lost") == 0
 
 
