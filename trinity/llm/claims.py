@@ -95,16 +95,12 @@ class Claim:
     token: str
 
 
-def new_token() -> str:
-    return secrets.token_hex(16)
-
-
 class Claims:
     """Claims on cache keys in the Redis of `link`, living `ttl` seconds unless extended.
 
     `sleep` paces the heartbeat and the waiters' polls (the client's, so tests can drive
-    it); `token` makes each claim's token. Every process sharing the Redis must use the
-    same `ttl` (the default): a lock with a longer TTL is taken for a foreign one.
+    it). Every process sharing the Redis must use the same `ttl` (the default; tests make
+    it short): a lock with a longer TTL than ours is taken for a foreign one.
     """
 
     def __init__(
@@ -113,16 +109,10 @@ class Claims:
         *,
         ttl: float = CLAIM_TTL,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        token: Callable[[], str] = new_token,
-        first_poll: float = FIRST_POLL,
-        last_poll: float = LAST_POLL,
     ) -> None:
         self.link = link
         self.ttl = ttl
         self.sleep = sleep
-        self.token = token
-        self.first_poll = first_poll
-        self.last_poll = last_poll
         self.waiting = 0  # keys this process waits on now for another's call
 
     @property
@@ -168,7 +158,7 @@ class Claims:
 
     async def take(self, key: str) -> Claim | Outcome:
         """Our new claim on `key`, or why there is none (HELD, UNREACHABLE)."""
-        claim = Claim(key, self.name(key), self.token())
+        claim = Claim(key, self.name(key), secrets.token_hex(16))
         taken = await self.link.run_async(
             lambda r: r.set(claim.name, claim.token, nx=True, px=self.ttl_ms), Outcome.UNREACHABLE
         )
@@ -218,7 +208,7 @@ class Claims:
     async def _wait(self, key: str, look: Callable[[], Awaitable[T | None]]) -> T | Outcome:
         """The answer of the process that holds `key`'s claim, or why there is none."""
         name = self.name(key)
-        interval = self.first_poll
+        interval = FIRST_POLL
         self.waiting += 1
         try:
             _log(key, "llm_claim_wait", "another process is asking for it; waiting for its answer")
@@ -236,7 +226,7 @@ class Claims:
                 found = await look()
                 if found is not None:
                     return found
-                interval = min(interval * POLL_GROWTH, self.last_poll)
+                interval = min(interval * POLL_GROWTH, LAST_POLL)
         finally:
             self.waiting -= 1
 
