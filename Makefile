@@ -17,7 +17,7 @@ LLAMA_KEY := $(shell scripts/llama-wheel key)
 STAMP  := $(VENV)/.installed-$(LLAMA_KEY)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install rebuild-llama build test test-coverage test-async lint format type-check check \
+.PHONY: help setup install rebuild-llama build shards test test-coverage test-async lint format type-check check \
 	bench clean cache-clear logs logs-json logs-errors logs-analyze logs-clear \
 	docker-build docker-run docker-stop
 
@@ -44,6 +44,19 @@ rebuild-llama: ## Compile llama-cpp-python again, replacing the cached wheel, an
 	$(MAKE) setup
 
 build: $(STAMP) ## Build the example site with the embedded model (THEME=brutalist to switch)
+	$(BIN)/trinity build --theme $(THEME)
+
+# SHARDS processes generate a share of the blocks each (into the disk cache, and Redis
+# when CACHE_REDIS_HOST is set), all at once; then one build renders the site from it.
+SHARDS ?= 4
+shards: $(STAMP) ## Build the example site as SHARDS=4 processes generating a share each, then render it
+	@status=0; pids=""; \
+	for k in $$(seq 1 $(SHARDS)); do \
+		$(BIN)/trinity build --theme $(THEME) --generate-only --shard $$k/$(SHARDS) --quiet & \
+		pids="$$pids $$!"; \
+	done; \
+	for pid in $$pids; do wait $$pid || status=1; done; \
+	if [ $$status -ne 0 ]; then echo "a shard failed: see its error above"; exit 1; fi
 	$(BIN)/trinity build --theme $(THEME)
 
 test: $(STAMP) ## Run the test suite

@@ -12,6 +12,13 @@ beyond it is the client's own doing.
 requests waiting at once) and `span` (seconds from the first request's arrival to the
 last answer's departure); `POST /stats/reset` sets them back to zero.
 
+With `--rpm N` it enforces a rate limit as a provider does: at most N requests admitted
+in any `--window` seconds (60), a request past it answered at once with 429, a
+`Retry-After` and `x-ratelimit-remaining-requests: 0`. `/stats` then also says how many
+were refused (`rate_limited`), the most admitted in any window (`max_in_window`), and how
+many distinct prompts were answered and how many answers repeated one (`distinct`,
+`repeated`).
+
 Run it as a process of its own, so that it does not take the client's GIL; it prints its
 port on stdout once it listens:
 
@@ -28,12 +35,14 @@ import asyncio
 import contextlib
 import http.client
 import json
+import math
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,19 +58,40 @@ FILLER = (
     "after the same delay, so that a benchmark can see the client's own costs."
 )
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    411: "Length Required",
+    429: "Too Many Requests",
+}
+# The key of a payload under which `respond` hands back headers to send with it.
+HEADERS = "__headers__"
 
 
 class ChatServer:
     """The request handler and its counters."""
 
-    def __init__(self, latency: float, words: int, style: str = "prose") -> None:
+    def __init__(
+        self,
+        latency: float,
+        words: int,
+        style: str = "prose",
+        rpm: int | None = None,
+        window: float = 60.0,
+    ) -> None:
         self.latency = latency
         self.words = words
         self.answer = ANSWER_STYLES[style]
+        self.rpm = rpm
+        self.window = window
         self.reset()
 
     def reset(self) -> None:
+        self.admitted: deque[float] = deque()  # arrivals in the current window
+        self.arrivals: list[float] = []  # every admitted arrival, for max_in_window
+        self.prompts: dict[str, int] = {}
+        self.rate_limited = 0
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -79,6 +109,42 @@ class ChatServer:
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
             "span": round(span, 6),
+            "rate_limited": self.rate_limited,
+            "max_in_window": self.max_in_window(),
+            "distinct": len(self.prompts),
+            "repeated": sum(count - 1 for count in self.prompts.values()),
+        }
+
+    def max_in_window(self) -> int:
+        """The most admitted requests that arrived within any `window` seconds."""
+        most, first = 0, 0
+        for last, arrived in enumerate(self.arrivals):
+            while arrived - self.arrivals[first] >= self.window:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
+    def refusal(self, arrived: float) -> tuple[int, Any] | None:
+        """A 429 when a request arriving now would pass `--rpm`; else None (admitted)."""
+        if self.rpm is None:
+            return None
+        admitted = self.admitted
+        while admitted and arrived - admitted[0] >= self.window:
+            admitted.popleft()
+        if len(admitted) < self.rpm:
+            admitted.append(arrived)
+            self.arrivals.append(arrived)
+            return None
+        self.rate_limited += 1
+        wait = max(1, math.ceil(admitted[0] + self.window - arrived))
+        return 429, {
+            "error": {"message": "rate limit reached", "type": "requests"},
+            HEADERS: {
+                "Retry-After": str(wait),
+                "x-ratelimit-limit-requests": str(self.rpm),
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": f"{wait}s",
+            },
         }
 
     async def serve_connection(
@@ -127,6 +193,9 @@ class ChatServer:
 
     async def chat(self, body: bytes) -> tuple[int, Any]:
         arrived = time.monotonic()
+        refused = self.refusal(arrived)
+        if refused is not None:
+            return refused
         if self.first_arrival is None:
             self.first_arrival = arrived
         self.requests += 1
@@ -139,6 +208,7 @@ class ChatServer:
                 prompt = str(messages[-1]["content"])
             except (ValueError, KeyError, IndexError, TypeError):
                 return 400, {"error": {"message": "expected a chat completions request"}}
+            self.prompts[prompt] = self.prompts.get(prompt, 0) + 1
             # Sleep until the deadline, not for the latency: parsing is not added to it.
             await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
             text = self.answer(prompt, self.words)
@@ -238,19 +308,30 @@ async def read_request(
 
 
 def encode_response(status: int, payload: Any, keep_alive: bool) -> bytes:
+    """The response; a payload's `HEADERS` entry (a dict) is sent as headers, not JSON."""
+    extra = payload.pop(HEADERS, {}) if isinstance(payload, dict) else {}
     body = json.dumps(payload).encode()
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n"
-        "\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in extra.items())
+        + "\r\n"
     )
     return head.encode("latin-1") + body
 
 
-async def serve(host: str, port: int, latency: float, words: int, style: str) -> None:
-    chat = ChatServer(latency, words, style)
+async def serve(
+    host: str,
+    port: int,
+    latency: float,
+    words: int,
+    style: str,
+    rpm: int | None = None,
+    window: float = 60.0,
+) -> None:
+    chat = ChatServer(latency, words, style, rpm, window)
     server = await asyncio.start_server(chat.serve_connection, host, port, backlog=4096)
     bound = server.sockets[0].getsockname()[1]
     print(bound, flush=True)
@@ -295,10 +376,12 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(
-    latency: float, *, words: int = 60, style: str = "prose"
+    latency: float, *, words: int = 60, style: str = "prose", rpm: int | None = None
 ) -> Iterator[RunningServer]:
     """Start the server in a process of its own on a free loopback port; stop it after."""
     options = ["--latency", str(latency), "--words", str(words), "--style", style]
+    if rpm is not None:
+        options += ["--rpm", str(rpm)]
     process = subprocess.Popen(
         [sys.executable, __file__, "--port", "0", *options],
         stdout=subprocess.PIPE,
@@ -323,8 +406,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per request")
     parser.add_argument("--words", type=int, default=60, help="words in each answer")
     parser.add_argument("--style", choices=sorted(ANSWER_STYLES), default="prose")
+    parser.add_argument("--rpm", type=int, default=None, help="requests per window, else 429")
+    parser.add_argument("--window", type=float, default=60.0, help="the --rpm window, seconds")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.latency, args.words, args.style))
+    asyncio.run(
+        serve(args.host, args.port, args.latency, args.words, args.style, args.rpm, args.window)
+    )
 
 
 if __name__ == "__main__":

@@ -11,24 +11,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
 
 from trinity.config import load_build_settings
-from trinity.errors import BuildFailed, LLMError
+from trinity.errors import BuildFailed, InputError, LLMError
 from trinity.guardian import Guardian, GuardOutcome, Healer
 from trinity.layout.findings import GuardOptions
+from trinity.layout.fixes import BlockLayout
 from trinity.llm.client import AsyncLLMClient
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.manifest import MANIFEST_FILE
 from trinity.messages import shown_path
 from trinity.pages import PageWriter
-from trinity.plan import Job, plan_jobs
+from trinity.plan import Job, Shard, plan_jobs
 from trinity.project import Project, prepare_settings, project_client
 from trinity.report import (
     REPORT_FILE,
@@ -47,6 +49,7 @@ from trinity.unchanged import keep_unchanged
 if TYPE_CHECKING:
     import httpx
 
+    from trinity.config import Settings
     from trinity.llm.events import ClientEvents
 
 log = get_logger(__name__)
@@ -60,13 +63,17 @@ def build_site(
     transport: httpx.AsyncBaseTransport | None = None,
     refresh_cache: bool = False,
     guard: GuardOptions | None = None,
+    generate_only: bool = False,
+    shard: Shard | None = None,
     **options: Any,
 ) -> BuildReport:
     """Build a site (for scripts); see `prepare` for the options, and `build_project`
-    for `refresh_cache` and `guard`. A site with nothing changed since its last build is
-    left as it is (trinity.unchanged)."""
+    for `refresh_cache`, `guard`, `generate_only` and `shard`. A site with nothing changed
+    since its last build is left as it is (trinity.unchanged)."""
     settings = load_build_settings(project_dir, **options)
-    unchanged = keep_unchanged(settings, guard, dry_run=dry_run, refresh=refresh_cache)
+    unchanged = keep_unchanged(
+        settings, guard, dry_run=dry_run or generate_only, refresh=refresh_cache
+    )
     if unchanged.report is not None:
         return unchanged.report
     return anyio.run(
@@ -78,6 +85,8 @@ def build_site(
             refresh_cache=refresh_cache,
             guard=guard,
             inputs=unchanged.inputs,
+            generate_only=generate_only,
+            shard=shard,
         )
     )
 
@@ -100,6 +109,8 @@ async def build_project(
     guard: GuardOptions | None = None,
     inputs: str | None = None,
     events: ClientEvents | None = None,
+    generate_only: bool = False,
+    shard: Shard | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -126,8 +137,14 @@ async def build_project(
 
     `events` hears every attempt, retry and breaker change of the client made here (a
     `client` passed in brings its own); trinity.metrics counts them.
+
+    With `generate_only`, every block is asked for (through its checks) into the cache and
+    no page is written: the output folder is neither locked nor touched. With `shard`,
+    only that share of the blocks is (trinity.plan.Shard): N machines each generate a
+    share into a shared cache, then one build renders the site from it.
     """
-    chromium = _guard_browser(guard, dry_run)
+    _check_share(generate_only, shard, guard)
+    chromium = _guard_browser(guard, dry_run or generate_only)
     options = _BuildOptions(
         dry_run,
         keep_going,
@@ -140,6 +157,8 @@ async def build_project(
         guard,
         chromium,
         inputs,
+        generate_only,
+        shard,
     )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
@@ -163,6 +182,24 @@ class _BuildOptions:
     guard: GuardOptions | None = None
     chromium: Path | None = None
     inputs: str | None = None
+    generate_only: bool = False
+    shard: Shard | None = None
+
+
+def _check_share(generate_only: bool, shard: Shard | None, guard: GuardOptions | None) -> None:
+    """What `--generate-only` and `--shard` cannot go with (bad input, before any call)."""
+    if shard is not None and not generate_only:
+        raise InputError(
+            "a shard generates its share of the answers and writes no site: add "
+            "--generate-only, and render the site with a build without --shard",
+            argument="shard",
+        )
+    if generate_only and guard is not None:
+        raise InputError(
+            "checks the pages a build writes, and --generate-only writes none: guard the "
+            "build that renders the site",
+            argument="guard",
+        )
 
 
 def _guard_browser(guard: GuardOptions | None, dry_run: bool) -> Path | None:
@@ -193,15 +230,23 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     started = clock()
     counts_before = cache_counts(client.cache)
     report = BuildReport.started(
-        settings, project.theme.name, len(project.site.pages), dry_run=options.dry_run
+        settings,
+        project.theme.name,
+        len(project.site.pages),
+        dry_run=options.dry_run,
+        shard=None if options.shard is None else str(options.shard),
     )
     # Planned lazily: the workers take each job as they need it, so at 100,000 blocks the
-    # requests are never all in memory at once.
+    # requests are never all in memory at once (a shard's share is listed, to count it).
     jobs = plan_jobs(project, client)
+    report.planned_blocks = project.site.block_count
+    if options.shard is not None:
+        share = options.shard.jobs(jobs)
+        jobs, report.planned_blocks = iter(share), len(share)
+        _say_where_shards_meet(settings)
     notes = _FailureNotes(Redactor(settings.secrets()))
     judge = _judge(project, client, options.judge)
     reviewer = Reviewer(project, client, judge, notes.redactor.text)
-    report.planned_blocks = project.site.block_count
     report.timings["plan"] = clock() - started
     observer.planned(report)
     if options.dry_run:
@@ -213,12 +258,12 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         report.timings["total"] = clock() - started
         report.cache = cache_counts(client.cache, since=counts_before)
 
-    # Held from the first request to the report: a second build into the same folder
-    # waits for this one (and then finds its answers cached) instead of mixing two sites.
-    lock = output_lock(settings.build.output_dir)
-    async with lock.held_async(wait=options.wait_for_lock, on_wait=options.on_lock_wait):
+    async with _output_held(settings.build.output_dir, options):
         try:
-            await _write_site(project, reviewer, notes, options, jobs, report, settle)
+            if options.generate_only:
+                await _generate(project, reviewer, notes, options, jobs, report, settle)
+            else:
+                await _write_site(project, reviewer, notes, options, jobs, report, settle)
         except BaseException as exc:
             # Cancellation (Ctrl-C) and KeyboardInterrupt are not Exceptions.
             report.status = "failed" if isinstance(exc, Exception) else "interrupted"
@@ -236,12 +281,63 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
         extra={"event": "build_finished", "totals": report.totals()},
     )
     if report.failures:
+        done = (
+            "the answers of the others are cached"
+            if options.generate_only
+            else "the site was written with placeholders in their place (--keep-going)"
+        )
         raise BuildFailed(
             f"{len(report.failures)} of {report.planned_blocks} blocks could not be generated; "
-            "the site was written with placeholders in their place (--keep-going)",
+            + done,
             _failure_list(report),
         )
     return report
+
+
+def _say_where_shards_meet(settings: Settings) -> None:
+    """Shards share their answers only through the cache: without Redis, that is the
+    disk cache of one machine, which a warning says (shards on one machine are fine)."""
+    if settings.cache.enabled and "redis" in settings.cache.tiers:
+        return
+    log.warning(
+        "the shards of this site share their answers only through the disk cache at %s: "
+        "run them all on this machine, or add redis to cache.tiers",
+        shown_path(settings.cache.directory),
+        extra={"event": "shard_without_redis"},
+    )
+
+
+def _output_held(output_dir: Path, options: _BuildOptions) -> AbstractAsyncContextManager[object]:
+    """The output folder's lock, held from the first request to the report: a second
+    build into the same folder waits for this one (and then finds its answers cached)
+    instead of mixing two sites. A build that writes no site holds none: the shards of a
+    site may run at once from one folder."""
+    if options.generate_only:
+        return nullcontext()
+    lock = output_lock(output_dir)
+    return lock.held_async(wait=options.wait_for_lock, on_wait=options.on_lock_wait)
+
+
+async def _generate(
+    project: Project,
+    reviewer: Reviewer,
+    notes: _FailureNotes,
+    options: _BuildOptions,
+    jobs: Iterator[Job],
+    report: BuildReport,
+    settle: Callable[[], None],
+) -> None:
+    """`--generate-only`: every planned block answered through its checks, each answer
+    cached the moment it came; no page is rendered, and the output folder is not touched
+    (the layout fixes a guarded build made are read from it, as a full build would)."""
+    settings = project.settings
+    healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
+    steps = _BlockSteps(reviewer, healer, _NoPages(), notes)
+    phase = options.clock()
+    await _run_workers(jobs, steps, settings.llm.in_flight(), report, options.observer)
+    report.timings["generate"] = options.clock() - phase
+    report.status = "failed" if report.failures else "generated"
+    settle()
 
 
 async def _write_site(
@@ -278,7 +374,7 @@ async def _write_site(
         files.close()  # every page on disk, or the first error writing one
         writer.copy_static()
         report.timings["write"] = writer.write_time + clock() - phase
-        await _guard(project, steps, output, options, report)
+        await _guard(project, healer, writer, output, options, report)
         writer.finish(inputs=options.inputs if _complete(report) else None)
         healer.write_record(output)
         settle()
@@ -289,7 +385,8 @@ async def _write_site(
 
 async def _guard(
     project: Project,
-    steps: _BlockSteps,
+    healer: Healer,
+    writer: PageWriter,
     output: StagedOutput,
     options: _BuildOptions,
     report: BuildReport,
@@ -297,13 +394,13 @@ async def _guard(
     """With `--guard`, the staged pages checked in a browser and healed (trinity.guardian),
     and `--guard=strict` failing on what is left; without, the pages' last checks kept."""
     if options.guard is None or options.chromium is None:
-        steps.healer.carry_checks(project.site.pages, steps.writer)
+        healer.carry_checks(project.site.pages, writer)
         return
     started = options.clock()
     guardian = Guardian(
         project,
-        steps.healer,
-        steps.writer,
+        healer,
+        writer,
         output,
         options.guard,
         options.chromium,
@@ -371,13 +468,30 @@ async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: Bui
         )
 
 
+class _Pages(Protocol):
+    """Where a block's outcome goes: a PageWriter, or nowhere (`--generate-only`)."""
+
+    def block_ready(self, job: Job, text: str, layout: BlockLayout) -> None: ...
+    def block_failed(self, job: Job) -> None: ...
+
+
+class _NoPages:
+    """`--generate-only`: the answers are in the cache; no page is rendered from them."""
+
+    def block_ready(self, job: Job, text: str, layout: BlockLayout) -> None:
+        pass
+
+    def block_failed(self, job: Job) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class _BlockSteps:
     """What is done with each block: reviewed, healed as last time, written, or failed."""
 
     reviewer: Reviewer
     healer: Healer
-    writer: PageWriter
+    writer: _Pages
     notes: _FailureNotes
 
 

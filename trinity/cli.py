@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from trinity.layout.findings import GuardOptions
     from trinity.logs import InstalledLogging, LogProfile
     from trinity.maintenance import TierOutcome, TierStatus
+    from trinity.plan import Shard
     from trinity.project import Project
     from trinity.report import BlockResult, BuildReport
 
@@ -282,6 +283,23 @@ def build(
         str | None,
         typer.Option(help="With --metrics-push: the instance label that groups them."),
     ] = None,
+    generate_only: Annotated[
+        bool,
+        typer.Option(
+            "--generate-only",
+            help="Generate the blocks into the cache and write no site (the output folder "
+            "is not touched); a build without it renders the site from the cache.",
+        ),
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="With --generate-only: only share K of N of the blocks (the same share on "
+            "every machine), so N machines sharing a Redis cache generate a site together.",
+        ),
+    ] = None,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     from trinity.config import load_build_settings
@@ -296,6 +314,7 @@ def build(
         recorded(metrics_request(*metrics, dry_run=dry_run)) as meter,
     ):
         guard_options = _guard_options(guard, guard_screenshots)
+        share = _shard(shard)
         settings = load_build_settings(
             project,
             config=config,
@@ -313,7 +332,7 @@ def build(
         unchanged = keep_unchanged(
             settings,
             guard_options,
-            dry_run=dry_run,
+            dry_run=dry_run or generate_only,  # neither writes a site to keep
             refresh=no_cache,
             correlation_id=correlation_id,
             report_path=report_path,
@@ -345,6 +364,8 @@ def build(
                             on_lock_wait=_say_waiting,
                             guard=guard_options,
                             inputs=unchanged.inputs,
+                            generate_only=generate_only,
+                            shard=share,
                         )
                     )
                 except BaseException:
@@ -414,6 +435,15 @@ def _guard_options(guard: str | None, screenshots: bool) -> GuardOptions | None:
             argument="guard",
         )
     return GuardOptions(mode=mode, screenshots=screenshots)
+
+
+def _shard(text: str | None) -> Shard | None:
+    """`--shard K/N`, checked."""
+    if text is None:
+        return None
+    from trinity.plan import parse_shard
+
+    return parse_shard(text)
 
 
 def _check_layout(prepared: Project) -> None:
@@ -870,6 +900,13 @@ def _checks_row(report: BuildReport) -> list[tuple[str, str]]:
 def _outcome(report: BuildReport) -> str:
     """The build's last line: whether anything changed, and how many model calls it took."""
     where = escape(report.output_dir)
+    if report.status == "generated":
+        share = f" (shard {report.shard})" if report.shard else ""
+        return (
+            f"[green]Generated[/] {_counted(len(report.blocks), 'block')}{share} into the "
+            f"cache ({_counted(report.llm_calls, 'model call')}); no site written: "
+            "`trinity build` renders it"
+        )
     if report.llm_calls == 0 and report.pages_reused == report.pages:
         # "Built" would suggest work was done (and money spent) when none was.
         return (
@@ -886,6 +923,8 @@ def _counted(count: int, noun: str) -> str:
 
 
 def _pages(report: BuildReport) -> str:
+    if report.status == "generated":
+        return f"{report.pages} (none written: --generate-only)"
     if not report.pages_reused:
         return str(report.pages)
     return f"{report.pages} ({report.pages_reused} unchanged, not rendered again)"

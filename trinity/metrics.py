@@ -64,7 +64,10 @@ PUSH_JOB = "trinity"
 PUSH_TIMEOUT = 10.0
 # Request durations, seconds: LLM calls take from a tenth of a second to minutes.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
-BUILD_STATUSES = ("built", "failed", "interrupted")
+BUILD_STATUSES = ("built", "generated", "failed", "interrupted")
+# The statuses of a build that did what it was asked: a site, or (`--generate-only`, a
+# shard) the answers cached.
+SUCCEEDED = frozenset({"built", "generated"})
 # A block's source, as the metrics name it: the report's source, a cache answer told
 # apart by where it came from (an identical request in flight, or a kept site's page).
 BLOCK_SOURCES = ("generated", "cache", "in-flight", "kept", "stale", "failed")
@@ -314,7 +317,7 @@ class BuildMeter:
         assert self.report is not None
         status = _status(self.report, error)
         now = self.clock()
-        succeeded = status == "built"
+        succeeded = status in SUCCEEDED
         if request.push is not None:
             pushed = self.families(status, now, now if succeeded else None)
             _push(request, pushed, replace=succeeded)

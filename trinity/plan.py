@@ -6,12 +6,14 @@ and a section set apart as data at the end of a chat model's prompt.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trinity.config import SiteSettings
+from trinity.errors import InputError
 from trinity.llm.types import CompletionFrame, LLMRequest
 from trinity.project import Project
 from trinity.site import Block, Page
@@ -143,3 +145,47 @@ def page_jobs(project: Project, client: AsyncLLMClient, page: Page) -> Iterator[
         model = block.model or (cascade[0] if cascade else None)
         request = block_request(project, client, page, block, model)
         yield Job(page=page, block=block, request=request, key=client.key(request))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One of `count` shares of a site's blocks (`--shard K/N`; `index` K counts from 1).
+
+    A block's share is a hash of its request's cache key, so it depends on nothing else:
+    not on where its page is in pages.yaml (shares are stable when pages are reordered,
+    added or removed), and not on the machine. Blocks asking the same thing fall in one
+    share, so no two shards pay for one answer.
+    """
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def holds(self, key: str) -> bool:
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def jobs(self, jobs: Iterator[Job]) -> list[Job]:
+        """The jobs of this share, in plan order."""
+        return [job for job in jobs if self.holds(job.key)]
+
+
+# More shards than this is a typo, not a fleet.
+MAX_SHARDS = 1000
+
+
+def parse_shard(text: str) -> Shard:
+    """`K/N` (as `--shard` takes it): share K of N, 1 <= K <= N; InputError otherwise."""
+    index, slash, count = text.strip().partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+        raise InputError(f"'{text}' is not K/N (such as 2/4: the second of four)", argument="shard")
+    shard = Shard(int(index), int(count))
+    if not 1 <= shard.count <= MAX_SHARDS:
+        raise InputError(
+            f"'{text}': the number of shards must be from 1 to {MAX_SHARDS}", argument="shard"
+        )
+    if not 1 <= shard.index <= shard.count:
+        raise InputError(f"'{text}': the shard must be from 1 to {shard.count}", argument="shard")
+    return shard

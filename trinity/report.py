@@ -73,8 +73,8 @@ class BuildReport:
     model: str
     pages: int
     dry_run: bool = False
-    # "running" while it is filled in; then "built", "failed", "interrupted" or, for a
-    # dry run, "planned": what a script reads first.
+    # "running" while it is filled in; then "built", "failed", "interrupted", for a
+    # dry run "planned", for `--generate-only` "generated": what a script reads first.
     status: str = "running"
     # Pages whose inputs had not changed, taken from the previous output unrendered.
     pages_reused: int = 0
@@ -88,6 +88,8 @@ class BuildReport:
     cache: dict[str, Any] = field(default_factory=dict)
     # What the layout guardian found and healed (`--guard`; trinity.guardian.GuardOutcome).
     guard: dict[str, Any] | None = None
+    # The share of the blocks this build generated (`--shard K/N`), None for all of them.
+    shard: str | None = None
 
     @classmethod
     def started(cls, settings: Settings, theme: str, pages: int, **fields: Any) -> BuildReport:

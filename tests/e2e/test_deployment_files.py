@@ -390,6 +390,18 @@ def makefile_rules() -> dict[str, str | None]:
     return rules
 
 
+def makefile_recipe(target: str) -> str:
+    """The recipe of `target`: its tab-indented lines, continuations kept as written."""
+    lines = MAKEFILE.read_text("utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line[1:])
+    return "\n".join(recipe)
+
+
 def phony_targets() -> set[str]:
     names: set[str] = set()
     for line in makefile_lines(MAKEFILE.read_text("utf-8")):
@@ -593,6 +605,47 @@ def test_the_output_folder_can_be_swapped_inside_one_writable_mount(
         f"the build stages its output in {output.parent}, which is not on the mount "
         f"{mount.source}:{mount.target}"
     )
+
+
+def shard_commands(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    return {
+        name: [str(word) for word in spec["command"]]
+        for name, spec in services.items()
+        if "--shard" in spec.get("command", [])
+    }
+
+
+def test_compose_shards_cover_every_share_once_then_render(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    shards = shard_commands(services)
+    shares = sorted(option_values(command, "--shard")[0] for command in shards.values())
+    count = len(shards)
+
+    assert count >= 2
+    assert shares == sorted(f"{k}/{count}" for k in range(1, count + 1))
+    for name, command in shards.items():
+        assert command[0] == "build" and "--generate-only" in command, name
+        # Each shard runs as the trinity service does, against the same Redis.
+        assert environment(services[name]) == environment(services["trinity"]), name
+        assert services[name].get("profiles") == ["shards"], name
+        assert depends_on(services[name]).get("redis") == {"condition": "service_healthy"}
+    render = services["render"]
+    assert render["command"] == ["build"]
+    assert environment(render) == environment(services["trinity"])
+    assert depends_on(render) == {
+        "redis": {"condition": "service_healthy"},
+        **{name: {"condition": "service_completed_successfully"} for name in shards},
+    }
+    # Plain `docker compose up` still runs the one-process build alone.
+    assert "profiles" not in services["trinity"]
+
+
+def test_make_shards_runs_every_share_then_renders() -> None:
+    recipe = makefile_recipe("shards")
+    assert "--generate-only --shard $$k/$(SHARDS)" in recipe
+    assert "wait $$pid" in recipe
+    assert recipe.strip().splitlines()[-1].strip() == "$(BIN)/trinity build --theme $(THEME)"
 
 
 def test_named_volumes_are_declared_and_redis_keeps_its_data_on_one(
@@ -854,6 +907,7 @@ def test_dockerignore_matcher_follows_docker(patterns: str, path: str, excluded:
 
 
 REQUIRED_TARGETS = (
+    "shards",
     "logs",
     "logs-json",
     "logs-errors",

@@ -152,6 +152,21 @@ def test_a_failed_build_writes_its_metrics_and_keeps_the_last_success(
     assert value(samples, "trinity_build_last_run_timestamp_seconds") > succeeded
 
 
+def test_a_shard_generating_into_the_cache_has_its_metrics(site_project: SiteProject) -> None:
+    path = metrics_file(site_project)
+
+    result = site_project.build("--generate-only", "--shard", "1/2", "--metrics-file", path)
+
+    assert result.exit_code == 0, result.describe()
+    samples = read_metrics(path)
+    generated = total(samples, "trinity_blocks_total", source="generated")
+    assert 0 < generated < BLOCKS
+    assert total(samples, "trinity_llm_requests_total", outcome="ok") == generated
+    assert total(samples, "trinity_build_status", status="generated") == 1
+    assert "trinity_build_last_success_timestamp_seconds" in samples
+    assert not site_project.output.exists()
+
+
 def test_the_file_is_replaced_whole_by_a_rename(site_project: SiteProject) -> None:
     path = metrics_file(site_project)
     path.parent.mkdir()

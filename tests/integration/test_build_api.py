@@ -350,3 +350,18 @@ def test_template_error_while_rendering_fails_the_build(site_project: SiteProjec
     assert "page.html" in str(caught.value)
     assert not site_project.output.exists()
     assert site_project.leftovers() == []
+
+
+def test_build_site_generates_shares_and_then_renders_them(site_project: SiteProject) -> None:
+    from trinity.plan import Shard
+
+    first = build_site(site_project.root, generate_only=True, shard=Shard(1, 2), environ={})
+    second = build_site(site_project.root, generate_only=True, shard=Shard(2, 2), environ={})
+
+    assert (first.status, second.status) == ("generated", "generated")
+    assert (first.shard, second.shard) == ("1/2", "2/2")
+    assert first.planned_blocks + second.planned_blocks == BLOCKS
+    assert not site_project.output.exists()
+    rendered = build_site(site_project.root, environ={})
+    assert (rendered.status, rendered.llm_calls, rendered.cache_hits) == ("built", 0, BLOCKS)
+    assert site_project.server.chat_count == BLOCKS

@@ -212,7 +212,12 @@ def test_blocks_cache_lookups_and_the_build_come_from_the_report() -> None:
         ("miss", "disk"): 4,
     }
     assert metrics["trinity_build_duration_seconds"] == {(): 2.5}
-    assert metrics["trinity_build_status"] == {("built",): 1, ("failed",): 0, ("interrupted",): 0}
+    assert metrics["trinity_build_status"] == {
+        ("built",): 1,
+        ("generated",): 0,
+        ("failed",): 0,
+        ("interrupted",): 0,
+    }
     assert metrics["trinity_build_last_run_timestamp_seconds"] == {(): 1000.0}
     assert metrics["trinity_build_last_success_timestamp_seconds"] == {(): 900.0}
 

@@ -7,12 +7,22 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.conftest import ProjectFactory
 from trinity.config import SiteSettings
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.settings import DEFAULT_LOCAL_MODEL
-from trinity.plan import Job, chat_prompt, completion_frame, facts_section, plan_jobs
+from trinity.plan import (
+    Job,
+    Shard,
+    chat_prompt,
+    completion_frame,
+    facts_section,
+    parse_shard,
+    plan_jobs,
+)
 from trinity.project import prepare
 from trinity.site import Block, Page
 
@@ -164,3 +174,25 @@ def test_a_plain_pages_request_is_as_it_was(project: ProjectFactory) -> None:
     (job,) = plan(project)
     assert job.request.messages[-1].content == "Write."
     assert job.key == "v1:3bc6a23c6c0f4a18e748f19542287790ede4379ac5dcd32f6328dbc76a7c5d17"
+
+
+# --------------------------------------------------------------------------- shards
+
+
+@given(st.lists(st.text(max_size=40), max_size=30), st.integers(min_value=1, max_value=12))
+def test_every_key_is_in_exactly_one_share(keys: list[str], count: int) -> None:
+    shards = [Shard(index, count) for index in range(1, count + 1)]
+    for key in keys:
+        assert sum(shard.holds(key) for shard in shards) == 1
+
+
+def test_shares_are_roughly_even() -> None:
+    keys = [f"v1:{n:064x}" for n in range(4000)]
+    sizes = [sum(Shard(k, 4).holds(key) for key in keys) for k in range(1, 5)]
+    assert sum(sizes) == 4000
+    assert min(sizes) > 800, sizes  # 1,000 each on average
+
+
+def test_a_share_is_named_as_the_command_line_takes_it() -> None:
+    assert str(parse_shard(" 3 / 8 ")) == "3/8"
+    assert parse_shard("1/1") == Shard(1, 1)

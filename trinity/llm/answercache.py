@@ -21,6 +21,9 @@ from trinity.llm.types import LLMRequest, LLMResponse
 
 Validator = Callable[[LLMResponse], None]
 
+# The tier that processes building at once share their answers through.
+SHARED_TIER = "redis"
+
 
 class AnswerCache:
     """Answers by cache key, over a CacheManager (or none: then nothing is ever found).
@@ -55,6 +58,22 @@ class AnswerCache:
             return None
         return found
 
+    @property
+    def shares_answers(self) -> bool:
+        """Whether answers stored here reach other processes (through the Redis tier)."""
+        return self.cache is not None and self.cache.tier(SHARED_TIER) is not None
+
+    async def shared(self, request: LLMRequest, key: str) -> LLMResponse | None:
+        """The fresh answer to `request` in the Redis tier alone: what a process waiting on
+        another's call looks for (the tiers above it are this process's own)."""
+        tier = self.cache.tier(SHARED_TIER) if self.cache is not None else None
+        if tier is None:
+            return None
+        found = self._read(request, await tier.get_async(key), tier.name)
+        if found is None or self._expired(found):
+            return None
+        return found
+
     async def stale(
         self, request: LLMRequest, key: str, validate: Validator | None = None
     ) -> LLMResponse | None:
@@ -78,7 +97,10 @@ class AnswerCache:
         found = await self.cache.lookup_async(key)
         if found is None:
             return None
-        value, tier = found
+        return self._read(request, *found)
+
+    def _read(self, request: LLMRequest, value: object, tier: str) -> LLMResponse | None:
+        """The answer a cache entry of `tier` holds, or None when it holds none."""
         response = read_entry(value)
         if response is None:
             return None

@@ -6,7 +6,8 @@ outside in (the parts each uses live in modules of their own)::
     complete
     -> _send_handling_coalescing  one call per cache key, however many callers ask at once
     -> _send_handling_cache       a fresh cached answer (answercache.py), else a model's,
-                                  checked, then stored the moment it arrives
+                                  asked by one of the processes sharing Redis at a time
+                                  (claims.py), checked, then stored the moment it arrives
     -> _send_handling_fallbacks   the model asked for, then each fallback (routing)
     -> _send_handling_retries     backoff with full jitter, Retry-After, at most `attempts`,
                                   a build-wide budget; a 429 is waited out apart, up to
@@ -51,6 +52,7 @@ from trinity.errors import (
 )
 from trinity.llm.adaptive import AdaptiveConcurrency, acquire_promptly
 from trinity.llm.answercache import AnswerCache, Validator, passes
+from trinity.llm.claims import Claims
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
 from trinity.llm.events import ClientEvents, attempt_outcome
@@ -125,6 +127,8 @@ class AsyncLLMClient:
         # and requests in flight; None: this process keeps them to itself.
         self.shared = shared
         self.events = events
+        # One model call per key across those processes (None: each asks for itself).
+        self.claims = Claims(shared, sleep=sleep) if shared is not None else None
         self.router = Router(self.settings)
         self.answers = AnswerCache(
             cache, self.settings, self.router, ttl=cache_ttl, refresh=cache_refresh
@@ -267,12 +271,38 @@ class AsyncLLMClient:
     async def _send_handling_cache(
         self, request: LLMRequest, key: str, validate: Validator | None
     ) -> LLMResponse:
-        """A fresh cached answer that `validate` accepts; else a model's, checked, and
-        stored the moment it arrives."""
+        """A fresh cached answer that `validate` accepts; else a model's (asked by this
+        process, or by another sharing Redis that claimed the key first)."""
         hit = await self.answers.fresh(request, key)
         if hit is not None and passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
+        claims = self._claims()
+        if claims is None:
+            return await self._ask_and_store(request, key, validate)
+        # While another process asks, this one waits holding none of its slots.
+        response, elsewhere = await claims.once(
+            key,
+            ask=lambda: self._ask_and_store(request, key, validate),
+            look=lambda: self.answers.shared(request, key),
+            accept=lambda found: passes(found, validate),
+        )
+        if elsewhere:
+            self.stats.cache_hits += 1
+        return response
+
+    def _claims(self) -> Claims | None:
+        """The claims that make one call per key across the processes sharing Redis: none
+        without a shared Redis that holds the answers too, and none with `cache_refresh`
+        (the answer another process has cached is the one to replace, not to wait for)."""
+        if self.claims is None or self.answers.refresh or not self.answers.shares_answers:
+            return None
+        return self.claims
+
+    async def _ask_and_store(
+        self, request: LLMRequest, key: str, validate: Validator | None
+    ) -> LLMResponse:
+        """A model's answer, checked, and stored in every tier the moment it arrives."""
         await acquire_promptly(self._limiter)
         try:
             response = await self._send_handling_fallbacks(request)
