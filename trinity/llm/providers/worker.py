@@ -443,7 +443,9 @@ class ModelWorker:
             try:
                 await process.channel.send({"id": ticket.ident, "request": body})
             except (OSError, anyio.ClosedResourceError):
-                await self._lost(process)
+                # The child is gone, but the answers it wrote before it went may still be
+                # unread: reading on delivers them, then finds its end (and _lost).
+                pass
             await self._await(process, ticket)
         except anyio.get_cancelled_exc_class():
             if process.owed.pop(ticket.ident, None) is not None and process.gone is None:
