@@ -174,7 +174,7 @@ async def project_client(
     from trinity.llm.client import AsyncLLMClient
 
     cache = open_cache(settings)
-    shared = open_shared(settings)
+    shared = open_shared(settings, cache)
     try:
         async with AsyncLLMClient(
             llm or settings.llm,
@@ -193,17 +193,26 @@ async def project_client(
             await shared.aclose()
 
 
-def open_shared(settings: Settings) -> RedisLink | None:
+def open_shared(settings: Settings, cache: CacheManager | None = None) -> RedisLink | None:
     """The Redis that processes building at once share their rate limits, budgets and
-    in-flight requests through: the cache's Redis tier's server, when it has one."""
+    in-flight requests through: the cache's Redis tier's server, when it has one.
+
+    With the tier open, it is the tier's own connection: one Redis behind one breaker, so
+    that an outage costs one short wait and one warning, which says what goes on without
+    it (closing it twice, with the cache, is harmless)."""
     if "redis" not in settings.cache.tiers:
         return None
     # Imported here: redis-py is slow to import, and most builds have no Redis.
+    from trinity.cache.redis import RedisTier
     from trinity.cache.redislink import RedisLink
 
-    return RedisLink.from_settings(
-        settings.cache.redis,
-        purpose="Redis for the state shared between builds",
-        without="rate limits, budgets and in-flight requests are this process's own "
-        "for the rest of this run",
+    tier = cache.tier("redis") if cache is not None else None
+    link = (
+        tier.link if isinstance(tier, RedisTier) else RedisLink.from_settings(settings.cache.redis)
     )
+    link.purpose = "Redis"
+    link.without = (
+        "the cache goes on without it, and rate limits, budgets and requests in flight are "
+        "this process's own, for the rest of this run"
+    )
+    return link

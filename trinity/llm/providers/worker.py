@@ -440,12 +440,10 @@ class ModelWorker:
         ticket = _Ticket(next(self._ids))
         process.owed[ticket.ident] = ticket
         try:
-            try:
+            # A child gone cannot take the request, but the answers it wrote before it
+            # went may still be unread: reading on delivers them, then finds its end.
+            with contextlib.suppress(OSError, anyio.ClosedResourceError):
                 await process.channel.send({"id": ticket.ident, "request": body})
-            except (OSError, anyio.ClosedResourceError):
-                # The child is gone, but the answers it wrote before it went may still be
-                # unread: reading on delivers them, then finds its end (and _lost).
-                pass
             await self._await(process, ticket)
         except anyio.get_cancelled_exc_class():
             if process.owed.pop(ticket.ident, None) is not None and process.gone is None:
