@@ -349,7 +349,7 @@ async def test_a_rate_limited_key_cools_down_and_is_skipped() -> None:
     keys = pool(KeyLimits(), KeyLimits(), clock=clock)
     first = await keys.acquire(1, 1)
     assert first.name == "key 1"
-    first.rate_limited(retry_after=5.0)
+    await first.rate_limited(retry_after=5.0)
     names = [(await keys.acquire(1, 1)).name for _ in range(3)]
     assert names == ["key 2", "key 2", "key 2"]
     clock.now = 5.0
@@ -361,10 +361,10 @@ async def test_a_rate_limited_key_cools_down_and_is_skipped() -> None:
 async def test_a_lone_rate_limited_key_waits_its_retry_after_or_one_second() -> None:
     clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), clock=clock)
-    (await keys.acquire(1, 1)).rate_limited(retry_after=7.5)
+    await (await keys.acquire(1, 1)).rate_limited(retry_after=7.5)
     lease = await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(7.5)]
-    lease.rate_limited(retry_after=None)
+    await lease.rate_limited(retry_after=None)
     await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(7.5), pytest.approx(1.0)]
 
@@ -374,7 +374,7 @@ async def test_a_429_can_carry_headers_too() -> None:
     clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), clock=clock)
     lease = await keys.acquire(1, 1)
-    lease.rate_limited(1.0, headers=openai_headers(requests=0, tokens=0, reset_requests="3s"))
+    await lease.rate_limited(1.0, headers=openai_headers(requests=0, tokens=0, reset_requests="3s"))
     await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(3.0)]
 
@@ -384,11 +384,11 @@ async def test_finish_reconciles_tokens_and_paces_from_headers() -> None:
     clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(input_tpm=1000), clock=clock)
     lease = await keys.acquire(900, 0)
-    lease.finish(100, 20)
+    await lease.finish(100, 20)
     assert keys.limiter("key 1").input_window.used() == 100
     await keys.acquire(800, 0)  # fits only because 800 were given back
     assert clock.sleeps == []
-    lease.finish(100, 20, headers=openai_headers(requests=0, tokens=5000, reset_requests="2s"))
+    await lease.finish(100, 20, headers=openai_headers(requests=0, tokens=5000, reset_requests="2s"))
     await keys.acquire(1, 0)
     assert clock.sleeps == [pytest.approx(2.0)]
 
@@ -403,7 +403,7 @@ async def test_pool_without_keys_leases_no_secret_and_no_limits() -> None:
         assert lease.secret is None
         assert lease.key is None
         assert lease.name == "no key"
-        lease.finish(10_000, 10_000)
+        await lease.finish(10_000, 10_000)
     assert clock.sleeps == []
 
 
@@ -413,7 +413,7 @@ async def test_pool_without_keys_can_still_be_limited_and_cool_down() -> None:
     keys = KeyPool([], clock=clock, sleep=clock.sleep, keyless_limits=KeyLimits(rpm=2))
     await keys.acquire(1, 1)
     lease = await keys.acquire(1, 1)
-    lease.rate_limited(3.0)  # an Ollama queue that is full
+    await lease.rate_limited(3.0)  # an Ollama queue that is full
     await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(60.0)]
 

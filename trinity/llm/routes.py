@@ -17,13 +17,16 @@ import anyio
 
 from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.breaker import CircuitBreaker
-from trinity.llm.ratelimit import KeyPool
+from trinity.llm.ratelimit import KeyPool, PoolSharing
 from trinity.llm.routing import Router
 from trinity.llm.settings import Endpoint, LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     import httpx
+
+    from trinity.llm.budgets import DailyBudgets
+    from trinity.llm.sharedlimits import SharedLimits
 
 
 class Backend(Protocol):
@@ -49,7 +52,8 @@ class Routes:
     """The routes of one client, by provider; closes what it made.
 
     `http_client` or `transport` may be injected (tests use `httpx.MockTransport`), and so
-    may a `backend` for the main provider's endpoint; neither is closed here.
+    may a `backend` for the main provider's endpoint; neither is closed here. Every key
+    pool counts in `shared` limits (None: this process's own) and daily `budgets`.
     """
 
     def __init__(
@@ -62,8 +66,12 @@ class Routes:
         backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        shared: SharedLimits | None = None,
+        budgets: DailyBudgets | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared
+        self.budgets = budgets
         self.router = router
         self.clock = clock
         self.sleep = sleep
@@ -94,6 +102,8 @@ class Routes:
                 clock=self.clock,
                 sleep=self.sleep,
                 keyless_limits=endpoint.limits,
+                patience=s.retry.retry_after_cap,
+                sharing=PoolSharing(endpoint.name, self.shared, self.budgets),
             ),
             pacing=AdaptiveConcurrency(s.in_flight(endpoint.provider), clock=self.clock),
         )
