@@ -136,7 +136,8 @@ return {1, 0}
 """
 )
 
-# KEYS: input, output windows. ARGV: member id, old input, new input, old output, new output.
+# KEYS: input, output windows. ARGV: member id, old input, new input, old output, new
+# output, ttl ms (set again: removing a window's only member removes the key).
 _RECONCILE = RedisScript(
     """
 local function fix(key, old, new)
@@ -146,6 +147,7 @@ local function fix(key, old, new)
   if score then
     redis.call('ZREM', key, member)
     redis.call('ZADD', key, score, ARGV[1] .. ':' .. new)
+    redis.call('PEXPIRE', key, ARGV[6])
   end
 end
 fix(KEYS[1], ARGV[2], ARGV[3])
@@ -203,6 +205,8 @@ class SharedLimits:
         self.window = window
         # Microseconds an entry counts in a shared window: the window and its margin.
         self.span = math.ceil(window * (1 + WINDOW_MARGIN) * 1_000_000)
+        # Milliseconds a window's key outlives its newest entry.
+        self.ttl = math.ceil(self.span / 1000) + 1000
 
     def __repr__(self) -> str:
         return f"SharedLimits({self.link.address}, window={self.window})"
@@ -236,6 +240,7 @@ class SharedReservation:
                 input_tokens,
                 self.output_tokens,
                 output_tokens,
+                key.shared.ttl,
             ],
         )
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
