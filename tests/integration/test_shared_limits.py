@@ -409,10 +409,12 @@ def test_clients_that_know_the_limit_are_never_refused_by_the_server(
             except RateLimitedError:
                 pass
 
-        async with AsyncLLMClient(settings, shared=link) as client:
-            async with anyio.create_task_group() as group:
-                for n in range(limit):
-                    group.start_soon(ask, n)
+        async with (
+            AsyncLLMClient(settings, shared=link) as client,
+            anyio.create_task_group() as group,
+        ):
+            for n in range(limit):
+                group.start_soon(ask, n)
         return answered
 
     answered = in_threads(2, redis_db, client_asks)

@@ -388,7 +388,9 @@ async def test_finish_reconciles_tokens_and_paces_from_headers() -> None:
     assert keys.limiter("key 1").input_window.used() == 100
     await keys.acquire(800, 0)  # fits only because 800 were given back
     assert clock.sleeps == []
-    await lease.finish(100, 20, headers=openai_headers(requests=0, tokens=5000, reset_requests="2s"))
+    await lease.finish(
+        100, 20, headers=openai_headers(requests=0, tokens=5000, reset_requests="2s")
+    )
     await keys.acquire(1, 0)
     assert clock.sleeps == [pytest.approx(2.0)]
 

@@ -174,10 +174,12 @@ local function counter(key, field)
   return math.max(v, 0)
 end
 local function add(key, tokens, cost, ttl)
-  if counter(key, 'tokens') + tokens < 0 then redis.call('HSET', key, 'tokens', 0)
-  else redis.call('HINCRBYFLOAT', key, 'tokens', tokens) end
-  if counter(key, 'cost') + cost < 0 then redis.call('HSET', key, 'cost', 0)
-  else redis.call('HINCRBYFLOAT', key, 'cost', cost) end
+  local function count(field, amount)
+    local sum = math.max(counter(key, field) + amount, 0)
+    redis.call('HSET', key, field, string.format('%.17g', sum))
+  end
+  count('tokens', tokens)
+  count('cost', cost)
   redis.call('PEXPIRE', key, ttl)
 end
 """
@@ -317,45 +319,42 @@ class _LocalCounters:
         self, scopes: Sequence[Scope], tokens: int, cost: float
     ) -> tuple[str, Refusal | None]:
         day = self.today()
-        with self._counts(day) as counts:
-            refusal = _admit(counts, scopes, tokens, cost)
-            if refusal is None:
-                self._count(counts, day, scopes, tokens, cost)
-        return day, refusal
+        return day, self._change(day, scopes, tokens, cost, check=True)
 
     def adjust(self, hold: Hold, tokens: float, cost: float) -> None:
-        with self._counts(hold.day) as counts:
-            self._count(counts, hold.day, hold.scopes, tokens, cost)
+        self._change(hold.day, hold.scopes, tokens, cost, check=False)
 
-    def _count(
-        self, counts: Counts, day: str, scopes: Sequence[Scope], tokens: float, cost: float
-    ) -> None:
-        _add(counts, scopes, tokens, cost)
+    def _change(
+        self, day: str, scopes: Sequence[Scope], tokens: float, cost: float, *, check: bool
+    ) -> Refusal | None:
+        """Count `tokens` and `cost` in the day's scopes, unless `check` finds that a cap
+        would be passed (the Refusal): in the ledger, under its lock, and in what this
+        process counted; in the latter only when there is no ledger (or it failed)."""
         own = self._own.setdefault(day, {})
-        if counts is not own:
+        if self.directory is not None:
+            try:
+                with self._locked():
+                    counts = self._read(day, own)
+                    refusal = _admit(counts, scopes, tokens, cost) if check else None
+                    if refusal is None:
+                        _add(counts, scopes, tokens, cost)
+                        self._write(day, counts)
+            except OSError as exc:
+                log.warning(
+                    "the daily budget ledger in %s failed (%s); this process counts the "
+                    "day on its own for the rest of this run",
+                    shown_path(self.directory),
+                    one_line(exc),
+                )
+                self.directory = None
+            else:
+                if refusal is None:
+                    _add(own, scopes, tokens, cost)
+                return refusal
+        refusal = _admit(own, scopes, tokens, cost) if check else None
+        if refusal is None:
             _add(own, scopes, tokens, cost)
-
-    @contextlib.contextmanager
-    def _counts(self, day: str) -> Iterator[Counts]:
-        """The day's counts to read and change: the ledger's, written back after, under its
-        lock; this process's own when there is no ledger (or it failed)."""
-        own = self._own.setdefault(day, {})
-        if self.directory is None:
-            yield own
-            return
-        try:
-            with self._locked():
-                counts = self._read(day, own)
-                yield counts
-                self._write(day, counts)
-        except OSError as exc:
-            log.warning(
-                "the daily budget ledger in %s failed (%s); this process counts the day "
-                "on its own for the rest of this run",
-                shown_path(self.directory),
-                one_line(exc),
-            )
-            self.directory = None
+        return refusal
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

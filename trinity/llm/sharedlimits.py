@@ -40,6 +40,7 @@ class WindowLimits(Protocol):
     @property
     def output_tpm(self) -> int | None: ...
 
+
 # A request counts in a shared window a little longer than the window itself: one
 # reserved at a window's end and one at the next window's start can reach the server in
 # the other order (network jitter), and the server must never see more than the limit in
