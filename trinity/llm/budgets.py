@@ -286,13 +286,13 @@ def _finite(text: str) -> float:
 Counts = dict[str, list[float]]  # scope name -> [tokens, cost]
 
 
-def _admit(counts: Counts, scopes: Sequence[Scope], tokens: int, cost: float) -> Refusal | None:
+def _admit(counts: Counts, scopes: Sequence[Scope], tokens: float, cost: float) -> Refusal | None:
     for scope in scopes:
         used_tokens, used_cost = counts.get(scope.name, [0.0, 0.0])
         over_tokens = scope.tokens is not None and used_tokens + tokens > scope.tokens
         over_cost = scope.cost is not None and used_cost + cost > scope.cost + _COST_SLACK
         if over_tokens or over_cost:
-            return Refusal(scope, used_tokens, used_cost, tokens, cost)
+            return Refusal(scope, used_tokens, used_cost, round(tokens), cost)
     return None
 
 
