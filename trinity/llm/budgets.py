@@ -359,7 +359,9 @@ class _LocalCounters:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The cache folder (the parent) is private; a build may make it here first.
+        self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if fcntl is not None:
