@@ -11,16 +11,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakeclock import FakeClock
+from trinity.errors import BudgetExceeded, RateLimitedError
+from trinity.llm.budgets import BudgetSettings, DailyBudgets
 from trinity.llm.ratelimit import (
     ApiKey,
     KeyLimiter,
     KeyLimits,
     KeyPool,
     Lease,
+    PoolSharing,
     SlidingWindow,
     estimate_request_tokens,
     estimate_tokens,
+    paced_limits,
 )
+from trinity.llm.sharedlimits import key_identity
+from trinity.llm.sharedlimits import verdict as shared_verdict
 from trinity.llm.types import LLMRequest
 
 FAST = settings(max_examples=60, database=None, deadline=None)
@@ -538,3 +544,74 @@ def test_estimate_request_tokens_counts_messages_and_reserves_max_tokens() -> No
     input_est, output_est = estimate_request_tokens(request)
     assert 110 <= input_est <= 130
     assert output_est == 256
+
+
+# --- patience, cancelled reservations, daily budgets, shared names -----------------
+
+
+@pytest.mark.anyio
+async def test_acquire_raises_rather_than_sleep_past_its_patience() -> None:
+    clock = FakeClock(now=0.0)
+    keys = KeyPool(
+        [ApiKey("key 1", SECRET, KeyLimits(rpm=1))],
+        clock=clock,
+        sleep=clock.sleep,
+        patience=30.0,
+        sharing=PoolSharing("openai https://api.example"),
+    )
+    await keys.acquire(1, 1)
+    with pytest.raises(RateLimitedError, match=r"every key for openai https://api\.example") as e:
+        await keys.acquire(1, 1)
+    assert e.value.retry_after == pytest.approx(60.0)
+    assert clock.sleeps == []
+
+
+def test_a_cancelled_reservation_gives_its_request_and_tokens_back() -> None:
+    clock = FakeClock(now=0.0)
+    limiter = KeyLimiter(KeyLimits(rpm=1, input_tpm=100), clock)
+    limiter.reserve(90, 0).cancel()
+    assert limiter.wait_time(100, 0) == 0.0
+
+
+@pytest.mark.anyio
+async def test_a_spent_project_budget_refuses_at_once_and_gives_the_key_back() -> None:
+    clock = FakeClock(now=0.0)
+    budgets = DailyBudgets(BudgetSettings(daily_tokens=100, scope="site"))
+    keys = KeyPool(
+        [ApiKey("key 1", SECRET, KeyLimits(rpm=2))],
+        clock=clock,
+        sleep=clock.sleep,
+        sharing=PoolSharing("openai x", None, budgets),
+    )
+    lease = await keys.acquire(60, 20)
+    with pytest.raises(BudgetExceeded, match=r"project 'site' \(llm\.budget daily_tokens\)"):
+        await keys.acquire(60, 20)
+    assert keys.wait_time(1, 1) == 0.0, "the refused call holds no request"
+    await lease.finish(10, 10)  # it used 20 of its 80: 80 left today
+    assert (await keys.acquire(60, 20)).name == "key 1"
+
+
+def test_paced_limits_read_each_limit_from_the_first_readable_pair() -> None:
+    found = paced_limits(
+        {
+            **openai_headers(requests=3, tokens=100, reset_requests="2s"),
+            "anthropic-ratelimit-output-tokens-remaining": "0",
+            "anthropic-ratelimit-output-tokens-reset": "bogus",
+        },
+        WALL,
+    )
+    assert found == {"requests": (3, pytest.approx(2.0)), "tokens": (100, pytest.approx(0.02))}
+
+
+def test_a_key_is_named_in_redis_by_its_endpoint_and_a_hash_never_its_secret() -> None:
+    named = key_identity("openai https://api.openai.com", SECRET)
+    assert SECRET not in named
+    assert named.startswith("openai https://api.openai.com key:")
+    assert named == key_identity("openai https://api.openai.com", SECRET)  # on any machine
+    assert named != key_identity("openai https://api.openai.com", SECRET + "x")
+    assert key_identity("ollama http://localhost:11434", None) == "ollama http://localhost:11434"
+
+
+@pytest.mark.parametrize("answer", [None, [], [1], "ok", [0, -5], [0, "soon"], [2, 5, 7], b"\x00"])
+def test_an_unreadable_answer_from_redis_is_no_verdict(answer: object) -> None:
+    assert shared_verdict(answer) is None

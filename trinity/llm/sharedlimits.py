@@ -283,11 +283,11 @@ class SharedKey:
                 int(LONGEST_SHARED_WAIT * 1_000_000),
             ],
         )
-        verdict = _verdict(answer)
-        if verdict is None:
+        wait = verdict(answer)
+        if wait is None:
             return 0.0, None
-        if verdict > 0:
-            return verdict, None
+        if wait > 0:
+            return wait, None
         return 0.0, SharedReservation(self, member, max(0, input_est), max(0, output_est))
 
     async def cool_down(self, seconds: float) -> None:
@@ -308,7 +308,7 @@ class SharedKey:
             await _PACE.run(self.shared.link, [self.names["pacing"]], args)
 
 
-def _verdict(answer: object) -> float | None:
+def verdict(answer: object) -> float | None:
     """Seconds to wait (0: granted) from the reserve script's answer; None for none."""
     if answer is NO_ANSWER or not isinstance(answer, list) or len(answer) != 2:
         return None
@@ -328,4 +328,5 @@ __all__ = [
     "SharedLimits",
     "SharedReservation",
     "key_identity",
+    "verdict",
 ]
