@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakeclock import FakeClock
+from trinity.cache.redislink import RedisLink
 from trinity.errors import BudgetExceeded, RateLimitedError
 from trinity.llm.budgets import BudgetSettings, DailyBudgets
 from trinity.llm.ratelimit import (
@@ -25,7 +26,7 @@ from trinity.llm.ratelimit import (
     estimate_tokens,
     paced_limits,
 )
-from trinity.llm.sharedlimits import key_identity
+from trinity.llm.sharedlimits import WINDOW_MARGIN, SharedLimits, key_identity
 from trinity.llm.sharedlimits import verdict as shared_verdict
 from trinity.llm.types import LLMRequest
 
@@ -615,3 +616,13 @@ def test_a_key_is_named_in_redis_by_its_endpoint_and_a_hash_never_its_secret() -
 @pytest.mark.parametrize("answer", [None, [], [1], "ok", [0, -5], [0, "soon"], [2, 5, 7], b"\x00"])
 def test_an_unreadable_answer_from_redis_is_no_verdict(answer: object) -> None:
     assert shared_verdict(answer) is None
+
+
+def test_a_shared_window_s_margin_is_not_a_reason_to_give_up() -> None:
+    """A full shared window asks for up to its margin more than a local one: with the
+    default cap (60 s) and window (60 s), such a wait is waited for, not failed over."""
+    local = KeyPool([], patience=60.0)
+    shared = KeyPool([], patience=60.0, sharing=PoolSharing("x", SharedLimits(RedisLink(port=1))))
+    limit = 60.0 * (1 + WINDOW_MARGIN)
+    assert (local.too_long(60.0), local.too_long(limit)) == (False, True)
+    assert (shared.too_long(limit), shared.too_long(limit + 0.01)) == (False, True)

@@ -371,7 +371,7 @@ class AsyncLLMClient:
         """One attempt: reserve budget and a key, send, and settle both with the real usage."""
         input_est, output_est = estimate_request_tokens(request)
         wait = route.pool.wait_time(input_est, output_est)
-        if wait > self.retry_policy.retry_after_cap:
+        if route.pool.too_long(wait):  # longer than llm.retry.retry_after_cap
             # Every key rests longer than we would wait: fail over instead of sleeping.
             raise RateLimitedError(
                 f"every key for {route.endpoint.name} is rate limited for {wait:.0f} s",

@@ -38,7 +38,13 @@ from trinity.llm.headers import (
     LimitHeaders,
     read_limit,
 )
-from trinity.llm.sharedlimits import SharedKey, SharedLimits, SharedReservation, key_identity
+from trinity.llm.sharedlimits import (
+    WINDOW_MARGIN,
+    SharedKey,
+    SharedLimits,
+    SharedReservation,
+    key_identity,
+)
 from trinity.llm.types import LLMRequest
 
 Clock = Callable[[], float]
@@ -494,6 +500,9 @@ class KeyPool:
         self._next = 0
         self.patience = patience
         self.sharing = sharing
+        # A shared window counts a request a little longer than the window (its margin):
+        # a wait that long is still the limit's own, not a reason to give up.
+        self._slack = window * WINDOW_MARGIN if sharing.limits is not None else 0.0
 
     def __repr__(self) -> str:
         names = [slot.key.variable if slot.key else "no key" for slot in self._slots]
@@ -537,13 +546,17 @@ class KeyPool:
             if lease is not None:
                 return lease
             wait = self.wait_time(input_est, output_est)
-            if wait > self.patience:
+            if self.too_long(wait):
                 raise RateLimitedError(
                     f"every key for {self.sharing.endpoint or 'this server'} is rate limited "
                     f"for {wait:.0f} s",
                     retry_after=wait,
                 )
             await self._sleep(wait)
+
+    def too_long(self, wait: float) -> bool:
+        """Whether `wait` (from `wait_time`) is longer than the pool waits for a key."""
+        return wait > self.patience + self._slack
 
     def _in_turn(self) -> list[_Slot]:
         """The keys not spent for the day, the next one in round-robin order first."""
