@@ -360,7 +360,7 @@ class Lease:
     """A key picked for one request, with its reservations; report back how it went.
 
     `shared` is its reservation in Redis (None without one, or when Redis gave no
-    verdict), `hold` what it holds of the daily budgets.
+    verdict), `hold` what it holds of the daily `budgets`.
     """
 
     def __init__(
@@ -376,7 +376,7 @@ class Lease:
         self._shared_key = shared_key
         self.shared: SharedReservation | None = None
         self.hold: Hold | None = None
-        self._budgets: DailyBudgets | None = None
+        self.budgets: DailyBudgets | None = None
 
     @property
     def secret(self) -> str | None:
@@ -430,8 +430,8 @@ class Lease:
             await self._settle(0, 0.0)
 
     async def _settle(self, tokens: int, cost: float) -> None:
-        if self._budgets is not None:
-            await self._budgets.settle(self.hold, tokens, cost)
+        if self.budgets is not None:
+            await self.budgets.settle(self.hold, tokens, cost)
 
 
 @dataclass
@@ -572,12 +572,8 @@ class KeyPool:
     async def _try_each_key(self, input_est: int, output_est: int, cost_est: float) -> Lease | None:
         """A lease on a key that both this process and the shared limits let go now, its
         daily budget held; None when none can go now."""
-        turn = self._in_turn()
-        if not turn:
-            spent = self._slots[0].spent
-            assert spent is not None
-            raise spent.error()
-        for slot in turn:
+        self._refuse_when_spent()
+        for slot in self._in_turn():
             if slot.wait_time(input_est, output_est, self._clock()) > 0:
                 continue
             lease = self._lease(slot, input_est, output_est)
@@ -589,9 +585,14 @@ class KeyPool:
                     continue
             if await self._hold_budget(slot, lease, input_est + output_est, cost_est):
                 return lease
-        if not self._in_turn():
-            return await self._try_each_key(input_est, output_est, cost_est)  # raises
+        self._refuse_when_spent()
         return None
+
+    def _refuse_when_spent(self) -> None:
+        """Once every key's daily budget is spent: the first one's BudgetExceeded."""
+        refusals = [slot.spent for slot in self._slots]
+        if refusals[0] is not None and all(refusals):
+            raise refusals[0].error()
 
     async def _hold_budget(self, slot: _Slot, lease: Lease, tokens: int, cost: float) -> bool:
         """Hold the call's estimate in the daily budgets; False (the key's spent, and the
@@ -602,7 +603,7 @@ class KeyPool:
             return True
         held = await budgets.reserve(scopes, tokens, cost)
         if not isinstance(held, Refusal):
-            lease.hold, lease._budgets = held, budgets
+            lease.hold, lease.budgets = held, budgets
             return True
         lease.reservation.cancel()
         if lease.shared is not None:

@@ -103,7 +103,12 @@ class Routes:
                 sleep=self.sleep,
                 keyless_limits=endpoint.limits,
                 patience=s.retry.retry_after_cap,
-                sharing=PoolSharing(endpoint.name, self.shared, self.budgets),
+                # The embedded model is each machine's own: its limits are too.
+                sharing=PoolSharing(
+                    endpoint.name,
+                    self.shared if endpoint.provider != "local" else None,
+                    self.budgets,
+                ),
             ),
             pacing=AdaptiveConcurrency(s.in_flight(endpoint.provider), clock=self.clock),
         )
