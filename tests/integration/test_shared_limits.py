@@ -7,8 +7,12 @@ every one of them, and a Redis that dies mid-run leaves each with its own limits
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -418,6 +422,62 @@ def test_clients_that_know_the_limit_are_never_refused_by_the_server(
         return answered
 
     answered = in_threads(2, redis_db, client_asks)
+
+    assert sum(answered) == limit
+    assert fake_llm.rate_limited_count == 0
+    assert len(fake_llm.answered) == limit
+
+
+# The child of the test below: one process with its own client, asking its share.
+CHILD = """
+import sys, anyio
+from trinity.cache.redislink import RedisLink
+from trinity.errors import RateLimitedError
+from trinity.llm.client import AsyncLLMClient
+from trinity.llm.ratelimit import KeyLimits
+from trinity.llm.retry import RetryPolicy
+from trinity.llm.settings import LLMSettings
+
+url, redis_port, limit, name = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+settings = LLMSettings(
+    provider="openai", api_url=url, model="m", api_key="sk-shared",
+    limits=KeyLimits(rpm=limit), max_tokens=20,
+    retry=RetryPolicy(retry_after_cap=1, rate_limit_wait=1),
+)
+
+async def main() -> None:
+    link = RedisLink(host="127.0.0.1", port=redis_port, timeout=2.0)
+    answered = 0
+    async with AsyncLLMClient(settings, shared=link) as client:
+        for n in range(limit):
+            try:
+                await client.generate_content_async(f"{name} prompt {n}")
+                answered += 1
+            except RateLimitedError:
+                pass
+    await link.aclose()
+    print(answered)
+
+anyio.run(main)
+"""
+
+
+def test_processes_that_know_the_limit_are_never_refused_by_the_server(
+    redis_db: RedisServer, fake_llm: FakeLLMServer
+) -> None:
+    limit, processes = 4, 3
+    fake_llm.limit_per_key(limit, window=60.0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, fake_llm.url, str(redis_db.port), str(limit), f"p{i}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(processes)
+    ]
+    answered = [int(child.communicate(timeout=60)[0]) for child in children]
 
     assert sum(answered) == limit
     assert fake_llm.rate_limited_count == 0
