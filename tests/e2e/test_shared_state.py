@@ -28,10 +28,11 @@ def test_a_build_with_the_redis_tier_shares_its_rate_limits_in_redis(
     with redis_db.client() as client:
         keys = sorted(k.decode() for k in client.scan_iter(match="trinity:limits:*"))
         endpoint = f"trinity:limits:openai {site.server.url}"
-        assert keys == [f"{endpoint}:{part}" for part in ("input", "requests")]
+        parts = ("input", "input:sum", "requests", "requests:sum")
+        assert keys == [f"{endpoint}:{part}" for part in parts]
         assert all(client.pttl(key) > 0 for key in keys)
-        (requests,) = [k for k in keys if k.endswith(":requests")]
-        assert client.zcard(requests) == BLOCKS
+        assert client.zcard(f"{endpoint}:requests") == BLOCKS
+        assert client.get(f"{endpoint}:requests:sum") == str(BLOCKS).encode()
 
 
 def test_a_spent_daily_budget_fails_the_blocks_with_a_clear_message(

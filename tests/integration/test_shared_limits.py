@@ -160,10 +160,14 @@ def test_every_key_written_expires_and_names_no_secret(
     run_with(redis_db, use)
 
     keys = raw.keys("*")
-    assert {k.decode().rsplit(":", 1)[-1] for k in keys} == {
+    # A window is a sorted set and the sum of its amounts.
+    assert {k.decode().split(" key:")[1].split(":", 1)[1] for k in keys} == {
         "requests",
+        "requests:sum",
         "input",
+        "input:sum",
         "output",
+        "output:sum",
         "pacing",
         "cooldown",
     }
@@ -291,6 +295,34 @@ def test_planted_values_are_not_trusted(
 
     lease = run_with(redis_db, body)
     assert lease.shared is not None  # Redis decided, and let it go
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param(lambda r, key: r.set(key, "lots"), id="not-a-number"),
+        pytest.param(lambda r, key: r.set(key, "9" * 15), id="huge"),
+        pytest.param(lambda r, key: r.set(key, "-50"), id="negative"),
+        pytest.param(lambda r, key: r.set(key, "1.5"), id="fraction"),
+        pytest.param(lambda r, key: (r.delete(key), r.hset(key, "a", "b")), id="a-hash"),
+        pytest.param(lambda r, key: r.delete(key), id="lost"),
+    ],
+)
+def test_a_window_sum_that_is_not_ours_is_counted_again(
+    redis_db: RedisServer, raw: redis.Redis, plant: Callable[[redis.Redis, str], Any]
+) -> None:
+    limits = KeyLimits(input_tpm=1000)
+
+    async def reserve(link: RedisLink) -> None:
+        await shared_pool(link, limits, patience=1).acquire(10, 0)
+
+    run_with(redis_db, reserve)
+    plant(raw, names("input") + ":sum")
+
+    run_with(redis_db, reserve)  # passes: the window holds 10 of its 1000
+
+    assert raw.get(names("input") + ":sum") == b"20"
+    assert raw.pttl(names("input") + ":sum") > 0
 
 
 def test_a_huge_planted_amount_costs_at_most_one_window(

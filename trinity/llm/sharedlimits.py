@@ -55,36 +55,67 @@ LONGEST_SHARED_WAIT = 24 * 3600.0
 PACED_LIMITS = ("requests", "tokens", "input_tokens", "output_tokens")
 
 _WINDOW = """
--- Seconds (as microseconds) until `amount` fits in the sliding window `key` holding
--- members "id:amount" scored by the time they were reserved; 0 if it fits now.
+-- A sliding window is a sorted set of members "id:amount" scored by when they were
+-- reserved (microseconds of Redis's clock), and beside it (key .. ':sum') the sum of
+-- their amounts, so that a check costs O(log n) however many requests it holds. (The
+-- sum's name is made here, not passed in KEYS: Trinity's Redis is never a cluster.)
+local function amount_of(member)
+  return number(string.match(member, ':(%d+)$')) or 0
+end
+-- The sum counted again from the members: when it was lost, or is not one we wrote.
+local function recount(key)
+  local sum = 0
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    sum = sum + amount_of(member)
+  end
+  return sum
+end
+-- Drop the members that left the window (and any from the future: never ours), and
+-- return the sum of those left.
+local function window_sum(key, span, now)
+  expect(key, 'zset')
+  expect(key .. ':sum', 'string')
+  local sum = number(redis.call('GET', key .. ':sum'))
+  local old = redis.call('ZRANGEBYSCORE', key, '-inf', int(now - span))
+  local future = redis.call('ZRANGEBYSCORE', key, '(' .. int(now), '+inf')
+  if sum ~= nil then
+    for _, member in ipairs(old) do sum = sum - amount_of(member) end
+    for _, member in ipairs(future) do sum = sum - amount_of(member) end
+  end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - span)) end
+  if #future > 0 then redis.call('ZREMRANGEBYSCORE', key, '(' .. int(now), '+inf') end
+  if redis.call('ZCARD', key) == 0 then return 0 end
+  if sum == nil or sum < 0 or sum ~= math.floor(sum) then sum = recount(key) end
+  return sum
+end
+-- Microseconds until `amount` fits under `limit` in the window; 0 if it fits now.
 local function window_wait(key, limit, amount, span, now)
   if limit <= 0 then return 0 end
-  expect(key, 'zset')
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - span))
-  -- Our own entries are never from the future: one that is was planted.
-  redis.call('ZREMRANGEBYSCORE', key, '(' .. int(now), '+inf')
+  local used = window_sum(key, span, now)
   amount = math.min(amount, limit)  -- too big: wait for an empty window, not forever
-  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local amounts, used = {}, 0
-  for i = 1, #entries, 2 do
-    local a = number(string.match(entries[i], ':(%d+)$')) or 0
-    a = math.min(a, limit)
-    amounts[#amounts + 1] = a
-    used = used + a
-  end
   local excess = used + amount - limit
   if excess <= 0 then return 0 end
-  for i = 1, #amounts do
-    excess = excess - amounts[i]
-    if excess <= 0 then return number(entries[2 * i]) + span - now end
+  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do  -- oldest first: until enough of them have left
+    excess = excess - amount_of(entries[i])
+    if excess <= 0 then return number(entries[i + 1]) + span - now end
   end
-  return span
+  -- The sum said more than the members hold: it was not ours. Count them again.
+  redis.call('DEL', key .. ':sum')
+  return window_wait(key, limit, amount, span, now)
+end
+local function window_add(key, limit, amount, span, now, id, ttl)
+  if limit <= 0 then return end
+  local sum = window_sum(key, span, now)
+  redis.call('ZADD', key, int(now), id .. ':' .. int(amount))
+  redis.call('SET', key .. ':sum', int(sum + amount), 'PX', ttl)
+  redis.call('PEXPIRE', key, ttl)
 end
 """
 
 # KEYS: requests, input, output windows; cooldown; pacing hash.
 # ARGV: span us, rpm, input limit, input amount, output limit, output amount, member id,
-# longest trusted wait us (limits of 0: none).
+# longest trusted wait us, ttl ms (limits of 0: none).
 _RESERVE = RedisScript(
     _WINDOW
     + """
@@ -120,16 +151,10 @@ wait = math.max(wait, window_wait(KEYS[1], rpm, 1, span, now))
 wait = math.max(wait, window_wait(KEYS[2], in_limit, in_amount, span, now))
 wait = math.max(wait, window_wait(KEYS[3], out_limit, out_amount, span, now))
 if wait > 0 then return {0, math.ceil(wait)} end
-local ttl = math.ceil(span / 1000) + 1000
-local function add(key, limit, amount)
-  if limit > 0 then
-    redis.call('ZADD', key, int(now), id .. ':' .. int(amount))
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
-add(KEYS[1], rpm, 1)
-add(KEYS[2], in_limit, in_amount)
-add(KEYS[3], out_limit, out_amount)
+local ttl = tonumber(ARGV[9])
+window_add(KEYS[1], rpm, 1, span, now, id, ttl)
+window_add(KEYS[2], in_limit, in_amount, span, now, id, ttl)
+window_add(KEYS[3], out_limit, out_amount, span, now, id, ttl)
 for name, need in pairs(paced) do
   redis.call('HINCRBYFLOAT', KEYS[5], name .. '.remaining', -need)
 end
@@ -149,6 +174,12 @@ local function fix(key, old, new)
     redis.call('ZREM', key, member)
     redis.call('ZADD', key, score, ARGV[1] .. ':' .. new)
     redis.call('PEXPIRE', key, ARGV[6])
+    expect(key .. ':sum', 'string')
+    local sum = number(redis.call('GET', key .. ':sum'))
+    if sum ~= nil then  -- else the next check counts it again
+      local fixed = math.max(sum + tonumber(new) - tonumber(old), 0)
+      redis.call('SET', key .. ':sum', int(fixed), 'PX', ARGV[6])
+    end
   end
 end
 fix(KEYS[1], ARGV[2], ARGV[3])
@@ -281,6 +312,7 @@ class SharedKey:
                 max(0, output_est),
                 member,
                 int(LONGEST_SHARED_WAIT * 1_000_000),
+                self.shared.ttl,
             ],
         )
         wait = verdict(answer)
