@@ -195,6 +195,7 @@ for i, base in ipairs(KEYS) do
   local key = base .. ':' .. day
   expect(key, 'hash')
   local used_tokens, used_cost = counter(key, 'tokens'), counter(key, 'cost')
+  redis.call('PEXPIRE', key, ttl)  -- counter() may have written to it
   local cap_tokens, cap_cost = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
   if (cap_tokens ~= nil and used_tokens + tokens > cap_tokens)
       or (cap_cost ~= nil and used_cost + cost > cap_cost + 1e-12) then
