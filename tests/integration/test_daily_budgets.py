@@ -213,6 +213,7 @@ def test_successive_builds_share_the_day_through_the_ledger(tmp_path: Path) -> N
         pytest.param(b'{"scopes": {"project:Mara Quinn": {"tokens": -5, "cost": 0}}}', id="neg"),
         pytest.param(b'{"scopes": {"project:Mara Quinn": {"tokens": "1", "cost": 0}}}', id="str"),
         pytest.param(b'{"scopes": {"x": {"tokens": 1e999, "cost": 0}}}', id="inf"),
+        pytest.param(b'{"scopes": {}, "pad": "' + b"x" * 2_000_000 + b'"}', id="too-big"),
     ],
 )
 def test_a_malformed_ledger_starts_from_what_this_process_counted(

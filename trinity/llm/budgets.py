@@ -56,6 +56,8 @@ log = get_logger(__name__)
 RETENTION = 2 * 24 * 3600
 # The ledger folder's files: one a UTC day.
 _LEDGER_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.json$")
+# A ledger larger than this was not written by Trinity (it holds a few scopes).
+_LEDGER_MAX_BYTES = 1024 * 1024
 # Float slack when comparing costs (as CostBudget allows).
 _COST_SLACK = 1e-12
 
@@ -375,10 +377,11 @@ class _LocalCounters:
         assert self.directory is not None
         path = self.directory / f"{day}.json"
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as file:
+                raw = file.read(_LEDGER_MAX_BYTES + 1)
         except FileNotFoundError:
             return {name: list(entry) for name, entry in own.items()}
-        counts = _parse_ledger(raw)
+        counts = _parse_ledger(raw) if len(raw) <= _LEDGER_MAX_BYTES else None
         if counts is None:
             log.warning(
                 "the daily budget ledger %s is not one Trinity wrote; starting the day again "
