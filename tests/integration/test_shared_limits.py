@@ -235,6 +235,36 @@ def test_a_429_cooldown_set_by_one_client_holds_the_other(redis_db: RedisServer)
     run_with(redis_db, body)
 
 
+def test_a_long_429_seen_by_one_client_fails_the_other_over_at_once(
+    redis_db: RedisServer, fake_llm: FakeLLMServer
+) -> None:
+    """The client's fast path (a wait past llm.retry.retry_after_cap is not waited for)
+    holds for a cooldown another process learnt: nothing is sent, nothing sleeps."""
+    fake_llm.fail_next(1, 429, headers={"Retry-After": "120"})
+    settings = LLMSettings(
+        provider="openai", api_url=fake_llm.url, model="m", api_key="sk-shared", max_tokens=20
+    )
+
+    async def body(link_a: RedisLink) -> None:
+        link_b = link_to(redis_db)
+        try:
+            async with AsyncLLMClient(settings, shared=link_a) as first:
+                with pytest.raises(RateLimitedError):
+                    await first.generate_content_async("first")
+            async with AsyncLLMClient(settings, shared=link_b) as second:
+                with pytest.raises(RateLimitedError) as caught:
+                    await second.generate_content_async("second")
+                assert caught.value.retry_after is not None
+                assert caught.value.retry_after > 100
+                with pytest.raises(RateLimitedError, match=r"rate limited for 1\d\d s"):
+                    await second.generate_content_async("third")  # learnt: no Redis call
+        finally:
+            await link_b.aclose()
+
+    run_with(redis_db, body)
+    assert fake_llm.chat_count == 1, "only the first request reached the server"
+
+
 def test_header_pacing_learnt_by_one_client_paces_the_other(redis_db: RedisServer) -> None:
     spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}
 
