@@ -29,6 +29,7 @@ from trinity.checks.spec import CheckSpec, GuardSpec, JudgeSpec
 from trinity.checksettings import overlay, read_checks, read_guards
 from trinity.errors import ConfigError
 from trinity.llm.breaker import BreakerPolicy
+from trinity.llm.budgets import BudgetSettings
 from trinity.llm.ratelimit import ApiKey, KeyLimits
 from trinity.llm.retry import RetryPolicy
 from trinity.llm.routing import Router, parse_target
@@ -243,6 +244,7 @@ def load_settings(
     if judge is not None:
         llm = _reach(llm, [Router(llm).target(judge.model)], env, shown, "judge.model")
     cache = replace(cache, disk=replace(cache.disk, directory=project / cache.disk.directory))
+    llm = replace(llm, budget=_budget_where(llm.budget, site, cache))
     return Settings(project, path, site, llm, cache, build, checks, guards, judge)
 
 
@@ -337,6 +339,7 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         breaker=_read_breaker(f.child("breaker")),
         prices=MappingProxyType(_read_prices(f.child("prices"))),
         max_cost=f.number("max_cost", LLMSettings.max_cost, minimum=0),
+        budget=_read_budget(f.child("budget")),
         repair_attempts=f.integer(
             "repair_attempts", LLMSettings.repair_attempts, minimum=0, maximum=5
         ),
@@ -386,7 +389,29 @@ def _read_limit_fields(f: Fields) -> KeyLimits:
         rpm=f.integer("rpm", None, minimum=1),
         input_tpm=f.integer("input_tpm", None, minimum=1),
         output_tpm=f.integer("output_tpm", None, minimum=1),
+        daily_tokens=f.integer("daily_tokens", None, minimum=1),
+        daily_cost=f.number("daily_cost", None, minimum=0),
     )
+
+
+def _read_budget(f: Fields) -> BudgetSettings:
+    """`budget: {daily_tokens, daily_cost, scope}`: the project's caps per UTC day."""
+    budget = BudgetSettings(
+        daily_tokens=f.integer("daily_tokens", None, minimum=1),
+        daily_cost=f.number("daily_cost", None, minimum=0),
+        scope=f.string("scope", BudgetSettings.scope, nonempty=f.has("scope")),
+    )
+    f.done()
+    return budget
+
+
+def _budget_where(
+    budget: BudgetSettings, site: SiteSettings, cache: CacheSettings
+) -> BudgetSettings:
+    """`budget` with its scope (the site's title unless the file names one) and its ledger
+    folder (the disk cache folder's `budget/`, when the cache has a disk tier)."""
+    ledger = cache.disk.directory / "budget" if "disk" in cache.tiers else None
+    return replace(budget, scope=budget.scope or site.title, ledger=ledger)
 
 
 def _read_limits(f: Fields) -> KeyLimits:

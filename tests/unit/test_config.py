@@ -838,3 +838,76 @@ def test_servers_accept_the_chat_styles(
     project = write_settings(f"site: {{title: T}}\nllm: {{provider: {provider}, style: {style}}}\n")
     llm = load_settings(project, environ={}).llm
     assert (llm.provider, llm.style) == (provider, style)
+
+
+# --------------------------------------------------------------------------- llm.budget
+
+
+def test_budget_settings_are_read_with_their_scope_and_ledger(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings(
+        "site: {title: Mara Quinn}\n"
+        "llm:\n"
+        "  budget: {daily_tokens: 200000, daily_cost: 2.5}\n"
+        "  api_keys:\n"
+        "    - {env: KEY_1, rpm: 60, daily_tokens: 50000, daily_cost: 0.5}\n"
+    )
+    settings = load_settings(project, environ={"KEY_1": SECRET})
+    budget = settings.llm.budget
+    assert (budget.daily_tokens, budget.daily_cost) == (200_000, 2.5)
+    assert budget.scope == "Mara Quinn", "the site's title by default"
+    assert budget.ledger == settings.cache.disk.directory / "budget"
+    (key,) = settings.llm.keys
+    assert (key.limits.daily_tokens, key.limits.daily_cost) == (50_000, 0.5)
+
+
+def test_budget_scope_can_be_named_and_needs_a_disk_tier_for_its_ledger(
+    write_settings: WriteSettings,
+) -> None:
+    project = write_settings(
+        "site: {title: T}\nllm:\n  budget: {scope: team-docs}\ncache: {tiers: [memory]}\n"
+    )
+    budget = load_settings(project, environ={}).llm.budget
+    assert (budget.scope, budget.ledger) == ("team-docs", None)
+
+
+@pytest.mark.parametrize(
+    ("llm", "key", "message"),
+    [
+        pytest.param(
+            "budget: {daily_tokens: lots}", "llm.budget.daily_tokens", "expected an integer"
+        ),
+        pytest.param("budget: {daily_tokens: 0}", "llm.budget.daily_tokens", "must be at least 1"),
+        pytest.param(
+            "budget: {daily_tokens: 1.5}", "llm.budget.daily_tokens", "expected an integer"
+        ),
+        pytest.param("budget: {daily_cost: -1}", "llm.budget.daily_cost", "must be at least 0"),
+        pytest.param("budget: {daily_cost: .nan}", "llm.budget.daily_cost", "expected a number"),
+        pytest.param("budget: {daily_cost: '5'}", "llm.budget.daily_cost", "expected a number"),
+        pytest.param("budget: {scope: ''}", "llm.budget.scope", "must not be empty"),
+        pytest.param("budget: {scope: 3}", "llm.budget.scope", "expected a string"),
+        pytest.param("budget: {daily_token: 5}", "llm.budget.daily_token", "did you mean"),
+        pytest.param("budget: 100", "llm.budget", "expected a mapping"),
+        pytest.param(
+            "api_keys: [{env: KEY_1, daily_cost: free}]",
+            "llm.api_keys[0].daily_cost",
+            "expected a number",
+        ),
+        pytest.param(
+            "api_keys: [{env: KEY_1, daily_tokens: -5}]",
+            "llm.api_keys[0].daily_tokens",
+            "must be at least 1",
+        ),
+        pytest.param(
+            "limits: {daily_tokens: 'x'}", "llm.limits.daily_tokens", "expected an integer"
+        ),
+    ],
+)
+def test_bad_budget_values_name_the_key(
+    write_settings: WriteSettings, llm: str, key: str, message: str
+) -> None:
+    error = config_error(write_settings(f"site: {{title: T}}\nllm:\n  {llm}\n"), {"KEY_1": SECRET})
+    assert error.key == key
+    assert message in str(error)
+    assert "settings.yaml" in str(error)

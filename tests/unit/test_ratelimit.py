@@ -11,16 +11,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fakeclock import FakeClock
+from trinity.cache.redislink import RedisLink
+from trinity.errors import BudgetExceeded, RateLimitedError
+from trinity.llm.budgets import BudgetSettings, DailyBudgets
 from trinity.llm.ratelimit import (
     ApiKey,
     KeyLimiter,
     KeyLimits,
     KeyPool,
     Lease,
+    PoolSharing,
     SlidingWindow,
     estimate_request_tokens,
     estimate_tokens,
+    paced_limits,
 )
+from trinity.llm.sharedlimits import WINDOW_MARGIN, SharedLimits, key_identity
+from trinity.llm.sharedlimits import verdict as shared_verdict
 from trinity.llm.types import LLMRequest
 
 FAST = settings(max_examples=60, database=None, deadline=None)
@@ -349,7 +356,7 @@ async def test_a_rate_limited_key_cools_down_and_is_skipped() -> None:
     keys = pool(KeyLimits(), KeyLimits(), clock=clock)
     first = await keys.acquire(1, 1)
     assert first.name == "key 1"
-    first.rate_limited(retry_after=5.0)
+    await first.rate_limited(retry_after=5.0)
     names = [(await keys.acquire(1, 1)).name for _ in range(3)]
     assert names == ["key 2", "key 2", "key 2"]
     clock.now = 5.0
@@ -361,10 +368,10 @@ async def test_a_rate_limited_key_cools_down_and_is_skipped() -> None:
 async def test_a_lone_rate_limited_key_waits_its_retry_after_or_one_second() -> None:
     clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), clock=clock)
-    (await keys.acquire(1, 1)).rate_limited(retry_after=7.5)
+    await (await keys.acquire(1, 1)).rate_limited(retry_after=7.5)
     lease = await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(7.5)]
-    lease.rate_limited(retry_after=None)
+    await lease.rate_limited(retry_after=None)
     await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(7.5), pytest.approx(1.0)]
 
@@ -374,7 +381,7 @@ async def test_a_429_can_carry_headers_too() -> None:
     clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(), clock=clock)
     lease = await keys.acquire(1, 1)
-    lease.rate_limited(1.0, headers=openai_headers(requests=0, tokens=0, reset_requests="3s"))
+    await lease.rate_limited(1.0, headers=openai_headers(requests=0, tokens=0, reset_requests="3s"))
     await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(3.0)]
 
@@ -384,11 +391,13 @@ async def test_finish_reconciles_tokens_and_paces_from_headers() -> None:
     clock = FakeClock(now=0.0)
     keys = pool(KeyLimits(input_tpm=1000), clock=clock)
     lease = await keys.acquire(900, 0)
-    lease.finish(100, 20)
+    await lease.finish(100, 20)
     assert keys.limiter("key 1").input_window.used() == 100
     await keys.acquire(800, 0)  # fits only because 800 were given back
     assert clock.sleeps == []
-    lease.finish(100, 20, headers=openai_headers(requests=0, tokens=5000, reset_requests="2s"))
+    await lease.finish(
+        100, 20, headers=openai_headers(requests=0, tokens=5000, reset_requests="2s")
+    )
     await keys.acquire(1, 0)
     assert clock.sleeps == [pytest.approx(2.0)]
 
@@ -403,7 +412,7 @@ async def test_pool_without_keys_leases_no_secret_and_no_limits() -> None:
         assert lease.secret is None
         assert lease.key is None
         assert lease.name == "no key"
-        lease.finish(10_000, 10_000)
+        await lease.finish(10_000, 10_000)
     assert clock.sleeps == []
 
 
@@ -413,7 +422,7 @@ async def test_pool_without_keys_can_still_be_limited_and_cool_down() -> None:
     keys = KeyPool([], clock=clock, sleep=clock.sleep, keyless_limits=KeyLimits(rpm=2))
     await keys.acquire(1, 1)
     lease = await keys.acquire(1, 1)
-    lease.rate_limited(3.0)  # an Ollama queue that is full
+    await lease.rate_limited(3.0)  # an Ollama queue that is full
     await keys.acquire(1, 1)
     assert clock.sleeps == [pytest.approx(60.0)]
 
@@ -536,3 +545,84 @@ def test_estimate_request_tokens_counts_messages_and_reserves_max_tokens() -> No
     input_est, output_est = estimate_request_tokens(request)
     assert 110 <= input_est <= 130
     assert output_est == 256
+
+
+# --- patience, cancelled reservations, daily budgets, shared names -----------------
+
+
+@pytest.mark.anyio
+async def test_acquire_raises_rather_than_sleep_past_its_patience() -> None:
+    clock = FakeClock(now=0.0)
+    keys = KeyPool(
+        [ApiKey("key 1", SECRET, KeyLimits(rpm=1))],
+        clock=clock,
+        sleep=clock.sleep,
+        patience=30.0,
+        sharing=PoolSharing("openai https://api.example"),
+    )
+    await keys.acquire(1, 1)
+    with pytest.raises(RateLimitedError, match=r"every key for openai https://api\.example") as e:
+        await keys.acquire(1, 1)
+    assert e.value.retry_after == pytest.approx(60.0)
+    assert clock.sleeps == []
+
+
+def test_a_cancelled_reservation_gives_its_request_and_tokens_back() -> None:
+    clock = FakeClock(now=0.0)
+    limiter = KeyLimiter(KeyLimits(rpm=1, input_tpm=100), clock)
+    limiter.reserve(90, 0).cancel()
+    assert limiter.wait_time(100, 0) == 0.0
+
+
+@pytest.mark.anyio
+async def test_a_spent_project_budget_refuses_at_once_and_gives_the_key_back() -> None:
+    clock = FakeClock(now=0.0)
+    budgets = DailyBudgets(BudgetSettings(daily_tokens=100, scope="site"))
+    keys = KeyPool(
+        [ApiKey("key 1", SECRET, KeyLimits(rpm=2))],
+        clock=clock,
+        sleep=clock.sleep,
+        sharing=PoolSharing("openai x", None, budgets),
+    )
+    lease = await keys.acquire(60, 20)
+    with pytest.raises(BudgetExceeded, match=r"project 'site' \(llm\.budget daily_tokens\)"):
+        await keys.acquire(60, 20)
+    assert keys.wait_time(1, 1) == 0.0, "the refused call holds no request"
+    await lease.finish(10, 10)  # it used 20 of its 80: 80 left today
+    assert (await keys.acquire(60, 20)).name == "key 1"
+
+
+def test_paced_limits_read_each_limit_from_the_first_readable_pair() -> None:
+    found = paced_limits(
+        {
+            **openai_headers(requests=3, tokens=100, reset_requests="2s"),
+            "anthropic-ratelimit-output-tokens-remaining": "0",
+            "anthropic-ratelimit-output-tokens-reset": "bogus",
+        },
+        WALL,
+    )
+    assert found == {"requests": (3, pytest.approx(2.0)), "tokens": (100, pytest.approx(0.02))}
+
+
+def test_a_key_is_named_in_redis_by_its_endpoint_and_a_hash_never_its_secret() -> None:
+    named = key_identity("openai https://api.openai.com", SECRET)
+    assert SECRET not in named
+    assert named.startswith("openai https://api.openai.com key:")
+    assert named == key_identity("openai https://api.openai.com", SECRET)  # on any machine
+    assert named != key_identity("openai https://api.openai.com", SECRET + "x")
+    assert key_identity("ollama http://localhost:11434", None) == "ollama http://localhost:11434"
+
+
+@pytest.mark.parametrize("answer", [None, [], [1], "ok", [0, -5], [0, "soon"], [2, 5, 7], b"\x00"])
+def test_an_unreadable_answer_from_redis_is_no_verdict(answer: object) -> None:
+    assert shared_verdict(answer) is None
+
+
+def test_a_shared_window_s_margin_is_not_a_reason_to_give_up() -> None:
+    """A full shared window asks for up to its margin more than a local one: with the
+    default cap (60 s) and window (60 s), such a wait is waited for, not failed over."""
+    local = KeyPool([], patience=60.0)
+    shared = KeyPool([], patience=60.0, sharing=PoolSharing("x", SharedLimits(RedisLink(port=1))))
+    limit = 60.0 * (1 + WINDOW_MARGIN)
+    assert (local.too_long(60.0), local.too_long(limit)) == (False, True)
+    assert (shared.too_long(limit), shared.too_long(limit + 0.01)) == (False, True)

@@ -15,13 +15,16 @@ outside in (the parts each uses live in modules of their own)::
     -> _send_handling_breaker     the endpoint's circuit breaker; every attempt counts
     -> _send_single_request       cost budget (--max-cost: estimate reserved, real cost
                                   settled), the endpoint's concurrency (AIMD, adaptive.py),
-                                  a key from its pool (ratelimit.py), then the backend:
+                                  a key from its pool (ratelimit.py: its limits, shared
+                                  ones, daily budgets), then the backend:
                                   HTTP through the one httpx client, or the embedded
                                   model's worker process (routes.py)
 
 With `shared` (a RedisLink), what several processes building at once must agree on is
-kept in Redis rather than in this process. With `events` (llm/events.py), a listener hears
-each attempt, retry and breaker change (trinity.metrics counts them).
+kept in Redis rather than in this process: the keys' rate limits (sharedlimits.py), the
+daily budgets (budgets.py) and one call per cache key (claims.py). With `events`
+(llm/events.py), a listener hears each attempt, retry and breaker change (trinity.metrics
+counts them).
 
 The breaker sits inside the retry loop so that once it opens, not one more attempt
 reaches a dead server; an open breaker is not retried but fails over to the next model,
@@ -52,6 +55,7 @@ from trinity.errors import (
 )
 from trinity.llm.adaptive import AdaptiveConcurrency, acquire_promptly
 from trinity.llm.answercache import AnswerCache, Validator, passes
+from trinity.llm.budgets import DailyBudgets
 from trinity.llm.claims import Claims
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
@@ -63,6 +67,7 @@ from trinity.llm.retry import RetryBudget, call_with_retry
 from trinity.llm.routes import Backend, Route, Routes
 from trinity.llm.routing import Router
 from trinity.llm.settings import LLMSettings, Target
+from trinity.llm.sharedlimits import SharedLimits
 from trinity.llm.types import LLMRequest, LLMResponse, Usage
 from trinity.logs import correlation, current_correlation_id, get_logger
 
@@ -152,6 +157,8 @@ class AsyncLLMClient:
             clock=clock,
             sleep=sleep,
             on_breaker_change=events.breaker_changed if events is not None else None,
+            shared=SharedLimits(shared) if shared is not None else None,
+            budgets=DailyBudgets(self.settings.budget, shared),
         )
         self._in_flight: Coalescer[LLMResponse] = Coalescer()
         self._entered = False
@@ -407,31 +414,36 @@ class AsyncLLMClient:
         """One attempt: reserve budget and a key, send, and settle both with the real usage."""
         input_est, output_est = estimate_request_tokens(request)
         wait = route.pool.wait_time(input_est, output_est)
-        if wait > self.retry_policy.retry_after_cap:
+        if route.pool.too_long(wait):  # longer than llm.retry.retry_after_cap
             # Every key rests longer than we would wait: fail over instead of sleeping.
             raise RateLimitedError(
                 f"every key for {route.endpoint.name} is rate limited for {wait:.0f} s",
                 retry_after=wait,
             )
-        reservation = self.budget.reserve(cost(price, input_est, output_est))
+        estimate = cost(price, input_est, output_est)
+        reservation = self.budget.reserve(estimate)
         paced = self.timer()
-        async with route.pacing.slot() as epoch:
-            lease = await route.pool.acquire(input_est, output_est)
-            paced = self.timer() - paced
-            try:
-                response = await route.backend.send(_for_model(request, target), lease.secret)
-            except RateLimitedError as error:
-                lease.rate_limited(error.retry_after)
-                route.pacing.rate_limited(epoch)
-                self.budget.release(reservation)
-                raise
-            except BaseException:
-                self.budget.release(reservation)
-                raise
+        try:
+            async with route.pacing.slot() as epoch:
+                lease = await route.pool.acquire(input_est, output_est, estimate)
+                paced = self.timer() - paced
+                try:
+                    response = await route.backend.send(_for_model(request, target), lease.secret)
+                except RateLimitedError as error:
+                    await lease.rate_limited(error.retry_after)
+                    route.pacing.rate_limited(epoch)
+                    raise
+                except BaseException:
+                    await lease.abandon()
+                    raise
+        except BaseException:
+            self.budget.release(reservation)
+            raise
         route.pacing.succeeded()
         usage = response.usage
-        lease.finish(usage.input_tokens, usage.output_tokens, response.headers)
-        self.budget.settle(reservation, cost(price, usage.input_tokens, usage.output_tokens))
+        spent = cost(price, usage.input_tokens, usage.output_tokens)
+        await lease.finish(usage.input_tokens, usage.output_tokens, response.headers, spent)
+        self.budget.settle(reservation, spent)
         return replace(response, queued=response.queued + paced) if paced >= 0.001 else response
 
     # ------------------------------------------------------------------ helpers

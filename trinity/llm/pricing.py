@@ -119,6 +119,12 @@ def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
     ) / 1_000_000
 
 
+def over_budget(budget: str, used: str, estimate: str) -> str:
+    """What a budget that refuses a call says (`--max-cost`, the daily budgets): which
+    budget, what it has used, and what the call would have cost."""
+    return f"{budget} would be exceeded: {used}, this call estimated at {estimate}"
+
+
 class BudgetReservation:
     """An estimate held against a CostBudget until the call it was for is settled."""
 
@@ -174,8 +180,11 @@ class CostBudget:
         if self._spent + reserved + estimate > self.max_cost + 1e-12:
             held = f", ${reserved:.4f} held by calls in flight" if reserved else ""
             raise BudgetExceeded(
-                f"the cost budget of ${self.max_cost:.4f} would be exceeded: "
-                f"${self._spent:.4f} spent{held}, this call estimated at ${estimate:.4f}",
+                over_budget(
+                    f"the cost budget of ${self.max_cost:.4f}",
+                    f"${self._spent:.4f} spent{held}",
+                    f"${estimate:.4f}",
+                ),
                 spent=self._spent,
                 limit=self.max_cost,
             )

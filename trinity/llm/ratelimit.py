@@ -7,6 +7,11 @@ windows a key can be cooling down (after a 429 and its Retry-After) or paced by 
 provider's own rate-limit headers (`x-ratelimit-remaining-*`, `anthropic-ratelimit-*`):
 when the provider says nothing is left, the key waits for the reset it announced.
 
+With a shared Redis (trinity.llm.sharedlimits), this process's limiter stays in front,
+and a key it would use now is reserved in Redis too, where every process building at once
+counts: the request is sent only once that reservation succeeds. A key's daily budget
+(trinity.llm.budgets) is held when it is picked; a key whose budget is spent is skipped.
+
 Every class takes its clock (`time.monotonic` style seconds) and its async sleep as
 arguments, so tests drive a fake clock and never really wait.
 
@@ -23,6 +28,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from trinity.errors import RateLimitedError
+from trinity.llm.budgets import DailyBudgets, Hold, Refusal, Scope, key_scope
 from trinity.llm.headers import (
     INPUT_TOKEN_LIMITS,
     OUTPUT_TOKEN_LIMITS,
@@ -30,6 +37,13 @@ from trinity.llm.headers import (
     TOKEN_LIMITS,
     LimitHeaders,
     read_limit,
+)
+from trinity.llm.sharedlimits import (
+    WINDOW_MARGIN,
+    SharedKey,
+    SharedLimits,
+    SharedReservation,
+    key_identity,
 )
 from trinity.llm.types import LLMRequest
 
@@ -145,11 +159,14 @@ class SlidingWindow:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """Limits of one API key (or of a keyless server): per minute, None for no limit."""
+    """Limits of one API key (or of a keyless server): per minute, and per UTC day (tokens
+    in and out, USD); None for no limit."""
 
     rpm: int | None = None
     input_tpm: int | None = None
     output_tpm: int | None = None
+    daily_tokens: int | None = None
+    daily_cost: float | None = None
 
 
 NO_LIMITS = KeyLimits()
@@ -181,12 +198,12 @@ class Reservation:
     def __init__(
         self,
         limiter: KeyLimiter,
-        input_entry: _Entry,
-        output_entry: _Entry,
+        entries: tuple[_Entry, _Entry, _Entry],
         input_tokens: int,
         output_tokens: int,
     ) -> None:
         self._limiter = limiter
+        self._request_entry, input_entry, output_entry = entries
         self._input_entry = input_entry
         self._output_entry = output_entry
         self.input_tokens = input_tokens
@@ -201,6 +218,11 @@ class Reservation:
         self._limiter.input_window.adjust(input_tokens - self.input_tokens, self._input_entry)
         self._limiter.output_window.adjust(output_tokens - self.output_tokens, self._output_entry)
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
+
+    def cancel(self) -> None:
+        """The request was not sent after all: give back its request and its tokens."""
+        self.reconcile(0, 0)
+        self._limiter.request_window.adjust(-1, self._request_entry)
 
 
 class KeyLimiter:
@@ -251,12 +273,14 @@ class KeyLimiter:
     def reserve(self, input_est: int, output_est: int) -> Reservation:
         """Count a request of this size now, whether or not it fits (check `wait_time`)."""
         input_est, output_est = max(0, input_est), max(0, output_est)
-        self.request_window.add(1)
-        input_entry = self.input_window.add(input_est)
-        output_entry = self.output_window.add(output_est)
+        entries = (
+            self.request_window.add(1),
+            self.input_window.add(input_est),
+            self.output_window.add(output_est),
+        )
         for budget, amount in self._budgets(input_est, output_est):
             budget.consume(amount)
-        return Reservation(self, input_entry, output_entry, input_est, output_est)
+        return Reservation(self, entries, input_est, output_est)
 
     def _budgets(self, input_est: int, output_est: int) -> list[tuple[_HeaderBudget, int]]:
         """Each limit the provider's headers reported, with what a request of this size
@@ -276,26 +300,47 @@ class KeyLimiter:
         """Send nothing on this key for `seconds` (after a 429); never shortens a cooldown."""
         self._cooldown_until = max(self._cooldown_until, self._clock() + max(0.0, seconds))
 
-    def update_from_headers(self, headers: Mapping[str, str]) -> None:
-        """Pace from the provider's rate-limit headers: when nothing is left, wait the reset."""
-        lowered = {name.lower(): value for name, value in headers.items()}
-        self._requests = self._read_budget(lowered, REQUEST_LIMITS, self._requests)
-        self._tokens = self._read_budget(lowered, TOKEN_LIMITS, self._tokens)
-        self._input_tokens = self._read_budget(lowered, INPUT_TOKEN_LIMITS, self._input_tokens)
-        self._output_tokens = self._read_budget(lowered, OUTPUT_TOKEN_LIMITS, self._output_tokens)
+    def update_from_headers(self, headers: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+        """Pace from the provider's rate-limit headers: when nothing is left, wait the reset.
 
-    def _read_budget(
-        self,
-        headers: Mapping[str, str],
-        names: tuple[LimitHeaders, ...],
-        current: _HeaderBudget | None,
-    ) -> _HeaderBudget | None:
-        for limit in names:
-            read = read_limit(headers, limit, self._wall_clock())
+        Returns what they said: limit name -> (remaining, seconds until its reset)."""
+        found = paced_limits(headers, self._wall_clock())
+        now = self._clock()
+
+        def budget(name: str, current: _HeaderBudget | None) -> _HeaderBudget | None:
+            if name not in found:
+                return current
+            remaining, reset = found[name]
+            return _HeaderBudget(remaining, now + reset)
+
+        self._requests = budget("requests", self._requests)
+        self._tokens = budget("tokens", self._tokens)
+        self._input_tokens = budget("input_tokens", self._input_tokens)
+        self._output_tokens = budget("output_tokens", self._output_tokens)
+        return found
+
+
+# The limits rate-limit headers report, by the name the shared limits know them by.
+_PACED_HEADERS: dict[str, tuple[LimitHeaders, ...]] = {
+    "requests": REQUEST_LIMITS,
+    "tokens": TOKEN_LIMITS,
+    "input_tokens": INPUT_TOKEN_LIMITS,
+    "output_tokens": OUTPUT_TOKEN_LIMITS,
+}
+
+
+def paced_limits(headers: Mapping[str, str], wall_now: float) -> dict[str, tuple[float, float]]:
+    """What rate-limit headers say: limit name -> (remaining, seconds until its reset); the
+    first readable pair of a limit counts."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    found = {}
+    for name, pairs in _PACED_HEADERS.items():
+        for pair in pairs:
+            read = read_limit(lowered, pair, wall_now)
             if read is not None:
-                remaining, reset = read
-                return _HeaderBudget(remaining, self._clock() + reset)
-        return current
+                found[name] = read
+                break
+    return found
 
 
 @dataclass(frozen=True)
@@ -312,12 +357,26 @@ class ApiKey:
 
 
 class Lease:
-    """A key picked for one request, with its reservation; report back how it went."""
+    """A key picked for one request, with its reservations; report back how it went.
 
-    def __init__(self, key: ApiKey | None, limiter: KeyLimiter, reservation: Reservation) -> None:
+    `shared` is its reservation in Redis (None without one, or when Redis gave no
+    verdict), `hold` what it holds of the daily `budgets`.
+    """
+
+    def __init__(
+        self,
+        key: ApiKey | None,
+        limiter: KeyLimiter,
+        reservation: Reservation,
+        shared_key: SharedKey | None = None,
+    ) -> None:
         self.key = key
         self._limiter = limiter
         self.reservation = reservation
+        self._shared_key = shared_key
+        self.shared: SharedReservation | None = None
+        self.hold: Hold | None = None
+        self.budgets: DailyBudgets | None = None
 
     @property
     def secret(self) -> str | None:
@@ -332,35 +391,82 @@ class Lease:
 
     __str__ = __repr__
 
-    def finish(
-        self, input_tokens: int, output_tokens: int, headers: Mapping[str, str] | None = None
+    async def finish(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        headers: Mapping[str, str] | None = None,
+        cost: float = 0.0,
     ) -> None:
-        """The request ended: count its real usage, and pace from the answer's headers."""
+        """The request ended: count its real usage (and `cost`), and pace from the answer's
+        headers, here and in the shared limits."""
         self.reservation.reconcile(input_tokens, output_tokens)
+        if self.shared is not None:
+            await self.shared.reconcile(input_tokens, output_tokens)
         if headers:
-            self._limiter.update_from_headers(headers)
+            found = self._limiter.update_from_headers(headers)
+            if found and self._shared_key is not None:
+                await self._shared_key.pace(found)
+        await self._settle(input_tokens + output_tokens, cost)
 
-    def rate_limited(
+    async def rate_limited(
         self, retry_after: float | None, headers: Mapping[str, str] | None = None
     ) -> None:
-        """The provider answered 429: rest this key for `retry_after` s (1 s if unknown)."""
+        """The provider answered 429: rest this key for `retry_after` s (1 s if unknown),
+        in every process that shares it."""
         if headers:
-            self._limiter.update_from_headers(headers)
-        self._limiter.cool_down(DEFAULT_COOLDOWN if retry_after is None else retry_after)
+            found = self._limiter.update_from_headers(headers)
+            if found and self._shared_key is not None:
+                await self._shared_key.pace(found)
+        seconds = DEFAULT_COOLDOWN if retry_after is None else retry_after
+        self._limiter.cool_down(seconds)
+        if self._shared_key is not None:
+            await self._shared_key.cool_down(seconds)
+        await self._settle(0, 0.0)
+
+    async def abandon(self) -> None:
+        """The request failed: give back what it held of the daily budgets."""
+        with anyio.CancelScope(shield=True):  # Redis answers within its short timeout
+            await self._settle(0, 0.0)
+
+    async def _settle(self, tokens: int, cost: float) -> None:
+        if self.budgets is not None:
+            await self.budgets.settle(self.hold, tokens, cost)
 
 
 @dataclass
 class _Slot:
     key: ApiKey | None
     limiter: KeyLimiter
+    shared: SharedKey | None = None
+    scope: Scope | None = None  # the key's daily budget, when it has one
+    shared_until: float = -math.inf  # the clock's time the shared limits said to wait for
+    spent: Refusal | None = None  # the key's daily budget refused a call: skip it
+
+    def wait_time(self, input_est: int, output_est: int, now: float) -> float:
+        local = self.limiter.wait_time(input_est, output_est)
+        return max(local, self.shared_until - now, 0.0)
+
+
+@dataclass(frozen=True)
+class PoolSharing:
+    """What a key pool shares with other processes: `limits` in Redis (None: this
+    process's own), the daily `budgets`, and `endpoint`, the endpoint's name (a URL shown
+    without credentials), which with a hash of each secret names its keys there."""
+
+    endpoint: str = ""
+    limits: SharedLimits | None = None
+    budgets: DailyBudgets | None = None
 
 
 class KeyPool:
     """Round-robin over API keys, skipping keys that are limited or cooling down.
 
     When every key is limited, `acquire` sleeps until the earliest one frees and looks
-    again. The check and the reservation happen with no await between them, so tasks
-    acquiring at once never reserve more than a key allows. A pool without keys (a server
+    again; past `patience` seconds it raises RateLimitedError rather than sleep. The local
+    check and reservation happen with no await between them, so tasks acquiring at once
+    never reserve more than a key allows; the shared reservation (`sharing.limits`) comes
+    after, and a refusal there gives the local one back. A pool without keys (a server
     that needs none, such as Ollama) leases "no key", limited by `keyless_limits`.
     """
 
@@ -373,15 +479,30 @@ class KeyPool:
         wall_clock: Clock = time.time,
         window: float = 60.0,
         keyless_limits: KeyLimits = NO_LIMITS,
+        patience: float = math.inf,
+        sharing: PoolSharing | None = None,
     ) -> None:
-        def limiter(limits: KeyLimits) -> KeyLimiter:
-            return KeyLimiter(limits, clock, window=window, wall_clock=wall_clock)
+        sharing = sharing or PoolSharing()
 
-        self._slots = [_Slot(key, limiter(key.limits)) for key in keys] or [
-            _Slot(None, limiter(keyless_limits))
-        ]
+        def slot(key: ApiKey | None, limits: KeyLimits) -> _Slot:
+            limiter = KeyLimiter(limits, clock, window=window, wall_clock=wall_clock)
+            identity = key_identity(sharing.endpoint, key.secret if key else None)
+            shared = sharing.limits.key(identity, limits) if sharing.limits else None
+            scope = None
+            if limits.daily_tokens is not None or limits.daily_cost is not None:
+                shown = key.variable if key else sharing.endpoint
+                scope = key_scope(identity, shown, limits.daily_tokens, limits.daily_cost)
+            return _Slot(key, limiter, shared, scope)
+
+        self._slots = [slot(key, key.limits) for key in keys] or [slot(None, keyless_limits)]
+        self._clock = clock
         self._sleep = sleep
         self._next = 0
+        self.patience = patience
+        self.sharing = sharing
+        # A shared window counts a request a little longer than the window (its margin):
+        # a wait that long is still the limit's own, not a reason to give up.
+        self._slack = window * WINDOW_MARGIN if sharing.limits is not None else 0.0
 
     def __repr__(self) -> str:
         names = [slot.key.variable if slot.key else "no key" for slot in self._slots]
@@ -400,25 +521,111 @@ class KeyPool:
         raise KeyError(name)
 
     def wait_time(self, input_est: int, output_est: int) -> float:
-        """Seconds until some key could take a request of this size; 0 means now."""
-        return min(slot.limiter.wait_time(input_est, output_est) for slot in self._slots)
+        """Seconds until some key could take a request of this size, as far as this process
+        knows (its own limits, and the last wait the shared ones asked for); 0 means now."""
+        now = self._clock()
+        waits = [s.wait_time(input_est, output_est, now) for s in self._slots if not s.spent]
+        return min(waits, default=0.0)
 
     def try_acquire(self, input_est: int, output_est: int) -> Lease | None:
-        """A lease on the next key free now, in round-robin order; None if all are limited."""
-        count = len(self._slots)
-        for step in range(count):
-            index = (self._next + step) % count
-            slot = self._slots[index]
-            if slot.limiter.wait_time(input_est, output_est) <= 0:
-                self._next = (index + 1) % count
-                reservation = slot.limiter.reserve(input_est, output_est)
-                return Lease(slot.key, slot.limiter, reservation)
+        """A lease on the next key free now by this process's own limits, in round-robin
+        order; None if all are limited."""
+        now = self._clock()
+        for slot in self._in_turn():
+            if slot.wait_time(input_est, output_est, now) <= 0:
+                return self._lease(slot, input_est, output_est)
         return None
 
-    async def acquire(self, input_est: int, output_est: int) -> Lease:
-        """A lease on a key that can take this request, waiting for one if none can now."""
+    async def acquire(self, input_est: int, output_est: int, cost_est: float = 0.0) -> Lease:
+        """A lease on a key that can take this request, waiting for one if none can now.
+
+        Raises RateLimitedError when the wait would pass `patience`, and BudgetExceeded
+        when a daily budget (the project's, or every key's) would be passed."""
         while True:
-            lease = self.try_acquire(input_est, output_est)
+            lease = await self._try_each_key(input_est, output_est, cost_est)
             if lease is not None:
                 return lease
-            await self._sleep(self.wait_time(input_est, output_est))
+            wait = self.wait_time(input_est, output_est)
+            if self.too_long(wait):
+                raise RateLimitedError(
+                    f"every key for {self.sharing.endpoint or 'this server'} is rate limited "
+                    f"for {wait:.0f} s",
+                    retry_after=wait,
+                )
+            await self._sleep(wait)
+
+    def too_long(self, wait: float) -> bool:
+        """Whether `wait` (from `wait_time`) is longer than the pool waits for a key."""
+        return wait > self.patience + self._slack
+
+    def _in_turn(self) -> list[_Slot]:
+        """The keys not spent for the day, the next one in round-robin order first."""
+        count = len(self._slots)
+        turn = [self._slots[(self._next + step) % count] for step in range(count)]
+        return [slot for slot in turn if slot.spent is None]
+
+    def _lease(self, slot: _Slot, input_est: int, output_est: int) -> Lease:
+        self._next = (self._slots.index(slot) + 1) % len(self._slots)
+        reservation = slot.limiter.reserve(input_est, output_est)
+        return Lease(slot.key, slot.limiter, reservation, slot.shared)
+
+    async def _try_each_key(self, input_est: int, output_est: int, cost_est: float) -> Lease | None:
+        """A lease on a key that both this process and the shared limits let go now, its
+        daily budget held; None when none can go now."""
+        self._refuse_when_spent()
+        for slot in self._in_turn():
+            if slot.wait_time(input_est, output_est, self._clock()) > 0:
+                continue
+            lease = self._lease(slot, input_est, output_est)
+            if slot.shared is not None:
+                wait, lease.shared = await slot.shared.reserve(input_est, output_est)
+                if wait > 0:
+                    lease.reservation.cancel()
+                    slot.shared_until = self._clock() + wait
+                    continue
+            if await self._hold_budget(slot, lease, input_est + output_est, cost_est):
+                return lease
+        self._refuse_when_spent()
+        return None
+
+    def _refuse_when_spent(self) -> None:
+        """Once every key's daily budget is spent: the first one's BudgetExceeded."""
+        refusals = [slot.spent for slot in self._slots]
+        if refusals[0] is not None and all(refusals):
+            raise refusals[0].error()
+
+    async def _hold_budget(self, slot: _Slot, lease: Lease, tokens: int, cost: float) -> bool:
+        """Hold the call's estimate in the daily budgets; False (the key's spent, and the
+        lease given back) when its key's budget refuses. The project's refusal raises."""
+        budgets = self.sharing.budgets
+        scopes = budgets.scopes(slot.scope) if budgets is not None else []
+        if budgets is None or not scopes:
+            return True
+        held = await budgets.reserve(scopes, tokens, cost)
+        if not isinstance(held, Refusal):
+            lease.hold, lease.budgets = held, budgets
+            return True
+        lease.reservation.cancel()
+        if lease.shared is not None:
+            await lease.shared.reconcile(0, 0)
+        if held.scope != slot.scope:
+            raise held.error()
+        slot.spent = held
+        return False
+
+
+__all__ = [
+    "DEFAULT_COOLDOWN",
+    "NO_LIMITS",
+    "ApiKey",
+    "KeyLimiter",
+    "KeyLimits",
+    "KeyPool",
+    "Lease",
+    "PoolSharing",
+    "Reservation",
+    "SlidingWindow",
+    "estimate_request_tokens",
+    "estimate_tokens",
+    "paced_limits",
+]

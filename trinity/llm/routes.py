@@ -17,13 +17,16 @@ import anyio
 
 from trinity.llm.adaptive import AdaptiveConcurrency
 from trinity.llm.breaker import CircuitBreaker
-from trinity.llm.ratelimit import KeyPool
+from trinity.llm.ratelimit import KeyPool, PoolSharing
 from trinity.llm.routing import Router
 from trinity.llm.settings import Endpoint, LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     import httpx
+
+    from trinity.llm.budgets import DailyBudgets
+    from trinity.llm.sharedlimits import SharedLimits
 
 
 class Backend(Protocol):
@@ -50,7 +53,8 @@ class Routes:
 
     `http_client` or `transport` may be injected (tests use `httpx.MockTransport`), and so
     may a `backend` for the main provider's endpoint; neither is closed here. Every
-    breaker made here tells `on_breaker_change(endpoint, old, new)` of its changes.
+    breaker made here tells `on_breaker_change(endpoint, old, new)` of its changes. Every
+    key pool counts in `shared` limits (None: this process's own) and daily `budgets`.
     """
 
     def __init__(
@@ -64,8 +68,12 @@ class Routes:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         on_breaker_change: Callable[[str, str, str], None] | None = None,
+        shared: SharedLimits | None = None,
+        budgets: DailyBudgets | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared
+        self.budgets = budgets
         self.router = router
         self.clock = clock
         self.sleep = sleep
@@ -99,6 +107,13 @@ class Routes:
                 clock=self.clock,
                 sleep=self.sleep,
                 keyless_limits=endpoint.limits,
+                patience=s.retry.retry_after_cap,
+                # The embedded model is each machine's own: its limits are too.
+                sharing=PoolSharing(
+                    endpoint.name,
+                    self.shared if endpoint.provider != "local" else None,
+                    self.budgets,
+                ),
             ),
             pacing=AdaptiveConcurrency(s.in_flight(endpoint.provider), clock=self.clock),
         )

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from trinity.llm.breaker import BreakerPolicy
+from trinity.llm.budgets import BudgetSettings
 from trinity.llm.ratelimit import NO_LIMITS, ApiKey, KeyLimits
 from trinity.llm.retry import RetryPolicy
 from trinity.urls import shown_url
@@ -113,6 +114,8 @@ class LLMSettings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
     max_cost: float | None = None
+    # Daily caps on tokens and cost, shared by every build that counts in their scope.
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
     # Models (aliases or provider:model) a block goes to in turn, cheapest first: the next
     # one when a block still fails its checks (or the judge) after its re-asks.
     cascade: tuple[str, ...] = ()
