@@ -393,3 +393,27 @@ def test_a_settings_error_names_a_bracketed_file_as_it_is(
 
     assert result.exit_code == 2, result.describe()
     assert f"{BRACKETED}/config/settings.yaml: cache.ttl:" in result.flat
+
+
+def test_stats_clear_and_prune_leave_the_state_builds_share_alone(
+    site_project: SiteProject, redis_env: dict[str, str], redis_db: RedisServer
+) -> None:
+    """Rate-limit windows, a request's lock and a day's budget live under the prefix too,
+    and are not cached answers: counted as entries they broke `stats` (a sorted set has
+    no length as a string), and deleted they would reset another running build's limits."""
+    site_project.update_settings("llm", limits={"rpm": 1000})
+    assert_ok(site_project.build(env=redis_env))
+    with redis_db.client() as client:
+        client.set(f"{PREFIX}lock:v{KEY_VERSION}:abc", "a-token", px=60_000)
+        client.hset(f"{PREFIX}budget:site:2026-12-06", "tokens", 10)
+        shared = {k for k in trinity_keys(redis_db) if not k.startswith(b"trinity:v")}
+    assert any(k.startswith(b"trinity:limits:") for k in shared)
+    assert len(shared) >= 3
+
+    stats = cache_command(site_project, "stats", env=redis_env)
+    assert_ok(stats)
+    assert stats_rows(stats)["redis"][1] == str(BLOCKS)
+    for command in ("prune", "clear"):
+        assert_ok(cache_command(site_project, command, env=redis_env))
+        assert shared <= trinity_keys(redis_db), command
+    assert trinity_keys(redis_db) == shared

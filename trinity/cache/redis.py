@@ -16,6 +16,7 @@ import redis
 import redis.asyncio
 
 from trinity.cache.codec import decode, encode
+from trinity.cache.namespaces import SHARED_NAMESPACES
 from trinity.cache.redislink import RedisBreaker, RedisLink
 from trinity.cache.tier import Keep, TierUsage
 
@@ -159,9 +160,13 @@ class RedisTier:
         return await self.link.run_async(command, default)
 
     def _key_batches(self, client: redis.Redis) -> Iterator[list[bytes]]:
+        """The names of this prefix's cached answers, in batches (not the shared state)."""
         pattern = _glob_escape(self.prefix) + "*"
+        shared = tuple((self.prefix + space).encode("utf-8") for space in SHARED_NAMESPACES)
         batch: list[bytes] = []
         for name in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            if name.startswith(shared):
+                continue
             batch.append(name)
             if len(batch) == _SCAN_BATCH:
                 yield batch

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trinity.cache.namespaces import BUDGETS
 from trinity.errors import BudgetExceeded
 from trinity.llm.pricing import over_budget
 from trinity.llm.redisscript import NO_ANSWER, RedisScript
@@ -230,7 +231,7 @@ class _RedisCounters:
         self.link = link
 
     def _base(self, scope: Scope) -> str:
-        return f"{self.link.prefix}budget:{scope.name}"
+        return f"{self.link.prefix}{BUDGETS}{scope.name}"
 
     async def reserve(
         self, scopes: Sequence[Scope], tokens: int, cost: float

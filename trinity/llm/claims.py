@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
+from trinity.cache.namespaces import LOCKS
 from trinity.logs import get_logger
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class Claims:
 
     def name(self, key: str) -> str:
         """The lock's name in Redis for a cache key."""
-        return f"{self.link.prefix}lock:{key}"
+        return f"{self.link.prefix}{LOCKS}{key}"
 
     async def once(
         self,

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from trinity.cache.namespaces import LIMITS
 from trinity.llm.redisscript import NO_ANSWER, RedisScript
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ class SharedKey:
     def __init__(self, shared: SharedLimits, identity: str, limits: WindowLimits) -> None:
         self.shared = shared
         self.limits = limits
-        base = f"{shared.link.prefix}limits:{identity}"
+        base = f"{shared.link.prefix}{LIMITS}{identity}"
         self.names = {
             part: f"{base}:{part}" for part in ("requests", "input", "output", "cooldown", "pacing")
         }
