@@ -355,6 +355,34 @@ def test_a_window_sum_that_is_not_ours_is_counted_again(
     assert raw.pttl(names("input") + ":sum") > 0
 
 
+def test_a_check_that_refuses_keeps_the_sum_of_what_it_dropped(
+    redis_db: RedisServer, raw: redis.Redis
+) -> None:
+    """A check drops the members that left the window, and a refused one writes nothing
+    else: the sum beside the window must drop with them, or it counts requests long gone
+    and refuses every request after it for another window (a benchmark's second minute
+    sent 28 requests of 600)."""
+    seconds, micros = raw.time()
+    now = seconds * 1_000_000 + micros
+    gone = now - 61_000_000  # left a 60 s window (and its margin) a moment ago
+    raw.zadd(names("requests"), {"gone:1": gone, "here:1": now})
+    raw.set(names("requests") + ":sum", 2, px=120_000)
+    raw.zadd(names("output"), {"full:10": now})  # the output window refuses the next one
+    raw.set(names("output") + ":sum", 10, px=120_000)
+    raw.pexpire(names("requests"), 120_000)
+
+    async def body(link: RedisLink) -> None:
+        pool = shared_pool(link, KeyLimits(rpm=2, output_tpm=10), patience=0)
+        with pytest.raises(RateLimitedError):
+            await pool.acquire(1, 5)
+
+    run_with(redis_db, body)
+
+    assert raw.zrange(names("requests"), 0, -1) == [b"here:1"]
+    assert raw.get(names("requests") + ":sum") == b"1"
+    assert raw.pttl(names("requests") + ":sum") > 0
+
+
 def test_a_huge_planted_amount_costs_at_most_one_window(
     redis_db: RedisServer, raw: redis.Redis
 ) -> None:

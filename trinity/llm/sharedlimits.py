@@ -85,8 +85,23 @@ local function window_sum(key, span, now)
   end
   if #old > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - span)) end
   if #future > 0 then redis.call('ZREMRANGEBYSCORE', key, '(' .. int(now), '+inf') end
-  if redis.call('ZCARD', key) == 0 then return 0 end
+  if redis.call('ZCARD', key) == 0 then
+    redis.call('DEL', key .. ':sum')
+    return 0
+  end
   if sum == nil or sum < 0 or sum ~= math.floor(sum) then sum = recount(key) end
+  if #old > 0 or #future > 0 then
+    -- Kept at once: a check that then refuses writes nothing else, and a sum still
+    -- holding the members just dropped would refuse every request after it (for as
+    -- long as the window the members it still counts were in). PTTL, not KEEPTTL:
+    -- Redis 5 has no KEEPTTL.
+    local ttl = redis.call('PTTL', key)
+    if ttl > 0 then
+      redis.call('SET', key .. ':sum', int(sum), 'PX', ttl)
+    else
+      redis.call('DEL', key .. ':sum')
+    end
+  end
   return sum
 end
 -- Microseconds until `amount` fits under `limit` in the window; 0 if it fits now.
