@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -365,6 +366,13 @@ class SiteProject:
         data["pages"] = [page]
         self.write_pages(data)
 
+    def copy(self, name: str) -> SiteProject:
+        """This project copied beside it as `name`: another machine's checkout, with a
+        disk cache and an output folder of its own, on the same fake server."""
+        root = self.root.parent / name
+        shutil.copytree(self.root, root)
+        return SiteProject(root, self.server, self.provider)
+
     # ------------------------------------------------------------------ paths
 
     @property
@@ -461,13 +469,15 @@ class SiteProject:
         """`python -m trinity ARGS` in a subprocess, from the project's parent folder."""
         return run_trinity(args, cwd=self.root.parent, env=env, timeout=timeout)
 
-    def popen(self, *args: str | Path) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str | Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         """`python -m trinity ARGS`, running on; with Ctrl-C working even when this test
         run was started in the background (whose children inherit SIGINT ignored)."""
         return subprocess.Popen(
             [sys.executable, "-m", "trinity", *(str(a) for a in args)],
             cwd=self.root.parent,
-            env=subprocess_env(),
+            env=subprocess_env(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

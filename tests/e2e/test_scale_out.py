@@ -14,35 +14,14 @@ for the window to move: this test takes a little over a minute.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 
-from tests.e2e.sitekit import SiteProject, snapshot, subprocess_env
+from tests.e2e.sitekit import SiteProject, snapshot
 from tests.redisserver import RedisServer
 from trinity.staging import MARKER_DIR
 
 PROCESSES = 4
 RPM = 12
 PROMPTS = 16  # more than RPM: four of them wait for the next minute
-
-
-def machine(project: SiteProject, name: str) -> SiteProject:
-    root = project.root.parent / name
-    shutil.copytree(project.root, root)
-    return SiteProject(root, project.server, project.provider)
-
-
-def start_build(project: SiteProject, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "trinity", "build", "--project", str(project.root), "--json"],
-        cwd=project.root.parent,
-        env=subprocess_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
 
 
 def test_four_builds_share_one_limit_and_ask_each_prompt_once(
@@ -55,9 +34,12 @@ def test_four_builds_share_one_limit_and_ask_each_prompt_once(
     # now and then: patient enough that this tests the sharing, not the fallback.
     site_project.update_settings("cache", redis={"prefix": "trinity:", "timeout": 2.0})
     server.limit_per_key(RPM, window=60.0)
-    machines = [machine(site_project, f"runner-{n}") for n in range(1, PROCESSES + 1)]
+    machines = [site_project.copy(f"runner-{n}") for n in range(1, PROCESSES + 1)]
 
-    running = [start_build(project, redis_db.environ) for project in machines]
+    running = [
+        project.popen("build", "--project", project.root, "--json", env=redis_db.environ)
+        for project in machines
+    ]
     reports = []
     for process in running:
         stdout, stderr = process.communicate(timeout=240)

@@ -10,26 +10,17 @@ a site built in one process is the reference the sharded one must match byte for
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.sitekit import BLOCKS, SiteProject, snapshot, subprocess_env
+from tests.e2e.sitekit import BLOCKS, SiteProject, snapshot
 from tests.redisserver import RedisServer
 from trinity.staging import MARKER_DIR
 
 SHARDS = 4
-
-
-def machine(project: SiteProject, name: str) -> SiteProject:
-    """A copy of `project` in a folder of its own: another machine's checkout."""
-    root = project.root.parent / name
-    shutil.copytree(project.root, root)
-    return SiteProject(root, project.server, project.provider)
 
 
 def site_files(output: Path) -> dict[str, bytes]:
@@ -50,16 +41,16 @@ def blocks_of(report: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def start_shard(project: SiteProject, shard: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "trinity", "build", "--project", str(project.root)]
-    command += ["--generate-only", "--shard", f"{shard}/{SHARDS}", "--json", "--quiet"]
-    return subprocess.Popen(
-        command,
-        cwd=project.root.parent,
-        env=subprocess_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
+    return project.popen(
+        "build",
+        "--project",
+        project.root,
+        "--generate-only",
+        "--shard",
+        f"{shard}/{SHARDS}",
+        "--json",
+        "--quiet",
+        env=env,
     )
 
 
@@ -67,7 +58,7 @@ def test_four_shards_then_a_render_give_the_site_one_build_gives(
     site_project: SiteProject, redis_db: RedisServer
 ) -> None:
     server = site_project.server
-    single = machine(site_project, "single")
+    single = site_project.copy("single")
     built = single.run("build", "--project", single.root)
     assert built.exit_code == 0, built.describe()
     reference = site_files(single.output)
@@ -75,7 +66,7 @@ def test_four_shards_then_a_render_give_the_site_one_build_gives(
     calls_alone = server.chat_count
     assert calls_alone == BLOCKS
 
-    shards = [machine(site_project, f"shard-{n}") for n in range(1, SHARDS + 1)]
+    shards = [site_project.copy(f"shard-{n}") for n in range(1, SHARDS + 1)]
     running = [
         start_shard(project, n, redis_db.environ) for n, project in enumerate(shards, start=1)
     ]
@@ -96,7 +87,7 @@ def test_four_shards_then_a_render_give_the_site_one_build_gives(
     # No shard wrote a site, nor locked or touched its output folder.
     assert not any(project.output.exists() for project in shards)
 
-    render = machine(site_project, "render")
+    render = site_project.copy("render")
     rendered = render.run("build", "--project", render.root, "--json", env=redis_db.environ)
     assert rendered.exit_code == 0, rendered.describe()
     report = json_report(rendered.stdout)
