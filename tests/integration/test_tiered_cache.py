@@ -200,7 +200,7 @@ def collection_pages(count: int) -> list[str]:
 
 
 def patient_redis(site: SiteProject) -> None:
-    """A Redis timeout that a busy test machine cannot trip (the default is 0.1 s)."""
+    """A Redis timeout that a busy test machine cannot trip (the default is 0.5 s)."""
     data = site.settings()
     data["cache"]["redis"]["timeout"] = PATIENT_REDIS_TIMEOUT
     site.write_settings(data)

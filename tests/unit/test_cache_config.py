@@ -58,7 +58,7 @@ def test_defaults_without_a_cache_section(project: ProjectFactory) -> None:
         db=0,
         password=None,
         prefix="trinity:",
-        timeout=0.1,
+        timeout=0.5,
         ttl=REDIS_RETENTION,
     )
     assert (cache.disk.max_size_mb, cache.disk.ttl) == (1024, None)

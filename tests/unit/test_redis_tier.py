@@ -614,7 +614,7 @@ def test_environment_settings_reach_the_server(
         assert [tier.name for tier in manager.tiers] == ["memory", "redis", "disk"]
         redis_tier = manager.tier("redis")
         assert isinstance(redis_tier, RedisTier)
-        assert (redis_tier.timeout, redis_tier.prefix) == (0.1, "trinity:")
+        assert (redis_tier.timeout, redis_tier.prefix) == (0.5, "trinity:")
         manager.set("k", {"a": 1})
         with server.client() as client:
             assert client.get("trinity:k") == encode({"a": 1})

@@ -36,7 +36,7 @@ class RedisTier:
         db: int = 0,
         password: str | None = None,
         prefix: str = "trinity:",
-        timeout: float = 0.1,
+        timeout: float = 0.5,
         ttl: float | None = None,
         breaker: RedisBreaker | None = None,
         clock: Callable[[], float] = time.perf_counter,

@@ -1,7 +1,7 @@
 """One connection to Redis that never slows a build down: what the Redis cache tier and
 the state shared between processes (rate limits, budgets, locks; trinity.llm) stand on.
 
-Every call has a short connection and socket timeout (100 ms by default), redis-py's own
+Every call has a short connection and socket timeout (0.5 s by default), redis-py's own
 retries are off, and a small circuit breaker opens on the first failure: after one
 warning (`purpose` says what goes on without Redis) every call returns its default
 without waiting on Redis again, for the rest of the run (or until `reset_after` seconds
@@ -77,7 +77,7 @@ class RedisLink:
         db: int = 0,
         password: str | None = None,
         prefix: str = "trinity:",
-        timeout: float = 0.1,
+        timeout: float = 0.5,
         breaker: RedisBreaker | None = None,
         clock: Callable[[], float] = time.perf_counter,
         purpose: str = "Redis",

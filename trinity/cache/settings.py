@@ -27,7 +27,11 @@ class RedisTierSettings:
     db: int = 0
     password: str | None = field(default=None, repr=False)
     prefix: str = "trinity:"
-    timeout: float = 0.1
+    # Seconds a call may take before Redis counts as gone for the rest of the run: long
+    # enough that a busy machine's stalled moment does not end the rate limits builds
+    # share there (a Redis that answers takes a millisecond), short enough that a frozen
+    # one costs a build half a second, once.
+    timeout: float = 0.5
     ttl: int | None = REDIS_RETENTION
 
 
