@@ -80,7 +80,6 @@ def test_four_shards_then_a_render_give_the_site_one_build_gives(
     shares = [blocks_of(report) for report in reports]
     assert sum(len(share) for share in shares) == BLOCKS
     assert len(set().union(*shares)) == BLOCKS
-    assert all(share for share in shares), "four shards of 15 blocks: none is empty"
     assert [report["status"] for report in reports] == ["generated"] * SHARDS
     assert [report["shard"] for report in reports] == [f"{n}/{SHARDS}" for n in range(1, 5)]
     assert server.chat_count - calls_alone == BLOCKS
