@@ -30,7 +30,6 @@ The README lists every metric.
 
 from __future__ import annotations
 
-import http.client
 import math
 import time
 from bisect import bisect_left
@@ -40,7 +39,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 
 from trinity.errors import InputError, ResourceError
@@ -524,6 +522,9 @@ def _last_success_in(path: Path) -> float | None:
 def _push(request: MetricsRequest, families: list[Metric], *, replace: bool) -> None:
     """Send the metrics to the Pushgateway: PUT (replacing the group's metrics) after a
     success, else POST (replacing only those sent). One warning if it cannot be done."""
+    # Imported here, as prometheus-client is: only a build that pushes needs them.
+    import http.client
+
     from prometheus_client import push_to_gateway, pushadd_to_gateway
     from prometheus_client.exposition import basic_auth_handler, default_handler
 
@@ -556,6 +557,8 @@ def _push(request: MetricsRequest, families: list[Metric], *, replace: bool) -> 
 
 def _push_failure(exc: Exception) -> str:
     """Why a push failed, as a phrase: urllib wraps the system's reason in its own."""
+    from urllib.error import HTTPError, URLError
+
     if isinstance(exc, HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, URLError):
