@@ -72,7 +72,7 @@ def build_site(
     since its last build is left as it is (trinity.unchanged)."""
     settings = load_build_settings(project_dir, **options)
     unchanged = keep_unchanged(
-        settings, guard, dry_run=dry_run or generate_only, refresh=refresh_cache
+        settings, guard, dry_run=dry_run, generate_only=generate_only, refresh=refresh_cache
     )
     if unchanged.report is not None:
         return unchanged.report

@@ -332,7 +332,8 @@ def build(
         unchanged = keep_unchanged(
             settings,
             guard_options,
-            dry_run=dry_run or generate_only,  # neither writes a site to keep
+            dry_run=dry_run,
+            generate_only=generate_only,
             refresh=no_cache,
             correlation_id=correlation_id,
             report_path=report_path,

@@ -65,6 +65,7 @@ def keep_unchanged(
     guard: object | None = None,
     *,
     dry_run: bool = False,
+    generate_only: bool = False,
     refresh: bool = False,
     correlation_id: str | None = None,
     report_path: Path | None = None,
@@ -74,8 +75,9 @@ def keep_unchanged(
 ) -> Unchanged:
     """The build of `settings`, when it has nothing to do: its report written, the site
     left in place. `guard` is the layout guard's options (a guarded build keeps only a
-    site the same guard passed). A dry run, or a refresh of the cache, always builds."""
-    if dry_run or refresh:
+    site the same guard passed). A dry run, a build that only generates answers (it keeps
+    no site), or a refresh of the cache always builds."""
+    if dry_run or generate_only or refresh:
         return Unchanged(None)
     started = clock()
     inputs = site_inputs(settings, guard)
