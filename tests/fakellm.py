@@ -5,6 +5,13 @@ bound to ``127.0.0.1`` on a port picked by the OS, and speaks three wire formats
 
 * **Ollama** -- ``POST /api/chat`` (non-streaming) and ``GET /api/tags``.
 * **OpenAI** -- ``POST /v1/chat/completions`` and ``GET /v1/models``.
+* **Embeddings** -- ``POST /v1/embeddings`` (OpenAI: ``{"data": [{"embedding": [...]}]}``)
+  and ``POST /api/embed`` (Ollama: ``{"embeddings": [[...]]}``), for ``{"model", "input"}``
+  where ``input`` is a string or a list of them. The vector is ``fake_embedding(text)``: a
+  hashed bag of lower-cased words in ``EMBEDDING_DIMENSIONS`` buckets, normalised, so a
+  paraphrase sharing most words is close and another prompt is far. Embedding requests
+  are not chat requests (no faults, latency or limits); ``embedding_count`` counts them,
+  and ``fail_embeddings(503)`` answers them all with that status (``None``: no longer).
 * **Anthropic** -- ``POST /v1/messages`` (non-streaming; the ``anthropic-version`` header
   and ``max_tokens`` are required, ``system`` is a top-level string or list of text
   blocks, and ``messages`` may hold only user/assistant turns, else 400), and
@@ -131,7 +138,9 @@ __all__ = [
     "FakeLLMServer",
     "FaultKind",
     "RecordedRequest",
+    "EMBEDDING_DIMENSIONS",
     "default_answer",
+    "fake_embedding",
     "prompt_digest",
 ]
 
@@ -139,6 +148,11 @@ OLLAMA_CHAT_PATH = "/api/chat"
 OPENAI_CHAT_PATH = "/v1/chat/completions"
 ANTHROPIC_CHAT_PATH = "/v1/messages"
 CHAT_PATHS = frozenset({OLLAMA_CHAT_PATH, OPENAI_CHAT_PATH, ANTHROPIC_CHAT_PATH})
+OPENAI_EMBEDDINGS_PATH = "/v1/embeddings"
+OLLAMA_EMBED_PATH = "/api/embed"
+EMBEDDING_PATHS = frozenset({OPENAI_EMBEDDINGS_PATH, OLLAMA_EMBED_PATH})
+EMBEDDING_DIMENSIONS = 256
+_WORD_RE = re.compile(r"[a-z0-9]+")
 
 ANTHROPIC_JSON_INSTRUCTION = "Answer with a single JSON object only."
 """The sentence in an Anthropic ``system`` prompt that asks for JSON (trinity's adapter's)."""
@@ -308,6 +322,17 @@ def default_answer(system: str, user: str, *, json_mode: bool = False) -> str:
         return json.dumps(obj)
     # Ends on a full stop: a complete sentence, as the example site's checks ask.
     return "Generated answer " + digest + ".\n\nThis paragraph responds to: " + _snippet(user) + "."
+
+
+def fake_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake server's embedding of ``text``: each lower-cased word counted in a bucket
+    picked by its hash, the counts normalised to length 1 (all zeros without a word)."""
+    counts = [0.0] * dimensions
+    for word in _WORD_RE.findall(text.lower()):
+        bucket = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:4], "big")
+        counts[bucket % dimensions] += 1.0
+    norm = math.sqrt(sum(c * c for c in counts))
+    return [c / norm for c in counts] if norm else counts
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -481,6 +506,7 @@ class FakeLLMServer:
         self._windows: dict[str, deque[float]] = {}
         self._rate_limited = 0
         self._answered: list[RecordedRequest] = []
+        self._embeddings_status: int | None = None
         self._connections: set[socket.socket] = set()
         self._closed = False
         self._httpd = _HTTPServer(self)
@@ -718,6 +744,17 @@ class FakeLLMServer:
             return sum(1 for r in self._requests if r.is_chat)
 
     @property
+    def embedding_count(self) -> int:
+        """Embedding requests received (either endpoint, answered or failed)."""
+        with self._lock:
+            return sum(1 for r in self._requests if r.path in EMBEDDING_PATHS)
+
+    def fail_embeddings(self, status: int | None = 503) -> None:
+        """Answer every embedding request with ``status`` (``None``: answer them again)."""
+        with self._lock:
+            self._embeddings_status = status
+
+    @property
     def last_request(self) -> RecordedRequest | None:
         with self._lock:
             return self._requests[-1] if self._requests else None
@@ -785,6 +822,8 @@ class FakeLLMServer:
             if record.headers.get("anthropic-version"):
                 return self._anthropic_models(record)
             return _Reply(200, _json_bytes(self._openai_models()), {})
+        if record.method == "POST" and record.path in EMBEDDING_PATHS:
+            return self._embeddings(record)
         if not record.is_chat:
             msg = f"not found: {record.method} {record.path}"
             return _Reply(404, _error_body(record.path, 404, msg), {})
@@ -819,6 +858,28 @@ class FakeLLMServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _embeddings(self, record: RecordedRequest) -> _Reply:
+        """The embedding of each input, in the endpoint's format (or the failure asked for)."""
+        with self._lock:
+            status = self._embeddings_status
+        if status is not None:
+            return _Reply(status, _error_body(record.path, status, "embeddings unavailable"), {})
+        body = record.body if isinstance(record.body, dict) else {}
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return _Reply(400, _error_body(record.path, 400, "input must be text"), {})
+        vectors = [fake_embedding(text) for text in texts]
+        model = body.get("model", "")
+        if record.path == OLLAMA_EMBED_PATH:
+            return _Reply(200, _json_bytes({"model": model, "embeddings": vectors}), {})
+        data = [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+        ]
+        words = sum(_word_count(t) for t in texts)
+        usage = {"prompt_tokens": words, "total_tokens": words}
+        return _Reply(200, _json_bytes({"object": "list", "data": data, "model": model, "usage": usage}), {})
 
     def _draw_fault(self) -> _Fault | None:
         """A fault drawn by ``fail_rate``, or None (call with the lock held)."""

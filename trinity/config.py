@@ -35,14 +35,19 @@ from trinity.llm.retry import RetryPolicy
 from trinity.llm.routing import Router, parse_target
 from trinity.llm.settings import (
     DEFAULT_API_URLS,
+    DEFAULT_EMBEDDING_MODELS,
     DEFAULT_MODELS,
+    EMBEDDING_PROVIDERS,
     HTTP_PROVIDERS,
     MAX_SEQUENCES,
     PROMPT_STYLES,
     PROVIDER_KEY_VARIABLES,
     PROVIDERS,
+    SEMANTIC_MIN_THRESHOLD,
+    EmbedderSettings,
     Endpoint,
     LLMSettings,
+    SemanticSettings,
     Target,
 )
 from trinity.logs import SECRET_SUFFIXES
@@ -229,7 +234,9 @@ def load_settings(
     top = Fields(load_data_file(path, ConfigError), path=shown, key="", error=ConfigError)
     site = _read_site(Fields(top.value("site"), path=shown, key="site", error=ConfigError))
     llm = _read_llm(Fields(top.value("llm"), path=shown, key="llm", error=ConfigError), env)
-    cache = _read_cache(Fields(top.value("cache"), path=shown, key="cache", error=ConfigError), env)
+    cache_fields = Fields(top.value("cache"), path=shown, key="cache", error=ConfigError)
+    llm = replace(llm, semantic=_read_semantic(cache_fields.child("semantic"), llm, env))
+    cache = _read_cache(cache_fields, env)
     build = _read_build(Fields(top.value("build"), path=shown, key="build", error=ConfigError))
     checks = overlay(
         CheckSpec(),
@@ -627,6 +634,55 @@ def _read_cache(f: Fields, env: Mapping[str, str]) -> CacheSettings:
     for section in (memory, disk, f):
         section.done()
     return cache
+
+
+def _read_semantic(f: Fields, llm: LLMSettings, env: Mapping[str, str]) -> SemanticSettings:
+    """`cache.semantic`: the threshold, never below SEMANTIC_MIN_THRESHOLD, and the
+    embedder, by default the site's own provider (Anthropic has no embeddings endpoint)."""
+    enabled = f.boolean("enabled", SemanticSettings.enabled)
+    threshold = f.number(
+        "threshold", SemanticSettings.threshold, minimum=SEMANTIC_MIN_THRESHOLD, maximum=1
+    )
+    embedder = _read_embedder(f.child("embedder"), llm, env)
+    f.done()
+    if enabled and embedder is None:
+        raise f.fail(
+            f"{llm.provider} has no embeddings endpoint: name one under cache.semantic.embedder "
+            f"(provider: one of {', '.join(EMBEDDING_PROVIDERS)})",
+            "enabled",
+        )
+    return SemanticSettings(enabled=enabled, threshold=threshold, embedder=embedder)
+
+
+def _read_embedder(
+    f: Fields, llm: LLMSettings, env: Mapping[str, str]
+) -> EmbedderSettings | None:
+    if f.has("api_key"):
+        raise f.fail(
+            "API keys are read from the environment only; remove it from this file and set "
+            "EMBEDDINGS_API_KEY instead",
+            "api_key",
+        )
+    own = llm.provider if llm.provider in EMBEDDING_PROVIDERS else None
+    provider = f.string("provider", own, choices=EMBEDDING_PROVIDERS)
+    if provider is None:
+        f.done()
+        return None
+    same = provider == llm.provider
+    api_url = f.string("api_url", llm.api_url if same else DEFAULT_API_URLS[provider])
+    if provider == "local":
+        api_url = ""
+    else:
+        _check_api_url(api_url, f, from_environment=False)
+    embedder = EmbedderSettings(
+        provider=provider,
+        model=f.string("model", DEFAULT_EMBEDDING_MODELS[provider], nonempty=True),
+        api_url=api_url.rstrip("/"),
+        api_key=env.get("EMBEDDINGS_API_KEY") or (llm.api_key if same else None),
+        timeout=f.number("timeout", EmbedderSettings.timeout, minimum=0.1, maximum=3600),
+    )
+    f.done()
+    return embedder
 
 
 def _read_tiers(f: Fields, env: Mapping[str, str]) -> tuple[str, ...]:

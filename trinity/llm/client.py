@@ -5,8 +5,10 @@ outside in (the parts each uses live in modules of their own)::
 
     complete
     -> _send_handling_coalescing  one call per cache key, however many callers ask at once
-    -> _send_handling_cache       a fresh cached answer (answercache.py), else a model's,
-                                  asked by one of the processes sharing Redis at a time
+    -> _send_handling_cache       a fresh cached answer (answercache.py), else the answer
+                                  to the nearest earlier prompt when the semantic cache is
+                                  on for the request (semantic.py), else a model's, asked
+                                  by one of the processes sharing Redis at a time
                                   (claims.py), checked, then stored the moment it arrives
     -> _send_handling_fallbacks   the model asked for, then each fallback (routing)
     -> _send_handling_retries     backoff with full jitter, Retry-After, at most `attempts`,
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     import httpx
 
     from trinity.cache.redislink import RedisLink
+    from trinity.llm.semantic import SemanticCache
 
 log = get_logger(__name__)
 
@@ -91,6 +94,7 @@ class ClientStats:
     retries: int = 0
     fallbacks: int = 0
     cache_hits: int = 0
+    semantic_hits: int = 0  # of the cache hits, those for a similar prompt
     coalesced: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -162,6 +166,8 @@ class AsyncLLMClient:
         )
         self._in_flight: Coalescer[LLMResponse] = Coalescer()
         self._entered = False
+        # Made on the first request that may use it (numpy and the embedder only then).
+        self._semantic: SemanticCache | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -175,6 +181,9 @@ class AsyncLLMClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._semantic is not None:
+            await self._semantic.aclose()
+            self._semantic = None
         await self._routes.aclose()
         self._entered = False
 
@@ -217,16 +226,23 @@ class AsyncLLMClient:
         return await self.answers.stale(request, key or self.key(request), validate)
 
     async def complete(
-        self, request: LLMRequest, *, validate: Validator | None = None, key: str | None = None
+        self,
+        request: LLMRequest,
+        *,
+        validate: Validator | None = None,
+        key: str | None = None,
+        semantic: bool | None = False,
     ) -> LLMResponse:
         """The answer to `request`, from the cache or a model.
 
         `validate` may raise MalformedResponseError; such an answer is not cached. `key` is
         `self.key(request)` when the caller has it already (a build plans every key).
+        `semantic`: whether the answer to a similar earlier prompt may be served (None: as
+        `cache.semantic.enabled` says; only ever at temperature 0).
         """
         key = key or self.key(request)
         began = self.timer()
-        response = await self._send_handling_coalescing(request, key, validate)
+        response = await self._send_handling_coalescing(request, key, validate, semantic)
         if response.cache_tier is not None:
             target = self.router.target(request.model)
             self._log_request(
@@ -257,13 +273,13 @@ class AsyncLLMClient:
     # ------------------------------------------------------------------ the layers
 
     async def _send_handling_coalescing(
-        self, request: LLMRequest, key: str, validate: Validator | None
+        self, request: LLMRequest, key: str, validate: Validator | None, semantic: bool | None
     ) -> LLMResponse:
         """One answer per key for every caller asking at once; the others share it."""
         # The lookup runs inside the coalescer too: a caller that missed the cache just
         # before an identical request's answer was stored would otherwise ask again.
         response, shared = await self._in_flight.run(
-            key, lambda: self._send_handling_cache(request, key, validate)
+            key, lambda: self._send_handling_cache(request, key, validate, semantic)
         )
         if shared and response.cache_tier is None:
             # Another block asked the same thing at the same time: it costs nothing more.
@@ -276,27 +292,72 @@ class AsyncLLMClient:
         return response
 
     async def _send_handling_cache(
-        self, request: LLMRequest, key: str, validate: Validator | None
+        self, request: LLMRequest, key: str, validate: Validator | None, semantic: bool | None
     ) -> LLMResponse:
-        """A fresh cached answer that `validate` accepts; else a model's (asked by this
-        process, or by another sharing Redis that claimed the key first)."""
+        """A fresh cached answer that `validate` accepts; else the answer to a similar
+        prompt (the semantic cache, when on); else a model's (asked by this process, or by
+        another sharing Redis that claimed the key first)."""
         hit = await self.answers.fresh(request, key)
         if hit is not None and passes(hit, validate):
             self.stats.cache_hits += 1
             return hit
+        similar = self._semantic_for(request, semantic)
+        if similar is not None:
+            found = await self._similar_answer(similar, request, key, validate)
+            if found is not None:
+                return found
         claims = self._claims()
         if claims is None:
-            return await self._ask_and_store(request, key, validate)
-        # While another process asks, this one waits holding none of its slots.
-        response, elsewhere = await claims.once(
-            key,
-            ask=lambda: self._ask_and_store(request, key, validate),
-            look=lambda: self.answers.shared(request, key),
-            accept=lambda found: passes(found, validate),
-        )
+            response, elsewhere = await self._ask_and_store(request, key, validate), False
+        else:
+            # While another process asks, this one waits holding none of its slots.
+            response, elsewhere = await claims.once(
+                key,
+                ask=lambda: self._ask_and_store(request, key, validate),
+                look=lambda: self.answers.shared(request, key),
+                accept=lambda found: passes(found, validate),
+            )
         if elsewhere:
             self.stats.cache_hits += 1
+        elif similar is not None:
+            await similar.remember(request, key)
         return response
+
+    def _semantic_for(self, request: LLMRequest, wanted: bool | None) -> SemanticCache | None:
+        """The semantic cache, when `request` may use it (see SemanticCache.applies)."""
+        settings = self.settings.semantic
+        if wanted is False or settings.off or settings.embedder is None or self.cache is None:
+            return None
+        if (settings.enabled if wanted is None else wanted) is False or request.temperature:
+            return None
+        if self._semantic is None:
+            from trinity.llm.semantic import open_semantic  # numpy: only when it is used
+
+            self._semantic = open_semantic(self.settings, self.cache, self._routes_entered())
+        return self._semantic if self._semantic.applies(request, wanted) else None
+
+    async def _similar_answer(
+        self, similar: SemanticCache, request: LLMRequest, key: str, validate: Validator | None
+    ) -> LLMResponse | None:
+        """The fresh cached answer to the nearest earlier prompt, if `validate` accepts it,
+        served as a hit of the "semantic" tier with its similarity and prompt."""
+        from trinity.llm.semantic import SEMANTIC_TIER, matched_prompt
+
+        match = await similar.nearest(request)
+        if match is None or match.key == key:
+            return None
+        found = await self.answers.fresh(request, match.key)
+        if found is None or not passes(found, validate):
+            return None
+        similar.hits += 1
+        self.stats.cache_hits += 1
+        self.stats.semantic_hits += 1
+        return replace(
+            found,
+            cache_tier=SEMANTIC_TIER,
+            similarity=round(match.similarity, 4),
+            matched_prompt=matched_prompt(match.prompt),
+        )
 
     def _claims(self) -> Claims | None:
         """The claims that make one call per key across the processes sharing Redis: none
@@ -449,9 +510,12 @@ class AsyncLLMClient:
     # ------------------------------------------------------------------ helpers
 
     def _route(self, provider: str) -> Route:
+        return self._routes_entered().get(provider)
+
+    def _routes_entered(self) -> Routes:
         if not self._entered:
             raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
-        return self._routes.get(provider)
+        return self._routes
 
     def _log_request(
         self,

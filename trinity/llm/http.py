@@ -58,10 +58,12 @@ class HTTPBackend:
         max_bytes: int = LLMSettings.max_response_bytes,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        path: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.adapter: ProviderAdapter = get_adapter(endpoint.provider)
-        self.url = chat_url(endpoint.api_url, self.adapter.chat_path)
+        # `path`: another of the provider's endpoints than chat (embeddings, for instance).
+        self.url = chat_url(endpoint.api_url, path or self.adapter.chat_path)
         self.shown = shown_url(self.url)
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -78,11 +80,22 @@ class HTTPBackend:
         # seconds would never trip it: the deadline bounds the whole exchange. Leaving
         # the scope closes the response, which gives its connection back to the pool.
         with anyio.move_on_after(self.timeout):
-            return await self._exchange(request, api_key)
+            payload, headers = await self._exchange(self.adapter.body(request), api_key)
+            return _with_headers(self.adapter.parse(payload), headers)
         raise self._late()
 
-    async def _exchange(self, request: LLMRequest, api_key: str | None) -> LLMResponse:
-        outgoing = self._request(self.adapter.body(request), api_key)
+    async def post(self, body: dict[str, Any], api_key: str | None = None) -> Any:
+        """The decoded JSON answer to `body` posted to this endpoint's URL, under the same
+        deadline, bound and error mapping as a chat request (for other endpoints than chat)."""
+        with anyio.move_on_after(self.timeout):
+            payload, _ = await self._exchange(body, api_key)
+            return payload
+        raise self._late()
+
+    async def _exchange(
+        self, sent: dict[str, Any], api_key: str | None
+    ) -> tuple[Any, httpx.Headers]:
+        outgoing = self._request(sent, api_key)
         try:
             reply = await self._send(outgoing)
             try:
@@ -109,8 +122,7 @@ class HTTPBackend:
             )
         if payload is _NOT_JSON:
             raise MalformedResponseError(f"{self.shown} answered with a body that is not JSON")
-        response = self.adapter.parse(payload)
-        return _with_headers(response, reply.headers)
+        return payload, reply.headers
 
     def _request(self, body: dict[str, Any], api_key: str | None) -> httpx.Request:
         """The chat request: `body` encoded as httpx encodes `json=`, with this endpoint's

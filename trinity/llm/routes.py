@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import httpx
 
     from trinity.llm.budgets import DailyBudgets
+    from trinity.llm.http import HTTPBackend
     from trinity.llm.sharedlimits import SharedLimits
 
 
@@ -134,6 +135,20 @@ class Routes:
             self.settings.timeout,
             self.settings.max_response_bytes,
             transport=self._direct,
+        )
+
+    def endpoint_path(self, endpoint: Endpoint, path: str, timeout: float) -> HTTPBackend:
+        """Another path of a server (embeddings), spoken to through the build's one httpx
+        client with the same bounds as chat: `timeout` for the whole exchange."""
+        from trinity.llm.http import HTTPBackend
+
+        return HTTPBackend(
+            endpoint,
+            self._http_client(),
+            timeout,
+            self.settings.max_response_bytes,
+            transport=self._direct,
+            path=path,
         )
 
     def _http_client(self) -> httpx.AsyncClient:

@@ -82,6 +82,44 @@ PROVIDER_KEY_VARIABLES = {
 }
 
 
+# Where embeddings come from for the semantic cache: an OpenAI-compatible `/v1/embeddings`,
+# Ollama's `/api/embed`, or the embedded llama.cpp model (in a child process of its own).
+EMBEDDING_PROVIDERS = ("openai", "ollama", "local")
+DEFAULT_EMBEDDING_MODELS = {
+    "openai": "text-embedding-3-small",
+    "ollama": "nomic-embed-text",
+    "local": DEFAULT_LOCAL_MODEL,
+}
+# Opposite questions reach 0.83 to 0.9997 similarity (GPTCache #694): a lower threshold
+# would serve one's answer for the other.
+SEMANTIC_THRESHOLD = 0.95
+SEMANTIC_MIN_THRESHOLD = 0.8
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """Where the semantic cache's embeddings come from."""
+
+    provider: str = "local"
+    model: str = DEFAULT_LOCAL_MODEL
+    api_url: str = ""
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 30.0  # one embedding, connect to last byte
+
+
+@dataclass(frozen=True)
+class SemanticSettings:
+    """The semantic cache (`cache.semantic`): off unless asked for, by the site (`enabled`)
+    or by a block (`semantic: true` in pages.yaml); None `embedder`: none can be had (an
+    Anthropic site that named none), so no block may ask for it."""
+
+    enabled: bool = False
+    threshold: float = SEMANTIC_THRESHOLD
+    embedder: EmbedderSettings | None = field(default_factory=EmbedderSettings)
+    # `--no-semantic`: none for this run, whatever the site or a block asks.
+    off: bool = False
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     provider: str = "local"
@@ -121,6 +159,8 @@ class LLMSettings:
     cascade: tuple[str, ...] = ()
     # How many times one block is asked again after its answer failed its checks.
     repair_attempts: int = 2
+    # The semantic cache: the nearest earlier prompt's answer (read from `cache.semantic`).
+    semantic: SemanticSettings = field(default_factory=SemanticSettings)
 
     def in_flight(self, provider: str | None = None) -> int:
         """How many requests the build keeps in flight to `provider` (default: the main one):
@@ -134,13 +174,19 @@ class LLMSettings:
 __all__ = [
     "DEFAULT_API_URLS",
     "DEFAULT_LOCAL_MODEL",
+    "DEFAULT_EMBEDDING_MODELS",
     "DEFAULT_MODELS",
+    "EMBEDDING_PROVIDERS",
     "HTTP_PROVIDERS",
     "MAX_SEQUENCES",
     "PROMPT_STYLES",
     "PROVIDERS",
     "PROVIDER_KEY_VARIABLES",
+    "SEMANTIC_MIN_THRESHOLD",
+    "SEMANTIC_THRESHOLD",
+    "EmbedderSettings",
     "Endpoint",
     "LLMSettings",
+    "SemanticSettings",
     "Target",
 ]

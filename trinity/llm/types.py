@@ -102,6 +102,10 @@ class LLMResponse:
     # load and the requests ahead of it): logged apart from the time spent generating.
     queued: float = 0.0
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # For an answer of the semantic cache (never cached): how similar its prompt was to
+    # the one asked (cosine, 0 to 1), and that prompt (shortened).
+    similarity: float | None = None
+    matched_prompt: str | None = None
 
     @property
     def truncated(self) -> bool:
