@@ -130,6 +130,7 @@ __all__ = [
     "ANTHROPIC_CHAT_PATH",
     "ANTHROPIC_JSON_INSTRUCTION",
     "DEFAULT_HANG",
+    "EMBEDDING_DIMENSIONS",
     "GZIP_BOMB_BYTES",
     "HUGE_BYTES",
     "MALFORMED_BODY",
@@ -138,7 +139,6 @@ __all__ = [
     "FakeLLMServer",
     "FaultKind",
     "RecordedRequest",
-    "EMBEDDING_DIMENSIONS",
     "default_answer",
     "fake_embedding",
     "prompt_digest",
@@ -874,12 +874,12 @@ class FakeLLMServer:
         model = body.get("model", "")
         if record.path == OLLAMA_EMBED_PATH:
             return _Reply(200, _json_bytes({"model": model, "embeddings": vectors}), {})
-        data = [
-            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
-        ]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         words = sum(_word_count(t) for t in texts)
         usage = {"prompt_tokens": words, "total_tokens": words}
-        return _Reply(200, _json_bytes({"object": "list", "data": data, "model": model, "usage": usage}), {})
+        return _Reply(
+            200, _json_bytes({"object": "list", "data": data, "model": model, "usage": usage}), {}
+        )
 
     def _draw_fault(self) -> _Fault | None:
         """A fault drawn by ``fail_rate``, or None (call with the lock held)."""

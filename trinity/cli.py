@@ -215,6 +215,13 @@ def build(
             help="Ask the model again for every block; the new answers replace the cached ones.",
         ),
     ] = False,
+    no_semantic: Annotated[
+        bool,
+        typer.Option(
+            "--no-semantic",
+            help="Serve no block the answer to a similar prompt (cache.semantic) this build.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan and what is cached; call no model.")
     ] = False,
@@ -322,6 +329,7 @@ def build(
             output=output,
             concurrency=concurrency,
             max_cost=max_cost,
+            semantic=not no_semantic,
         )
         logs.redactor.add(settings.secrets())
         # With JSON logs stderr is for machines: no progress bar or tables in between.
@@ -870,6 +878,7 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("LLM calls", report.llm_calls),
         ("requests sent", report.attempts),
         ("cache hits", _hits_by_tier(report)),
+        *_semantic_row(report),
         ("stale answers", report.count("stale")),
         *_checks_row(report),
         ("tokens in / out", f"{report.input_tokens} / {report.output_tokens}"),
@@ -929,6 +938,16 @@ def _pages(report: BuildReport) -> str:
     if not report.pages_reused:
         return str(report.pages)
     return f"{report.pages} ({report.pages_reused} unchanged, not rendered again)"
+
+
+def _semantic_row(report: BuildReport) -> list[tuple[str, str]]:
+    """The blocks served the answer to a similar prompt, and how similar, when any were."""
+    similarities = [b.similarity for b in report.blocks if b.similarity is not None]
+    if not similarities:
+        return []
+    low, high = min(similarities), max(similarities)
+    spread = f"{low:.3f}" if low == high else f"{low:.3f} to {high:.3f}"
+    return [("semantic hits", f"{len(similarities)} (similarity {spread}; see the report)")]
 
 
 def _hits_by_tier(report: BuildReport) -> str:

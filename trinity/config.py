@@ -108,6 +108,7 @@ class Settings:
         theme: str | None = None,
         cache_enabled: bool | None = None,
         max_cost: float | None = None,
+        semantic_off: bool = False,
     ) -> Settings:
         """These settings with choices made for one run (the command line, `build_site`)
         applied on top. The CLI checks its flags itself; a value out of range passed from
@@ -127,6 +128,8 @@ class Settings:
             if max_cost < 0:
                 raise ConfigError("must be at least 0", argument="max_cost")
             llm = replace(llm, max_cost=max_cost)
+        if semantic_off:
+            llm = replace(llm, semantic=replace(llm.semantic, off=True))
         return replace(self, build=build, llm=llm, cache=cache)
 
     def secrets(self) -> list[str]:
@@ -201,16 +204,19 @@ def load_build_settings(
     concurrency: int | None = None,
     use_cache: bool = True,
     max_cost: float | None = None,
+    semantic: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """A project's settings with the choices of one run applied: what `trinity build`
-    and `trinity.project.prepare` take (`use_cache=False` turns the cache off)."""
+    and `trinity.project.prepare` take (`use_cache=False` turns the cache off,
+    `semantic=False` the semantic cache, whatever the site and its blocks ask)."""
     return load_settings(project_dir, config, environ).with_overrides(
         output_dir=Path(output) if output is not None else None,
         concurrency=concurrency,
         theme=theme,
         cache_enabled=None if use_cache else False,
         max_cost=max_cost,
+        semantic_off=not semantic,
     )
 
 
@@ -654,9 +660,7 @@ def _read_semantic(f: Fields, llm: LLMSettings, env: Mapping[str, str]) -> Seman
     return SemanticSettings(enabled=enabled, threshold=threshold, embedder=embedder)
 
 
-def _read_embedder(
-    f: Fields, llm: LLMSettings, env: Mapping[str, str]
-) -> EmbedderSettings | None:
+def _read_embedder(f: Fields, llm: LLMSettings, env: Mapping[str, str]) -> EmbedderSettings | None:
     if f.has("api_key"):
         raise f.fail(
             "API keys are read from the environment only; remove it from this file and set "

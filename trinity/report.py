@@ -54,6 +54,10 @@ class BlockResult:
     reasks: int = 0
     escalations: list[str] = field(default_factory=list)
     judge_score: float | None = None
+    # A semantic cache hit (cache_tier "semantic"): how similar the prompt it matched was,
+    # and that prompt, shortened (trinity.llm.semantic.MATCHED_PROMPT_CHARS).
+    similarity: float | None = None
+    matched_prompt: str | None = None
 
     @property
     def first_answer_failed(self) -> bool:
@@ -190,6 +194,7 @@ class BuildReport:
             "llm_calls": self.llm_calls,
             "cache_hits": self.cache_hits,
             "cache_hits_by_tier": self.hits_by_tier,
+            "semantic_hits": sum(1 for b in self.blocks if b.similarity is not None),
             "failed": len(self.failures),
             "stale": self.count("stale"),
             "attempts": self.attempts,

@@ -251,7 +251,9 @@ class Reviewer:
         self, job: Job, request: LLMRequest, key: str, result: BlockResult
     ) -> LLMResponse:
         validate = answer_validator(job.block)
-        response = await self.client.complete(request, validate=validate, key=key)
+        response = await self.client.complete(
+            request, validate=validate, key=key, semantic=job.block.semantic
+        )
         _count(result, request, response)
         return response
 
@@ -326,6 +328,7 @@ def _count(result: BlockResult, request: LLMRequest, response: LLMResponse) -> N
     else:
         result.source = "cache"
     result.cache_tier = response.cache_tier
+    result.similarity, result.matched_prompt = response.similarity, response.matched_prompt
     result.model = response.model or request.model
     result.input_tokens += response.usage.input_tokens
     result.output_tokens += response.usage.output_tokens

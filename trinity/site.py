@@ -56,6 +56,9 @@ class Block:
     lead: str = ""
     stop: tuple[str, ...] | None = None
     model: str | None = None  # a model or alias for this block; None: llm.model
+    # Whether an answer to a similar earlier prompt may serve it (the semantic cache);
+    # None: as `cache.semantic.enabled` says.
+    semantic: bool | None = None
     # The site's checks overlaid by the block's own, its mentions rendered for this page.
     checks: CheckSpec = field(default_factory=CheckSpec)
 
@@ -247,6 +250,7 @@ class _BlockSpec:
     max_tokens: int | None
     temperature: float | None
     schema: Mapping[str, Any] | None
+    semantic: bool | None
     checks: CheckSpec  # mentions still as written: `mentions` renders them per page
     mentions: _Mentions
 
@@ -421,11 +425,36 @@ class _Planner:
             max_tokens=f.integer("max_tokens", None, minimum=1, maximum=1_000_000),
             temperature=f.number("temperature", None, minimum=0, maximum=2),
             schema=schema,
+            semantic=self._read_semantic(f),
             checks=checks,
             mentions=mentions,
         )
         f.done()
         return spec
+
+    def _read_semantic(self, block: Fields) -> bool | None:
+        """The block's `semantic`: true only where the semantic cache can serve it (an
+        embedder named, and temperature 0: the only answers it ever shares)."""
+        semantic = block.value("semantic", None)
+        if semantic is None or semantic is False:
+            return semantic
+        if semantic is not True:
+            raise block.fail(f"expected true or false, got {describe(semantic)}", "semantic")
+        llm = self.settings.llm
+        if llm.semantic.embedder is None:
+            raise block.fail(
+                f"{llm.provider} has no embeddings endpoint: name one under "
+                "cache.semantic.embedder in settings.yaml",
+                "semantic",
+            )
+        temperature = block.raw.get("temperature", llm.temperature)
+        if temperature != 0:
+            raise block.fail(
+                f"the semantic cache serves only blocks at temperature 0 (this one: "
+                f"{temperature}); set temperature: 0",
+                "semantic",
+            )
+        return True
 
     def _read_checks(self, block: Fields) -> tuple[CheckSpec, _Mentions]:
         """The block's `checks` over the site's, and the mentions that apply to it."""
@@ -484,5 +513,6 @@ class _Planner:
             lead=self.render(spec.lead, f"{spec.key}.lead", context, where) if spec.lead else "",
             stop=spec.stop,
             model=spec.model,
+            semantic=spec.semantic,
             checks=self._block_checks(spec, context, where),
         )

@@ -69,9 +69,7 @@ def settings_for(
         api_url=server.url,
         model="fake-model",
         temperature=0.0,
-        semantic=SemanticSettings(
-            enabled=True, threshold=threshold, embedder=embedder, **semantic
-        ),
+        semantic=SemanticSettings(enabled=True, threshold=threshold, embedder=embedder, **semantic),
     )
 
 
@@ -286,9 +284,7 @@ def test_requests_of_a_group_differ_only_in_the_prompt() -> None:
     embedder = EmbedderSettings(provider="openai", model="m", api_url="http://e")
 
     def group(prompt: str, **options: Any) -> str:
-        request = LLMRequest.from_prompt(
-            prompt, model="m", temperature=0, max_tokens=10, **options
-        )
+        request = LLMRequest.from_prompt(prompt, model="m", temperature=0, max_tokens=10, **options)
         return group_of("openai", "http://x", request, embedder)
 
     assert group("a") == group("b")

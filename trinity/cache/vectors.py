@@ -119,7 +119,7 @@ class DiskVectors:
             descriptor = os.open(self._path(group), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return []
-        with open(descriptor, "rb") as stream:
+        with os.fdopen(descriptor, "rb") as stream:
             return _bounded(decode_record(line) for line in _lines(stream))
 
     def _append(self, group: str, line: bytes) -> None:
@@ -128,7 +128,7 @@ class DiskVectors:
         self.directory.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
         descriptor = os.open(self._path(group), flags, 0o600)
-        with open(descriptor, "ab") as stream:
+        with os.fdopen(descriptor, "ab") as stream:
             stream.write(line)  # one write of one line: a crash leaves at most a bad last line
 
 

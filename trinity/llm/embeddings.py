@@ -125,9 +125,7 @@ class LocalEmbedder:
             line = await replies.receive_until(b"\n", _MAX_LINE)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.DelimiterNotFound) as exc:
             await self.aclose()
-            raise ModelFailed(
-                f"the local embedding model stopped ({type(exc).__name__})"
-            ) from None
+            raise ModelFailed(f"the local embedding model stopped ({type(exc).__name__})") from None
         try:
             reply = json.loads(line)
         except ValueError:
@@ -141,9 +139,7 @@ class LocalEmbedder:
         if self._process is None or self._replies is None:
             try:
                 # llama.cpp writes its notes to file descriptor 2: not onto the console.
-                self._process = await anyio.open_process(
-                    self.command, stderr=subprocess.DEVNULL
-                )
+                self._process = await anyio.open_process(self.command, stderr=subprocess.DEVNULL)
             except OSError as exc:
                 raise ModelFailed(f"cannot start the local embedding model: {exc}") from None
             assert self._process.stdout is not None

@@ -70,9 +70,7 @@ def prompt_text(request: LLMRequest) -> str:
     return request.document or ""
 
 
-def group_of(
-    provider: str, base_url: str, request: LLMRequest, embedder: EmbedderSettings
-) -> str:
+def group_of(provider: str, base_url: str, request: LLMRequest, embedder: EmbedderSettings) -> str:
     """The hash of everything two requests must share for one to be served the other's
     answer: the cache key's fingerprint without the prompt's text, and the embedder."""
     fingerprint = request_fingerprint(provider, base_url, request)

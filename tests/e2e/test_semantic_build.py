@@ -1,0 +1,177 @@
+"""The semantic cache in real builds: the example project against the fake server, whose
+embeddings are a deterministic hashed bag of words (tests/fakellm.py).
+
+A prompt reworded by one word is served the answer its earlier wording got (the report
+says so, with the similarity and the prompt it matched; the summary counts it); a prompt
+reworded more is asked; `--no-semantic` asks; a block can opt in alone; bad settings are
+exit 2 naming the file and key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.sitekit import RunResult, SiteProject
+from tests.fakellm import FakeLLMServer
+
+WARM = "Write a warm two-sentence introduction"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+def semantic_site(tmp_path: Path, server: FakeLLMServer, **semantic: Any) -> SiteProject:
+    site = SiteProject.create(tmp_path / "site", server, provider="openai")
+    site.update_settings("llm", temperature=0)
+    embedder = {"provider": "openai", "model": "fake-embed", "api_url": server.url}
+    site.update_settings("cache", semantic={"enabled": True, "embedder": embedder, **semantic})
+    return site
+
+
+def reword_intro(site: SiteProject, old: str, new: str) -> None:
+    def change(pages: list[dict[str, Any]]) -> None:
+        intro = pages[0]["blocks"]["intro"]
+        assert old in intro["prompt"]
+        intro["prompt"] = intro["prompt"].replace(old, new)
+
+    site.edit_pages(change)
+
+
+def intro_of(site: SiteProject) -> dict[str, Any]:
+    (intro,) = [b for b in site.report()["blocks"] if b["block"] == "intro"]
+    return intro
+
+
+def assert_ok(result: RunResult) -> None:
+    assert result.exit_code == 0, result.describe()
+
+
+def test_a_reworded_prompt_is_served_the_earlier_answer(
+    tmp_path: Path, server: FakeLLMServer
+) -> None:
+    site = semantic_site(tmp_path, server)
+    assert_ok(site.build())
+    first = intro_of(site)
+    asked = server.chat_count
+    reword_intro(site, WARM, WARM.replace("warm", "friendly"))
+
+    result = site.build()
+
+    assert_ok(result)
+    intro = intro_of(site)
+    assert server.chat_count == asked  # nothing else changed: no block was asked
+    assert intro["source"] == "cache" and intro["cache_tier"] == "semantic"
+    assert 0.95 <= intro["similarity"] < 1.0
+    assert intro["matched_prompt"].startswith(WARM)
+    assert intro["cost"] == 0.0
+    assert site.report()["totals"]["semantic_hits"] == 1
+    assert "semantic hits" in result.flat and "semantic 1" in result.flat
+    assert first["cache_tier"] is None
+    assert list((site.root / ".cache" / "semantic").glob("*.jsonl"))
+
+
+def test_a_prompt_reworded_more_is_asked(tmp_path: Path, server: FakeLLMServer) -> None:
+    site = semantic_site(tmp_path, server)
+    assert_ok(site.build())
+    asked = server.chat_count
+    new = "Compose a cheerful short greeting"
+    reword_intro(site, WARM, new)
+    assert_ok(site.build())
+    assert intro_of(site)["cache_tier"] is None
+    assert server.chat_count == asked + 1
+    assert site.report()["totals"]["semantic_hits"] == 0
+
+
+def test_no_semantic_asks_the_model(tmp_path: Path, server: FakeLLMServer) -> None:
+    site = semantic_site(tmp_path, server)
+    assert_ok(site.build())
+    asked, embedded = server.chat_count, server.embedding_count
+    reword_intro(site, WARM, WARM.replace("warm", "friendly"))
+    assert_ok(site.build("--no-semantic"))
+    assert intro_of(site)["cache_tier"] is None
+    assert server.chat_count == asked + 1
+    assert server.embedding_count == embedded
+
+
+def test_a_block_opts_in_alone(tmp_path: Path, server: FakeLLMServer) -> None:
+    site = semantic_site(tmp_path, server, enabled=False)
+
+    def opt_in(pages: list[dict[str, Any]]) -> None:
+        pages[0]["blocks"]["intro"]["semantic"] = True
+
+    site.edit_pages(opt_in)
+    assert_ok(site.build())
+    assert server.embedding_count == 1  # the intro's prompt alone
+    reword_intro(site, WARM, WARM.replace("warm", "friendly"))
+    assert_ok(site.build())
+    assert intro_of(site)["cache_tier"] == "semantic"
+
+
+def test_an_embedder_that_is_down_still_builds(tmp_path: Path, server: FakeLLMServer) -> None:
+    server.fail_embeddings(503)
+    site = semantic_site(tmp_path, server)
+    result = site.build()
+    assert_ok(result)
+    assert "semantic cache: no embedding" in result.flat
+
+
+@pytest.mark.parametrize(
+    ("semantic", "key"),
+    [
+        ({"threshold": 0.5}, "cache.semantic.threshold"),
+        ({"threshold": "high"}, "cache.semantic.threshold"),
+        ({"embedder": {"provider": "cohere"}}, "cache.semantic.embedder.provider"),
+        (
+            {"embedder": {"provider": "openai", "api_url": "ftp://x"}},
+            "cache.semantic.embedder.api_url",
+        ),
+        ({"embedder": {"api_key": "sk-secret"}}, "cache.semantic.embedder.api_key"),
+        ({"treshold": 0.97}, "cache.semantic.treshold"),
+    ],
+)
+def test_bad_semantic_settings_are_exit_2_naming_the_key(
+    tmp_path: Path, server: FakeLLMServer, semantic: dict[str, Any], key: str
+) -> None:
+    site = SiteProject.create(tmp_path / "site", server, provider="openai")
+    site.update_settings("cache", semantic=semantic)
+    result = site.build()
+    assert result.exit_code == 2, result.describe()
+    assert key in result.flat and "settings.yaml" in result.flat
+    assert "sk-secret" not in result.flat
+    assert server.chat_count == 0
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    [
+        ({"semantic": "yes"}, "expected true or false"),
+        ({"semantic": True, "temperature": 0.7}, "temperature 0"),
+    ],
+)
+def test_bad_block_semantic_is_exit_2_naming_the_block(
+    tmp_path: Path, server: FakeLLMServer, block: dict[str, Any], words: str
+) -> None:
+    site = semantic_site(tmp_path, server)
+
+    def change(pages: list[dict[str, Any]]) -> None:
+        pages[0]["blocks"]["intro"].update(block)
+
+    site.edit_pages(change)
+    result = site.build()
+    assert result.exit_code == 2, result.describe()
+    assert "pages[0].blocks.intro.semantic" in result.flat and words in result.flat
+
+
+def test_an_anthropic_site_must_name_an_embedder(tmp_path: Path, server: FakeLLMServer) -> None:
+    site = SiteProject.create(tmp_path / "site", server, provider="anthropic")
+    site.update_settings("cache", semantic={"enabled": True})
+    result = site.build()
+    assert result.exit_code == 2, result.describe()
+    assert "cache.semantic.enabled" in result.flat and "embeddings endpoint" in result.flat
