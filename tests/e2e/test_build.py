@@ -87,6 +87,7 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
         "llm_calls": BLOCKS,
         "cache_hits": 0,
         "cache_hits_by_tier": {},
+        "semantic_hits": 0,
         "failed": 0,
         "stale": 0,
         "attempts": BLOCKS,
