@@ -123,7 +123,12 @@ class LocalEmbedder:
         try:
             await process.stdin.send(json.dumps({"text": text}).encode("utf-8") + b"\n")
             line = await replies.receive_until(b"\n", _MAX_LINE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.DelimiterNotFound) as exc:
+        except (
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            anyio.BrokenResourceError,
+            anyio.DelimiterNotFound,
+        ) as exc:
             await self.aclose()
             raise ModelFailed(f"the local embedding model stopped ({type(exc).__name__})") from None
         try:
