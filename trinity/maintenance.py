@@ -19,6 +19,7 @@ from trinity.cache.generation import forget_generation
 from trinity.cache.manager import open_tier
 from trinity.cache.settings import CACHE_TIERS, TIER_ALIASES
 from trinity.cache.tier import CacheTier, Keep
+from trinity.cache.vectors import clear_disk_vectors
 from trinity.config import Settings, load_settings
 from trinity.errors import ConfigError
 from trinity.llm.entries import is_current_key, read_entry
@@ -89,6 +90,9 @@ def clear_cache(
     with _disk_locked(settings, names, on_wait):
         # First: a clear cut short must not leave builds keeping pages as still cached.
         forget_generation(settings.cache.disk.directory)
+        if "disk" in names:
+            # The semantic cache's prompts would point at answers no longer there.
+            clear_disk_vectors(settings.cache.disk.directory)
         return [_with_tier(settings, name, lambda t: t.clear()) for name in names]
 
 

@@ -193,3 +193,14 @@ def test_the_local_model_embeds_for_a_build(tmp_path: Path, server: FakeLLMServe
     intro = intro_of(site)
     assert intro["cache_tier"] == "semantic", intro
     assert server.chat_count == asked and server.embedding_count == 0
+
+
+def test_cache_clear_drops_the_vectors_with_the_answers(
+    tmp_path: Path, server: FakeLLMServer
+) -> None:
+    site = semantic_site(tmp_path, server)
+    assert_ok(site.build())
+    folder = site.root / ".cache" / "semantic"
+    assert list(folder.glob("*.jsonl"))
+    assert_ok(site.cli("cache", "clear", "--project", site.root))
+    assert not list(folder.glob("*.jsonl"))

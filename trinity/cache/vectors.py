@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 MAX_RECORDS = 200_000
 MAX_RECORD_BYTES = 256 * 1024
 _GROUP = re.compile(r"[0-9a-f]{16,128}")
+# The folder of the disk tier's folder that holds the groups.
+VECTORS_FOLDER = "semantic"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,19 @@ class DiskVectors:
             stream.write(line)  # one write of one line: a crash leaves at most a bad last line
 
 
+def clear_disk_vectors(cache_directory: Path) -> int:
+    """Delete the disk tier's stored vectors (`semantic/*.jsonl` in its folder): how many
+    groups. A link is removed as a link, never followed."""
+    folder = cache_directory / VECTORS_FOLDER
+    if folder.is_symlink() or not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.glob("*.jsonl"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def _lines(stream: Any) -> Iterator[bytes]:
     """The file's lines, each read up to MAX_RECORD_BYTES (a longer one is skipped)."""
     while True:
@@ -189,11 +204,13 @@ class RedisVectors:
 
 __all__ = [
     "MAX_RECORDS",
+    "VECTORS_FOLDER",
     "DiskVectors",
     "RedisVectors",
     "VectorRecord",
     "VectorStore",
     "check_group",
+    "clear_disk_vectors",
     "decode_record",
     "encode_record",
 ]

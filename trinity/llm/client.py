@@ -325,10 +325,7 @@ class AsyncLLMClient:
 
     def _semantic_for(self, request: LLMRequest, wanted: bool | None) -> SemanticCache | None:
         """The semantic cache, when `request` may use it (see SemanticCache.applies)."""
-        settings = self.settings.semantic
-        if wanted is False or settings.off or settings.embedder is None or self.cache is None:
-            return None
-        if (settings.enabled if wanted is None else wanted) is False or request.temperature:
+        if self.cache is None or request.temperature or not self.settings.semantic.asked(wanted):
             return None
         if self._semantic is None:
             from trinity.llm.semantic import open_semantic  # numpy: only when it is used

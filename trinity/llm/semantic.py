@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from trinity.cache.manager import CacheManager
-from trinity.cache.vectors import DiskVectors, RedisVectors, VectorRecord, VectorStore
+from trinity.cache.vectors import (
+    VECTORS_FOLDER,
+    DiskVectors,
+    RedisVectors,
+    VectorRecord,
+    VectorStore,
+)
 from trinity.errors import LLMError
 from trinity.llm.embeddings import Embedder, LocalEmbedder, http_embedder
 from trinity.llm.entries import is_current_key, request_fingerprint
@@ -197,8 +203,12 @@ class SemanticCache:
     def applies(self, request: LLMRequest, wanted: bool | None = None) -> bool:
         """Whether `request` may be served a similar prompt's answer: asked for (`wanted`,
         else the site's `enabled`), at temperature 0, with an embedder that works."""
-        on = self.settings.enabled if wanted is None else wanted
-        return on and not self.broken and request.temperature == 0 and bool(prompt_text(request))
+        return (
+            self.settings.asked(wanted)
+            and not self.broken
+            and request.temperature == 0
+            and bool(prompt_text(request))
+        )
 
     def group(self, request: LLMRequest) -> str:
         return group_of(self.provider, self.base_url, request, self.embedder_settings)
@@ -324,7 +334,7 @@ def vector_stores(cache: CacheManager) -> list[VectorStore]:
     disk = cache.tier("disk")
     directory = getattr(disk, "directory", None)
     if directory is not None:
-        stores.append(DiskVectors(directory / "semantic"))
+        stores.append(DiskVectors(directory / VECTORS_FOLDER))
     redis = cache.tier("redis")
     link = getattr(redis, "link", None)
     if link is not None:

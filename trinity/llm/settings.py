@@ -119,6 +119,12 @@ class SemanticSettings:
     # `--no-semantic`: none for this run, whatever the site or a block asks.
     off: bool = False
 
+    def asked(self, wanted: bool | None) -> bool:
+        """Whether a request may use it: `wanted` by its block (None: as `enabled` says),
+        not turned off for the run, and with an embedder to use."""
+        on = self.enabled if wanted is None else wanted
+        return on and not self.off and self.embedder is not None
+
 
 @dataclass(frozen=True)
 class LLMSettings:
