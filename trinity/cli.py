@@ -1033,7 +1033,8 @@ def _max_cost_line(verdict: dict[str, Any], pending: int) -> str:
         return f"--max-cost ${limit:.4f} would not stop the build"
     return (
         f"--max-cost ${limit:.4f} would stop the build after about "
-        f"{verdict['blocks_before_stop']} of {pending} blocks to generate"
+        f"{verdict['blocks_before_stop']} of {pending} blocks to generate "
+        f"(about {verdict['blocks_refused']} refused)"
     )
 
 

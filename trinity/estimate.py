@@ -18,9 +18,10 @@ these it came from.
 
 The verdict on `--max-cost` replays the client's own check (trinity.llm.client): before
 each call its cost at the ceiling (its prompt at four characters a token, and all of
-max_tokens) is held against what is left, and the call is refused if it does not fit.
-Blocks are taken in plan order, one at a time: with calls in flight together more is held
-at once, so a real build may stop a few blocks sooner.
+max_tokens) is held against what is left, and the call is refused if it does not fit (the
+block fails; the build goes on with the others). Blocks are taken in plan order, one at a
+time: with calls in flight together more is held at once, so a real build may refuse
+a few blocks sooner.
 """
 
 from __future__ import annotations
@@ -114,25 +115,31 @@ class ModelTotal:
 
 @dataclass(frozen=True)
 class BudgetVerdict:
-    """Whether `--max-cost` would stop the build: after `completed` of `pending` blocks."""
+    """What `--max-cost` would do: refuse `refused` of the `pending` blocks, the first
+    after `completed` were generated (a refused block fails; the others go on)."""
 
     max_cost: float | None
-    stops: bool
     completed: int
+    refused: int
     pending: int
+
+    @property
+    def stops(self) -> bool:
+        return self.refused > 0
 
     def as_json(self) -> dict[str, Any]:
         return {
             "max_cost_usd": self.max_cost,
             "stops": self.stops,
             "blocks_before_stop": self.completed if self.stops else None,
+            "blocks_refused": self.refused,
         }
 
 
 @dataclass
 class CostEstimate:
     blocks: list[BlockEstimate] = field(default_factory=list)
-    verdict: BudgetVerdict = BudgetVerdict(None, False, 0, 0)
+    verdict: BudgetVerdict = BudgetVerdict(None, 0, 0, 0)
 
     @property
     def cost(self) -> float:
@@ -287,15 +294,19 @@ def _by_target(targets: Sequence[Target]) -> dict[Target, list[int]]:
 
 def budget_verdict(max_cost: float | None, blocks: Sequence[BlockEstimate]) -> BudgetVerdict:
     """Replays the client's `--max-cost` check over the blocks in plan order: each call
-    holds its ceiling against what is left, then spends its estimate."""
+    must fit its ceiling in what is left, and then spends its estimate; a refused block
+    spends nothing, and a cheaper one after it may still fit."""
     if max_cost is None:
-        return BudgetVerdict(None, False, len(blocks), len(blocks))
-    spent = 0.0
-    for done, block in enumerate(blocks):
+        return BudgetVerdict(None, len(blocks), 0, len(blocks))
+    spent, first_refused, refused = 0.0, None, 0
+    for index, block in enumerate(blocks):
         if spent + block.ceiling > max_cost + 1e-12:
-            return BudgetVerdict(max_cost, True, done, len(blocks))
-        spent += block.cost
-    return BudgetVerdict(max_cost, False, len(blocks), len(blocks))
+            refused += 1
+            first_refused = index if first_refused is None else first_refused
+        else:
+            spent += block.cost
+    completed = len(blocks) if first_refused is None else first_refused
+    return BudgetVerdict(max_cost, completed, refused, len(blocks))
 
 
 def estimate_jobs(
