@@ -11,6 +11,9 @@ vocab); otherwise they are the prompt's characters over a characters-per-token r
 learned from the usage history (what the provider reported for prompts of known length,
 trinity.usagehistory) or, with no history for the model, DEFAULT_CHARS_PER_TOKEN.
 
+The provider's prompt cache (trinity.llm.pricing) is expected to serve the same share of a
+model's input as it did in the history, at its own rates.
+
 Output tokens come from the history of blocks alike: the same block name and model, else
 the same format and model (the mean output of such blocks, never above the block's
 max_tokens); with no history, max_tokens itself, a ceiling. Every figure says which of
@@ -31,11 +34,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trinity.llm.pricing import cost, price_for
+from trinity.llm.pricing import cost, price_for, usage_cost
 from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.routing import Router
 from trinity.llm.settings import LLMSettings, Target
-from trinity.llm.types import LLMRequest
+from trinity.llm.types import LLMRequest, Usage
 from trinity.plan import Job
 from trinity.usagehistory import UsageEntry, UsageHistory, prompt_chars
 
@@ -176,6 +179,16 @@ class HistoryIndex:
             self._by_format.setdefault((entry.model, entry.format), []).append(entry)
             self._by_model.setdefault(entry.model, []).append(entry)
 
+    def prompt_cache_shares(self, model: str) -> tuple[float, float]:
+        """The shares of `model`'s input tokens its provider's prompt cache read and wrote."""
+        entries = self._by_model.get(model, [])
+        tokens = sum(e.input_tokens for e in entries)
+        if tokens <= 0:
+            return 0.0, 0.0
+        read = sum(e.cached_input_tokens for e in entries)
+        written = sum(e.cache_write_tokens for e in entries)
+        return read / tokens, written / tokens
+
     def chars_per_token(self, model: str) -> float | None:
         """Prompt characters per input token the provider reported for `model`."""
         entries = self._by_model.get(model, [])
@@ -224,6 +237,14 @@ class Estimator:
     ) -> BlockEstimate:
         output_tokens, output_basis = self._output_tokens(job, target)
         price = price_for(target.provider, target.model, self.settings.prices)
+        # The provider's prompt cache serves as much of the input as it did before.
+        read, written = self.history.prompt_cache_shares(job.request.model)
+        usage = Usage(
+            input_tokens,
+            output_tokens,
+            cached_input_tokens=round(input_tokens * read),
+            cache_write_tokens=round(input_tokens * written),
+        )
         return BlockEstimate(
             page=job.page.slug,
             block=job.block.name,
@@ -231,7 +252,7 @@ class Estimator:
             provider=target.provider,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost=cost(price, input_tokens, output_tokens),
+            cost=usage_cost(price, usage),
             input_basis=input_basis,
             output_basis=output_basis,
             priced=price is not None,

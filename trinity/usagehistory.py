@@ -1,11 +1,12 @@
 """What blocks answered by a model produced, kept with the project's cache for estimates.
 
 After each build (not a dry run), every block a model answered is recorded: the model,
-the block's name, format and max_tokens, and its input tokens, output tokens and prompt
-characters. Blocks alike (same model, name, format and max_tokens) are summed into one
-entry per build, and a build's entry replaces the one an earlier build left for the same
-kind of block: the history follows the site as it is now, and holds one entry per kind
-of block, at most MAX_ENTRIES of them (the least recently seen go first).
+the block's name, format and max_tokens, and its input tokens (and how many of them the
+provider's prompt cache read or wrote), output tokens and prompt characters. Blocks alike
+(same model, name, format and max_tokens) are summed into one entry per build, and a
+build's entry replaces the one an earlier build left for the same kind of block: the
+history follows the site as it is now, and holds one entry per kind of block, at most
+MAX_ENTRIES of them (the least recently seen go first).
 
 The file (`usage-history.json` in the cache folder) is untrusted when read back (a CI
 cache may come from anywhere): its size is bounded, and an entry that is not exactly what
@@ -61,6 +62,9 @@ class UsageEntry:
     input_tokens: int
     output_tokens: int
     prompt_chars: int
+    # Of the input tokens, those the provider read from its prompt cache, and wrote there.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def kind(self) -> tuple[str, str, str, int]:
@@ -73,6 +77,8 @@ class UsageEntry:
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             prompt_chars=self.prompt_chars + other.prompt_chars,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
 
@@ -92,7 +98,8 @@ def entry_from_data(value: Any) -> UsageEntry | None:
     if not all(type(n) is int and 0 <= n <= _MAX_COUNT for n in counts):
         return None
     entry = UsageEntry(**value)
-    return entry if entry.calls > 0 else None
+    cached = entry.cached_input_tokens + entry.cache_write_tokens
+    return entry if entry.calls > 0 and cached <= entry.input_tokens else None
 
 
 class UsageHistory:
@@ -143,6 +150,9 @@ class UsageRecorder:
         """A block's result, when a model answered it (a cache hit used nothing)."""
         if result.source != "llm" or result.input_tokens <= 0:
             return
+        # A server's numbers need not add up: the cache's parts are bounded by the input.
+        read = min(max(0, result.cached_input_tokens), result.input_tokens)
+        written = min(max(0, result.cache_write_tokens), result.input_tokens - read)
         # Under the name the block asks for, as the dry run looks it up: a block's re-asks
         # and escalations are part of what the block costs.
         self.add(
@@ -155,6 +165,8 @@ class UsageRecorder:
                 input_tokens=result.input_tokens,
                 output_tokens=max(0, result.output_tokens),
                 prompt_chars=prompt_chars(job.request),
+                cached_input_tokens=read,
+                cache_write_tokens=written,
             )
         )
 

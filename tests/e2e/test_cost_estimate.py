@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from tests.e2e.sitekit import BLOCKS, MODEL, SiteProject
 from trinity.usagehistory import HISTORY_FILE, read_history
@@ -22,11 +25,11 @@ def dry_run(project: SiteProject, *args: str) -> dict[str, Any]:
     return report
 
 
-def built_once_then_changed(project: SiteProject) -> None:
+def built_once_then_changed(project: SiteProject, system: str = NEW_SYSTEM) -> None:
     """Priced, built once (so the history knows the site), then every prompt changed."""
     project.update_settings("llm", prices=PRICES)
     assert project.build().exit_code == 0
-    project.update_settings("llm", system=NEW_SYSTEM)
+    project.update_settings("llm", system=system)
 
 
 def test_the_estimate_is_within_a_fifth_of_what_the_same_build_costs(
@@ -49,6 +52,28 @@ def test_the_estimate_is_within_a_fifth_of_what_the_same_build_costs(
     (model,) = estimate["models"]
     assert (model["model"], model["blocks"], model["priced"]) == (MODEL, BLOCKS, True)
     assert model["cost_usd"] == estimate["cost_usd"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_the_estimate_expects_the_prompt_cache_to_serve_what_it_did_before(
+    make_site_project: Callable[..., SiteProject], provider: str
+) -> None:
+    project = make_site_project(provider=provider)
+    project.server.prompt_cache = True
+    # A long system prompt, so that the prompt cache's share of the cost is worth having.
+    project.update_settings("llm", system="Keep to the facts. " * 60)
+    built_once_then_changed(project, system="Keep to the facts given. " * 60)
+    project.update_settings("llm", prices={MODEL: {**PRICES[MODEL], "cached_input": 0.2}})
+
+    estimate = dry_run(project)["estimate"]
+    assert project.build().exit_code == 0
+    real = project.report()["totals"]
+
+    assert real["cached_input_tokens"] > real["input_tokens"] / 2
+    assert abs(estimate["cost_usd"] - real["cost_usd"]) <= 0.2 * real["cost_usd"]
+    # Priced as if nothing were cached, it would be far off.
+    uncached = (estimate["input_tokens"] * 2.0 + estimate["output_tokens"] * 8.0) / 1e6
+    assert uncached > 1.5 * real["cost_usd"]
 
 
 def test_the_max_cost_verdict_foretells_the_blocks_a_build_refuses(

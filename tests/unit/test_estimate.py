@@ -101,6 +101,27 @@ def test_another_models_history_is_not_used() -> None:
     assert block.cost == 0
 
 
+def test_the_prompt_cache_is_expected_to_serve_the_share_it_served_before() -> None:
+    # Of 100 input tokens, the provider read 60 from its prompt cache and wrote 10 there.
+    past = UsageEntry("gpt-x", "intro", "markdown", 400, 1, 100, 20, 600, 60, 10)
+    settings = LLMSettings(
+        provider="openai",
+        model="gpt-x",
+        prices=MappingProxyType(
+            {
+                "gpt-x": MappingProxyType(
+                    {"input": 1.0, "output": 4.0, "cached_input": 0.1, "cache_write": 1.25}
+                )
+            }
+        ),
+    )
+
+    (block,) = estimate_jobs(settings, [job(prompt="x" * 600)], history(past)).blocks
+
+    assert (block.input_tokens, block.output_tokens) == (100, 20)
+    assert block.cost == pytest.approx((30 * 1.0 + 60 * 0.1 + 10 * 1.25 + 20 * 4.0) / 1e6)
+
+
 @pytest.mark.parametrize("chars", [10, 10**6])
 def test_a_ratio_no_tokenizer_has_is_not_learned(chars: int) -> None:
     lie = UsageEntry("gpt-x", "intro", "markdown", 400, 1, 100, 10, chars)

@@ -105,6 +105,7 @@ def test_a_history_that_is_not_ours_is_an_empty_one(tmp_path: Path, data: Any) -
         good_data(model="m" * 1000),
         good_data(format=None),
         good_data(extra=1),
+        good_data(cached_input_tokens=80, cache_write_tokens=30),
         {k: v for k, v in good_data().items() if k != "calls"},
         "entry",
         None,
@@ -183,6 +184,14 @@ def test_a_build_sums_blocks_alike_under_the_model_they_asked_for() -> None:
         UsageEntry("m", "intro", "markdown", 300, 2, 20, 10, 2 * len("Be brief.Say hi.")),
         UsageEntry("m", "about", "markdown", 300, 1, 10, 4, len("Be brief.Say hi.")),
     ]
+
+
+def test_what_the_prompt_cache_served_is_recorded_within_the_input() -> None:
+    recorder = UsageRecorder()
+    recorder.add_block(job(), result(cached_input_tokens=6, cache_write_tokens=99))
+
+    (recorded,) = recorder.entries()
+    assert (recorded.cached_input_tokens, recorded.cache_write_tokens) == (6, 4)
 
 
 @pytest.mark.parametrize("source", ["cache", "failed", "stale"])
