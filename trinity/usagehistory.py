@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -47,6 +48,9 @@ MAX_ENTRIES = 1000
 # A history of MAX_ENTRIES entries is about 200 KB; anything much larger is not ours.
 MAX_BYTES = 2 * 1024 * 1024
 _MAX_NAME = 200
+# How long a build waits at its end for another one recording its usage.
+LOCK_WAIT = 2.0
+_LOCK_POLL = 0.02
 _MAX_COUNT = 10**12
 
 
@@ -231,9 +235,31 @@ def record_usage(cache_dir: Path, entries: Iterable[UsageEntry]) -> None:
 def _merge_into(cache_dir: Path, fresh: list[UsageEntry]) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = FolderLock(cache_dir / _LOCK_FILE, holder="another build", doing="recording usage")
-    with lock.held(wait=True):
+    if not _acquired(lock):
+        # Another build merges in a few milliseconds; one holding it this long is stuck,
+        # and must not hold this build at its end. Its next build records again.
+        log.warning(
+            "did not record the usage history in %s: %s",
+            shown_path(cache_dir),
+            lock.busy_message(),
+            extra={"event": "usage_history_unwritten"},
+        )
+        return
+    try:
         history = read_history(cache_dir).merged(fresh)
         _write_atomically(history_path(cache_dir), history.to_data())
+    finally:
+        lock.release()
+
+
+def _acquired(lock: FolderLock) -> bool:
+    """The history's lock, waited for at most LOCK_WAIT seconds."""
+    deadline = time.monotonic() + LOCK_WAIT
+    while not lock.try_acquire():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_LOCK_POLL)
+    return True
 
 
 def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:

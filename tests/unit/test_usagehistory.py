@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from trinity import usagehistory
 from trinity.llm.types import LLMRequest
+from trinity.lock import FolderLock
 from trinity.plan import Job
 from trinity.report import BlockResult
 from trinity.site import Block, Page
@@ -146,6 +148,23 @@ def test_two_builds_recording_at_once_both_land(tmp_path: Path) -> None:
         f"b{n}-{s}" for n in range(6) for s in range(5)
     }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{HISTORY_FILE}")] == []
+
+
+def test_a_lock_held_too_long_is_a_warning_not_a_stalled_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_usage(tmp_path, [entry("old")])
+    monkeypatch.setattr(usagehistory, "LOCK_WAIT", 0.05)
+    holder = FolderLock(tmp_path / ".usage-history.lock", holder="another build", doing="x")
+    assert holder.try_acquire()
+    try:
+        with caplog.at_level(logging.WARNING):
+            record_usage(tmp_path, [entry("new")])
+    finally:
+        holder.release()
+
+    assert "did not record the usage history" in caplog.text
+    assert [e.block for e in read_history(tmp_path)] == ["old"]
 
 
 def test_a_cache_folder_that_cannot_be_written_is_a_warning(
