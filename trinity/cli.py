@@ -380,7 +380,7 @@ def build(
             if not as_json:
                 consoles.out.print(_plan_table(report))
                 if report.estimate is not None and report.estimate["blocks"]:
-                    consoles.out.print(_estimate_table(report.estimate))
+                    _print_estimate(report.estimate)
         elif human:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
             if report.guard is not None:
@@ -1028,17 +1028,26 @@ def _estimate_table(estimate: dict[str, Any]) -> Table:
         f"{estimate['output_tokens']:,}",
         f"${estimate['cost_usd']:.4f}" + ("" if estimate["priced"] else " (+ unpriced)"),
     )
-    table.caption = "\n".join(
-        [
-            "input tokens: counted by the model's tokenizer, learned from the tokens "
-            "providers reported before (this project's usage history), or estimated at "
-            "4 characters a token",
-            "output tokens: the mean of this block's earlier answers, of blocks of its "
-            "format, or its max_tokens (a ceiling)",
-            _max_cost_line(estimate["max_cost"], len(estimate["blocks"])),
-        ]
-    )
     return table
+
+
+# What the words in brackets in the plan say, printed under the estimate.
+_ESTIMATE_NOTES = (
+    "input tokens: counted by the model's tokenizer, learned from what the provider "
+    "reported for this model before (the usage history), or estimated at 4 characters a "
+    "token",
+    "output tokens: the mean of this block's earlier answers, of the model's blocks of its "
+    "format, or its max_tokens (a ceiling)",
+)
+
+
+def _print_estimate(estimate: dict[str, Any]) -> None:
+    consoles.out.print(_estimate_table(estimate))
+    for note in _ESTIMATE_NOTES:
+        consoles.out.print(note, style="dim", highlight=False)
+    verdict = estimate["max_cost"]
+    line = _max_cost_line(verdict, len(estimate["blocks"]))
+    consoles.out.print(line, style="yellow" if verdict["stops"] else None, highlight=False)
 
 
 def _max_cost_line(verdict: dict[str, Any], pending: int) -> str:
