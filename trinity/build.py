@@ -499,9 +499,11 @@ def _estimate(project: Project, pending: list[Job]) -> dict[str, Any]:
 
 
 def _record_usage(settings: Settings, usage: UsageRecorder) -> None:
-    """The build's usage into the history kept with the cache (none without a cache)."""
-    if settings.cache.enabled:
-        record_usage(settings.cache.directory, usage.entries())
+    """The build's usage into the history kept beside the disk cache (none without one:
+    a project that keeps its cache in Redis alone has asked for no folder)."""
+    cache = settings.cache
+    if cache.enabled and "disk" in cache.tiers:
+        record_usage(cache.directory, usage.entries())
 
 
 class _Pages(Protocol):

@@ -167,51 +167,66 @@ class CostEstimate:
         }
 
 
+@dataclass
+class _Sums:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prompt_chars: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def add(self, entry: UsageEntry) -> None:
+        self.calls += entry.calls
+        self.input_tokens += entry.input_tokens
+        self.output_tokens += entry.output_tokens
+        self.prompt_chars += entry.prompt_chars
+        self.cached_input_tokens += entry.cached_input_tokens
+        self.cache_write_tokens += entry.cache_write_tokens
+
+
 class HistoryIndex:
-    """The usage history, summed the ways an estimate looks it up."""
+    """The usage history, summed once the ways an estimate looks it up (a site of 100,000
+    blocks looks it up 100,000 times)."""
 
     def __init__(self, history: Iterable[UsageEntry]) -> None:
-        self._by_block: dict[tuple[str, str], list[UsageEntry]] = {}
-        self._by_format: dict[tuple[str, str], list[UsageEntry]] = {}
-        self._by_model: dict[str, list[UsageEntry]] = {}
+        self._by_block: dict[tuple[str, str], _Sums] = {}
+        self._by_format: dict[tuple[str, str], _Sums] = {}
+        self._by_model: dict[str, _Sums] = {}
         for entry in history:
-            self._by_block.setdefault((entry.model, entry.block), []).append(entry)
-            self._by_format.setdefault((entry.model, entry.format), []).append(entry)
-            self._by_model.setdefault(entry.model, []).append(entry)
+            self._by_block.setdefault((entry.model, entry.block), _Sums()).add(entry)
+            self._by_format.setdefault((entry.model, entry.format), _Sums()).add(entry)
+            self._by_model.setdefault(entry.model, _Sums()).add(entry)
 
     def prompt_cache_shares(self, model: str) -> tuple[float, float]:
         """The shares of `model`'s input tokens its provider's prompt cache read and wrote."""
-        entries = self._by_model.get(model, [])
-        tokens = sum(e.input_tokens for e in entries)
-        if tokens <= 0:
+        sums = self._by_model.get(model)
+        if sums is None or sums.input_tokens <= 0:
             return 0.0, 0.0
-        read = sum(e.cached_input_tokens for e in entries)
-        written = sum(e.cache_write_tokens for e in entries)
-        return read / tokens, written / tokens
+        return (
+            sums.cached_input_tokens / sums.input_tokens,
+            sums.cache_write_tokens / sums.input_tokens,
+        )
 
     def chars_per_token(self, model: str) -> float | None:
         """Prompt characters per input token the provider reported for `model`."""
-        entries = self._by_model.get(model, [])
-        chars = sum(e.prompt_chars for e in entries)
-        tokens = sum(e.input_tokens for e in entries)
-        if chars <= 0 or tokens <= 0:
+        sums = self._by_model.get(model)
+        if sums is None or sums.prompt_chars <= 0 or sums.input_tokens <= 0:
             return None
-        ratio = chars / tokens
+        ratio = sums.prompt_chars / sums.input_tokens
         low, high = _RATIO_BOUNDS
         return ratio if low <= ratio <= high else None
 
     def output_tokens(self, model: str, block: str, fmt: str) -> tuple[float, OutputBasis] | None:
         """The mean output of the most similar blocks, and which they were."""
-        found: tuple[list[UsageEntry], OutputBasis] | None = None
+        basis: OutputBasis
         if (model, block) in self._by_block:
-            found = (self._by_block[(model, block)], "history: block")
+            sums, basis = self._by_block[(model, block)], "history: block"
         elif (model, fmt) in self._by_format:
-            found = (self._by_format[(model, fmt)], "history: format")
-        if found is None:
+            sums, basis = self._by_format[(model, fmt)], "history: format"
+        else:
             return None
-        entries, basis = found
-        calls = sum(e.calls for e in entries)
-        return sum(e.output_tokens for e in entries) / calls, basis
+        return sums.output_tokens / sums.calls, basis
 
 
 @dataclass(frozen=True)
@@ -235,7 +250,7 @@ class Estimator:
     def _block(
         self, job: Job, target: Target, input_tokens: int, input_basis: InputBasis
     ) -> BlockEstimate:
-        output_tokens, output_basis = self._output_tokens(job, target)
+        output_tokens, output_basis = self._output_tokens(job)
         price = price_for(target.provider, target.model, self.settings.prices)
         # The provider's prompt cache serves as much of the input as it did before.
         read, written = self.history.prompt_cache_shares(job.request.model)
@@ -270,7 +285,7 @@ class Estimator:
             if tokens is not None:
                 counted.update(zip(indexes, tokens, strict=True))
         return [
-            (counted[i], "tokenizer") if i in counted else self._from_chars(job, target)
+            (counted[i], "tokenizer") if i in counted else self._from_chars(job)
             for i, (job, target) in enumerate(zip(jobs, targets, strict=True))
         ]
 
@@ -280,7 +295,7 @@ class Estimator:
         tokens = self.count_tokens(target, texts)
         return tokens if tokens is not None and len(tokens) == len(texts) else None
 
-    def _from_chars(self, job: Job, target: Target) -> tuple[int, InputBasis]:
+    def _from_chars(self, job: Job) -> tuple[int, InputBasis]:
         learned = self.history.chars_per_token(job.request.model)
         chars = prompt_chars(job.request)
         if learned is not None:
@@ -289,7 +304,7 @@ class Estimator:
         overhead = MESSAGE_OVERHEAD * len(job.request.messages)
         return max(1, math.ceil(chars / DEFAULT_CHARS_PER_TOKEN) + overhead), "default"
 
-    def _output_tokens(self, job: Job, target: Target) -> tuple[int, OutputBasis]:
+    def _output_tokens(self, job: Job) -> tuple[int, OutputBasis]:
         ceiling = max(0, job.request.max_tokens)
         found = self.history.output_tokens(job.request.model, job.block.name, job.block.format)
         if found is None:
