@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.sitekit import MODEL, SiteProject
 
@@ -24,7 +25,7 @@ def built(
     project = make_site_project(provider=provider)
     project.server.prompt_cache = True
     project.update_settings("llm", prices=PRICES, **llm)
-    result = project.build(env=KEYS)
+    result = project.build("--metrics-file", project.root / "build.prom", env=KEYS)
     assert result.exit_code == 0, result.describe()
     return project, result.output
 
@@ -40,6 +41,16 @@ def voice_words(project: SiteProject) -> int:
     voices = {_system_text(r.body).split("\n\n")[0] for r in project.server.chat_requests}
     (voice,) = voices
     return len(voice.split())
+
+
+def tokens_metric(text: str, direction: str) -> float:
+    """trinity_llm_tokens_total of one direction, from a metrics file."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "trinity_llm_tokens_total" and sample.labels["direction"] == direction
+    )
 
 
 def _system_text(body: dict[str, Any]) -> str:
@@ -69,6 +80,9 @@ def test_the_shared_start_is_read_from_the_prompt_cache_and_priced_at_its_rate(
     assert totals["prompt_cache_saved_usd"] > 0
     assert f"prompt cache saved ${totals['prompt_cache_saved_usd']:.4f}" in printed
     assert f"({totals['cached_input_tokens']} in from the prompt cache)" in printed
+    metrics = (project.root / "build.prom").read_text(encoding="utf-8")
+    for direction in ("cached_input", "cache_write"):
+        assert tokens_metric(metrics, direction) == totals[f"{direction}_tokens"]
 
 
 def test_anthropic_requests_mark_the_voice_for_the_cache(
