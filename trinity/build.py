@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,6 +45,7 @@ from trinity.report import (
 from trinity.review import AnswerJudge, Reviewer, failure_reason
 from trinity.staging import BackgroundWriter, StagedOutput
 from trinity.unchanged import keep_unchanged
+from trinity.usagehistory import UsageRecorder, read_history, record_usage
 
 if TYPE_CHECKING:
     import httpx
@@ -184,6 +185,8 @@ class _BuildOptions:
     inputs: str | None = None
     generate_only: bool = False
     shard: Shard | None = None
+    # What the blocks a model answered used, recorded for the next dry run's estimate.
+    usage: UsageRecorder = field(default_factory=UsageRecorder)
 
 
 def _check_share(generate_only: bool, shard: Shard | None, guard: GuardOptions | None) -> None:
@@ -250,7 +253,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     report.timings["plan"] = clock() - started
     observer.planned(report)
     if options.dry_run:
-        await _check_cached(jobs, client, report)
+        pending = await _check_cached(jobs, client, report)
+        report.estimate = _estimate(project, pending)
         report.status = "planned"
         return report
 
@@ -270,6 +274,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
             settle()
             _write_unfinished_report(report, options.report_path)
             raise
+        finally:
+            _record_usage(settings, options.usage)
         if options.report_path is not None:
             _write_finished_report(report, options.report_path)
     log.info(
@@ -332,7 +338,7 @@ async def _generate(
     (the layout fixes a guarded build made are read from it, as a full build would)."""
     settings = project.settings
     healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
-    steps = _BlockSteps(reviewer, healer, _NoPages(), notes)
+    steps = _BlockSteps(reviewer, healer, _NoPages(), notes, options.usage)
     phase = options.clock()
     await _run_workers(jobs, steps, settings.llm.in_flight(), report, options.observer)
     report.timings["generate"] = options.clock() - phase
@@ -357,7 +363,7 @@ async def _write_site(
     healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
     with staged as output, BackgroundWriter(output) as files:
         writer = PageWriter(project, output, files, keep_going=options.keep_going)
-        steps = _BlockSteps(reviewer, healer, writer, notes)
+        steps = _BlockSteps(reviewer, healer, writer, notes, options.usage)
         phase = clock()
         await _run_workers(jobs, steps, settings.llm.in_flight(), report, options.observer)
         report.timings["generate"] = clock() - phase
@@ -455,9 +461,15 @@ def _write_unfinished_report(report: BuildReport, path: Path | None) -> None:
         log.warning("could not write the report to %s: %s", shown_path(path), exc.strerror)
 
 
-async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport) -> None:
+async def _check_cached(
+    jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport
+) -> list[Job]:
+    """Each job's block in the report as cached or pending; the pending jobs."""
+    pending: list[Job] = []
     for job in jobs:
         hit = await client.cached(job.request, job.key)
+        if hit is None:
+            pending.append(job)
         report.blocks.append(
             BlockResult(
                 page=job.page.slug,
@@ -466,6 +478,32 @@ async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: Bui
                 cache_tier=hit.cache_tier if hit is not None else None,
             )
         )
+    return pending
+
+
+def _estimate(project: Project, pending: list[Job]) -> dict[str, Any]:
+    """What generating the pending blocks would cost (trinity.estimate), from the usage
+    history kept with the cache and, for the embedded model, its own tokenizer."""
+    from trinity.estimate import estimate_jobs  # only dry runs estimate
+    from trinity.llm.providers.vocab import count_tokens
+
+    settings = project.settings
+    history = read_history(settings.cache.directory)
+    estimate = estimate_jobs(
+        settings.llm,
+        pending,
+        history,
+        lambda target, texts: count_tokens(settings.llm, target, texts),
+    )
+    return estimate.as_json()
+
+
+def _record_usage(settings: Settings, usage: UsageRecorder) -> None:
+    """The build's usage into the history kept beside the disk cache (none without one:
+    a project that keeps its cache in Redis alone has asked for no folder)."""
+    cache = settings.cache
+    if cache.enabled and "disk" in cache.tiers:
+        record_usage(cache.directory, usage.entries())
 
 
 class _Pages(Protocol):
@@ -493,6 +531,7 @@ class _BlockSteps:
     healer: Healer
     writer: _Pages
     notes: _FailureNotes
+    usage: UsageRecorder
 
 
 async def _run_workers(
@@ -508,6 +547,7 @@ async def _run_workers(
         for job in jobs:  # shared iterator: each job goes to exactly one worker
             result = await _run_job(job, steps)
             report.blocks.append(result)
+            steps.usage.add_block(job, result)
             observer.block_done(result)
             # A cache hit and a page render never suspend: without this, a build from a
             # full cache held the event loop to its end, and Ctrl-C (a cancellation the

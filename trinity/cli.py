@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from trinity.errors import (
@@ -379,6 +379,8 @@ def build(
         if dry_run:
             if not as_json:
                 consoles.out.print(_plan_table(report))
+                if report.estimate is not None and report.estimate["blocks"]:
+                    _print_estimate(report.estimate)
         elif human:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
             if report.guard is not None:
@@ -672,8 +674,6 @@ _STATUS_STYLES = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
 
 
 def _doctor_table(results: list[CheckResult]) -> Table:
-    from rich.table import Column
-
     # Folded, never cut: a path or a command with its middle missing is no use.
     table = Table(
         "check",
@@ -955,13 +955,112 @@ def _hits_by_tier(report: BuildReport) -> str:
 
 
 def _plan_table(report: BuildReport) -> Table:
-    table = Table("page", "block", "status", title=f"Plan: {report.pages} pages (dry run)")
+    """Every block, cached or to generate; for those to generate, the model, the
+    estimated tokens and cost (trinity.estimate)."""
+    estimate = report.estimate or {}
+    estimated = {(b["page"], b["block"]): b for b in estimate.get("blocks", [])}
+    table = Table(
+        "page",
+        "block",
+        "status",
+        "model",
+        Column("input tokens", justify="right"),
+        Column("output tokens", justify="right"),
+        Column("cost", justify="right"),
+        title=f"Plan: {report.pages} pages (dry run)",
+    )
     for block in report.blocks:
-        status = f"cached ({block.cache_tier})" if block.source == "cached" else "to generate"
-        table.add_row(escape(block.page), escape(block.block), status)
+        if block.source == "cached":
+            table.add_row(escape(block.page), escape(block.block), f"cached ({block.cache_tier})")
+            continue
+        guess = estimated.get((block.page, block.block))
+        table.add_row(
+            escape(block.page), escape(block.block), "to generate", *_estimate_cells(guess)
+        )
     pending = report.count("pending")
     table.caption = f"{len(report.blocks) - pending} cached, {pending} to generate"
     return table
+
+
+def _estimate_cells(block: dict[str, Any] | None) -> tuple[str, ...]:
+    if block is None:
+        return ()
+    return (
+        escape(block["model"]),
+        f"{block['input_tokens']:,} ({_INPUT_BASES[block['input_basis']]})",
+        f"{block['output_tokens']:,} ({_OUTPUT_BASES[block['output_basis']]})",
+        _usd(block["cost_usd"], priced=block["priced"]),
+    )
+
+
+# How each figure was come by, in a word for the table (explained under it).
+_INPUT_BASES = {"tokenizer": "counted", "history": "learned", "default": "estimated"}
+_OUTPUT_BASES = {"history: block": "this block", "history: format": "format", "max_tokens": "max"}
+
+
+def _usd(amount: float, *, priced: bool = True) -> str:
+    return f"${amount:.4f}" if priced else "unpriced"
+
+
+def _estimate_table(estimate: dict[str, Any]) -> Table:
+    """The estimate's cost per model and in total, and the verdict on --max-cost."""
+    table = Table(
+        "model",
+        Column("blocks", justify="right"),
+        Column("input tokens", justify="right"),
+        Column("output tokens", justify="right"),
+        Column("cost", justify="right"),
+        title="Estimated cost of the blocks to generate",
+    )
+    for model in estimate["models"]:
+        table.add_row(
+            escape(f"{model['provider']}:{model['model']}"),
+            str(model["blocks"]),
+            f"{model['input_tokens']:,}",
+            f"{model['output_tokens']:,}",
+            _usd(model["cost_usd"], priced=model["priced"]),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        str(len(estimate["blocks"])),
+        f"{estimate['input_tokens']:,}",
+        f"{estimate['output_tokens']:,}",
+        f"${estimate['cost_usd']:.4f}" + ("" if estimate["priced"] else " (+ unpriced)"),
+    )
+    return table
+
+
+# What the words in brackets in the plan say, printed under the estimate.
+_ESTIMATE_NOTES = (
+    "input tokens: counted by the model's tokenizer, learned from what the provider "
+    "reported for this model before (the usage history), or estimated at 4 characters a "
+    "token",
+    "output tokens: the mean of this block's earlier answers, of the model's blocks of its "
+    "format, or its max_tokens (a ceiling)",
+)
+
+
+def _print_estimate(estimate: dict[str, Any]) -> None:
+    consoles.out.print(_estimate_table(estimate))
+    for note in _ESTIMATE_NOTES:
+        consoles.out.print(note, style="dim", highlight=False)
+    verdict = estimate["max_cost"]
+    line = _max_cost_line(verdict, len(estimate["blocks"]))
+    consoles.out.print(line, style="yellow" if verdict["stops"] else None, highlight=False)
+
+
+def _max_cost_line(verdict: dict[str, Any], pending: int) -> str:
+    limit = verdict["max_cost_usd"]
+    if limit is None:
+        return "no --max-cost set"
+    if not verdict["stops"]:
+        return f"--max-cost ${limit:.4f} would not stop the build"
+    return (
+        f"--max-cost ${limit:.4f} would stop the build after about "
+        f"{verdict['blocks_before_stop']} of {pending} blocks to generate "
+        f"(about {verdict['blocks_refused']} refused)"
+    )
 
 
 _BLOCKS_SHOWN_PER_REASON = 8

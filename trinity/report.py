@@ -95,6 +95,8 @@ class BuildReport:
     guard: dict[str, Any] | None = None
     # The share of the blocks this build generated (`--shard K/N`), None for all of them.
     shard: str | None = None
+    # A dry run's estimate of what the blocks to generate would cost (trinity.estimate).
+    estimate: dict[str, Any] | None = None
 
     @classmethod
     def started(cls, settings: Settings, theme: str, pages: int, **fields: Any) -> BuildReport:

@@ -35,6 +35,8 @@ LAYERS: list[set[str]] = [
         "metrics",
         "staging",
         "guardian",
+        "estimate",
+        "usagehistory",
     },
     {"site", "render"},
     {"config", "checksettings", "logsettings"},
