@@ -329,6 +329,7 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         max_tokens=f.integer("max_tokens", LLMSettings.max_tokens, minimum=1, maximum=1_000_000),
         top_p=f.number("top_p", LLMSettings.top_p, minimum=0, maximum=1),
         system=f.string("system", LLMSettings.system),
+        prompt_cache=f.boolean("prompt_cache", LLMSettings.prompt_cache),
         options=MappingProxyType(f.mapping("options")),
         style=_read_style(f, provider),
         threads=f.integer("threads", LLMSettings.threads, minimum=1, maximum=512),
@@ -461,16 +462,18 @@ def _read_breaker(f: Fields) -> BreakerPolicy:
 
 
 def _read_prices(f: Fields) -> dict[str, Mapping[str, float]]:
-    """`prices: {model: {input: USD per million tokens, output: ...}}`."""
+    """`prices: {model: {input: USD per million tokens, output: ..., cached_input: ...,
+    cache_write: ...}}`; the prompt cache's two rates are optional."""
     prices: dict[str, Mapping[str, float]] = {}
     for model in f.raw:
         price = f.child(model)
-        prices[model] = MappingProxyType(
-            {
-                "input": price.number("input", minimum=0),
-                "output": price.number("output", minimum=0),
-            }
-        )
+        rates = {
+            "input": price.number("input", minimum=0),
+            "output": price.number("output", minimum=0),
+            "cached_input": price.number("cached_input", None, minimum=0),
+            "cache_write": price.number("cache_write", None, minimum=0),
+        }
+        prices[model] = MappingProxyType({k: v for k, v in rates.items() if v is not None})
         price.done()
     f.done()
     return prices

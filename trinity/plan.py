@@ -119,9 +119,11 @@ def block_request(
     """The block's request to `model` (None: the block's own, or `llm.model`). Made anew
     for each model a block goes to: a cascade step may reach another provider, and then
     ask in another shape (chat messages rather than a base model's document)."""
+    shared = system_prompt(project.settings.llm.system, project.theme.voice)
     return client.request(
         chat_prompt(page, block),
-        system=system_prompt(project.settings.llm.system, project.theme.voice, block.system),
+        system=system_prompt(shared, block.system),
+        shared_system=shared,
         model=model,
         temperature=block.temperature,
         max_tokens=block.max_tokens,

@@ -18,7 +18,10 @@ from trinity.llm.pricing import (
     Price,
     cost,
     price_for,
+    prompt_cache_saving,
+    usage_cost,
 )
+from trinity.llm.types import Usage
 
 FAST = settings(max_examples=100, database=None, deadline=None)
 
@@ -61,7 +64,12 @@ def test_common_models_are_in_the_table(model: str) -> None:
     ],
 )
 def test_price_lookup(provider: str, model: str, expected: Price) -> None:
-    assert price_for(provider, model, None) == expected
+    assert _list_price(price_for(provider, model, None)) == _list_price(expected)
+
+
+def _list_price(price: Price | None) -> tuple[float, float] | None:
+    """The input and output prices, without the prompt cache's rates."""
+    return None if price is None else (price.input_per_mtok, price.output_per_mtok)
 
 
 def test_a_snapshot_date_is_not_confused_with_a_different_model() -> None:
@@ -90,14 +98,69 @@ def test_overrides_by_model_or_by_provider_and_model_win() -> None:
     }
     assert price_for("openai", "gpt-4o", overrides) == Price(1.0, 2.0)
     assert price_for("openai", "gpt-4o-mini", overrides) == Price(0.5, 0.5)
-    assert price_for("anthropic", "gpt-4o-mini", overrides) == Price(0.15, 0.60)
+    assert price_for("anthropic", "gpt-4o-mini", overrides) == PRICES["gpt-4o-mini"]
     assert price_for("openai", "my-finetune-v3", overrides) == Price(3.0, 6.0)
     assert price_for("ollama", "llama3.2", overrides) == Price(0.01, 0.02)
-    assert price_for("openai", "gpt-4.1", overrides) == Price(2.00, 8.00)  # untouched
+    assert price_for("openai", "gpt-4.1", overrides) == PRICES["gpt-4.1"]  # untouched
 
 
 def test_an_override_of_one_side_keeps_the_other() -> None:
-    assert price_for("openai", "gpt-4o", {"gpt-4o": {"output": 20.0}}) == Price(2.50, 20.0)
+    assert price_for("openai", "gpt-4o", {"gpt-4o": {"output": 20.0}}) == Price(
+        2.50, 20.0, 1.25, 2.50
+    )
+
+
+def test_an_overridden_input_price_takes_the_providers_cache_shares_along() -> None:
+    # Anthropic's cache rates are shares of the input price: they follow an override...
+    assert price_for("anthropic", "claude-3-5-haiku", {"claude-3-5-haiku": {"input": 2.0}}) == (
+        Price(2.0, 4.0, 0.2, 2.5)
+    )
+    # ...OpenAI's differ by model, so an overridden input price has no cached rate but itself,
+    assert price_for("openai", "gpt-4o", {"gpt-4o": {"input": 2.0}}) == Price(2.0, 10.0)
+    # unless the override gives it.
+    given = {"gpt-4o": {"input": 2.0, "cached_input": 0.5, "cache_write": 2.0}}
+    assert price_for("openai", "gpt-4o", given) == Price(2.0, 10.0, 0.5, 2.0)
+
+
+def test_cached_input_is_priced_at_its_own_rates() -> None:
+    price = Price(3.0, 15.0, 0.3, 3.75)
+    # 1M input of which 600k read from the cache and 100k written to it, 1M output.
+    usage = Usage(1_000_000, 1_000_000, cached_input_tokens=600_000, cache_write_tokens=100_000)
+    assert usage_cost(price, usage) == pytest.approx(0.3 * 3.0 + 0.6 * 0.3 + 0.1 * 3.75 + 15.0)
+    assert usage_cost(price, usage, batch=True) == pytest.approx(usage_cost(price, usage) / 2)
+    assert prompt_cache_saving(price, usage) == pytest.approx(0.6 * 2.7 - 0.1 * 0.75)
+    assert usage_cost(None, usage) == prompt_cache_saving(None, usage) == 0.0
+
+
+def test_a_price_without_cache_rates_charges_cached_input_in_full() -> None:
+    usage = Usage(1000, 10, cached_input_tokens=800, cache_write_tokens=100)
+    assert usage_cost(Price(1.0, 2.0), usage) == pytest.approx(cost(Price(1.0, 2.0), 1000, 10))
+    assert prompt_cache_saving(Price(1.0, 2.0), usage) == 0.0
+
+
+def test_cache_counts_a_server_inflates_are_bounded_by_the_input() -> None:
+    price = Price(1.0, 1.0, 0.0, 10.0)
+    hostile = Usage(100, 0, cached_input_tokens=10**9, cache_write_tokens=10**9)
+    assert usage_cost(price, hostile) == 0.0  # all 100 read from the cache, none written
+    assert usage_cost(price, Usage(-5, -5, -5, -5)) == 0.0
+
+
+@FAST
+@given(
+    total=st.integers(0, 10**7),
+    read=st.integers(0, 10**7),
+    written=st.integers(0, 10**7),
+    out=st.integers(0, 10**7),
+)
+def test_usage_without_cache_counts_costs_what_cost_says(
+    total: int, read: int, written: int, out: int
+) -> None:
+    price = PRICES["claude-sonnet-4-0"]
+    assert usage_cost(price, Usage(total, out)) == pytest.approx(cost(price, total, out))
+    # Whatever the cache counts, a call costs no more than writing every input token.
+    usage = Usage(total, out, read, written)
+    ceiling = (total * price.cache_write + out * price.output_per_mtok) / 1_000_000
+    assert 0 <= usage_cost(price, usage) <= ceiling + 1e-12
 
 
 def test_cost_per_million_tokens() -> None:

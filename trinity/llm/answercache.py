@@ -14,7 +14,7 @@ from dataclasses import replace
 from trinity.cache.manager import CacheManager
 from trinity.errors import LLMError
 from trinity.llm.entries import read_entry, to_entry
-from trinity.llm.pricing import cost, price_for
+from trinity.llm.pricing import price_for, usage_cost
 from trinity.llm.routing import Router
 from trinity.llm.settings import LLMSettings
 from trinity.llm.types import LLMRequest, LLMResponse
@@ -110,7 +110,7 @@ class AnswerCache:
         """What the answer would have cost from the model that gave it."""
         target = self.router.target(request.model)
         price = price_for(target.provider, response.model or target.model, self.settings.prices)
-        return cost(price, response.usage.input_tokens, response.usage.output_tokens)
+        return usage_cost(price, response.usage)
 
     def _expired(self, response: LLMResponse) -> bool:
         return (

@@ -60,7 +60,14 @@ from trinity.llm.claims import Claims
 from trinity.llm.coalesce import Coalescer
 from trinity.llm.entries import cache_key
 from trinity.llm.events import ClientEvents, attempt_outcome
-from trinity.llm.pricing import CostBudget, Price, cost, price_for
+from trinity.llm.pricing import (
+    CostBudget,
+    Price,
+    cost,
+    price_for,
+    prompt_cache_saving,
+    usage_cost,
+)
 from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.requests import RequestMaker, RequestOptions
 from trinity.llm.retry import RetryBudget, call_with_retry
@@ -394,7 +401,8 @@ class AsyncLLMClient:
             model=response.model or target.model,
             attempts=attempts,
             latency=self.timer() - started,
-            cost=cost(price, response.usage.input_tokens, response.usage.output_tokens),
+            cost=usage_cost(price, response.usage),
+            prompt_cache_saved=prompt_cache_saving(price, response.usage),
         )
 
     async def _send_handling_breaker(
@@ -420,8 +428,7 @@ class AsyncLLMClient:
         usage = response.usage
         self._log_request(target, number, "ok", took, usage, wait=response.queued)
         if self.events is not None:
-            priced = cost(price, usage.input_tokens, usage.output_tokens)
-            self.events.attempted(target, "ok", took, usage, priced)
+            self.events.attempted(target, "ok", took, usage, usage_cost(price, usage))
         return response
 
     async def _send_single_request(
@@ -457,7 +464,7 @@ class AsyncLLMClient:
             raise
         route.pacing.succeeded()
         usage = response.usage
-        spent = cost(price, usage.input_tokens, usage.output_tokens)
+        spent = usage_cost(price, usage)
         await lease.finish(usage.input_tokens, usage.output_tokens, response.headers, spent)
         self.budget.settle(reservation, spent)
         return replace(response, queued=response.queued + paced) if paced >= 0.001 else response

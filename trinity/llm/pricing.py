@@ -4,9 +4,14 @@ The per-block ledger (model, attempts, latency, tokens, cost, savings) is the bu
 report's list of BlockResults (trinity.report).
 
 Prices are USD per million tokens. The table below is pinned in the package; settings
-(`llm.prices: {model: {input: ..., output: ...}}`) override it. Models on a local server
-(the embedded model, Ollama) cost nothing; models we do not know are counted at 0 and
-flagged unpriced, so the summary can say so rather than claim a build was free.
+(`llm.prices: {model: {input: ..., output: ..., cached_input: ..., cache_write: ...}}`)
+override it. Models on a local server (the embedded model, Ollama) cost nothing; models we
+do not know are counted at 0 and flagged unpriced, so the summary can say so rather than
+claim a build was free.
+
+Input the provider read from its prompt cache costs less (OpenAI: a half to a tenth of the
+input price, by model; Anthropic: a tenth), and Anthropic charges a quarter more to write
+it there; a batch (`--batch`) costs half of everything (BATCH_DISCOUNT).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from trinity.errors import BudgetExceeded
+from trinity.llm.types import Usage
 
 # Providers whose models run on the user's own machine: free.
 FREE_PROVIDERS = frozenset({"local", "ollama"})
@@ -26,51 +32,84 @@ FREE_PROVIDERS = frozenset({"local", "ollama"})
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million input and output tokens."""
+    """USD per million input and output tokens; and per million input tokens read from
+    the provider's prompt cache, or written to it (None: at the input price)."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+
+    @property
+    def cached_input(self) -> float:
+        return (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else self.cached_input_per_mtok
+        )
+
+    @property
+    def cache_write(self) -> float:
+        return (
+            self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        )
 
 
 FREE = Price(0.0, 0.0)
 
+# What a batch costs of the same calls made live: half, at OpenAI and Anthropic alike (the
+# discount applies to every kind of token, cached ones included).
+BATCH_DISCOUNT = 0.5
 
-def _table(entries: dict[tuple[str, ...], tuple[float, float]]) -> Mapping[str, Price]:
-    return MappingProxyType(
-        {name: Price(*prices) for names, prices in entries.items() for name in names}
-    )
+# Anthropic's prompt cache: a read costs a tenth of the input price, a write (the default
+# five-minute cache) a quarter more than it.
+ANTHROPIC_CACHE_READ = 0.1
+ANTHROPIC_CACHE_WRITE = 1.25
 
 
-# Public list prices (standard tier, no batch or cached-input discounts) as published by
-# OpenAI and Anthropic, checked 2025-08. They change; `llm.prices` in the settings
-# overrides any of them, and adds models missing here.
+def _openai(input_: float, output: float, cached: float | None) -> Price:
+    # OpenAI caches prompts by itself and charges nothing more to write them.
+    return Price(input_, output, cached, None if cached is None else input_)
+
+
+def _anthropic(input_: float, output: float) -> Price:
+    return Price(input_, output, input_ * ANTHROPIC_CACHE_READ, input_ * ANTHROPIC_CACHE_WRITE)
+
+
+def _table(entries: dict[tuple[str, ...], Price]) -> Mapping[str, Price]:
+    return MappingProxyType({name: price for names, price in entries.items() for name in names})
+
+
+# Public list prices (standard tier) as published by OpenAI and Anthropic, checked 2025-08,
+# with each model's cached-input price (OpenAI: none for the oldest models). They change;
+# `llm.prices` in the settings overrides any of them, and adds models missing here.
 PRICES: Mapping[str, Price] = _table(
     {
         # OpenAI
-        ("gpt-5",): (1.25, 10.00),
-        ("gpt-5-mini",): (0.25, 2.00),
-        ("gpt-5-nano",): (0.05, 0.40),
-        ("gpt-4.1",): (2.00, 8.00),
-        ("gpt-4.1-mini",): (0.40, 1.60),
-        ("gpt-4.1-nano",): (0.10, 0.40),
-        ("gpt-4o",): (2.50, 10.00),
-        ("gpt-4o-mini",): (0.15, 0.60),
-        ("o4-mini",): (1.10, 4.40),
-        ("o3",): (2.00, 8.00),
-        ("o3-mini",): (1.10, 4.40),
-        ("o1",): (15.00, 60.00),
-        ("o1-mini",): (1.10, 4.40),
-        ("gpt-4-turbo",): (10.00, 30.00),
-        ("gpt-3.5-turbo",): (0.50, 1.50),
+        ("gpt-5",): _openai(1.25, 10.00, 0.125),
+        ("gpt-5-mini",): _openai(0.25, 2.00, 0.025),
+        ("gpt-5-nano",): _openai(0.05, 0.40, 0.005),
+        ("gpt-4.1",): _openai(2.00, 8.00, 0.50),
+        ("gpt-4.1-mini",): _openai(0.40, 1.60, 0.10),
+        ("gpt-4.1-nano",): _openai(0.10, 0.40, 0.025),
+        ("gpt-4o",): _openai(2.50, 10.00, 1.25),
+        ("gpt-4o-mini",): _openai(0.15, 0.60, 0.075),
+        ("o4-mini",): _openai(1.10, 4.40, 0.275),
+        ("o3",): _openai(2.00, 8.00, 0.50),
+        ("o3-mini",): _openai(1.10, 4.40, 0.55),
+        ("o1",): _openai(15.00, 60.00, 7.50),
+        ("o1-mini",): _openai(1.10, 4.40, 0.55),
+        ("gpt-4-turbo",): _openai(10.00, 30.00, None),
+        ("gpt-3.5-turbo",): _openai(0.50, 1.50, None),
         # Anthropic: aliases ("-latest", "-0") and dated snapshots share a price.
-        ("claude-opus-4-1",): (15.00, 75.00),
-        ("claude-opus-4-0", "claude-opus-4"): (15.00, 75.00),
-        ("claude-sonnet-4-0", "claude-sonnet-4"): (3.00, 15.00),
-        ("claude-3-7-sonnet-latest", "claude-3-7-sonnet"): (3.00, 15.00),
-        ("claude-3-5-sonnet-latest", "claude-3-5-sonnet"): (3.00, 15.00),
-        ("claude-3-5-haiku-latest", "claude-3-5-haiku"): (0.80, 4.00),
-        ("claude-3-opus-latest", "claude-3-opus"): (15.00, 75.00),
-        ("claude-3-haiku",): (0.25, 1.25),
+        ("claude-opus-4-1",): _anthropic(15.00, 75.00),
+        ("claude-opus-4-0", "claude-opus-4"): _anthropic(15.00, 75.00),
+        ("claude-sonnet-4-0", "claude-sonnet-4"): _anthropic(3.00, 15.00),
+        ("claude-3-7-sonnet-latest", "claude-3-7-sonnet"): _anthropic(3.00, 15.00),
+        ("claude-3-5-sonnet-latest", "claude-3-5-sonnet"): _anthropic(3.00, 15.00),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku"): _anthropic(0.80, 4.00),
+        ("claude-3-opus-latest", "claude-3-opus"): _anthropic(15.00, 75.00),
+        ("claude-3-haiku",): _anthropic(0.25, 1.25),
     }
 )
 
@@ -94,20 +133,32 @@ def price_for(
     """The price of `model` at `provider`; None if unknown (count it at 0, flag it).
 
     `overrides` (the settings' `llm.prices`) are keyed by model name, or by
-    "provider:model", with `input` and `output` in USD per million tokens; they win over
-    everything, even a local model's 0. A missing side keeps the table's (or 0).
+    "provider:model", with `input`, `output`, `cached_input` and `cache_write` in USD per
+    million tokens; they win over everything, even a local model's 0. A missing side keeps
+    the table's (or 0); a cache rate not given is the provider's usual share of the input
+    price given (Anthropic's), or the input price.
     """
     for key in (f"{provider}:{model}", model):
         if overrides and key in overrides:
-            base = _table_price(model) or FREE
-            given = overrides[key]
-            return Price(
-                float(given.get("input", base.input_per_mtok)),
-                float(given.get("output", base.output_per_mtok)),
-            )
+            return _overridden(provider, _table_price(model) or FREE, overrides[key])
     if provider in FREE_PROVIDERS:
         return FREE
     return _table_price(model)
+
+
+def _overridden(provider: str, base: Price, given: Mapping[str, float]) -> Price:
+    input_ = float(given.get("input", base.input_per_mtok))
+    read, write = base.cached_input_per_mtok, base.cache_write_per_mtok
+    if "input" in given:  # the table's cache rates were shares of another input price
+        anthropic = provider == "anthropic"
+        read = input_ * ANTHROPIC_CACHE_READ if anthropic else None
+        write = input_ * ANTHROPIC_CACHE_WRITE if anthropic else None
+    return Price(
+        input_,
+        float(given.get("output", base.output_per_mtok)),
+        float(given["cached_input"]) if "cached_input" in given else read,
+        float(given["cache_write"]) if "cache_write" in given else write,
+    )
 
 
 def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
@@ -117,6 +168,44 @@ def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
     return (
         max(0, input_tokens) * price.input_per_mtok + max(0, output_tokens) * price.output_per_mtok
     ) / 1_000_000
+
+
+def usage_cost(price: Price | None, usage: Usage, *, batch: bool = False) -> float:
+    """USD for one call's `usage` at `price` (0 for an unknown price): the input read from
+    or written to the prompt cache at their own rates, and with `batch`, at the batch rate.
+    The cache counts are parts of `input_tokens`, and are bounded by it (a server's
+    numbers are not trusted to add up)."""
+    if price is None:
+        return 0.0
+    read, written, plain = _input_parts(usage)
+    usd = (
+        plain * price.input_per_mtok
+        + read * price.cached_input
+        + written * price.cache_write
+        + max(0, usage.output_tokens) * price.output_per_mtok
+    ) / 1_000_000
+    return usd * BATCH_DISCOUNT if batch else usd
+
+
+def prompt_cache_saving(price: Price | None, usage: Usage, *, batch: bool = False) -> float:
+    """What the prompt cache saved on one call, USD: its input at the full input price,
+    less what it cost (negative when writing the cache cost more than reading saved)."""
+    if price is None:
+        return 0.0
+    read, written, _ = _input_parts(usage)
+    usd = (
+        read * (price.input_per_mtok - price.cached_input)
+        - written * (price.cache_write - price.input_per_mtok)
+    ) / 1_000_000
+    return usd * BATCH_DISCOUNT if batch else usd
+
+
+def _input_parts(usage: Usage) -> tuple[int, int, int]:
+    """(read from the prompt cache, written to it, neither) of a call's input tokens."""
+    total = max(0, usage.input_tokens)
+    read = min(max(0, usage.cached_input_tokens), total)
+    written = min(max(0, usage.cache_write_tokens), total - read)
+    return read, written, total - read - written
 
 
 def over_budget(budget: str, used: str, estimate: str) -> str:

@@ -22,6 +22,8 @@ class RequestOptions(TypedDict, total=False):
     """What a caller may set on one request; the rest comes from the settings."""
 
     system: str | None
+    # The start of `system` that every block shares (see LLMRequest.shared_prefix).
+    shared_system: str | None
     model: str | None
     temperature: float | None
     max_tokens: int | None
@@ -73,10 +75,18 @@ class RequestMaker:
             json_schema=options.get("json_schema"),
             options=self._options if embedded else self._chat_options,
             frame=frame if documents else None,
+            shared_prefix=self._shared_prefix(options.get("system"), options.get("shared_system")),
         )
         if documents and frame is not None:
             request = replace(request, messages=())
         return request
+
+    def _shared_prefix(self, system: str | None, shared: str | None) -> int:
+        """How much of `system` is the `shared` part all blocks have: 0 when it is not,
+        or when `llm.prompt_cache` is off."""
+        if not self.settings.prompt_cache or not system or not shared:
+            return 0
+        return len(shared) if system.startswith(shared) else 0
 
 
 def default_options(settings: LLMSettings) -> dict[str, Any]:

@@ -111,6 +111,9 @@ class LLMSettings:
     max_tokens: int = 512
     top_p: float | None = None
     system: str | None = None
+    # Mark the start of the system prompt that every block shares for the provider's prompt
+    # cache (Anthropic's cache_control; OpenAI caches a shared start by itself).
+    prompt_cache: bool = True
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     style: str = "auto"
     threads: int | None = None

@@ -33,6 +33,10 @@ class LLMRequest:
     document: str | None = None
     lead: str = ""
     stop: tuple[str, ...] = ()
+    # How many characters at the start of the system prompt every block of a site shares
+    # (the site's system prompt, the theme's voice): where a provider's prompt cache may
+    # end (Anthropic's `cache_control`). Not in the cache key: it changes no answer.
+    shared_prefix: int = 0
 
     @classmethod
     def from_prompt(
@@ -48,6 +52,7 @@ class LLMRequest:
         json_schema: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         frame: CompletionFrame | None = None,
+        shared_prefix: int = 0,
     ) -> LLMRequest:
         messages = (Message("system", system),) if system else ()
         return cls(
@@ -62,6 +67,7 @@ class LLMRequest:
             document=frame.document if frame else None,
             lead=frame.lead if frame else "",
             stop=frame.stop if frame else (),
+            shared_prefix=shared_prefix if system else 0,
         )
 
 
@@ -76,8 +82,17 @@ class CompletionFrame:
 
 @dataclass(frozen=True)
 class Usage:
+    """The tokens of one call, as the provider counted them.
+
+    `input_tokens` counts every input token, those the provider read from its prompt cache
+    (`cached_input_tokens`) and those it wrote there (`cache_write_tokens`) included: the
+    two are priced at their own rates (trinity.llm.pricing.usage_cost).
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,8 @@ class LLMResponse:
     # Seconds the backend kept the request waiting before serving it (a local model's
     # load and the requests ahead of it): logged apart from the time spent generating.
     queued: float = 0.0
+    # USD the provider's prompt cache saved on this answer's input (filled in by the client).
+    prompt_cache_saved: float = 0.0
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -118,6 +135,8 @@ def response_data(response: LLMResponse) -> dict[str, Any]:
         "model": response.model,
         "input_tokens": response.usage.input_tokens,
         "output_tokens": response.usage.output_tokens,
+        "cached_input_tokens": response.usage.cached_input_tokens,
+        "cache_write_tokens": response.usage.cache_write_tokens,
         "finish_reason": response.finish_reason,
     }
 
@@ -133,9 +152,21 @@ def response_from_data(value: Any) -> LLMResponse | None:
         return LLMResponse(
             text=value["text"],
             model=str(value.get("model", "")),
-            usage=Usage(int(value.get("input_tokens", 0)), int(value.get("output_tokens", 0))),
+            usage=_usage_from_data(value),
             finish_reason=str(finish) if finish is not None else None,
             created=float(created) if created is not None else None,
         )
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _usage_from_data(value: dict[str, Any]) -> Usage:
+    """The usage `response_data` wrote (entries cached before the prompt-cache counts
+    have none: 0). A count that is not a whole number >= 0 raises ValueError."""
+    counts = [
+        int(value.get(name, 0))
+        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+    ]
+    if min(counts) < 0:
+        raise ValueError("a negative token count")
+    return Usage(*counts)

@@ -47,7 +47,7 @@ class AnthropicAdapter(ProviderAdapter):
             body["top_p"] = request.top_p
         system = self.system(request)
         if system:
-            body["system"] = system
+            body["system"] = _cached_prefix(system, request.shared_prefix)
         body.update(request.options)
         return body
 
@@ -77,21 +77,29 @@ class AnthropicAdapter(ProviderAdapter):
                 if not isinstance(text, str):
                     raise self.malformed("has a text block without text")
                 texts.append(text)
-        usage = payload.get("usage")
-        usage = usage if isinstance(usage, Mapping) else {}
         stop_reason = payload.get("stop_reason")
         return LLMResponse(
             text="".join(texts),
             model=str(payload.get("model", "")),
-            usage=Usage(
-                input_tokens=self.token_count(usage.get("input_tokens")),
-                output_tokens=self.token_count(usage.get("output_tokens")),
-            ),
+            usage=self.usage(payload.get("usage")),
             finish_reason=(
                 _FINISH_REASONS.get(stop_reason, stop_reason)
                 if isinstance(stop_reason, str) and stop_reason
                 else None
             ),
+        )
+
+    def usage(self, usage: Any) -> Usage:
+        """The usage of an answer. Anthropic's input_tokens leaves out the input read from
+        its prompt cache and written to it, counted apart: Usage counts all three as input."""
+        usage = usage if isinstance(usage, Mapping) else {}
+        read = self.token_count(usage.get("cache_read_input_tokens"))
+        written = self.token_count(usage.get("cache_creation_input_tokens"))
+        return Usage(
+            input_tokens=self.token_count(usage.get("input_tokens")) + read + written,
+            output_tokens=self.token_count(usage.get("output_tokens")),
+            cached_input_tokens=read,
+            cache_write_tokens=written,
         )
 
     def error_detail(self, payload: Any) -> str | None:
@@ -103,3 +111,18 @@ class AnthropicAdapter(ProviderAdapter):
                 if isinstance(message, str):
                     return f"{kind}: {message}" if isinstance(kind, str) else message
         return super().error_detail(payload)
+
+
+# What marks the end of a prompt's prefix for Anthropic's prompt cache (the default
+# five-minute cache: each read renews it, and a build's blocks come within seconds).
+CACHE_CONTROL = {"type": "ephemeral"}
+
+
+def _cached_prefix(system: str, shared: int) -> str | list[dict[str, Any]]:
+    """The system prompt as sent: with a shared start, two text blocks, the first (what
+    every block has) marked for the prompt cache; else the plain string."""
+    if not 0 < shared <= len(system) or not system[:shared].strip():
+        return system
+    head = {"type": "text", "text": system[:shared], "cache_control": dict(CACHE_CONTROL)}
+    rest = system[shared:]
+    return [head, {"type": "text", "text": rest}] if rest.strip() else [head]

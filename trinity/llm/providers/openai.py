@@ -42,14 +42,21 @@ class OpenAIAdapter(ProviderAdapter):
         content = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(content, str):
             raise self.malformed("has no choices[0].message.content")
-        usage = payload.get("usage")
-        usage = usage if isinstance(usage, Mapping) else {}
         return LLMResponse(
             text=content,
             model=str(payload.get("model", "")),
-            usage=Usage(
-                input_tokens=self.token_count(usage.get("prompt_tokens")),
-                output_tokens=self.token_count(usage.get("completion_tokens")),
-            ),
+            usage=self.usage(payload.get("usage")),
             finish_reason=choices[0].get("finish_reason") or None,
+        )
+
+    def usage(self, usage: Any) -> Usage:
+        """The usage of an answer; the input OpenAI's prompt cache served (a part of
+        prompt_tokens) is under prompt_tokens_details.cached_tokens."""
+        usage = usage if isinstance(usage, Mapping) else {}
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, Mapping) else {}
+        return Usage(
+            input_tokens=self.token_count(usage.get("prompt_tokens")),
+            output_tokens=self.token_count(usage.get("completion_tokens")),
+            cached_input_tokens=self.token_count(details.get("cached_tokens")),
         )
