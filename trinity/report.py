@@ -224,6 +224,7 @@ class BuildObserver(Protocol):
     def block_done(self, result: BlockResult) -> None: ...
     def layout_checked(self, done: int, total: int) -> None:
         """`done` of the `total` pages of a layout guardian's check are checked."""
+
     def batch_progress(self, done: int, failed: int, total: int) -> None:
         """`--batch`: of the `total` requests of the batches in flight, `done` are answered
         and `failed` failed (asked again), as the provider last counted them."""

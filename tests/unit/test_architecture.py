@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "metrics",
         "staging",
         "guardian",
+        "batchrun",
     },
     {"site", "render"},
     {"config", "checksettings", "logsettings"},

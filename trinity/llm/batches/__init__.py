@@ -10,9 +10,33 @@ them. Nothing here knows about pages: a batch maps custom ids to requests.
 
 from __future__ import annotations
 
-from trinity.llm.batches.api import BATCH_PROVIDERS, BatchAPI, BatchCounts, BatchResult, batch_api
+from typing import TYPE_CHECKING
+
+from trinity.llm.batches.anthropic import AnthropicBatches
+from trinity.llm.batches.api import BATCH_PROVIDERS, BatchAPI, BatchCounts, BatchHTTP, BatchResult
 from trinity.llm.batches.ledger import BatchLedger, PendingBatch
+from trinity.llm.batches.openai import OpenAIBatches
 from trinity.llm.batches.runner import BatchRunner
+from trinity.llm.settings import Endpoint
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def batch_api(
+    endpoint: Endpoint,
+    http: httpx.AsyncClient,
+    *,
+    timeout: float,
+    max_bytes: int,
+    api_key: str | None,
+) -> BatchAPI:
+    """The batch API of `endpoint`'s provider (one of BATCH_PROVIDERS)."""
+    wire = BatchHTTP(endpoint, http, timeout=timeout, max_bytes=max_bytes, api_key=api_key)
+    if endpoint.provider == "anthropic":
+        return AnthropicBatches(wire)
+    return OpenAIBatches(wire)
+
 
 __all__ = [
     "BATCH_PROVIDERS",

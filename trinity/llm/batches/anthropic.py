@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trinity.errors import MalformedResponseError
-from trinity.llm.batches.api import BatchCounts, BatchHTTP, BatchResult, BatchStatus, count, valid_id
+from trinity.llm.batches.api import (
+    BatchCounts,
+    BatchHTTP,
+    BatchResult,
+    BatchStatus,
+    count,
+    valid_id,
+)
 from trinity.llm.providers import ProviderAdapter
 from trinity.llm.types import LLMRequest
 

@@ -209,22 +209,3 @@ class BatchHTTP:
 def count(value: Any) -> int:
     """A count from a server's JSON: a non-negative int, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def batch_api(
-    endpoint: Endpoint,
-    http: httpx.AsyncClient,
-    *,
-    timeout: float,
-    max_bytes: int,
-    api_key: str | None,
-) -> BatchAPI:
-    """The batch API of `endpoint`'s provider (one of BATCH_PROVIDERS)."""
-    wire = BatchHTTP(endpoint, http, timeout=timeout, max_bytes=max_bytes, api_key=api_key)
-    if endpoint.provider == "anthropic":
-        from trinity.llm.batches.anthropic import AnthropicBatches
-
-        return AnthropicBatches(wire)
-    from trinity.llm.batches.openai import OpenAIBatches
-
-    return OpenAIBatches(wire)

@@ -9,7 +9,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trinity.errors import MalformedResponseError
-from trinity.llm.batches.api import BatchCounts, BatchHTTP, BatchResult, BatchStatus, count, valid_id
+from trinity.llm.batches.api import (
+    BatchCounts,
+    BatchHTTP,
+    BatchResult,
+    BatchStatus,
+    count,
+    valid_id,
+)
 from trinity.llm.providers import ProviderAdapter
 from trinity.llm.types import LLMRequest
 
@@ -63,7 +70,9 @@ class OpenAIBatches:
             state,
             ended=state in ENDED,
             counts=BatchCounts(
-                count(counts.get("total")), count(counts.get("completed")), count(counts.get("failed"))
+                count(counts.get("total")),
+                count(counts.get("completed")),
+                count(counts.get("failed")),
             ),
             results=tuple(f"/v1/files/{f}/content" for f in files if f is not None),
         )
