@@ -23,7 +23,9 @@ the same path would be (same text, same usage numbers). Controls (thread-safe)::
     server.batches.fail_next(2, kind="expired")
     server.batches.extra_lines = [b'{"custom_id": "x"...}', b"not json"]  # appended to
                                         # every results file
-    server.batches.huge = True          # results files get one line of HUGE_BYTES
+    server.batches.huge = True          # results files get one line of 60 MB
+    server.batches.duplicate_text = "x" # results files end with the first request's
+                                        # custom id again, answered "x"
     server.batches.results_url_host = "evil.example"  # Anthropic's results_url elsewhere
     server.batches.created              # batches created so far
     server.batches.requests_per_batch   # how many requests each batch held, in order
@@ -71,6 +73,7 @@ class FakeBatches:
         self.delay = 0.0
         self.extra_lines: list[bytes] = []
         self.huge = False
+        self.duplicate_text: str | None = None
         self.results_url_host: str | None = None
         self.requests_per_batch: list[int] = []
         self.polls = 0
@@ -253,7 +256,9 @@ class FakeBatches:
 
     # ------------------------------------------------------------------ both
 
-    def _add(self, provider: Literal["openai", "anthropic"], requests: list[Any], prefix: str) -> str:
+    def _add(
+        self, provider: Literal["openai", "anthropic"], requests: list[Any], prefix: str
+    ) -> str:
         batch_id = self._new_id(prefix)
         with self._lock:
             failures = {}
@@ -290,11 +295,26 @@ class FakeBatches:
             if error is not None:
                 errors.append(error)
         lines += self.extra_lines
+        if self.duplicate_text is not None:
+            lines.append(self._duplicate(batch, self.duplicate_text))
         if self.huge:
             lines.append(b'{"custom_id": "' + b"x" * (60 * 1024 * 1024) + b'"}')
         with self._lock:
             batch.output = b"\n".join(lines) + b"\n"
             batch.errors = b"\n".join(errors) + b"\n" if errors else None
+
+    def _duplicate(self, batch: _Batch, text: str) -> bytes:
+        """A second result for the batch's first request, answering `text`."""
+        custom_id = batch.requests[0][0]
+        usage = {"input_tokens": 1, "output_tokens": 1}
+        if batch.provider == "anthropic":
+            message = {"content": [{"type": "text", "text": text}], "usage": usage}
+            result = {"type": "succeeded", "message": message}
+            return json.dumps({"custom_id": custom_id, "result": result}).encode()
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+        body = {"choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        response = {"status_code": 200, "body": body}
+        return json.dumps({"custom_id": custom_id, "response": response, "error": None}).encode()
 
     def _answer(self, path: str, body: Any) -> Any:
         from tests.fakellm import RecordedRequest

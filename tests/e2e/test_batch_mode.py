@@ -90,7 +90,9 @@ def test_a_build_interrupted_while_its_batch_is_pending_resumes_it_without_payin
     server = project.server
     server.batches.delay = 3600  # pending until the test says otherwise
 
-    proc = project.popen("build", "--project", project.root, "--batch", env={"PYTHONPATH": str(REPO)})
+    proc = project.popen(
+        "build", "--project", project.root, "--batch", env={"PYTHONPATH": str(REPO)}
+    )
     try:
         wait_for(lambda: server.batches.polls >= 1 or proc.poll() is not None)
         proc.send_signal(signal.SIGINT)
@@ -128,7 +130,8 @@ def _ledger(project: SiteProject) -> list[object]:
 
 
 @pytest.mark.parametrize(
-    ("provider", "kind"), [("openai", "errored"), ("anthropic", "expired"), ("anthropic", "errored")]
+    ("provider", "kind"),
+    [("openai", "errored"), ("anthropic", "expired"), ("anthropic", "errored")],
 )
 def test_requests_a_batch_failed_are_asked_again_in_the_next_batch(
     make_site_project: Callable[..., SiteProject], provider: str, kind: str
@@ -177,4 +180,218 @@ def test_what_the_last_round_failed_is_asked_live_with_a_warning(
     assert project.server.batches.requests_per_batch == [10, 10]
     assert project.server.chat_count == 10
     assert "llm.batch.rounds (2) batches failed them" in result.flat
+    assert_site_complete(project, 10)
+
+
+# --------------------------------------------------------------------------- hostile
+
+
+def ledger_path(project: SiteProject) -> Path:
+    return project.root / ".cache" / "batches" / "pending.json"
+
+
+def openai_line(custom_id: str, text: str) -> bytes:
+    body = {
+        "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
+    response = {"status_code": 200, "body": body}
+    return json.dumps({"custom_id": custom_id, "response": response, "error": None}).encode()
+
+
+def test_results_for_unknown_custom_ids_and_malformed_lines_are_ignored(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 10)
+    project.server.batches.extra_lines = [
+        openai_line("f" * 64, "EVIL answer for a request never sent"),
+        openai_line("../../etc/passwd", "EVIL"),
+        b"this line is not JSON",
+        b'{"custom_id": 5}',
+        b"[1, 2, 3]",
+    ]
+
+    result = project.build("--batch")
+
+    assert_ok(result)
+    assert_site_complete(project, 10)
+    assert project.server.chat_count == 0
+    assert "match no request it was sent" in result.flat
+    for page in project.output.rglob("*.html"):
+        assert "EVIL" not in page.read_text("utf-8")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_repeated_custom_id_keeps_the_first_answer_only(
+    make_site_project: Callable[..., SiteProject], provider: str
+) -> None:
+    project = batch_site(make_site_project, provider, 3)
+    project.server.batches.duplicate_text = "EVIL second answer"
+
+    result = project.build("--batch")
+
+    assert_ok(result)
+    assert_site_complete(project, 3)
+    assert "match no request it was sent" in result.flat
+    for page in project.output.rglob("*.html"):
+        assert "EVIL" not in page.read_text("utf-8")
+
+
+def test_custom_ids_are_digests_of_the_cache_keys(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 3)
+    assert_ok(project.build("--batch"))
+    ids = [json.loads(line)["custom_id"] for line in _sent_lines(project)]
+    assert len(set(ids)) == 3
+    assert all(len(i) == 64 and set(i) <= set("0123456789abcdef") for i in ids)
+
+
+def _sent_lines(project: SiteProject) -> list[bytes]:
+    uploads = [r for r in project.server.requests if r.path == "/v1/files"]
+    (upload,) = uploads
+    start = upload.raw.index(b'{"custom_id"')
+    end = upload.raw.rindex(b"}\n") + 1
+    return upload.raw[start:end].splitlines()
+
+
+def test_a_huge_results_file_is_a_clear_error_and_nothing_is_stored(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 5)
+    project.update_settings("llm", max_response_bytes=65536)
+    project.server.batches.huge = True
+
+    result = project.build("--batch")
+
+    assert result.exit_code == 1, result.describe()
+    assert "Traceback" not in result.output
+    # One answer's bound for each of the 5 requests, and one more.
+    assert "more than 393,216 bytes" in result.flat
+    assert not (project.output / "index.html").exists()
+
+
+def test_results_named_on_another_host_are_never_fetched(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "anthropic", 5)
+    project.server.batches.results_url_host = "evil.example:80"
+
+    result = project.build("--batch")
+
+    assert result.exit_code == 1, result.describe()
+    assert "Traceback" not in result.output
+    assert "somewhere other than the configured endpoint" in result.flat
+
+
+@pytest.mark.parametrize(
+    "ledger",
+    [
+        b"not json at all",
+        b'{"version": 99, "batches": []}',
+        b'{"version": 1, "batches": "nope"}',
+        b'{"version": 1, "batches": [{"provider": "openai", "endpoint": "x", "id": "../../x",'
+        b' "custom_ids": ["y"]}]}',
+        b"[" * 10000 + b"]" * 10000,
+    ],
+    ids=["not-json", "other-version", "no-list", "bad-entry", "deep"],
+)
+def test_a_hostile_ledger_is_ignored_and_a_new_batch_sent(
+    make_site_project: Callable[..., SiteProject], ledger: bytes
+) -> None:
+    project = batch_site(make_site_project, "openai", 5)
+    ledger_path(project).parent.mkdir(parents=True, exist_ok=True)
+    ledger_path(project).write_bytes(ledger)
+
+    result = project.build("--batch")
+
+    assert_ok(result)
+    assert project.server.batches.requests_per_batch == [5]
+    assert_site_complete(project, 5)
+
+
+def test_a_ledger_naming_a_batch_the_endpoint_does_not_know_is_dropped(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    from trinity.llm.batches.ledger import endpoint_id
+
+    project = batch_site(make_site_project, "openai", 5)
+    server = project.server
+    # Our own custom ids, from a first build's upload, under a batch id never made.
+    assert_ok(project.build("--batch"))
+    ours = [json.loads(line)["custom_id"] for line in _sent_lines(project)]
+    planted = {
+        "provider": "openai",
+        "endpoint": endpoint_id("openai", server.url),
+        "id": "batch_forged",
+        "custom_ids": ours,
+        "round": 1,
+    }
+    strangers = {**planted, "id": "batch_strangers", "custom_ids": ["e" * 64]}
+    ledger_path(project).write_text(json.dumps({"version": 1, "batches": [planted, strangers]}))
+    server.reset()
+
+    result = project.build("--batch", "--no-cache")
+
+    assert_ok(result)
+    assert server.batches.requests_per_batch == [5], "the forged batch's requests sent anew"
+    polled = {r.path for r in server.requests if r.method == "GET"}
+    assert "/v1/batches/batch_forged" in polled
+    assert "/v1/batches/batch_strangers" not in polled, "not this build's requests"
+    assert "batch_forged cannot be read" in result.flat
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def test_batch_with_dry_run_is_bad_input_naming_the_flag(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 2)
+    result = project.build("--batch", "--dry-run")
+    assert result.exit_code == 2, result.describe()
+    assert "--batch" in result.flat and "--dry-run" in result.flat
+    result = project.build("--batch=later")
+    assert result.exit_code == 2, result.describe()
+    assert "--batch" in result.flat and "rebatch, then-live" in result.flat
+
+
+def test_blocks_of_a_provider_without_a_batch_api_go_live_with_one_line(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "ollama", 5)
+
+    result = project.build("--batch")
+
+    assert_ok(result)
+    assert project.server.batches.created == 0
+    assert project.server.chat_count == 5
+    assert result.flat.count("no batch API") == 1
+
+
+def test_max_cost_reserves_the_batch_estimate_before_sending(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 20)
+
+    result = project.build("--batch", "--max-cost", "0.0000001")
+
+    assert result.exit_code == 1, result.describe()
+    assert project.server.batches.created == 0
+    assert "would be exceeded" in result.flat
+
+
+def test_generate_only_fills_the_cache_by_batch_and_a_build_renders_from_it(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "anthropic", 10)
+
+    assert_ok(project.build("--batch", "--generate-only"))
+    assert not (project.output / "index.html").exists()
+    assert_ok(project.build())
+
+    assert project.server.batches.requests_per_batch == [10]
+    assert project.server.chat_count == 0
+    assert project.report()["totals"]["cache_hits"] == 10
     assert_site_complete(project, 10)

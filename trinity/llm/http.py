@@ -245,7 +245,8 @@ def _with_headers(response: LLMResponse, headers: httpx.Headers) -> LLMResponse:
 def decode_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few kilobytes of nested brackets are enough to raise it.
         return NOT_JSON
 
 

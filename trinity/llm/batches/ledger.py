@@ -127,7 +127,7 @@ def _entries(raw: bytes, path: Path) -> Iterable[PendingBatch]:
         return
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         log.warning("the batch ledger %s is not JSON; ignored", path)
         return
     entries = data.get("batches") if isinstance(data, dict) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from trinity.errors import LLMError
+from trinity.errors import LLMError, LLMStatusError
 from trinity.llm.batches.api import BatchAPI, BatchCounts, BatchResult, BatchStatus
 from trinity.llm.batches.ledger import BatchLedger, PendingBatch
 from trinity.llm.types import LLMRequest
@@ -88,19 +88,20 @@ class BatchRunner:
                 try:
                     status = await self.api.status(batch.batch_id)
                 except LLMError as exc:
-                    if exc.retryable and failed_looks < MAX_FAILED_LOOKS:
-                        failed_looks += 1
-                        log.info("looking at batch %s failed (%s)", batch.batch_id, exc)
+                    if _unknown(exc):
+                        # A ledger from elsewhere (or a batch the provider has deleted).
+                        log.warning(
+                            "batch %s cannot be read (%s); its requests are asked again",
+                            batch.batch_id,
+                            exc,
+                        )
+                        self.ledger.remove(batch)
+                        ended[batch.batch_id] = Ended(batch, None)
                         continue
-                    if exc.retryable:
-                        raise
-                    log.warning(
-                        "batch %s cannot be read (%s); its requests are asked again",
-                        batch.batch_id,
-                        exc,
-                    )
-                    self.ledger.remove(batch)
-                    ended[batch.batch_id] = Ended(batch, None)
+                    if not exc.retryable or failed_looks >= MAX_FAILED_LOOKS:
+                        raise  # the batch stays in the ledger: the next build polls it
+                    failed_looks += 1
+                    log.info("looking at batch %s failed (%s)", batch.batch_id, exc)
                     continue
                 failed_looks = 0
                 latest[batch.batch_id] = _known(status.counts, batch)
@@ -132,6 +133,11 @@ class BatchRunner:
                 strays,
             )
         return list(found.values())
+
+
+def _unknown(error: LLMError) -> bool:
+    """Whether the endpoint says it has no such batch (HTTP 404)."""
+    return isinstance(error, LLMStatusError) and error.status == 404
 
 
 def _known(counts: BatchCounts, batch: PendingBatch) -> BatchCounts:
