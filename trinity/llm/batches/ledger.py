@@ -10,6 +10,7 @@ or a host. The API key is never in it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -111,7 +112,8 @@ class BatchLedger:
                 json.dump(data, stream)
             partial.replace(self.path)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             log.warning(
                 "cannot save the batch ledger %s (%s): a re-run will not find the batches "
                 "in flight and will send them again",
