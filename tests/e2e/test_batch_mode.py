@@ -74,7 +74,7 @@ def test_a_200_block_site_builds_in_one_batch_at_half_the_live_cost(
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_for(condition: Callable[[], bool], proc: object | None = None) -> None:
+def wait_for(condition: Callable[[], bool]) -> None:
     """Until `condition` holds (a generous bound only against a hung test)."""
     deadline = time.monotonic() + 60
     while not condition():
@@ -395,3 +395,67 @@ def test_generate_only_fills_the_cache_by_batch_and_a_build_renders_from_it(
     assert project.server.chat_count == 0
     assert project.report()["totals"]["cache_hits"] == 10
     assert_site_complete(project, 10)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class BatchRecorder:
+    """An observer that keeps the batch's counts, as the CLI's bar shows them."""
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[int, int, int]] = []
+        self.blocks = 0
+
+    def planned(self, report: object) -> None:
+        pass
+
+    def block_done(self, result: object) -> None:
+        self.blocks += 1
+
+    def layout_checked(self, done: int, total: int) -> None:
+        pass
+
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        self.counts.append((done, failed, total))
+
+
+def test_the_observer_hears_the_batch_counts_through_the_metrics_wrapper(
+    make_site_project: Callable[..., SiteProject], tmp_path: Path
+) -> None:
+    from trinity.build import build_site
+    from trinity.metrics import metrics_request, recorded
+
+    project = batch_site(make_site_project, "anthropic", 10)
+    project.server.batches.fail_next(2)
+    recorder = BatchRecorder()
+
+    with recorded(metrics_request(tmp_path / "build.prom", None, None)) as meter:
+        report = build_site(project.root, batch="rebatch", observer=meter.observing(recorder))
+
+    # The fake's batches end at their first look: the first batch, then the second (of
+    # the first one's two failures).
+    assert recorder.counts == [(8, 2, 10), (2, 0, 2)]
+    assert recorder.blocks == 10
+    assert report.batch is not None and report.batch["batches_sent"] == [
+        "msgbatch_000001",
+        "msgbatch_000002",
+    ]
+
+
+def test_the_progress_bar_shows_the_batch_then_the_blocks() -> None:
+    import io
+
+    from rich.console import Console
+
+    from trinity.cli import _Progress
+    from trinity.report import BlockResult
+
+    console = Console(file=io.StringIO(), width=100, force_terminal=True)
+    with _Progress(console, enabled=True) as progress:
+        progress.batch_progress(3, 1, 10)
+        task = progress._bar.tasks[0]
+        assert (task.completed, task.total) == (4, 10)
+        assert task.fields["label"] == "Waiting for the batch"
+        progress.block_done(BlockResult(page="p", block="b", source="llm"))
+        assert task.fields["label"] == "Generating" and task.completed == 1
