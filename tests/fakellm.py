@@ -71,6 +71,7 @@ Test controls (all thread-safe)::
         server.chat_requests, server.chat_count  # only the chat POSTs
         server.max_in_flight                 # peak number of concurrent chat requests
         server.reset()                       # clear log, counters and pending faults
+        FakeLLMServer(prompt_cache=True)     # usage reports a prompt cache (see below)
 
 Faults are queued and consumed in order, one per chat request (health checks never
 consume them); with no queued fault, ``fail_rate`` may draw one (seeded, so a run is
@@ -86,6 +87,14 @@ until a slot frees, at least 1), ``x-ratelimit-remaining-requests: 0`` and
 their outcome, and their replies carry ``x-ratelimit-limit-requests``,
 ``x-ratelimit-remaining-requests`` and ``x-ratelimit-reset-requests``. The clock is
 injectable, so a test can move time forward instead of waiting.
+
+With ``prompt_cache=True`` the usage of an answer says what a provider's prompt cache did,
+in its own format, counting a start of the prompt seen before as cached (a token is a
+word, as everywhere here): OpenAI's ``prompt_tokens_details.cached_tokens`` counts the
+first (system) message once it was sent before; Anthropic caches only a system prompt's
+text blocks up to the last one marked ``cache_control``: the first time, they are
+``cache_creation_input_tokens``, after that ``cache_read_input_tokens``, and
+``input_tokens`` is the rest. Ollama reports no such thing.
 
 ``answered`` holds the chat requests that got a 200 with a well-formed answer (normal,
 scripted or "truncated"; not "malformed"), for counting what a rerun really generates.
@@ -259,6 +268,15 @@ def _content_text(content: Any) -> str:
         parts = [p.get("text", "") for p in content if isinstance(p, dict)]
         return "\n".join(p for p in parts if isinstance(p, str))
     return ""
+
+
+def _anthropic_system(system: Any) -> str:
+    """The text of Anthropic's `system`: a string, or text blocks, which it joins as they are."""
+    if isinstance(system, list):
+        return "".join(
+            b["text"] for b in system if isinstance(b, dict) and isinstance(b.get("text"), str)
+        )
+    return system if isinstance(system, str) else ""
 
 
 def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -461,8 +479,12 @@ class FakeLLMServer:
     See the module docstring for the wire formats, the answer rules and the controls.
     """
 
-    def __init__(self, *, latency: float = 0.0, models: list[str] | None = None) -> None:
+    def __init__(
+        self, *, latency: float = 0.0, models: list[str] | None = None, prompt_cache: bool = False
+    ) -> None:
         self._lock = threading.Lock()
+        self.prompt_cache = prompt_cache
+        self._cached_prefixes: set[str] = set()
         self._closing = threading.Event()
         self._latency = float(latency)
         self.models: list[str] = list(models) if models else ["fake-model"]
@@ -911,7 +933,7 @@ class FakeLLMServer:
             text = (text + " ") * (HUGE_BYTES // (len(text) + 1) + 1)
         n_in = sum(_word_count(_content_text(m.get("content"))) for m in msgs)
         if is_anthropic:
-            n_in += _word_count(_content_text(req.get("system")))
+            n_in += _word_count(_anthropic_system(req.get("system")))
         n_out = _word_count(text)
         model = req.get("model") if isinstance(req.get("model"), str) else self.models[0]
         reason = "length" if truncated else "stop"
@@ -939,7 +961,11 @@ class FakeLLMServer:
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": "max_tokens" if truncated else "end_turn",
                 "stop_sequence": None,
-                "usage": {"input_tokens": n_in, "output_tokens": n_out},
+                "usage": {
+                    "input_tokens": n_in,
+                    "output_tokens": n_out,
+                    **self._anthropic_cache_usage(req.get("system"), n_in),
+                },
             }
         else:
             resp = {
@@ -958,9 +984,44 @@ class FakeLLMServer:
                     "prompt_tokens": n_in,
                     "completion_tokens": n_out,
                     "total_tokens": n_in + n_out,
+                    **self._openai_cache_usage(msgs),
                 },
             }
         return _Reply(200, _json_bytes(resp), extra_headers, answered=True)
+
+    def _seen_before(self, prefix: str) -> bool:
+        """Whether this prompt start was sent before (and remember it)."""
+        with self._lock:
+            seen = prefix in self._cached_prefixes
+            self._cached_prefixes.add(prefix)
+        return seen
+
+    def _openai_cache_usage(self, msgs: list[dict[str, Any]]) -> dict[str, Any]:
+        """OpenAI's usage details: a system message sent before is read from the cache."""
+        if not self.prompt_cache:
+            return {}
+        first = msgs[0] if msgs and msgs[0].get("role") == "system" else None
+        prefix = _content_text(first.get("content")) if first else ""
+        cached = _word_count(prefix) if prefix and self._seen_before(prefix) else 0
+        return {"prompt_tokens_details": {"cached_tokens": cached}}
+
+    def _anthropic_cache_usage(self, system: Any, n_in: int) -> dict[str, Any]:
+        """Anthropic's cache counts, which input_tokens leaves out (so "input_tokens" in the
+        returned mapping replaces the total `n_in`)."""
+        if not self.prompt_cache:
+            return {}
+        marked = [
+            i for i, b in enumerate(system or []) if isinstance(b, dict) and b.get("cache_control")
+        ]
+        prefix = _anthropic_system(system[: marked[-1] + 1]) if marked else ""
+        words = _word_count(prefix)
+        read = words if prefix and self._seen_before(prefix) else 0
+        written = words - read
+        return {
+            "input_tokens": n_in - read - written,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": written,
+        }
 
     def _streamed(self, fault: _Fault) -> _Reply:
         """A 200 whose body never ends, inflates to GZIP_BOMB_BYTES, or trickles."""
@@ -996,7 +1057,7 @@ class FakeLLMServer:
             if scripted.matches(msgs, req.get("model")):
                 return scripted.text
         if path == ANTHROPIC_CHAT_PATH:
-            system = _content_text(req.get("system"))
+            system = _anthropic_system(req.get("system"))
             json_mode = ANTHROPIC_JSON_INSTRUCTION in system
             if json_mode:
                 system = system[: system.index(ANTHROPIC_JSON_INSTRUCTION)]

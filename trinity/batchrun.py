@@ -39,7 +39,14 @@ from trinity.llm.batches import (
 from trinity.llm.batches.ledger import custom_id, endpoint_id
 from trinity.llm.batches.runner import Ended
 from trinity.llm.client import AsyncLLMClient
-from trinity.llm.pricing import BATCH_DISCOUNT, BudgetReservation, cost, price_for, usage_cost
+from trinity.llm.pricing import (
+    BATCH_DISCOUNT,
+    BudgetReservation,
+    cost,
+    price_for,
+    prompt_cache_saving,
+    usage_cost,
+)
 from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.settings import BATCH_MODES, Target
 from trinity.llm.types import LLMRequest, LLMResponse
@@ -280,6 +287,7 @@ class _Pass:
             model=response.model or target.model,
             attempts=1,
             cost=usage_cost(price, response.usage, batch=True),
+            prompt_cache_saved=prompt_cache_saving(price, response.usage, batch=True),
             batch=True,
         )
 

@@ -904,8 +904,8 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("stale answers", report.count("stale")),
         *_checks_row(report),
         *_batch_row(report),
-        ("tokens in / out", f"{report.input_tokens} / {report.output_tokens}"),
-        ("cost", f"${report.cost:.4f} (cache saved ${report.saved:.4f})"),
+        ("tokens in / out", _tokens(report)),
+        ("cost", _cost(report)),
         ("theme", report.theme),
         ("model", f"{report.provider}:{report.model}"),
         ("wall time", f"{wall:.2f} s"),
@@ -927,6 +927,22 @@ def _batch_row(report: BuildReport) -> list[tuple[str, str]]:
         else ""
     )
     return [("by batch", f"{batched} blocks in {batches} batches{resumed}")]
+
+
+def _tokens(report: BuildReport) -> str:
+    """Tokens in and out, and how many of those in the provider's prompt cache served."""
+    line = f"{report.input_tokens} / {report.output_tokens}"
+    if report.cached_input_tokens:
+        line += f" ({report.cached_input_tokens} in from the prompt cache)"
+    return line
+
+
+def _cost(report: BuildReport) -> str:
+    """What the build cost, and what Trinity's cache and the provider's prompt cache saved."""
+    line = f"${report.cost:.4f} (cache saved ${report.saved:.4f}"
+    if report.cached_input_tokens or report.cache_write_tokens:
+        line += f", prompt cache saved ${report.prompt_cache_saved:.4f}"
+    return line + ")"
 
 
 def _checks_row(report: BuildReport) -> list[tuple[str, str]]:

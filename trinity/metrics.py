@@ -68,6 +68,9 @@ BUILD_STATUSES = ("built", "generated", "failed", "interrupted")
 SUCCEEDED = frozenset({"built", "generated"})
 # A block's source, as the metrics name it: the report's source, a cache answer told
 # apart by where it came from (an identical request in flight, or a kept site's page).
+# The tokens counted, by direction: cached_input and cache_write are parts of input (what
+# the provider's prompt cache read and wrote), priced at their own rates.
+TOKEN_DIRECTIONS = ("input", "output", "cached_input", "cache_write")
 BLOCK_SOURCES = ("generated", "cache", "in-flight", "kept", "stale", "failed")
 LAST_SUCCESS = "trinity_build_last_success_timestamp_seconds"
 # A metrics file read back for its last success is Trinity's own, and small.
@@ -218,6 +221,9 @@ class BuildMeter:
         if usage is not None:
             self.tokens[(*model, "input")] += usage.input_tokens
             self.tokens[(*model, "output")] += usage.output_tokens
+            # Parts of the input, priced at their own rates: the provider's prompt cache.
+            self.tokens[(*model, "cached_input")] += usage.cached_input_tokens
+            self.tokens[(*model, "cache_write")] += usage.cache_write_tokens
             self.cost[model] += cost
 
     def retried(self, target: Target) -> None:
@@ -259,7 +265,7 @@ class BuildMeter:
         # Every model asked has its tokens, cost and retries, if only 0: a series that is
         # there at 0 is one a query can read, and one a POST to a Pushgateway replaces.
         asked = {labels[:2] for labels in self.requests}
-        tokens = _with_zeros(self.tokens, {(*m, d) for m in asked for d in ("input", "output")})
+        tokens = _with_zeros(self.tokens, {(*m, d) for m in asked for d in TOKEN_DIRECTIONS})
         model = ["provider", "model"]
         yield _counter(
             "trinity_llm_requests",

@@ -39,6 +39,11 @@ class BlockResult:
     model: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    # Of the input tokens, those the provider read from its prompt cache and wrote there,
+    # and what that cache saved (USD, at the model's cached-input rate).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    prompt_cache_saved: float = 0.0
     latency: float = 0.0
     attempts: int = 0
     cost: float = 0.0
@@ -151,6 +156,18 @@ class BuildReport:
         return sum(b.output_tokens for b in self.blocks if b.source == "llm")
 
     @property
+    def cached_input_tokens(self) -> int:
+        return sum(b.cached_input_tokens for b in self.blocks if b.source == "llm")
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return sum(b.cache_write_tokens for b in self.blocks if b.source == "llm")
+
+    @property
+    def prompt_cache_saved(self) -> float:
+        return sum(b.prompt_cache_saved for b in self.blocks)
+
+    @property
     def cost(self) -> float:
         return sum(b.cost for b in self.blocks)
 
@@ -200,8 +217,11 @@ class BuildReport:
             "attempts": self.attempts,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "cost_usd": round(self.cost, 6),
             "saved_usd": round(self.saved, 6),
+            "prompt_cache_saved_usd": round(self.prompt_cache_saved, 6),
             **self.check_totals(),
         }
 

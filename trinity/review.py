@@ -329,6 +329,10 @@ def _count(result: BlockResult, request: LLMRequest, response: LLMResponse) -> N
     result.model = response.model or request.model
     result.input_tokens += response.usage.input_tokens
     result.output_tokens += response.usage.output_tokens
+    if response.cache_tier is None:  # the provider's prompt cache served this call's input
+        result.cached_input_tokens += response.usage.cached_input_tokens
+        result.cache_write_tokens += response.usage.cache_write_tokens
+        result.prompt_cache_saved += response.prompt_cache_saved
     result.latency += response.latency
     result.attempts += response.attempts
     result.cost += response.cost

@@ -179,6 +179,14 @@ CASES: dict[str, Case] = {
         setting("llm", breaker={"failure_rate": 1.5}),
         [SETTINGS, "llm.breaker.failure_rate", "must be at most 1"],
     ),
+    "prompt-cache-not-a-boolean": Case(
+        setting("llm", prompt_cache="yes"),
+        [SETTINGS, "llm.prompt_cache", "expected true or false, got a string"],
+    ),
+    "negative-cached-input-price": Case(
+        setting("llm", prices={"m": {"input": 1, "output": 2, "cached_input": -0.1}}),
+        [SETTINGS, "llm.prices.m.cached_input", "must be at least 0"],
+    ),
     "breaker-window-not-an-integer": Case(
         setting("llm", breaker={"window": "all"}),
         [SETTINGS, "llm.breaker.window", "expected an integer, got a string"],
