@@ -459,3 +459,36 @@ def test_the_progress_bar_shows_the_batch_then_the_blocks() -> None:
         assert task.fields["label"] == "Waiting for the batch"
         progress.block_done(BlockResult(page="p", block="b", source="llm"))
         assert task.fields["label"] == "Generating" and task.completed == 1
+
+
+# --------------------------------------------------------------------------- the wire
+
+
+def _batched_bodies(project: SiteProject) -> list[object]:
+    server = project.server
+    if project.provider == "openai":
+        return [json.loads(line)["body"] for line in _sent_lines(project)]
+    (made,) = [r for r in server.requests if r.path == "/v1/messages/batches"]
+    return [item["params"] for item in made.body["requests"]]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_batch_asks_exactly_what_live_calls_ask_with_the_key_kept_out_of_the_ledger(
+    make_site_project: Callable[..., SiteProject], provider: str
+) -> None:
+    secret = "sk-batch-SECRET-0123456789"
+    project = batch_site(make_site_project, provider, 4)
+    env = {"LLM_API_KEY": secret}
+
+    assert_ok(project.build("--no-cache", env=env))
+    live = sorted(json.dumps(r.body, sort_keys=True) for r in project.server.chat_requests)
+    project.server.reset()
+    assert_ok(project.build("--batch", "--no-cache", env=env))
+
+    assert sorted(json.dumps(b, sort_keys=True) for b in _batched_bodies(project)) == live
+    for request in project.server.requests:
+        sent = request.headers.get("authorization", "") + request.headers.get("x-api-key", "")
+        assert secret in sent, f"{request.method} {request.path} carries the key"
+    for path in (project.root / ".cache" / "batches").iterdir():
+        assert secret not in path.read_text("utf-8")
+    assert secret not in (project.output / ".trinity" / "report.json").read_text("utf-8")

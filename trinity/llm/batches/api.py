@@ -35,6 +35,9 @@ BATCH_PROVIDERS = ("openai", "anthropic")
 # A batch or file id as the providers make them; anything else never goes into a path.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
+# The most bytes one results file may have, whatever the batch's size: it is read whole.
+MAX_RESULTS_BYTES = 1024 * 1024 * 1024
+
 # How much of a server's error message is kept.
 _DETAIL_LIMIT = 300
 
@@ -191,8 +194,10 @@ class BatchHTTP:
 
     async def lines(self, path: str, expected: int) -> list[Any]:
         """A JSONL file of results: each line decoded (NOT_JSON for a malformed one). Its
-        bound is one answer's bound for each request expected, and one more."""
-        raw = await self.send("GET", path, limit=self.max_bytes * (expected + 1))
+        bound is one answer's bound for each request expected, and one more (at most
+        MAX_RESULTS_BYTES)."""
+        limit = min(self.max_bytes * (expected + 1), MAX_RESULTS_BYTES)
+        raw = await self.send("GET", path, limit=limit)
         return [decode_json(line) for line in raw.splitlines() if line.strip()]
 
     def answer(self, custom_id: str, payload: Any) -> BatchResult:
