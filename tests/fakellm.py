@@ -5,6 +5,8 @@ bound to ``127.0.0.1`` on a port picked by the OS, and speaks three wire formats
 
 * **Ollama** -- ``POST /api/chat`` (non-streaming) and ``GET /api/tags``.
 * **OpenAI** -- ``POST /v1/chat/completions`` and ``GET /v1/models``.
+* **Batches** -- OpenAI's Batch API and Anthropic's Message Batches API, with a processing
+  delay, injected per-request failures and stats (``server.batches``: tests/fakebatch.py).
 * **Anthropic** -- ``POST /v1/messages`` (non-streaming; the ``anthropic-version`` header
   and ``max_tokens`` are required, ``system`` is a top-level string or list of text
   blocks, and ``messages`` may hold only user/assistant turns, else 400), and
@@ -127,6 +129,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, cast, get_args
+
+from tests.fakebatch import FakeBatches
 
 __all__ = [
     "ANTHROPIC_CHAT_PATH",
@@ -509,6 +513,8 @@ class FakeLLMServer:
         self.host: str = "127.0.0.1"
         self.port: int = int(self._httpd.server_address[1])
         self.url: str = f"http://{self.host}:{self.port}"
+        # The batch endpoints of both providers (tests/fakebatch.py).
+        self.batches = FakeBatches(self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -714,6 +720,7 @@ class FakeLLMServer:
             self._windows.clear()
             self._rate_limited = 0
             self._answered.clear()
+        self.batches.reset()
 
     # ------------------------------------------------------------------ inspection
 
@@ -807,6 +814,9 @@ class FakeLLMServer:
             if record.headers.get("anthropic-version"):
                 return self._anthropic_models(record)
             return _Reply(200, _json_bytes(self._openai_models()), {})
+        batched = self.batches.handle(record)
+        if batched is not None:
+            return batched
         if not record.is_chat:
             msg = f"not found: {record.method} {record.path}"
             return _Reply(404, _error_body(record.path, 404, msg), {})

@@ -25,10 +25,11 @@ from trinity.guardian import Guardian, GuardOutcome, Healer
 from trinity.layout.findings import GuardOptions
 from trinity.layout.fixes import BlockLayout
 from trinity.llm.client import AsyncLLMClient
+from trinity.llm.settings import BATCH_MODES
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.manifest import MANIFEST_FILE
-from trinity.messages import shown_path
+from trinity.messages import did_you_mean, shown_path
 from trinity.pages import PageWriter
 from trinity.plan import Job, Shard, plan_jobs
 from trinity.project import Project, prepare_settings, project_client
@@ -66,10 +67,11 @@ def build_site(
     guard: GuardOptions | None = None,
     generate_only: bool = False,
     shard: Shard | None = None,
+    batch: str | None = None,
     **options: Any,
 ) -> BuildReport:
     """Build a site (for scripts); see `prepare` for the options, and `build_project`
-    for `refresh_cache`, `guard`, `generate_only` and `shard`. A site with nothing changed
+    for `refresh_cache`, `guard`, `generate_only`, `shard` and `batch`. A site with nothing changed
     since its last build is left as it is (trinity.unchanged)."""
     settings = load_build_settings(project_dir, **options)
     unchanged = keep_unchanged(
@@ -88,6 +90,7 @@ def build_site(
             inputs=unchanged.inputs,
             generate_only=generate_only,
             shard=shard,
+            batch=batch,
         )
     )
 
@@ -112,6 +115,7 @@ async def build_project(
     events: ClientEvents | None = None,
     generate_only: bool = False,
     shard: Shard | None = None,
+    batch: str | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -143,8 +147,12 @@ async def build_project(
     no page is written: the output folder is neither locked nor touched. With `shard`,
     only that share of the blocks is (trinity.plan.Shard): N machines each generate a
     share into a shared cache, then one build renders the site from it.
+
+    With `batch` (a mode of trinity.llm.settings.BATCH_MODES), the uncached blocks are
+    first asked through their provider's batch API at half price (trinity.batchrun).
     """
     _check_share(generate_only, shard, guard)
+    _check_batch(batch, dry_run)
     chromium = _guard_browser(guard, dry_run or generate_only)
     options = _BuildOptions(
         dry_run,
@@ -160,6 +168,7 @@ async def build_project(
         inputs,
         generate_only,
         shard,
+        batch,
     )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
@@ -185,8 +194,26 @@ class _BuildOptions:
     inputs: str | None = None
     generate_only: bool = False
     shard: Shard | None = None
+    batch: str | None = None
     # What the blocks a model answered used, recorded for the next dry run's estimate.
     usage: UsageRecorder = field(default_factory=UsageRecorder)
+
+
+def _check_batch(batch: str | None, dry_run: bool) -> None:
+    """`--batch`'s mode, and that it is not asked of a build that sends nothing."""
+    if batch is None:
+        return
+    if batch not in BATCH_MODES:
+        raise InputError(
+            f"'{batch}' is not one of {', '.join(BATCH_MODES)}{did_you_mean(batch, BATCH_MODES)}",
+            argument="batch",
+        )
+    if dry_run:
+        raise InputError(
+            "sends the uncached blocks to a batch API, and --dry-run sends nothing: drop one "
+            "of them (a dry run lists what a batch would ask for as pending)",
+            argument="batch",
+        )
 
 
 def _check_share(generate_only: bool, shard: Shard | None, guard: GuardOptions | None) -> None:
@@ -264,6 +291,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
 
     async with _output_held(settings.build.output_dir, options):
         try:
+            if options.batch is not None:
+                jobs = await _batched(project, client, jobs, options.batch, options, report)
             if options.generate_only:
                 await _generate(project, reviewer, notes, options, jobs, report, settle)
             else:
@@ -298,6 +327,26 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
             _failure_list(report),
         )
     return report
+
+
+async def _batched(
+    project: Project,
+    client: AsyncLLMClient,
+    jobs: Iterator[Job],
+    mode: str,
+    options: _BuildOptions,
+    report: BuildReport,
+) -> Iterator[Job]:
+    """`--batch`: the uncached blocks asked by batch first (trinity.batchrun); the jobs,
+    listed for it, go on to the workers, which find those answers waiting."""
+    from trinity.batchrun import batch_pass  # only batch builds need it
+
+    listed = list(jobs)
+    started = options.clock()
+    summary = await batch_pass(project, client, listed, mode, options.observer)
+    report.batch = summary.as_json()
+    report.timings["batch"] = options.clock() - started
+    return iter(listed)
 
 
 def _say_where_shards_meet(settings: Settings) -> None:

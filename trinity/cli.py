@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 # Options whose value may be left out, and what they mean then: Typer has no optional
 # values (Click's flag_value is not passed through), so the group fills it in.
-_BARE_OPTIONS = {"--guard": "--guard=heal"}
+_BARE_OPTIONS = {"--guard": "--guard=heal", "--batch": "--batch=rebatch"}
 
 
 class _Commands(TyperGroup):
@@ -300,6 +300,16 @@ def build(
             "every machine), so N machines sharing a Redis cache generate a site together.",
         ),
     ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch",
+            metavar="[=rebatch|=then-live]",
+            help="Ask the uncached blocks through the provider's batch API at half price "
+            "(openai, anthropic), waiting for it; a re-run resumes the same batch. Failed "
+            "requests go in the next batch, or with --batch=then-live are asked live.",
+        ),
+    ] = None,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     from trinity.config import load_build_settings
@@ -367,6 +377,7 @@ def build(
                             inputs=unchanged.inputs,
                             generate_only=generate_only,
                             shard=share,
+                            batch=batch,
                         )
                     )
                 except BaseException:
@@ -801,6 +812,7 @@ class _Progress:
 
         self.enabled = enabled
         self.tokens = 0
+        self._batching = False
         # The report the build fills in: what --json prints if the build stops early.
         self.report: BuildReport | None = None
         self._started = 0.0
@@ -829,6 +841,12 @@ class _Progress:
         self.report = report
         self._bar.update(self._task, total=report.planned_blocks)
 
+    def _generating(self) -> None:
+        """Back to counting blocks after a batch's wait, from none done."""
+        self._batching = False
+        total = self.report.planned_blocks if self.report is not None else None
+        self._bar.reset(self._task, total=total, detail="", label="Generating")
+
     def layout_checked(self, done: int, total: int) -> None:
         """The guard's check: the same bar, counting pages (each round starts it again)."""
         self._bar.update(
@@ -839,7 +857,20 @@ class _Progress:
             label="Checking layout",
         )
 
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        """`--batch`: the same bar, counting the requests the batches have answered."""
+        self._bar.update(
+            self._task,
+            completed=done + failed,
+            total=total,
+            detail=f"{failed} failed" if failed else "",
+            label="Waiting for the batch",
+        )
+        self._batching = True
+
     def block_done(self, result: BlockResult) -> None:
+        if self._batching:
+            self._generating()
         if result.source == "llm":
             self.tokens += result.output_tokens
         elapsed = self._bar.get_time() - self._started
@@ -872,6 +903,7 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         ("cache hits", _hits_by_tier(report)),
         ("stale answers", report.count("stale")),
         *_checks_row(report),
+        *_batch_row(report),
         ("tokens in / out", _tokens(report)),
         ("cost", _cost(report)),
         ("theme", report.theme),
@@ -881,6 +913,20 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
     for name, value in rows:
         table.add_row(name, escape(str(value)))
     return table
+
+
+def _batch_row(report: BuildReport) -> list[tuple[str, str]]:
+    """`--batch`: the blocks answered by batch (at half price), and how many batches."""
+    if report.batch is None:
+        return []
+    batched = sum(1 for block in report.blocks if block.batch)
+    batches = len(report.batch["batches_sent"]) + len(report.batch["batches_resumed"])
+    resumed = (
+        f", {len(report.batch['batches_resumed'])} resumed"
+        if report.batch["batches_resumed"]
+        else ""
+    )
+    return [("by batch", f"{batched} blocks in {batches} batches{resumed}")]
 
 
 def _tokens(report: BuildReport) -> str:

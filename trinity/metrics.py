@@ -367,6 +367,9 @@ class _Observing:
     def layout_checked(self, done: int, total: int) -> None:
         self.observer.layout_checked(done, total)
 
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        self.observer.batch_progress(done, failed, total)
+
 
 class _NoMeter:
     """What `recorded` yields when no metrics were asked for: nothing is counted."""

@@ -59,6 +59,8 @@ class BlockResult:
     reasks: int = 0
     escalations: list[str] = field(default_factory=list)
     judge_score: float | None = None
+    # Its answer came through a provider's batch API (`--batch`), at the batch price.
+    batch: bool = False
 
     @property
     def first_answer_failed(self) -> bool:
@@ -97,6 +99,8 @@ class BuildReport:
     shard: str | None = None
     # A dry run's estimate of what the blocks to generate would cost (trinity.estimate).
     estimate: dict[str, Any] | None = None
+    # What `--batch` did (trinity.batchrun.BatchSummary.as_json); None without it.
+    batch: dict[str, Any] | None = None
 
     @classmethod
     def started(cls, settings: Settings, theme: str, pages: int, **fields: Any) -> BuildReport:
@@ -211,6 +215,7 @@ class BuildReport:
             "cache_hits_by_tier": self.hits_by_tier,
             "failed": len(self.failures),
             "stale": self.count("stale"),
+            "batched": sum(1 for b in self.blocks if b.batch),
             "attempts": self.attempts,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -242,6 +247,10 @@ class BuildObserver(Protocol):
     def layout_checked(self, done: int, total: int) -> None:
         """`done` of the `total` pages of a layout guardian's check are checked."""
 
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        """`--batch`: of the `total` requests of the batches in flight, `done` are answered
+        and `failed` failed (asked again), as the provider last counted them."""
+
 
 class NullObserver:
     def planned(self, report: BuildReport) -> None:
@@ -251,6 +260,9 @@ class NullObserver:
         pass
 
     def layout_checked(self, done: int, total: int) -> None:
+        pass
+
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
         pass
 
 

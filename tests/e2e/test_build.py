@@ -89,6 +89,7 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
         "cache_hits_by_tier": {},
         "failed": 0,
         "stale": 0,
+        "batched": 0,
         "attempts": BLOCKS,
         "input_tokens": report["totals"]["input_tokens"],
         "output_tokens": report["totals"]["output_tokens"],

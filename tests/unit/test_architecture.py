@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
         "guardian",
         "estimate",
         "usagehistory",
+        "batchrun",
     },
     {"site", "render"},
     {"config", "checksettings", "logsettings"},

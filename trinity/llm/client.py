@@ -168,6 +168,8 @@ class AsyncLLMClient:
             budgets=DailyBudgets(self.settings.budget, shared),
         )
         self._in_flight: Coalescer[LLMResponse] = Coalescer()
+        # Answers that came by batch (`--batch`), each served once as this client's call.
+        self._batched: dict[str, LLMResponse] = {}
         self._entered = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -257,6 +259,18 @@ class AsyncLLMClient:
             response = await self.complete(self.request(prompt, system=system, **params))
         return response.text
 
+    def prefill(self, key: str, response: LLMResponse) -> None:
+        """An answer to the request of `key` that came by batch (and is cached already):
+        the next `complete` for that key serves it as a model call of this client (not a
+        cache hit), with its batch price, once."""
+        self._batched[key] = response
+
+    def http_client(self) -> httpx.AsyncClient:
+        """The build's one httpx client (made now if no request has needed it yet)."""
+        if not self._entered:
+            raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
+        return self._routes.http_client()
+
     def pacing(self, provider: str) -> AdaptiveConcurrency:
         """The adaptive concurrency of a provider's endpoint (for reports and tests)."""
         return self._route(provider).pacing
@@ -287,6 +301,10 @@ class AsyncLLMClient:
     ) -> LLMResponse:
         """A fresh cached answer that `validate` accepts; else a model's (asked by this
         process, or by another sharing Redis that claimed the key first)."""
+        batched = self._batched.pop(key, None)
+        if batched is not None and passes(batched, validate):
+            self._count_call(batched)
+            return batched
         hit = await self.answers.fresh(request, key)
         if hit is not None and passes(hit, validate):
             self.stats.cache_hits += 1
@@ -322,9 +340,7 @@ class AsyncLLMClient:
             response = await self._send_handling_fallbacks(request)
         finally:
             self._limiter.release()
-        self.stats.calls += 1
-        self.stats.input_tokens += response.usage.input_tokens
-        self.stats.output_tokens += response.usage.output_tokens
+        self._count_call(response)
         if not response.text.strip():
             raise MalformedResponseError("the model returned an empty answer")
         if validate is not None:
@@ -454,6 +470,11 @@ class AsyncLLMClient:
         return replace(response, queued=response.queued + paced) if paced >= 0.001 else response
 
     # ------------------------------------------------------------------ helpers
+
+    def _count_call(self, response: LLMResponse) -> None:
+        self.stats.calls += 1
+        self.stats.input_tokens += response.usage.input_tokens
+        self.stats.output_tokens += response.usage.output_tokens
 
     def _route(self, provider: str) -> Route:
         if not self._entered:

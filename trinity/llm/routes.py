@@ -127,7 +127,7 @@ class Routes:
             return LocalBackend(self.settings)
         from trinity.llm.http import HTTPBackend
 
-        http = self._http_client()
+        http = self.http_client()
         return HTTPBackend(
             endpoint,
             http,
@@ -136,7 +136,7 @@ class Routes:
             transport=self._direct,
         )
 
-    def _http_client(self) -> httpx.AsyncClient:
+    def http_client(self) -> httpx.AsyncClient:
         """The build's one httpx client, made when the first server endpoint needs it.
 
         Unless a transport was injected, its connections are pooled in shards (see

@@ -82,6 +82,21 @@ PROVIDER_KEY_VARIABLES = {
 }
 
 
+# How `--batch` treats requests a batch did not answer (errored, expired): asked again in
+# the next batch (up to `rounds` batches in all, then live), or live at once.
+BATCH_MODES = ("rebatch", "then-live")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """`llm.batch:` how `trinity build --batch` waits for a batch and asks again."""
+
+    # Seconds between two looks at a batch in progress (providers take minutes to hours).
+    poll_interval: float = 30.0
+    # Batches one build sends for a block at most (the first and re-batches of failures).
+    rounds: int = 3
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     provider: str = "local"
@@ -124,6 +139,7 @@ class LLMSettings:
     cascade: tuple[str, ...] = ()
     # How many times one block is asked again after its answer failed its checks.
     repair_attempts: int = 2
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     def in_flight(self, provider: str | None = None) -> int:
         """How many requests the build keeps in flight to `provider` (default: the main one):
@@ -135,6 +151,7 @@ class LLMSettings:
 
 
 __all__ = [
+    "BATCH_MODES",
     "DEFAULT_API_URLS",
     "DEFAULT_LOCAL_MODEL",
     "DEFAULT_MODELS",
@@ -143,6 +160,7 @@ __all__ = [
     "PROMPT_STYLES",
     "PROVIDERS",
     "PROVIDER_KEY_VARIABLES",
+    "BatchSettings",
     "Endpoint",
     "LLMSettings",
     "Target",
