@@ -152,7 +152,7 @@ async def build_project(
     first asked through their provider's batch API at half price (trinity.batchrun).
     """
     _check_share(generate_only, shard, guard)
-    _check_batch(batch, dry_run)
+    _check_batch(batch)
     chromium = _guard_browser(guard, dry_run or generate_only)
     options = _BuildOptions(
         dry_run,
@@ -199,19 +199,11 @@ class _BuildOptions:
     usage: UsageRecorder = field(default_factory=UsageRecorder)
 
 
-def _check_batch(batch: str | None, dry_run: bool) -> None:
-    """`--batch`'s mode, and that it is not asked of a build that sends nothing."""
-    if batch is None:
-        return
-    if batch not in BATCH_MODES:
+def _check_batch(batch: str | None) -> None:
+    """`--batch`'s mode (with --dry-run, the estimate is at the batch price)."""
+    if batch is not None and batch not in BATCH_MODES:
         raise InputError(
             f"'{batch}' is not one of {', '.join(BATCH_MODES)}{did_you_mean(batch, BATCH_MODES)}",
-            argument="batch",
-        )
-    if dry_run:
-        raise InputError(
-            "sends the uncached blocks to a batch API, and --dry-run sends nothing: drop one "
-            "of them (a dry run lists what a batch would ask for as pending)",
             argument="batch",
         )
 
@@ -281,7 +273,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     observer.planned(report)
     if options.dry_run:
         pending = await _check_cached(jobs, client, report)
-        report.estimate = _estimate(project, pending)
+        report.estimate = _estimate(project, pending, batch=options.batch is not None)
         report.status = "planned"
         return report
 
@@ -530,9 +522,10 @@ async def _check_cached(
     return pending
 
 
-def _estimate(project: Project, pending: list[Job]) -> dict[str, Any]:
+def _estimate(project: Project, pending: list[Job], *, batch: bool) -> dict[str, Any]:
     """What generating the pending blocks would cost (trinity.estimate), from the usage
-    history kept with the cache and, for the embedded model, its own tokenizer."""
+    history kept with the cache and, for the embedded model, its own tokenizer; with
+    `batch`, as `--batch` would ask them."""
     from trinity.estimate import estimate_jobs  # only dry runs estimate
     from trinity.llm.providers.vocab import count_tokens
 
@@ -543,6 +536,7 @@ def _estimate(project: Project, pending: list[Job]) -> dict[str, Any]:
         pending,
         history,
         lambda target, texts: count_tokens(settings.llm, target, texts),
+        batch=batch,
     )
     return estimate.as_json()
 

@@ -1045,7 +1045,10 @@ _OUTPUT_BASES = {"history: block": "this block", "history: format": "format", "m
 
 
 def _usd(amount: float, *, priced: bool = True) -> str:
-    return f"${amount:.4f}" if priced else "unpriced"
+    """USD to the cent's hundredth; a block that costs less still shows its figure."""
+    if not priced:
+        return "unpriced"
+    return f"${amount:.6f}" if 0 < amount < 0.01 else f"${amount:.4f}"
 
 
 def _estimate_table(estimate: dict[str, Any]) -> Table:
@@ -1072,7 +1075,7 @@ def _estimate_table(estimate: dict[str, Any]) -> Table:
         str(len(estimate["blocks"])),
         f"{estimate['input_tokens']:,}",
         f"{estimate['output_tokens']:,}",
-        f"${estimate['cost_usd']:.4f}" + ("" if estimate["priced"] else " (+ unpriced)"),
+        _usd(estimate["cost_usd"]) + ("" if estimate["priced"] else " (+ unpriced)"),
     )
     return table
 
@@ -1089,7 +1092,10 @@ _ESTIMATE_NOTES = (
 
 def _print_estimate(estimate: dict[str, Any]) -> None:
     consoles.out.print(_estimate_table(estimate))
-    for note in _ESTIMATE_NOTES:
+    notes: tuple[str, ...] = _ESTIMATE_NOTES
+    if any(block["batch"] for block in estimate["blocks"]):
+        notes += ("cost: at the batch price (--batch), half the live one",)
+    for note in notes:
         consoles.out.print(note, style="dim", highlight=False)
     verdict = estimate["max_cost"]
     line = _max_cost_line(verdict, len(estimate["blocks"]))

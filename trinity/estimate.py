@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trinity.llm.pricing import cost, price_for, usage_cost
+from trinity.llm.batches.api import BATCH_PROVIDERS
+from trinity.llm.pricing import BATCH_DISCOUNT, cost, price_for, usage_cost
 from trinity.llm.ratelimit import estimate_request_tokens
 from trinity.llm.routing import Router
 from trinity.llm.settings import LLMSettings, Target
@@ -71,6 +72,8 @@ class BlockEstimate:
     priced: bool
     # What the client holds against --max-cost before the call: its cost at the ceiling.
     ceiling: float
+    # Asked through its provider's batch API (`--batch`), at the batch price.
+    batched: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class BlockEstimate:
             "input_basis": self.input_basis,
             "output_basis": self.output_basis,
             "priced": self.priced,
+            "batch": self.batched,
         }
 
 
@@ -236,6 +240,8 @@ class Estimator:
     settings: LLMSettings
     history: HistoryIndex
     count_tokens: TokenCounter | None = None
+    # `--batch`: blocks whose provider has a batch API are priced at the batch rate.
+    batch: bool = False
 
     def estimate(self, jobs: Sequence[Job]) -> CostEstimate:
         router = Router(self.settings)
@@ -260,6 +266,8 @@ class Estimator:
             cached_input_tokens=round(input_tokens * read),
             cache_write_tokens=round(input_tokens * written),
         )
+        batched = self.batch and target.provider in BATCH_PROVIDERS
+        ceiling = cost(price, *estimate_request_tokens(job.request))
         return BlockEstimate(
             page=job.page.slug,
             block=job.block.name,
@@ -267,11 +275,12 @@ class Estimator:
             provider=target.provider,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost=usage_cost(price, usage),
+            cost=usage_cost(price, usage, batch=batched),
             input_basis=input_basis,
             output_basis=output_basis,
             priced=price is not None,
-            ceiling=cost(price, *estimate_request_tokens(job.request)),
+            ceiling=ceiling * BATCH_DISCOUNT if batched else ceiling,
+            batched=batched,
         )
 
     def _input_tokens(
@@ -321,6 +330,15 @@ def tokenizer_text(request: LLMRequest) -> str:
     return "\n".join(message.content for message in request.messages)
 
 
+def _batches(blocks: Sequence[BlockEstimate]) -> list[list[BlockEstimate]]:
+    """The batched blocks, one batch per provider, in the order the providers come."""
+    by_provider: dict[str, list[BlockEstimate]] = {}
+    for block in blocks:
+        if block.batched:
+            by_provider.setdefault(block.provider, []).append(block)
+    return list(by_provider.values())
+
+
 def _by_target(targets: Sequence[Target]) -> dict[Target, list[int]]:
     grouped: dict[Target, list[int]] = {}
     for index, target in enumerate(targets):
@@ -331,11 +349,21 @@ def _by_target(targets: Sequence[Target]) -> dict[Target, list[int]]:
 def budget_verdict(max_cost: float | None, blocks: Sequence[BlockEstimate]) -> BudgetVerdict:
     """Replays the client's `--max-cost` check over the blocks in plan order: each call
     must fit its ceiling in what is left, and then spends its estimate; a refused block
-    spends nothing, and a cheaper one after it may still fit."""
+    spends nothing, and a cheaper one after it may still fit.
+
+    With `--batch`, the batched blocks go first, one batch per provider, each holding all
+    its blocks' ceilings at once (trinity.batchrun): a batch that does not fit fails the
+    build before anything is sent, so every block is refused."""
     if max_cost is None:
         return BudgetVerdict(None, len(blocks), 0, len(blocks))
-    spent, first_refused, refused = 0.0, None, 0
-    for index, block in enumerate(blocks):
+    spent = 0.0
+    for batch in _batches(blocks):
+        if spent + math.fsum(b.ceiling for b in batch) > max_cost + 1e-12:
+            return BudgetVerdict(max_cost, 0, len(blocks), len(blocks))
+        spent += math.fsum(b.cost for b in batch)
+    live = [block for block in blocks if not block.batched]
+    first_refused, refused = None, 0
+    for index, block in enumerate(live, start=len(blocks) - len(live)):
         if spent + block.ceiling > max_cost + 1e-12:
             refused += 1
             first_refused = index if first_refused is None else first_refused
@@ -350,9 +378,12 @@ def estimate_jobs(
     jobs: Sequence[Job],
     history: UsageHistory,
     count_tokens: TokenCounter | None = None,
+    *,
+    batch: bool = False,
 ) -> CostEstimate:
-    """The estimate of `jobs` (the blocks to generate) under `settings`."""
-    return Estimator(settings, HistoryIndex(history), count_tokens).estimate(jobs)
+    """The estimate of `jobs` (the blocks to generate) under `settings`; with `batch`,
+    as `--batch` would ask them."""
+    return Estimator(settings, HistoryIndex(history), count_tokens, batch).estimate(jobs)
 
 
 __all__ = [

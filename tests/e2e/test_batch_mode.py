@@ -345,13 +345,48 @@ def test_a_ledger_naming_a_batch_the_endpoint_does_not_know_is_dropped(
 # --------------------------------------------------------------------------- flags
 
 
-def test_batch_with_dry_run_is_bad_input_naming_the_flag(
+def test_a_dry_run_with_batch_estimates_at_the_batch_price_and_sends_nothing(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 20)
+
+    live = project.build("--dry-run", "--json")
+    batched = project.build("--dry-run", "--json", "--batch")
+
+    assert live.exit_code == batched.exit_code == 0, batched.describe()
+    live_estimate, batch_estimate = (json.loads(r.stdout)["estimate"] for r in (live, batched))
+    assert batch_estimate["cost_usd"] == pytest.approx(live_estimate["cost_usd"] / 2, rel=1e-4)
+    assert all(block["batch"] for block in batch_estimate["blocks"])
+    assert not any(block["batch"] for block in live_estimate["blocks"])
+    assert project.server.request_count == 0
+
+
+def test_a_dry_run_with_batch_says_a_batch_over_max_cost_stops_the_build(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "anthropic", 20)
+    planned = json.loads(project.build("--dry-run", "--json", "--batch").stdout)["estimate"]
+    cap = planned["cost_usd"] / 2  # enough for half the blocks one by one
+
+    verdict = json.loads(
+        project.build("--dry-run", "--json", "--batch", "--max-cost", f"{cap:.8f}").stdout
+    )["estimate"]["max_cost"]
+    refused = project.build("--batch", "--max-cost", f"{cap:.8f}")
+
+    # The batch holds every block's ceiling at once: it does not fit, nothing is sent.
+    assert verdict == {
+        "max_cost_usd": pytest.approx(cap),
+        "stops": True,
+        "blocks_before_stop": 0,
+        "blocks_refused": 20,
+    }
+    assert refused.exit_code == 1 and project.server.batches.created == 0
+
+
+def test_an_unknown_batch_mode_is_bad_input_naming_the_flag(
     make_site_project: Callable[..., SiteProject],
 ) -> None:
     project = batch_site(make_site_project, "openai", 2)
-    result = project.build("--batch", "--dry-run")
-    assert result.exit_code == 2, result.describe()
-    assert "--batch" in result.flat and "--dry-run" in result.flat
     result = project.build("--batch=later")
     assert result.exit_code == 2, result.describe()
     assert "--batch" in result.flat and "rebatch, then-live" in result.flat
