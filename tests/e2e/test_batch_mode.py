@@ -478,6 +478,36 @@ def test_the_observer_hears_the_batch_counts_through_the_metrics_wrapper(
     ]
 
 
+def test_batch_answers_are_counted_in_the_metrics_as_the_report_counts_them(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    project = batch_site(make_site_project, "openai", 12)
+    metrics = project.root / "build.prom"
+
+    assert_ok(project.build("--batch", "--metrics-file", metrics))
+
+    samples = [
+        sample
+        for family in text_string_to_metric_families(metrics.read_text(encoding="utf-8"))
+        for sample in family.samples
+    ]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            s.value for s in samples if s.name == name and labels.items() <= s.labels.items()
+        )
+
+    totals = project.report()["totals"]
+    assert total("trinity_llm_requests_total", outcome="batch") == totals["batched"] == 12
+    assert total("trinity_llm_requests_total", outcome="ok") == 0
+    assert total("trinity_llm_tokens_total", direction="output") == totals["output_tokens"]
+    assert total("trinity_llm_cost_usd_total") == pytest.approx(totals["cost_usd"], abs=1e-6)
+    # A batch's answers have no latency of their own: none is observed.
+    assert total("trinity_llm_request_duration_seconds_count") == 0
+
+
 def test_the_progress_bar_shows_the_batch_then_the_blocks() -> None:
     import io
 

@@ -304,6 +304,9 @@ class AsyncLLMClient:
         batched = self._batched.pop(key, None)
         if batched is not None and passes(batched, validate):
             self._count_call(batched)
+            if self.events is not None:  # a request of the batch: it has no latency of its own
+                target = self.router.target(request.model)
+                self.events.attempted(target, "batch", 0.0, batched.usage, batched.cost)
             return batched
         hit = await self.answers.fresh(request, key)
         if hit is not None and passes(hit, validate):
