@@ -47,6 +47,36 @@ def test_the_ledger_keeps_batches_across_runs_in_a_private_file(tmp_path: Path) 
     assert stat.S_IMODE((folder / "pending.json").stat().st_mode) == 0o600
 
 
+def test_builds_sharing_the_cache_folder_keep_each_others_batches(tmp_path: Path) -> None:
+    # Two shards of a site, from one project at once: each read the ledger before the
+    # other wrote it; neither write may drop the other's batch.
+    folder = tmp_path / "batches"
+    first, second = BatchLedger(folder), BatchLedger(folder)
+    first.add(pending("batch_1"))
+    second.add(pending("batch_2", ["b" * 64]))
+    first.add(pending("batch_3", ["c" * 64]))
+    second.remove(pending("batch_1"))
+
+    assert {b.batch_id for b in BatchLedger(folder).batches} == {"batch_2", "batch_3"}
+
+
+def test_changes_from_many_threads_are_all_kept(tmp_path: Path) -> None:
+    import threading
+
+    folder = tmp_path / "batches"
+
+    def send(number: int) -> None:
+        BatchLedger(folder).add(pending(f"batch_{number}", [f"{number:064x}"]))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(BatchLedger(folder).batches) == 12
+
+
 ENTRY: dict[str, Any] = {
     "provider": "openai",
     "endpoint": ENDPOINT,

@@ -6,6 +6,10 @@ checked, an entry that is wrong is dropped with a warning, and what it holds are
 a batch id (checked before it goes into a path on the configured endpoint) and the custom
 ids of its requests, which the build matches only to its own jobs. It never names a file
 or a host. The API key is never in it.
+
+Several builds may share one cache folder (the shards of a site run at once from one
+project): each change re-reads the file and writes it back under a lock, so one build's
+batch is never lost to another's write.
 """
 
 from __future__ import annotations
@@ -15,17 +19,24 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trinity.llm.batches.api import BATCH_PROVIDERS, valid_id
+from trinity.lock import FolderLock
 from trinity.logs import get_logger
 
 log = get_logger(__name__)
 
 LEDGER_FILE = "pending.json"
+_LOCK_FILE = ".pending.lock"
+# Seconds a change waits for another build's (a change takes milliseconds), and how often
+# it looks.
+LOCK_WAIT = 5.0
+_LOCK_POLL = 0.01
 LEDGER_VERSION = 1
 # A custom id is the hex SHA-256 of the request's cache key: 64 characters, which is
 # also the most Anthropic accepts.
@@ -78,12 +89,39 @@ class BatchLedger:
         return list(self._batches)
 
     def add(self, batch: PendingBatch) -> None:
-        self._batches.append(batch)
-        self._save()
+        self._update(lambda batches: [*batches, batch])
 
     def remove(self, batch: PendingBatch) -> None:
-        self._batches = [b for b in self._batches if b.batch_id != batch.batch_id]
-        self._save()
+        self._update(lambda batches: [b for b in batches if b.batch_id != batch.batch_id])
+
+    def _update(self, change: Callable[[list[PendingBatch]], list[PendingBatch]]) -> None:
+        """Apply `change` to the ledger as it is on disk now (another build sharing the
+        cache folder may have added or removed batches since it was read), and save it."""
+        with self._locked():
+            self._batches = change(self._load())
+            self._save()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The ledger's lock, waited for a few seconds at most: a build that cannot have
+        it changes the file anyway (another build holding it this long is stuck)."""
+        if self.path is None:
+            yield
+            return
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            yield  # _save says why it cannot write there
+            return
+        lock = FolderLock(self.path.with_name(_LOCK_FILE), holder="another build", doing="")
+        deadline = time.monotonic() + LOCK_WAIT
+        with contextlib.suppress(OSError):  # a lock file refused: change it unlocked
+            while not lock.try_acquire() and time.monotonic() < deadline:
+                time.sleep(_LOCK_POLL)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _load(self) -> list[PendingBatch]:
         if self.path is None:
