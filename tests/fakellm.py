@@ -12,6 +12,8 @@ bound to ``127.0.0.1`` on a port picked by the OS, and speaks three wire formats
   paraphrase sharing most words is close and another prompt is far. Embedding requests
   are not chat requests (no faults, latency or limits); ``embedding_count`` counts them,
   and ``fail_embeddings(503)`` answers them all with that status (``None``: no longer).
+* **Batches** -- OpenAI's Batch API and Anthropic's Message Batches API, with a processing
+  delay, injected per-request failures and stats (``server.batches``: tests/fakebatch.py).
 * **Anthropic** -- ``POST /v1/messages`` (non-streaming; the ``anthropic-version`` header
   and ``max_tokens`` are required, ``system`` is a top-level string or list of text
   blocks, and ``messages`` may hold only user/assistant turns, else 400), and
@@ -134,6 +136,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, cast, get_args
+
+from tests.fakebatch import FakeBatches
 
 __all__ = [
     "ANTHROPIC_CHAT_PATH",
@@ -535,6 +539,8 @@ class FakeLLMServer:
         self.host: str = "127.0.0.1"
         self.port: int = int(self._httpd.server_address[1])
         self.url: str = f"http://{self.host}:{self.port}"
+        # The batch endpoints of both providers (tests/fakebatch.py).
+        self.batches = FakeBatches(self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -740,6 +746,7 @@ class FakeLLMServer:
             self._windows.clear()
             self._rate_limited = 0
             self._answered.clear()
+        self.batches.reset()
 
     # ------------------------------------------------------------------ inspection
 
@@ -846,6 +853,9 @@ class FakeLLMServer:
             return _Reply(200, _json_bytes(self._openai_models()), {})
         if record.method == "POST" and record.path in EMBEDDING_PATHS:
             return self._embeddings(record)
+        batched = self.batches.handle(record)
+        if batched is not None:
+            return batched
         if not record.is_chat:
             msg = f"not found: {record.method} {record.path}"
             return _Reply(404, _error_body(record.path, 404, msg), {})

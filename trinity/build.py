@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,10 +25,11 @@ from trinity.guardian import Guardian, GuardOutcome, Healer
 from trinity.layout.findings import GuardOptions
 from trinity.layout.fixes import BlockLayout
 from trinity.llm.client import AsyncLLMClient
+from trinity.llm.settings import BATCH_MODES
 from trinity.lock import output_lock
 from trinity.logs import Redactor, correlation, current_correlation_id, get_logger, log_context
 from trinity.manifest import MANIFEST_FILE
-from trinity.messages import shown_path
+from trinity.messages import did_you_mean, shown_path
 from trinity.pages import PageWriter
 from trinity.plan import Job, Shard, plan_jobs
 from trinity.project import Project, prepare_settings, project_client
@@ -45,6 +46,7 @@ from trinity.report import (
 from trinity.review import AnswerJudge, Reviewer, failure_reason
 from trinity.staging import BackgroundWriter, StagedOutput
 from trinity.unchanged import keep_unchanged
+from trinity.usagehistory import UsageRecorder, read_history, record_usage
 
 if TYPE_CHECKING:
     import httpx
@@ -65,10 +67,11 @@ def build_site(
     guard: GuardOptions | None = None,
     generate_only: bool = False,
     shard: Shard | None = None,
+    batch: str | None = None,
     **options: Any,
 ) -> BuildReport:
     """Build a site (for scripts); see `prepare` for the options, and `build_project`
-    for `refresh_cache`, `guard`, `generate_only` and `shard`. A site with nothing changed
+    for `refresh_cache`, `guard`, `generate_only`, `shard` and `batch`. A site with nothing changed
     since its last build is left as it is (trinity.unchanged)."""
     settings = load_build_settings(project_dir, **options)
     unchanged = keep_unchanged(
@@ -87,6 +90,7 @@ def build_site(
             inputs=unchanged.inputs,
             generate_only=generate_only,
             shard=shard,
+            batch=batch,
         )
     )
 
@@ -111,6 +115,7 @@ async def build_project(
     events: ClientEvents | None = None,
     generate_only: bool = False,
     shard: Shard | None = None,
+    batch: str | None = None,
 ) -> BuildReport:
     """Generate, render and write a prepared project; raise BuildFailed if a block fails.
 
@@ -142,8 +147,12 @@ async def build_project(
     no page is written: the output folder is neither locked nor touched. With `shard`,
     only that share of the blocks is (trinity.plan.Shard): N machines each generate a
     share into a shared cache, then one build renders the site from it.
+
+    With `batch` (a mode of trinity.llm.settings.BATCH_MODES), the uncached blocks are
+    first asked through their provider's batch API at half price (trinity.batchrun).
     """
     _check_share(generate_only, shard, guard)
+    _check_batch(batch)
     chromium = _guard_browser(guard, dry_run or generate_only)
     options = _BuildOptions(
         dry_run,
@@ -159,6 +168,7 @@ async def build_project(
         inputs,
         generate_only,
         shard,
+        batch,
     )
     with correlation(correlation_id or current_correlation_id()):
         if client is not None:
@@ -184,6 +194,18 @@ class _BuildOptions:
     inputs: str | None = None
     generate_only: bool = False
     shard: Shard | None = None
+    batch: str | None = None
+    # What the blocks a model answered used, recorded for the next dry run's estimate.
+    usage: UsageRecorder = field(default_factory=UsageRecorder)
+
+
+def _check_batch(batch: str | None) -> None:
+    """`--batch`'s mode (with --dry-run, the estimate is at the batch price)."""
+    if batch is not None and batch not in BATCH_MODES:
+        raise InputError(
+            f"'{batch}' is not one of {', '.join(BATCH_MODES)}{did_you_mean(batch, BATCH_MODES)}",
+            argument="batch",
+        )
 
 
 def _check_share(generate_only: bool, shard: Shard | None, guard: GuardOptions | None) -> None:
@@ -250,7 +272,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     report.timings["plan"] = clock() - started
     observer.planned(report)
     if options.dry_run:
-        await _check_cached(jobs, client, report)
+        pending = await _check_cached(jobs, client, report)
+        report.estimate = _estimate(project, pending, batch=options.batch is not None)
         report.status = "planned"
         return report
 
@@ -260,6 +283,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
 
     async with _output_held(settings.build.output_dir, options):
         try:
+            if options.batch is not None:
+                jobs = await _batched(project, client, jobs, options.batch, options, report)
             if options.generate_only:
                 await _generate(project, reviewer, notes, options, jobs, report, settle)
             else:
@@ -270,6 +295,8 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
             settle()
             _write_unfinished_report(report, options.report_path)
             raise
+        finally:
+            _record_usage(settings, options.usage)
         if options.report_path is not None:
             _write_finished_report(report, options.report_path)
     log.info(
@@ -292,6 +319,26 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
             _failure_list(report),
         )
     return report
+
+
+async def _batched(
+    project: Project,
+    client: AsyncLLMClient,
+    jobs: Iterator[Job],
+    mode: str,
+    options: _BuildOptions,
+    report: BuildReport,
+) -> Iterator[Job]:
+    """`--batch`: the uncached blocks asked by batch first (trinity.batchrun); the jobs,
+    listed for it, go on to the workers, which find those answers waiting."""
+    from trinity.batchrun import batch_pass  # only batch builds need it
+
+    listed = list(jobs)
+    started = options.clock()
+    summary = await batch_pass(project, client, listed, mode, options.observer)
+    report.batch = summary.as_json()
+    report.timings["batch"] = options.clock() - started
+    return iter(listed)
 
 
 def _say_where_shards_meet(settings: Settings) -> None:
@@ -332,7 +379,7 @@ async def _generate(
     (the layout fixes a guarded build made are read from it, as a full build would)."""
     settings = project.settings
     healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
-    steps = _BlockSteps(reviewer, healer, _NoPages(), notes)
+    steps = _BlockSteps(reviewer, healer, _NoPages(), notes, options.usage)
     phase = options.clock()
     await _run_workers(jobs, steps, settings.llm.in_flight(), report, options.observer)
     report.timings["generate"] = options.clock() - phase
@@ -357,7 +404,7 @@ async def _write_site(
     healer = Healer(reviewer, project.theme.guard, settings.build.output_dir)
     with staged as output, BackgroundWriter(output) as files:
         writer = PageWriter(project, output, files, keep_going=options.keep_going)
-        steps = _BlockSteps(reviewer, healer, writer, notes)
+        steps = _BlockSteps(reviewer, healer, writer, notes, options.usage)
         phase = clock()
         await _run_workers(jobs, steps, settings.llm.in_flight(), report, options.observer)
         report.timings["generate"] = clock() - phase
@@ -455,9 +502,15 @@ def _write_unfinished_report(report: BuildReport, path: Path | None) -> None:
         log.warning("could not write the report to %s: %s", shown_path(path), exc.strerror)
 
 
-async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport) -> None:
+async def _check_cached(
+    jobs: Iterable[Job], client: AsyncLLMClient, report: BuildReport
+) -> list[Job]:
+    """Each job's block in the report as cached or pending; the pending jobs."""
+    pending: list[Job] = []
     for job in jobs:
         hit = await client.cached(job.request, job.key)
+        if hit is None:
+            pending.append(job)
         report.blocks.append(
             BlockResult(
                 page=job.page.slug,
@@ -466,6 +519,34 @@ async def _check_cached(jobs: Iterable[Job], client: AsyncLLMClient, report: Bui
                 cache_tier=hit.cache_tier if hit is not None else None,
             )
         )
+    return pending
+
+
+def _estimate(project: Project, pending: list[Job], *, batch: bool) -> dict[str, Any]:
+    """What generating the pending blocks would cost (trinity.estimate), from the usage
+    history kept with the cache and, for the embedded model, its own tokenizer; with
+    `batch`, as `--batch` would ask them."""
+    from trinity.estimate import estimate_jobs  # only dry runs estimate
+    from trinity.llm.providers.vocab import count_tokens
+
+    settings = project.settings
+    history = read_history(settings.cache.directory)
+    estimate = estimate_jobs(
+        settings.llm,
+        pending,
+        history,
+        lambda target, texts: count_tokens(settings.llm, target, texts),
+        batch=batch,
+    )
+    return estimate.as_json()
+
+
+def _record_usage(settings: Settings, usage: UsageRecorder) -> None:
+    """The build's usage into the history kept beside the disk cache (none without one:
+    a project that keeps its cache in Redis alone has asked for no folder)."""
+    cache = settings.cache
+    if cache.enabled and "disk" in cache.tiers:
+        record_usage(cache.directory, usage.entries())
 
 
 class _Pages(Protocol):
@@ -493,6 +574,7 @@ class _BlockSteps:
     healer: Healer
     writer: _Pages
     notes: _FailureNotes
+    usage: UsageRecorder
 
 
 async def _run_workers(
@@ -508,6 +590,7 @@ async def _run_workers(
         for job in jobs:  # shared iterator: each job goes to exactly one worker
             result = await _run_job(job, steps)
             report.blocks.append(result)
+            steps.usage.add_block(job, result)
             observer.block_done(result)
             # A cache hit and a page render never suspend: without this, a build from a
             # full cache held the event loop to its end, and Ctrl-C (a cancellation the

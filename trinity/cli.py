@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from trinity.errors import (
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 # Options whose value may be left out, and what they mean then: Typer has no optional
 # values (Click's flag_value is not passed through), so the group fills it in.
-_BARE_OPTIONS = {"--guard": "--guard=heal"}
+_BARE_OPTIONS = {"--guard": "--guard=heal", "--batch": "--batch=rebatch"}
 
 
 class _Commands(TyperGroup):
@@ -307,6 +307,16 @@ def build(
             "every machine), so N machines sharing a Redis cache generate a site together.",
         ),
     ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch",
+            metavar="[=rebatch|=then-live]",
+            help="Ask the uncached blocks through the provider's batch API at half price "
+            "(openai, anthropic), waiting for it; a re-run resumes the same batch. Failed "
+            "requests go in the next batch, or with --batch=then-live are asked live.",
+        ),
+    ] = None,
 ) -> None:
     """Generate every block and render the site into the output folder."""
     from trinity.config import load_build_settings
@@ -375,6 +385,7 @@ def build(
                             inputs=unchanged.inputs,
                             generate_only=generate_only,
                             shard=share,
+                            batch=batch,
                         )
                     )
                 except BaseException:
@@ -387,6 +398,8 @@ def build(
         if dry_run:
             if not as_json:
                 consoles.out.print(_plan_table(report))
+                if report.estimate is not None and report.estimate["blocks"]:
+                    _print_estimate(report.estimate)
         elif human:
             consoles.err.print(_summary_table(report, time.perf_counter() - started))
             if report.guard is not None:
@@ -680,8 +693,6 @@ _STATUS_STYLES = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
 
 
 def _doctor_table(results: list[CheckResult]) -> Table:
-    from rich.table import Column
-
     # Folded, never cut: a path or a command with its middle missing is no use.
     table = Table(
         "check",
@@ -809,6 +820,7 @@ class _Progress:
 
         self.enabled = enabled
         self.tokens = 0
+        self._batching = False
         # The report the build fills in: what --json prints if the build stops early.
         self.report: BuildReport | None = None
         self._started = 0.0
@@ -837,6 +849,12 @@ class _Progress:
         self.report = report
         self._bar.update(self._task, total=report.planned_blocks)
 
+    def _generating(self) -> None:
+        """Back to counting blocks after a batch's wait, from none done."""
+        self._batching = False
+        total = self.report.planned_blocks if self.report is not None else None
+        self._bar.reset(self._task, total=total, detail="", label="Generating")
+
     def layout_checked(self, done: int, total: int) -> None:
         """The guard's check: the same bar, counting pages (each round starts it again)."""
         self._bar.update(
@@ -847,7 +865,20 @@ class _Progress:
             label="Checking layout",
         )
 
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        """`--batch`: the same bar, counting the requests the batches have answered."""
+        self._bar.update(
+            self._task,
+            completed=done + failed,
+            total=total,
+            detail=f"{failed} failed" if failed else "",
+            label="Waiting for the batch",
+        )
+        self._batching = True
+
     def block_done(self, result: BlockResult) -> None:
+        if self._batching:
+            self._generating()
         if result.source == "llm":
             self.tokens += result.output_tokens
         elapsed = self._bar.get_time() - self._started
@@ -881,6 +912,7 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
         *_semantic_row(report),
         ("stale answers", report.count("stale")),
         *_checks_row(report),
+        *_batch_row(report),
         ("tokens in / out", _tokens(report)),
         ("cost", _cost(report)),
         ("theme", report.theme),
@@ -890,6 +922,20 @@ def _summary_table(report: BuildReport, wall: float) -> Table:
     for name, value in rows:
         table.add_row(name, escape(str(value)))
     return table
+
+
+def _batch_row(report: BuildReport) -> list[tuple[str, str]]:
+    """`--batch`: the blocks answered by batch (at half price), and how many batches."""
+    if report.batch is None:
+        return []
+    batched = sum(1 for block in report.blocks if block.batch)
+    batches = len(report.batch["batches_sent"]) + len(report.batch["batches_resumed"])
+    resumed = (
+        f", {len(report.batch['batches_resumed'])} resumed"
+        if report.batch["batches_resumed"]
+        else ""
+    )
+    return [("by batch", f"{batched} blocks in {batches} batches{resumed}")]
 
 
 def _tokens(report: BuildReport) -> str:
@@ -974,13 +1020,118 @@ def _hits_by_tier(report: BuildReport) -> str:
 
 
 def _plan_table(report: BuildReport) -> Table:
-    table = Table("page", "block", "status", title=f"Plan: {report.pages} pages (dry run)")
+    """Every block, cached or to generate; for those to generate, the model, the
+    estimated tokens and cost (trinity.estimate)."""
+    estimate = report.estimate or {}
+    estimated = {(b["page"], b["block"]): b for b in estimate.get("blocks", [])}
+    table = Table(
+        "page",
+        "block",
+        "status",
+        "model",
+        Column("input tokens", justify="right"),
+        Column("output tokens", justify="right"),
+        Column("cost", justify="right"),
+        title=f"Plan: {report.pages} pages (dry run)",
+    )
     for block in report.blocks:
-        status = f"cached ({block.cache_tier})" if block.source == "cached" else "to generate"
-        table.add_row(escape(block.page), escape(block.block), status)
+        if block.source == "cached":
+            table.add_row(escape(block.page), escape(block.block), f"cached ({block.cache_tier})")
+            continue
+        guess = estimated.get((block.page, block.block))
+        table.add_row(
+            escape(block.page), escape(block.block), "to generate", *_estimate_cells(guess)
+        )
     pending = report.count("pending")
     table.caption = f"{len(report.blocks) - pending} cached, {pending} to generate"
     return table
+
+
+def _estimate_cells(block: dict[str, Any] | None) -> tuple[str, ...]:
+    if block is None:
+        return ()
+    return (
+        escape(block["model"]),
+        f"{block['input_tokens']:,} ({_INPUT_BASES[block['input_basis']]})",
+        f"{block['output_tokens']:,} ({_OUTPUT_BASES[block['output_basis']]})",
+        _usd(block["cost_usd"], priced=block["priced"]),
+    )
+
+
+# How each figure was come by, in a word for the table (explained under it).
+_INPUT_BASES = {"tokenizer": "counted", "history": "learned", "default": "estimated"}
+_OUTPUT_BASES = {"history: block": "this block", "history: format": "format", "max_tokens": "max"}
+
+
+def _usd(amount: float, *, priced: bool = True) -> str:
+    """USD to the cent's hundredth; a block that costs less still shows its figure."""
+    if not priced:
+        return "unpriced"
+    return f"${amount:.6f}" if 0 < amount < 0.01 else f"${amount:.4f}"
+
+
+def _estimate_table(estimate: dict[str, Any]) -> Table:
+    """The estimate's cost per model and in total, and the verdict on --max-cost."""
+    table = Table(
+        "model",
+        Column("blocks", justify="right"),
+        Column("input tokens", justify="right"),
+        Column("output tokens", justify="right"),
+        Column("cost", justify="right"),
+        title="Estimated cost of the blocks to generate",
+    )
+    for model in estimate["models"]:
+        table.add_row(
+            escape(f"{model['provider']}:{model['model']}"),
+            str(model["blocks"]),
+            f"{model['input_tokens']:,}",
+            f"{model['output_tokens']:,}",
+            _usd(model["cost_usd"], priced=model["priced"]),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        str(len(estimate["blocks"])),
+        f"{estimate['input_tokens']:,}",
+        f"{estimate['output_tokens']:,}",
+        _usd(estimate["cost_usd"]) + ("" if estimate["priced"] else " (+ unpriced)"),
+    )
+    return table
+
+
+# What the words in brackets in the plan say, printed under the estimate.
+_ESTIMATE_NOTES = (
+    "input tokens: counted by the model's tokenizer, learned from what the provider "
+    "reported for this model before (the usage history), or estimated at 4 characters a "
+    "token",
+    "output tokens: the mean of this block's earlier answers, of the model's blocks of its "
+    "format, or its max_tokens (a ceiling)",
+)
+
+
+def _print_estimate(estimate: dict[str, Any]) -> None:
+    consoles.out.print(_estimate_table(estimate))
+    notes: tuple[str, ...] = _ESTIMATE_NOTES
+    if any(block["batch"] for block in estimate["blocks"]):
+        notes += ("cost: at the batch price (--batch), half the live one",)
+    for note in notes:
+        consoles.out.print(note, style="dim", highlight=False)
+    verdict = estimate["max_cost"]
+    line = _max_cost_line(verdict, len(estimate["blocks"]))
+    consoles.out.print(line, style="yellow" if verdict["stops"] else None, highlight=False)
+
+
+def _max_cost_line(verdict: dict[str, Any], pending: int) -> str:
+    limit = verdict["max_cost_usd"]
+    if limit is None:
+        return "no --max-cost set"
+    if not verdict["stops"]:
+        return f"--max-cost ${limit:.4f} would not stop the build"
+    return (
+        f"--max-cost ${limit:.4f} would stop the build after about "
+        f"{verdict['blocks_before_stop']} of {pending} blocks to generate "
+        f"(about {verdict['blocks_refused']} refused)"
+    )
 
 
 _BLOCKS_SHOWN_PER_REASON = 8

@@ -44,6 +44,7 @@ from trinity.llm.settings import (
     PROVIDER_KEY_VARIABLES,
     PROVIDERS,
     SEMANTIC_MIN_THRESHOLD,
+    BatchSettings,
     EmbedderSettings,
     Endpoint,
     LLMSettings,
@@ -357,6 +358,7 @@ def _read_llm(f: Fields, env: Mapping[str, str]) -> LLMSettings:
         repair_attempts=f.integer(
             "repair_attempts", LLMSettings.repair_attempts, minimum=0, maximum=5
         ),
+        batch=_read_batch(f.child("batch")),
     )
     aliases = _read_aliases(f.child("aliases"), provider)
     fallbacks = _read_fallbacks(f.child("fallbacks"), aliases, provider)
@@ -426,6 +428,18 @@ def _budget_where(
     folder (the disk cache folder's `budget/`, when the cache has a disk tier)."""
     ledger = cache.disk.directory / "budget" if "disk" in cache.tiers else None
     return replace(budget, scope=budget.scope or site.title, ledger=ledger)
+
+
+def _read_batch(f: Fields) -> BatchSettings:
+    """`batch: {poll_interval, rounds}`: how `--batch` polls a batch and asks again."""
+    batch = BatchSettings(
+        poll_interval=f.number(
+            "poll_interval", BatchSettings.poll_interval, minimum=0.01, maximum=3600
+        ),
+        rounds=f.integer("rounds", BatchSettings.rounds, minimum=1, maximum=10),
+    )
+    f.done()
+    return batch
 
 
 def _read_limits(f: Fields) -> KeyLimits:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from trinity.errors import InputError, ResourceError
-from trinity.llm.events import NOT_SENT
+from trinity.llm.events import UNTIMED
 from trinity.llm.settings import Target
 from trinity.llm.types import Usage
 from trinity.logs import correlation, get_logger
@@ -216,7 +216,7 @@ class BuildMeter:
     ) -> None:
         model = (target.provider, target.model)
         self.requests[(*model, outcome)] += 1
-        if outcome not in NOT_SENT:
+        if outcome not in UNTIMED:
             self.durations[model].observe(max(seconds, 0.0))
         if usage is not None:
             self.tokens[(*model, "input")] += usage.input_tokens
@@ -366,6 +366,9 @@ class _Observing:
 
     def layout_checked(self, done: int, total: int) -> None:
         self.observer.layout_checked(done, total)
+
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        self.observer.batch_progress(done, failed, total)
 
 
 class _NoMeter:

@@ -63,6 +63,8 @@ class BlockResult:
     # and that prompt, shortened (trinity.llm.semantic.MATCHED_PROMPT_CHARS).
     similarity: float | None = None
     matched_prompt: str | None = None
+    # Its answer came through a provider's batch API (`--batch`), at the batch price.
+    batch: bool = False
 
     @property
     def first_answer_failed(self) -> bool:
@@ -99,6 +101,10 @@ class BuildReport:
     guard: dict[str, Any] | None = None
     # The share of the blocks this build generated (`--shard K/N`), None for all of them.
     shard: str | None = None
+    # A dry run's estimate of what the blocks to generate would cost (trinity.estimate).
+    estimate: dict[str, Any] | None = None
+    # What `--batch` did (trinity.batchrun.BatchSummary.as_json); None without it.
+    batch: dict[str, Any] | None = None
 
     @classmethod
     def started(cls, settings: Settings, theme: str, pages: int, **fields: Any) -> BuildReport:
@@ -214,6 +220,7 @@ class BuildReport:
             "semantic_hits": sum(1 for b in self.blocks if b.similarity is not None),
             "failed": len(self.failures),
             "stale": self.count("stale"),
+            "batched": sum(1 for b in self.blocks if b.batch),
             "attempts": self.attempts,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -245,6 +252,10 @@ class BuildObserver(Protocol):
     def layout_checked(self, done: int, total: int) -> None:
         """`done` of the `total` pages of a layout guardian's check are checked."""
 
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
+        """`--batch`: of the `total` requests of the batches in flight, `done` are answered
+        and `failed` failed (asked again), as the provider last counted them."""
+
 
 class NullObserver:
     def planned(self, report: BuildReport) -> None:
@@ -254,6 +265,9 @@ class NullObserver:
         pass
 
     def layout_checked(self, done: int, total: int) -> None:
+        pass
+
+    def batch_progress(self, done: int, failed: int, total: int) -> None:
         pass
 
 

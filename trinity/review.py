@@ -340,6 +340,7 @@ def _count(result: BlockResult, request: LLMRequest, response: LLMResponse) -> N
     result.attempts += response.attempts
     result.cost += response.cost
     result.saved += response.saved
+    result.batch = result.batch or response.batch
 
 
 __all__ = [

@@ -90,13 +90,15 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
         "semantic_hits": 0,
         "failed": 0,
         "stale": 0,
+        "batched": 0,
         "attempts": BLOCKS,
         "input_tokens": report["totals"]["input_tokens"],
         "output_tokens": report["totals"]["output_tokens"],
-        "cost_usd": 0.0,  # Ollama is free
-        "saved_usd": 0.0,
+        # Ollama reports no prompt cache.
         "cached_input_tokens": 0,
         "cache_write_tokens": 0,
+        "cost_usd": 0.0,  # Ollama is free
+        "saved_usd": 0.0,
         "prompt_cache_saved_usd": 0.0,
         # The example's answers pass its checks as they come.
         "checks_failed": 0,

@@ -172,6 +172,8 @@ class AsyncLLMClient:
             budgets=DailyBudgets(self.settings.budget, shared),
         )
         self._in_flight: Coalescer[LLMResponse] = Coalescer()
+        # Answers that came by batch (`--batch`), each served once as this client's call.
+        self._batched: dict[str, LLMResponse] = {}
         self._entered = False
         # Made on the first request that may use it (numpy and the embedder only then).
         self._semantic: SemanticCache | None = None
@@ -273,6 +275,18 @@ class AsyncLLMClient:
             response = await self.complete(self.request(prompt, system=system, **params))
         return response.text
 
+    def prefill(self, key: str, response: LLMResponse) -> None:
+        """An answer to the request of `key` that came by batch (and is cached already):
+        the next `complete` for that key serves it as a model call of this client (not a
+        cache hit), with its batch price, once."""
+        self._batched[key] = response
+
+    def http_client(self) -> httpx.AsyncClient:
+        """The build's one httpx client (made now if no request has needed it yet)."""
+        if not self._entered:
+            raise RuntimeError("use AsyncLLMClient as 'async with AsyncLLMClient(...) as client'")
+        return self._routes.http_client()
+
     def pacing(self, provider: str) -> AdaptiveConcurrency:
         """The adaptive concurrency of a provider's endpoint (for reports and tests)."""
         return self._route(provider).pacing
@@ -304,6 +318,13 @@ class AsyncLLMClient:
         """A fresh cached answer that `validate` accepts; else the answer to a similar
         prompt (the semantic cache, when on); else a model's (asked by this process, or by
         another sharing Redis that claimed the key first)."""
+        batched = self._batched.pop(key, None)
+        if batched is not None and passes(batched, validate):
+            self._count_call(batched)
+            if self.events is not None:  # a request of the batch: it has no latency of its own
+                target = self.router.target(request.model)
+                self.events.attempted(target, "batch", 0.0, batched.usage, batched.cost)
+            return batched
         hit = await self.answers.fresh(request, key)
         if hit is not None and passes(hit, validate):
             self.stats.cache_hits += 1
@@ -380,9 +401,7 @@ class AsyncLLMClient:
             response = await self._send_handling_fallbacks(request)
         finally:
             self._limiter.release()
-        self.stats.calls += 1
-        self.stats.input_tokens += response.usage.input_tokens
-        self.stats.output_tokens += response.usage.output_tokens
+        self._count_call(response)
         if not response.text.strip():
             raise MalformedResponseError("the model returned an empty answer")
         if validate is not None:
@@ -512,6 +531,11 @@ class AsyncLLMClient:
         return replace(response, queued=response.queued + paced) if paced >= 0.001 else response
 
     # ------------------------------------------------------------------ helpers
+
+    def _count_call(self, response: LLMResponse) -> None:
+        self.stats.calls += 1
+        self.stats.input_tokens += response.usage.input_tokens
+        self.stats.output_tokens += response.usage.output_tokens
 
     def _route(self, provider: str) -> Route:
         return self._routes_entered().get(provider)

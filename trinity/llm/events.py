@@ -6,7 +6,8 @@ pays one `is None` test an attempt. A listener is called on the event loop, inli
 must be quick and must not raise.
 
 An attempt's `outcome` is one of `OUTCOMES`, a small fixed set (a label's values must not
-grow with what servers say): `ok`; `rate_limited` (429); `server_error` (5xx);
+grow with what servers say): `ok`; `batch` (an answer that came in a batch, `--batch`,
+served by the client as its call); `rate_limited` (429); `server_error` (5xx);
 `client_error` (any other HTTP error: 400, 401, 404, 408...); `timeout`;
 `connection_error`; `malformed` (a body that is not what the protocol promises, or cut
 short); `breaker_open` and `budget_exceeded` (refused before anything was sent: the
@@ -34,6 +35,7 @@ from trinity.llm.types import Usage
 
 OUTCOMES = (
     "ok",
+    "batch",
     "rate_limited",
     "server_error",
     "client_error",
@@ -45,8 +47,9 @@ OUTCOMES = (
     "model_failed",
     "error",
 )
-# Outcomes of attempts refused before a request left: they took no model's time.
-NOT_SENT = frozenset({"breaker_open", "budget_exceeded"})
+# Outcomes without a latency of their own: attempts refused before a request left, and
+# answers that came in a batch (`--batch`), timed only as the whole batch.
+UNTIMED = frozenset({"breaker_open", "budget_exceeded", "batch"})
 
 # Most specific first: RateLimitedError is an LLMStatusError too.
 _KINDS: tuple[tuple[type[LLMError], str], ...] = (
@@ -88,4 +91,4 @@ class ClientEvents(Protocol):
         state `old` to `new` (closed, open, half_open)."""
 
 
-__all__ = ["NOT_SENT", "OUTCOMES", "ClientEvents", "attempt_outcome"]
+__all__ = ["OUTCOMES", "UNTIMED", "ClientEvents", "attempt_outcome"]

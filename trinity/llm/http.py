@@ -68,7 +68,7 @@ class HTTPBackend:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._target = httpx.URL(self.url)
-        self._headers = _common_headers(http, self._target)
+        self._headers = common_headers(http, self._target)
         self._timeouts = http.timeout.as_dict()
         self._send = _sender(http, transport)
 
@@ -107,20 +107,20 @@ class HTTPBackend:
             raise self._late() from None
         except httpx.TransportError as exc:
             raise LLMConnectionError(
-                f"cannot reach {self.shown}: {_redact(_reason(exc), api_key)} (is the server "
+                f"cannot reach {self.shown}: {redact(_reason(exc), api_key)} (is the server "
                 "running? llm.api_url in settings or LLM_API_URL chooses it)"
             ) from None
-        payload = _decode(body)
+        payload = decode_json(body)
         if reply.status_code >= 400:
             detail = self.adapter.error_detail(payload) or reply.reason_phrase
             raise error_for_status(
                 reply.status_code,
                 f"{self.shown} answered HTTP {reply.status_code}: "
-                f"{_redact(detail, api_key)[:_DETAIL_LIMIT]}",
+                f"{redact(detail, api_key)[:_DETAIL_LIMIT]}",
                 # Retry-After, or the reset time of a rate limit the headers say is spent.
                 retry_after=self.adapter.retry_after(reply.headers),
             )
-        if payload is _NOT_JSON:
+        if payload is NOT_JSON:
             raise MalformedResponseError(f"{self.shown} answered with a body that is not JSON")
         return payload, reply.headers
 
@@ -160,30 +160,36 @@ class HTTPBackend:
         )
 
     async def _read_bounded(self, reply: httpx.Response) -> bytes:
-        """The body, refused once it passes `max_bytes` or if it is encoded."""
-        encoding = reply.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise MalformedResponseError(
-                f"{self.shown} answered with a {encoding}-encoded body although Trinity "
-                "asked for none (Accept-Encoding: identity)"
-            )
-        declared = reply.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise self._too_large()
-        body = bytearray()
-        # Only identity gets this far, so httpx's decoders (which inflate a whole chunk at
-        # once) never run: these are the bytes on the wire.
-        async for chunk in reply.aiter_bytes():
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise self._too_large()
-        return bytes(body)
+        return await read_bounded(reply, self.max_bytes, self.shown)
 
-    def _too_large(self) -> MalformedResponseError:
-        return MalformedResponseError(
-            f"{self.shown} answered with more than {self.max_bytes:,} bytes; the answer was "
-            "refused (llm.max_response_bytes sets the limit)"
+
+async def read_bounded(reply: httpx.Response, max_bytes: int, shown: str) -> bytes:
+    """A reply's body, refused (MalformedResponseError) once it passes `max_bytes` or if it
+    is encoded; `shown` names the server in the message."""
+    encoding = reply.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise MalformedResponseError(
+            f"{shown} answered with a {encoding}-encoded body although Trinity "
+            "asked for none (Accept-Encoding: identity)"
         )
+    declared = reply.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(shown, max_bytes)
+    body = bytearray()
+    # Only identity gets this far, so httpx's decoders (which inflate a whole chunk at
+    # once) never run: these are the bytes on the wire.
+    async for chunk in reply.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(shown, max_bytes)
+    return bytes(body)
+
+
+def _too_large(shown: str, max_bytes: int) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"{shown} answered with more than {max_bytes:,} bytes; the answer was "
+        "refused (llm.max_response_bytes sets the limit)"
+    )
 
 
 Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
@@ -204,7 +210,7 @@ def _sender(http: httpx.AsyncClient, transport: httpx.AsyncBaseTransport | None)
     return send
 
 
-def _common_headers(http: httpx.AsyncClient, url: httpx.URL) -> httpx.Headers:
+def common_headers(http: httpx.AsyncClient, url: httpx.URL) -> httpx.Headers:
     """The headers every request to `url` carries, in the order httpx would send them:
     Host, the client's own (User-Agent, Accept, ...), and the body's type. Accept-Encoding
     is identity: a bound on compressed bytes is no bound on what they inflate to."""
@@ -239,7 +245,7 @@ def error_for_status(status: int, message: str, retry_after: float | None = None
     return kind(message, status=status, retry_after=retry_after)
 
 
-_NOT_JSON: Any = object()
+NOT_JSON: Any = object()
 
 
 def _with_headers(response: LLMResponse, headers: httpx.Headers) -> LLMResponse:
@@ -248,11 +254,12 @@ def _with_headers(response: LLMResponse, headers: httpx.Headers) -> LLMResponse:
     return replace(response, headers=MappingProxyType(kept)) if kept else response
 
 
-def _decode(body: bytes) -> Any:
+def decode_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _NOT_JSON
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few kilobytes of nested brackets are enough to raise it.
+        return NOT_JSON
 
 
 def _reason(exc: httpx.TransportError) -> str:
@@ -264,7 +271,7 @@ def _reason(exc: httpx.TransportError) -> str:
 _DETAIL_LIMIT = 300
 
 
-def _redact(text: str, api_key: str | None) -> str:
+def redact(text: str, api_key: str | None) -> str:
     """`text` from a server or httpx with the API key blanked out (servers echo it), and
     the credentials of any URL in it."""
     return mask_urls(text.replace(api_key, "***") if api_key else text)

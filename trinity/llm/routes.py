@@ -128,7 +128,7 @@ class Routes:
             return LocalBackend(self.settings)
         from trinity.llm.http import HTTPBackend
 
-        http = self._http_client()
+        http = self.http_client()
         return HTTPBackend(
             endpoint,
             http,
@@ -144,14 +144,14 @@ class Routes:
 
         return HTTPBackend(
             endpoint,
-            self._http_client(),
+            self.http_client(),
             timeout,
             self.settings.max_response_bytes,
             transport=self._direct,
             path=path,
         )
 
-    def _http_client(self) -> httpx.AsyncClient:
+    def http_client(self) -> httpx.AsyncClient:
         """The build's one httpx client, made when the first server endpoint needs it.
 
         Unless a transport was injected, its connections are pooled in shards (see

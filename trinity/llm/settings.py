@@ -126,6 +126,21 @@ class SemanticSettings:
         return on and not self.off and self.embedder is not None
 
 
+# How `--batch` treats requests a batch did not answer (errored, expired): asked again in
+# the next batch (up to `rounds` batches in all, then live), or live at once.
+BATCH_MODES = ("rebatch", "then-live")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """`llm.batch:` how `trinity build --batch` waits for a batch and asks again."""
+
+    # Seconds between two looks at a batch in progress (providers take minutes to hours).
+    poll_interval: float = 30.0
+    # Batches one build sends for a block at most (the first and re-batches of failures).
+    rounds: int = 3
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     provider: str = "local"
@@ -170,6 +185,7 @@ class LLMSettings:
     repair_attempts: int = 2
     # The semantic cache: the nearest earlier prompt's answer (read from `cache.semantic`).
     semantic: SemanticSettings = field(default_factory=SemanticSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     def in_flight(self, provider: str | None = None) -> int:
         """How many requests the build keeps in flight to `provider` (default: the main one):
@@ -181,6 +197,7 @@ class LLMSettings:
 
 
 __all__ = [
+    "BATCH_MODES",
     "DEFAULT_API_URLS",
     "DEFAULT_EMBEDDING_MODELS",
     "DEFAULT_LOCAL_MODEL",
@@ -193,6 +210,7 @@ __all__ = [
     "PROVIDER_KEY_VARIABLES",
     "SEMANTIC_MIN_THRESHOLD",
     "SEMANTIC_THRESHOLD",
+    "BatchSettings",
     "EmbedderSettings",
     "Endpoint",
     "LLMSettings",

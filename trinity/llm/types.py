@@ -112,6 +112,8 @@ class LLMResponse:
     cost: float = 0.0
     saved: float = 0.0
     stale: bool = False
+    # An answer that came through a provider's batch API (`--batch`), at its batch price.
+    batch: bool = False
     created: float | None = None  # when a cached answer was first received (epoch seconds)
     # Seconds the backend kept the request waiting before serving it (a local model's
     # load and the requests ahead of it): logged apart from the time spent generating.
