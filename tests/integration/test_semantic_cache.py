@@ -251,6 +251,33 @@ async def test_hostile_stored_vectors_are_ignored(server: FakeLLMServer, tmp_pat
     assert server.chat_count == 2
 
 
+async def test_hostile_vectors_in_redis_are_ignored(server: FakeLLMServer, tmp_path: Path) -> None:
+    import redis
+
+    settings = settings_for(server)
+    with running_redis_server(tmp_path) as redis_server:
+
+        def tier() -> RedisTier:
+            return RedisTier(port=redis_server.port, timeout=5.0)
+
+        async with client_for(settings, [tier()]) as client:
+            await ask(client, PROMPT)
+        plain = redis.Redis(port=redis_server.port)
+        try:
+            (name,) = plain.keys("trinity:semantic:*")
+            ((key, stored),) = plain.hgetall(name).items()
+            record = json.loads(stored)
+            lines = hostile_lines(record["key"], len(fake_embedding("")))
+            plain.hset(name, mapping={f"junk{n}": line for n, line in enumerate(lines)})
+            plain.hset(name, key, lines[1])  # the real record, its vector now holding a NaN
+        finally:
+            plain.close()
+        async with client_for(settings, [tier()]) as client:
+            second = await ask(client, PARAPHRASE)
+    assert second.cache_tier is None
+    assert server.chat_count == 2
+
+
 async def test_an_embedder_that_is_down_is_one_warning_and_misses(
     server: FakeLLMServer, caplog: pytest.LogCaptureFixture
 ) -> None:
