@@ -227,3 +227,34 @@ def test_the_local_model_embeds_in_a_child_process() -> None:
     bird, singing, tax = (np.array(v) for v in anyio.run(embed))
     assert bird @ singing > bird @ tax
     assert json.dumps(bird.tolist())  # plain floats
+
+
+@pytest.mark.parametrize(
+    ("before", "given", "expected"),
+    [
+        ("", None, "1"),  # numpy not imported yet: its BLAS stays on the calling thread
+        ("", "4", "4"),  # the user's own setting stands
+        ("import numpy", None, None),  # too late to matter: nothing is changed
+    ],
+)
+def test_one_blas_thread_is_asked_for_before_numpy_is_imported(
+    before: str, given: str | None, expected: str | None
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = (
+        f"{before}\n"
+        "import os\n"
+        "from trinity.llm.semantic import one_blas_thread\n"
+        "one_blas_thread()\n"
+        "print(os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert ran.stdout.strip() == str(expected)

@@ -5,8 +5,9 @@ everything else the cache key hashes (provider, server, model, system prompt, sa
 response format, schema, options: entries.request_fingerprint) except the prompt's own
 text, and the same embedder: those form a group, named by a hash. Within a group the
 prompts' embeddings are kept as one normalised float32 matrix (numpy, imported only when
-the semantic cache is used), so a lookup is one matrix-vector product: under a
-millisecond at 10,000 prompts (benchmarks/semantic_lookup.py). A prompt whose cosine
+the semantic cache is used), so a lookup is one matrix-vector product: about a
+millisecond at 10,000 prompts of 768 dimensions, two at 1,536
+(benchmarks/semantic_lookup.py). A prompt whose cosine
 similarity to the query reaches the threshold (0.95 by default, never below 0.8) is a
 match; the client serves its cached answer when that still passes the block's checks.
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,10 +143,9 @@ class VectorIndex:
             return None
         import numpy as np
 
-        # einsum, not `@`: BLAS's gemv runs on a pool of threads that, on a busy machine,
-        # took the p99 of a lookup at 10,000 prompts to 20-250 ms; one pass on this
-        # thread stays near its median (BENCHMARKS.md, semantic cache).
-        similarities = np.einsum("ij,j->i", self._matrix[:size], query)
+        # BLAS's gemv, on this thread (one_blas_thread): twice as fast as einsum's loop,
+        # and, unlike OpenBLAS's pool of threads, steady on a busy machine (BENCHMARKS.md).
+        similarities = np.dot(self._matrix[:size], query)
         best = int(similarities.argmax())
         return best, float(similarities[best])
 
@@ -308,9 +310,20 @@ class SemanticCache:
             return None
 
 
+def one_blas_thread() -> None:
+    """Keep numpy's BLAS (OpenBLAS) on the thread that calls it. Its pool of threads halves
+    a lookup's median on an idle machine, but on a busy one took the p99 to 20-250 ms (a
+    product waits for every thread of the pool). Only numpy's first import reads the
+    setting: once it is imported (by a script that builds from Python) this changes
+    nothing, and a user's own setting stands."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def open_semantic(settings: LLMSettings, cache: CacheManager, routes: Routes) -> SemanticCache:
     """The semantic cache `settings.semantic` asks for (it names an embedder), its vectors
     kept beside the cache's disk tier (`semantic/` in its folder) and in its Redis tier."""
+    one_blas_thread()
     semantic = settings.semantic
     embedder_settings = semantic.embedder
     assert embedder_settings is not None
