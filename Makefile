@@ -91,6 +91,7 @@ bench: $(BENCH_STAMP) ## Run every benchmark, about 10 minutes (results and meth
 	$(BIN)/python benchmarks/startup.py --markdown
 	$(BIN)/python benchmarks/cache_latency.py --markdown
 	$(BIN)/python benchmarks/semantic_lookup.py --markdown
+	$(BIN)/python benchmarks/cost.py --markdown
 	$(BIN)/python benchmarks/fanout.py --markdown
 	$(BIN)/python benchmarks/site_scale.py --rounds 2 --markdown
 	$(BIN)/python benchmarks/embedded_model.py --rounds 2
