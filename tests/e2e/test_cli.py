@@ -592,3 +592,15 @@ def test_anything_else_goes_to_the_cli(tmp_path: Path) -> None:
     with_command = run_trinity(["--version", "themes"], cwd=tmp_path)
     assert (with_command.exit_code, with_command.stdout) == (0, f"trinity {__version__}\n")
     assert run_trinity(["--help"], cwd=tmp_path).stdout.startswith("Usage")
+
+
+def test_every_build_option_is_in_the_readme() -> None:
+    import typer.main
+
+    from trinity import cli
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    command = typer.main.get_command(cli.app).commands["build"]
+    options = {name for param in command.params for name in param.opts if name.startswith("--")}
+    missing = sorted(name for name in options - {"--help"} if f"`{name}" not in readme)
+    assert options and not missing, f"README.md's build options lack {missing}"
