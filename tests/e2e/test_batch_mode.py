@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -506,6 +507,26 @@ def test_batch_answers_are_counted_in_the_metrics_as_the_report_counts_them(
     assert total("trinity_llm_cost_usd_total") == pytest.approx(totals["cost_usd"], abs=1e-6)
     # A batch's answers have no latency of their own: none is observed.
     assert total("trinity_llm_request_duration_seconds_count") == 0
+
+
+def test_batch_answers_are_remembered_by_the_semantic_cache(
+    make_site_project: Callable[..., SiteProject],
+) -> None:
+    project = batch_site(make_site_project, "openai", 10)
+    project.update_settings("llm", temperature=0)
+    project.update_settings("cache", semantic={"enabled": True})
+    assert_ok(project.build("--batch"))
+
+    def reword(pages: list[dict[str, Any]]) -> None:
+        pages[0]["blocks"]["summary"]["prompt"] = "Write one line about {{ item.name }}."
+
+    project.edit_pages(reword)
+    assert_ok(project.build())
+
+    totals = project.report()["totals"]
+    assert project.server.batches.requests_per_batch == [10]
+    assert totals["semantic_hits"] > 0, "the batch's prompts were never embedded"
+    assert totals["semantic_hits"] + totals["llm_calls"] == 10
 
 
 def test_the_progress_bar_shows_the_batch_then_the_blocks() -> None:

@@ -324,6 +324,7 @@ class AsyncLLMClient:
             if self.events is not None:  # a request of the batch: it has no latency of its own
                 target = self.router.target(request.model)
                 self.events.attempted(target, "batch", 0.0, batched.usage, batched.cost)
+            await self._remember(request, key, semantic)
             return batched
         hit = await self.answers.fresh(request, key)
         if hit is not None and passes(hit, validate):
@@ -350,6 +351,13 @@ class AsyncLLMClient:
         elif similar is not None:
             await similar.remember(request, key)
         return response
+
+    async def _remember(self, request: LLMRequest, key: str, semantic: bool | None) -> None:
+        """A model's answer that came another way (by batch) kept for the semantic cache,
+        as one asked here is."""
+        similar = self._semantic_for(request, semantic)
+        if similar is not None:
+            await similar.remember(request, key)
 
     def _semantic_for(self, request: LLMRequest, wanted: bool | None) -> SemanticCache | None:
         """The semantic cache, when `request` may use it (see SemanticCache.applies)."""
