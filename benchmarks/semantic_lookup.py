@@ -43,6 +43,8 @@ class Drawn:
     def __init__(self, vectors: np.ndarray) -> None:
         self.vectors = vectors
         self.next = 0
+        self.requests = 0
+        self.tokens = 0
 
     async def embed(self, text: str) -> list[float]:
         vector = self.vectors[self.next % len(self.vectors)]

@@ -280,6 +280,7 @@ async def _build(project: Project, client: AsyncLLMClient, options: _BuildOption
     def settle() -> None:
         report.timings["total"] = clock() - started
         report.cache = cache_counts(client.cache, since=counts_before)
+        report.embeddings = client.embedding_usage()
 
     async with _output_held(settings.build.output_dir, options):
         try:

@@ -947,8 +947,12 @@ def _tokens(report: BuildReport) -> str:
 
 
 def _cost(report: BuildReport) -> str:
-    """What the build cost, and what Trinity's cache and the provider's prompt cache saved."""
-    line = f"${report.cost:.4f} (cache saved ${report.saved:.4f}"
+    """What the build cost (the semantic cache's embeddings apart), and what Trinity's
+    cache and the provider's prompt cache saved."""
+    line = f"${report.cost:.4f}"
+    if report.embedding_cost:
+        line += f" + {_usd(report.embedding_cost)} for embeddings"
+    line += f" (cache saved ${report.saved:.4f}"
     if report.cached_input_tokens or report.cache_write_tokens:
         line += f", prompt cache saved ${report.prompt_cache_saved:.4f}"
     return line + ")"

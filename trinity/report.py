@@ -101,6 +101,9 @@ class BuildReport:
     guard: dict[str, Any] | None = None
     # The share of the blocks this build generated (`--shard K/N`), None for all of them.
     shard: str | None = None
+    # What the semantic cache's embeddings took and cost (provider, model, requests,
+    # input_tokens, cost_usd); None when nothing was embedded. Not in any block's cost.
+    embeddings: dict[str, Any] | None = None
     # A dry run's estimate of what the blocks to generate would cost (trinity.estimate).
     estimate: dict[str, Any] | None = None
     # What `--batch` did (trinity.batchrun.BatchSummary.as_json); None without it.
@@ -182,6 +185,10 @@ class BuildReport:
         return sum(b.saved for b in self.blocks)
 
     @property
+    def embedding_cost(self) -> float:
+        return float(self.embeddings["cost_usd"]) if self.embeddings else 0.0
+
+    @property
     def attempts(self) -> int:
         return sum(b.attempts for b in self.blocks)
 
@@ -229,6 +236,7 @@ class BuildReport:
             "cost_usd": round(self.cost, 6),
             "saved_usd": round(self.saved, 6),
             "prompt_cache_saved_usd": round(self.prompt_cache_saved, 6),
+            "embedding_cost_usd": round(self.embedding_cost, 8),
             **self.check_totals(),
         }
 

@@ -100,6 +100,7 @@ def test_build_writes_the_whole_site_and_rebuilds_from_cache(site_project: SiteP
         "cost_usd": 0.0,  # Ollama is free
         "saved_usd": 0.0,
         "prompt_cache_saved_usd": 0.0,
+        "embedding_cost_usd": 0.0,  # no semantic cache
         # The example's answers pass its checks as they come.
         "checks_failed": 0,
         "repaired": 0,

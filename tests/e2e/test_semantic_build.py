@@ -77,6 +77,40 @@ def test_a_reworded_prompt_is_served_the_earlier_answer(
     assert list((site.root / ".cache" / "semantic").glob("*.jsonl"))
 
 
+def test_the_embeddings_are_counted_and_priced_apart_in_the_report(
+    tmp_path: Path, server: FakeLLMServer
+) -> None:
+    site = semantic_site(tmp_path, server)
+    site.update_settings("llm", temperature=0, prices={"fake-embed": {"input": 0.02, "output": 0}})
+
+    result = site.build()
+
+    assert_ok(result)
+    report = site.report()
+    embedded = [r for r in server.requests if r.path == "/v1/embeddings"]
+    words = sum(len(r.body["input"].split()) for r in embedded)  # the fake's tokens
+    assert report["embeddings"] == {
+        "provider": "openai",
+        "model": "fake-embed",
+        "requests": len(embedded),
+        "input_tokens": words,
+        "cost_usd": pytest.approx(words * 0.02 / 1e6),
+        "priced": True,
+    }
+    assert report["totals"]["embedding_cost_usd"] == pytest.approx(words * 0.02 / 1e6)
+    assert report["totals"]["cost_usd"] == pytest.approx(sum(b["cost"] for b in report["blocks"]))
+    assert "for embeddings" in result.flat
+
+
+def test_a_build_that_embeds_nothing_reports_no_embeddings(
+    tmp_path: Path, server: FakeLLMServer
+) -> None:
+    site = SiteProject.create(tmp_path / "site", server, provider="openai")
+    assert_ok(site.build())
+    assert site.report()["embeddings"] is None
+    assert site.report()["totals"]["embedding_cost_usd"] == 0
+
+
 def test_a_prompt_reworded_more_is_asked(tmp_path: Path, server: FakeLLMServer) -> None:
     site = semantic_site(tmp_path, server)
     assert_ok(site.build())

@@ -258,3 +258,23 @@ def test_one_blas_thread_is_asked_for_before_numpy_is_imported(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert ran.stdout.strip() == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("provider", "payload", "tokens"),
+    [
+        ("openai", {"data": [], "usage": {"prompt_tokens": 7, "total_tokens": 7}}, 7),
+        ("ollama", {"embeddings": [], "prompt_eval_count": 5}, 5),
+        ("openai", {"usage": {"prompt_tokens": -3}}, 0),
+        ("openai", {"usage": {"prompt_tokens": True}}, 0),
+        ("openai", {"usage": "lots"}, 0),
+        ("ollama", {"prompt_eval_count": "5"}, 0),
+        ("openai", ["not", "a", "mapping"], 0),
+    ],
+)
+def test_embedding_tokens_are_read_from_both_formats_and_never_trusted(
+    provider: str, payload: Any, tokens: int
+) -> None:
+    from trinity.llm.embeddings import embedding_tokens
+
+    assert embedding_tokens(provider, payload) == tokens

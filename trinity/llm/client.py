@@ -352,6 +352,13 @@ class AsyncLLMClient:
             await similar.remember(request, key)
         return response
 
+    def embedding_usage(self) -> dict[str, Any] | None:
+        """What the semantic cache's embeddings took and cost this build (the report's
+        `embeddings`); None when it embedded nothing."""
+        if self._semantic is None:
+            return None
+        return self._semantic.usage(self.settings.prices)
+
     async def _remember(self, request: LLMRequest, key: str, semantic: bool | None) -> None:
         """A model's answer that came another way (by batch) kept for the semantic cache,
         as one asked here is."""

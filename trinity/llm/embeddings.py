@@ -32,7 +32,11 @@ EMBEDDING_PATHS = {"openai": "/v1/embeddings", "ollama": "/api/embed"}
 
 
 class Embedder(Protocol):
-    """A text's embedding; an LLMError when none can be had."""
+    """A text's embedding; an LLMError when none can be had. `requests` counts the texts
+    embedded, `tokens` the input tokens the server said they took (what they cost)."""
+
+    requests: int
+    tokens: int
 
     async def embed(self, text: str) -> list[float]: ...
     async def aclose(self) -> None: ...
@@ -61,17 +65,33 @@ def embedding_in(provider: str, payload: Any) -> Any:
     return first.get("embedding") if isinstance(first, dict) else None
 
 
+def embedding_tokens(provider: str, payload: Any) -> int:
+    """The input tokens a server's answer says the embedding took (0 when it does not say):
+    OpenAI's usage.prompt_tokens, Ollama's prompt_eval_count."""
+    if not isinstance(payload, dict):
+        return 0
+    usage = payload if provider == "ollama" else payload.get("usage")
+    name = "prompt_eval_count" if provider == "ollama" else "prompt_tokens"
+    tokens = usage.get(name) if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
+
+
 class HTTPEmbedder:
     """Embeddings from a server's endpoint (`EMBEDDING_PATHS` by provider)."""
 
     def __init__(self, settings: EmbedderSettings, backend: HTTPBackend) -> None:
         self.settings = settings
         self.backend = backend
+        self.requests = 0
+        self.tokens = 0
 
     async def embed(self, text: str) -> list[float]:
         body = {"model": self.settings.model, "input": text}
         payload = await self.backend.post(body, self.settings.api_key)
-        return checked_vector(embedding_in(self.settings.provider, payload), self.backend.shown)
+        vector = checked_vector(embedding_in(self.settings.provider, payload), self.backend.shown)
+        self.requests += 1
+        self.tokens += embedding_tokens(self.settings.provider, payload)
+        return vector
 
     async def aclose(self) -> None:
         await self.backend.aclose()
@@ -107,11 +127,15 @@ class LocalEmbedder:
         self._process: Process | None = None
         self._replies: BufferedByteReceiveStream | None = None
         self._lock = anyio.Lock()
+        self.requests = 0
+        self.tokens = 0  # not counted: the local model costs nothing
 
     async def embed(self, text: str) -> list[float]:
         async with self._lock:
             with anyio.move_on_after(self.settings.timeout):
-                return await self._ask(text)
+                vector = await self._ask(text)
+                self.requests += 1
+                return vector
             await self.aclose()  # its next answer would be to this question: start anew
             raise ModelFailed(
                 f"the local embedding model gave no vector within {self.settings.timeout:g} s"
@@ -169,5 +193,6 @@ __all__ = [
     "LocalEmbedder",
     "checked_vector",
     "embedding_in",
+    "embedding_tokens",
     "http_embedder",
 ]

@@ -101,6 +101,10 @@ PRICES: Mapping[str, Price] = _table(
         ("o1-mini",): _openai(1.10, 4.40, 0.55),
         ("gpt-4-turbo",): _openai(10.00, 30.00, None),
         ("gpt-3.5-turbo",): _openai(0.50, 1.50, None),
+        # OpenAI's embeddings (the semantic cache's): input only.
+        ("text-embedding-3-small",): _openai(0.02, 0.0, None),
+        ("text-embedding-3-large",): _openai(0.13, 0.0, None),
+        ("text-embedding-ada-002",): _openai(0.10, 0.0, None),
         # Anthropic: aliases ("-latest", "-0") and dated snapshots share a price.
         ("claude-opus-4-1",): _anthropic(15.00, 75.00),
         ("claude-opus-4-0", "claude-opus-4"): _anthropic(15.00, 75.00),

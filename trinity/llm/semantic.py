@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from trinity.cache.vectors import (
 from trinity.errors import LLMError
 from trinity.llm.embeddings import Embedder, LocalEmbedder, http_embedder
 from trinity.llm.entries import is_current_key, request_fingerprint
+from trinity.llm.pricing import cost, price_for
 from trinity.llm.settings import EmbedderSettings, LLMSettings, SemanticSettings
 from trinity.llm.types import LLMRequest
 from trinity.logs import get_logger
@@ -201,6 +203,20 @@ class SemanticCache:
         self._indexes: dict[str, VectorIndex | None] = {}
         self._loading: dict[str, anyio.Lock] = {}
         self._pending: dict[str, Vector] = {}
+
+    def usage(self, prices: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+        """What the embeddings took and cost (at `prices`, the settings' llm.prices, over
+        the pinned table), as the build report's `embeddings`."""
+        embedder = self.embedder_settings
+        price = price_for(embedder.provider, embedder.model, prices)
+        return {
+            "provider": embedder.provider,
+            "model": embedder.model,
+            "requests": self.embedder.requests,
+            "input_tokens": self.embedder.tokens,
+            "cost_usd": round(cost(price, self.embedder.tokens, 0), 8),
+            "priced": price is not None,
+        }
 
     def applies(self, request: LLMRequest, wanted: bool | None = None) -> bool:
         """Whether `request` may be served a similar prompt's answer: asked for (`wanted`,
