@@ -15,9 +15,10 @@ measured in this run, for OpenAI's and Anthropic's wire formats:
 - dry-run estimate / real: after a first build (the usage history), the site's system
   prompt changed so every block is asked again; `--dry-run`'s estimate over what that
   build then cost;
-- semantic cache: at temperature 0, every prompt reworded ("Write one line about ...")
-  after a first build: the share of blocks served the answer of a similar prompt, and the
-  cost of that rebuild over the first build's.
+- semantic cache: at temperature 0, a first build asking a 30-word line about each item,
+  then one word of the prompt changed ("a busy reader" -> "a hurried reader"): the share
+  of blocks served the answer of a similar prompt, and the cost of that rebuild over the
+  first build's.
 
     python benchmarks/cost.py [--blocks 200] [--markdown]
 """
@@ -46,6 +47,10 @@ STYLE_GUIDE = " ".join(
     for n in range(1, 31)
 )
 PROVIDERS = ("openai", "anthropic")
+ABOUT_ITEM = (
+    "Write one short and friendly line about {{ item.name }} for its page on the site, in "
+    "plain words that a busy reader will take in at a glance, with no list and no heading."
+)
 
 
 def project(root: Path, provider: str, blocks: int, **llm: Any) -> SiteProject:
@@ -98,8 +103,9 @@ def semantic_rebuild(root: Path, provider: str, blocks: int) -> dict[str, float]
     # The fake server's /v1/embeddings, for either wire format (Anthropic has none).
     embedder = {"provider": "openai", "model": "fake-embedder", "api_url": site.server.url}
     site.update_settings("cache", semantic={"enabled": True, "embedder": embedder})
+    reword(site, ABOUT_ITEM)
     first = build(site)
-    reword(site, "Write one line about {{ item.name }}.")
+    reword(site, ABOUT_ITEM.replace("busy", "hurried"))
     again = build(site)
     return {
         "hit_share": again["semantic_hits"] / blocks,
@@ -162,7 +168,8 @@ def main() -> None:
             ),
         ),
         (
-            "semantic cache: blocks served a similar prompt's answer, every prompt reworded",
+            "semantic cache: blocks served a similar prompt's answer, one word of every "
+            "prompt changed",
             lambda p: (
                 f"{r['semantic'][p]['hit_share']:.1%} (rebuild cost / first: "
                 f"{r['semantic'][p]['ratio']:.3f})"

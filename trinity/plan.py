@@ -120,10 +120,12 @@ def block_request(
     for each model a block goes to: a cascade step may reach another provider, and then
     ask in another shape (chat messages rather than a base model's document)."""
     shared = system_prompt(project.settings.llm.system, project.theme.voice)
+    facts = facts_section(page.facts)
     return client.request(
-        chat_prompt(page, block),
+        block.prompt + facts,  # chat_prompt, with where its data begins
         system=system_prompt(shared, block.system),
         shared_system=shared,
+        data_chars=len(facts),
         model=model,
         temperature=block.temperature,
         max_tokens=block.max_tokens,

@@ -515,12 +515,20 @@ def test_batch_answers_are_remembered_by_the_semantic_cache(
     project = batch_site(make_site_project, "openai", 10)
     project.update_settings("llm", temperature=0)
     project.update_settings("cache", semantic={"enabled": True})
+    prompt = (
+        "Write one short and friendly line about {{ item.name }} for its page on the site, "
+        "in plain words that a busy reader will take in at a glance, with no list at all."
+    )
+
+    def ask(prompt: str) -> None:
+        def change(pages: list[dict[str, Any]]) -> None:
+            pages[0]["blocks"]["summary"]["prompt"] = prompt
+
+        project.edit_pages(change)
+
+    ask(prompt)
     assert_ok(project.build("--batch"))
-
-    def reword(pages: list[dict[str, Any]]) -> None:
-        pages[0]["blocks"]["summary"]["prompt"] = "Write one line about {{ item.name }}."
-
-    project.edit_pages(reword)
+    ask(prompt.replace("busy", "hurried"))
     assert_ok(project.build())
 
     totals = project.report()["totals"]

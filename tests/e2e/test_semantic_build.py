@@ -238,3 +238,41 @@ def test_cache_clear_drops_the_vectors_with_the_answers(
     assert list(folder.glob("*.jsonl"))
     assert_ok(site.cli("cache", "clear", "--project", site.root))
     assert not list(folder.glob("*.jsonl"))
+
+
+# A collection prompt that names no item: the page's facts (its data) say which one.
+ABOUT_THIS = (
+    "Write one short and friendly line about this project for its page on the site, in "
+    "plain words that a busy reader will take in at a glance, with no list and no heading."
+)
+
+
+def test_items_of_a_collection_never_share_an_answer(tmp_path: Path, server: FakeLLMServer) -> None:
+    # The facts appended to an item's prompt were embedded with it: a new item's prompt
+    # then matched an earlier item's at 0.95 and over, and was served its text (GPTCache's
+    # opposite answers, LESSONS.md). Only the instruction is embedded now, and only
+    # prompts with the same data are compared.
+    site = semantic_site(tmp_path, server)
+    site.use_collection(12)
+
+    def ask(prompt: str) -> None:
+        def change(pages: list[dict[str, Any]]) -> None:
+            pages[0]["blocks"]["summary"]["prompt"] = prompt
+
+        site.edit_pages(change)
+
+    ask(ABOUT_THIS)
+    assert_ok(site.build())
+    pages = [block["page"] for block in site.report()["blocks"]]
+    assert site.report()["totals"]["llm_calls"] == 12, "an item was served another's answer"
+    first = {page: site.html(f"{page}/index.html") for page in pages}
+    site.add_item("Item 013", "Example item number 13.", language="Python")
+    ask(ABOUT_THIS.replace("busy", "hurried"))
+    assert_ok(site.build())
+
+    served = {block["page"]: block for block in site.report()["blocks"]}
+    new = served.pop("projects/item-013")
+    assert new["source"] == "llm", f"a new item was served {new['matched_prompt']!r}'s answer"
+    for page, block in served.items():
+        assert block["cache_tier"] == "semantic", page
+        assert site.html(f"{page}/index.html") == first[page], f"{page}: another's answer"

@@ -164,6 +164,8 @@ def test_a_collection_pages_chat_prompt_ends_with_its_facts(project: ProjectFact
     assert job.request.messages[-1].content == (
         "Go." + facts_section({"name": "Lumen", "language": "TypeScript"})
     )
+    # The facts are the prompt's data: where they begin is said (the semantic cache).
+    assert job.request.data_chars == len(job.request.messages[-1].content) - len("Go.")
 
 
 def test_a_plain_pages_request_is_as_it_was(project: ProjectFactory) -> None:

@@ -278,3 +278,32 @@ def test_embedding_tokens_are_read_from_both_formats_and_never_trusted(
     from trinity.llm.embeddings import embedding_tokens
 
     assert embedding_tokens(provider, payload) == tokens
+
+
+def test_only_the_instruction_is_embedded_and_the_data_must_be_the_same() -> None:
+    from trinity.llm.semantic import group_of, prompt_text
+    from trinity.llm.settings import EmbedderSettings
+
+    embedder = EmbedderSettings(provider="openai", model="e", api_url="http://e")
+
+    def asked(instruction: str, data: str) -> LLMRequest:
+        return LLMRequest.from_prompt(
+            instruction + data, model="m", temperature=0, max_tokens=9, data_chars=len(data)
+        )
+
+    first = asked("Describe this project.", "\n<facts>name: A</facts>")
+    reworded = asked("Describe the project.", "\n<facts>name: A</facts>")
+    other = asked("Describe this project.", "\n<facts>name: B</facts>")
+
+    assert prompt_text(first) == "Describe this project."
+    group = group_of("openai", "http://x", first, embedder)
+    assert group_of("openai", "http://x", reworded, embedder) == group
+    assert group_of("openai", "http://x", other, embedder) != group
+    # A data length past the prompt is the whole prompt: nothing is left to embed.
+    assert asked("", "x").data_chars == 1
+    assert (
+        LLMRequest.from_prompt(
+            "ab", model="m", temperature=0, max_tokens=9, data_chars=9
+        ).data_chars
+        == 2
+    )

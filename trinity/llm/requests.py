@@ -24,6 +24,8 @@ class RequestOptions(TypedDict, total=False):
     system: str | None
     # The start of `system` that every block shares (see LLMRequest.shared_prefix).
     shared_system: str | None
+    # How much of the end of the prompt is data (see LLMRequest.data_chars).
+    data_chars: int
     model: str | None
     temperature: float | None
     max_tokens: int | None
@@ -76,6 +78,7 @@ class RequestMaker:
             options=self._options if embedded else self._chat_options,
             frame=frame if documents else None,
             shared_prefix=self._shared_prefix(options.get("system"), options.get("shared_system")),
+            data_chars=options.get("data_chars", 0),
         )
         if documents and frame is not None:
             request = replace(request, messages=())

@@ -74,24 +74,36 @@ class Match:
 
 
 def prompt_text(request: LLMRequest) -> str:
-    """What is embedded: the last user message (the block's prompt), else the document."""
+    """What is embedded: the instruction of the last user message (the block's prompt
+    without the page's data, LLMRequest.data_chars), else a base model's document."""
     for message in reversed(request.messages):
         if message.role == "user":
-            return message.content
+            return _split_data(message.content, request.data_chars)[0]
     return request.document or ""
+
+
+def _split_data(content: str, data_chars: int) -> tuple[str, str]:
+    """(instruction, data) of a prompt whose last `data_chars` characters are data."""
+    cut = len(content) - min(max(0, data_chars), len(content))
+    return content[:cut], content[cut:]
 
 
 def group_of(provider: str, base_url: str, request: LLMRequest, embedder: EmbedderSettings) -> str:
     """The hash of everything two requests must share for one to be served the other's
-    answer: the cache key's fingerprint without the prompt's text, and the embedder."""
+    answer: the cache key's fingerprint without the prompt's instruction, and the embedder.
+
+    The prompt's data (a collection page's facts) stays in it: two items of a collection
+    differ in their data, and an instruction alike must not give one the other's answer
+    (nor the same facts, embedded with two instructions, make them look alike). A base
+    model's document stays too: its prompt is the page itself, alike only when the same.
+    """
     fingerprint = request_fingerprint(provider, base_url, request)
     messages = fingerprint["messages"]
     last_user = max((i for i, (role, _) in enumerate(messages) if role == "user"), default=None)
     fingerprint["messages"] = [
-        [role, None if index == last_user else content]
+        [role, _split_data(content, request.data_chars)[1] if index == last_user else content]
         for index, (role, content) in enumerate(messages)
     ]
-    fingerprint["document"] = None  # a base model's frame of the same prompt
     fingerprint["embedder"] = [embedder.provider, embedder.api_url, embedder.model]
     canonical = json.dumps(
         fingerprint, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain

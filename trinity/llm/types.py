@@ -37,6 +37,10 @@ class LLMRequest:
     # (the site's system prompt, the theme's voice): where a provider's prompt cache may
     # end (Anthropic's `cache_control`). Not in the cache key: it changes no answer.
     shared_prefix: int = 0
+    # How many characters at the end of the prompt (the last user message) are data, not
+    # instruction: the page's facts. The semantic cache embeds only the instruction, and
+    # shares an answer only between prompts with the same data. Not in the cache key.
+    data_chars: int = 0
 
     @classmethod
     def from_prompt(
@@ -53,6 +57,7 @@ class LLMRequest:
         options: Mapping[str, Any] | None = None,
         frame: CompletionFrame | None = None,
         shared_prefix: int = 0,
+        data_chars: int = 0,
     ) -> LLMRequest:
         messages = (Message("system", system),) if system else ()
         return cls(
@@ -68,6 +73,7 @@ class LLMRequest:
             lead=frame.lead if frame else "",
             stop=frame.stop if frame else (),
             shared_prefix=shared_prefix if system else 0,
+            data_chars=min(max(0, data_chars), len(prompt)),
         )
 
 
