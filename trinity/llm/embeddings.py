@@ -21,6 +21,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from trinity.errors import MalformedResponseError, ModelFailed
+from trinity.llm.providers.base import server_count
 from trinity.llm.settings import EmbedderSettings, Endpoint
 
 if TYPE_CHECKING:
@@ -72,8 +73,7 @@ def embedding_tokens(provider: str, payload: Any) -> int:
         return 0
     usage = payload if provider == "ollama" else payload.get("usage")
     name = "prompt_eval_count" if provider == "ollama" else "prompt_tokens"
-    tokens = usage.get(name) if isinstance(usage, dict) else None
-    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
+    return server_count(usage.get(name)) if isinstance(usage, dict) else 0
 
 
 class HTTPEmbedder:

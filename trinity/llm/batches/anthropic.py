@@ -13,10 +13,10 @@ from trinity.llm.batches.api import (
     BatchHTTP,
     BatchResult,
     BatchStatus,
-    count,
     valid_id,
 )
 from trinity.llm.providers import ProviderAdapter
+from trinity.llm.providers.base import server_count
 from trinity.llm.types import LLMRequest
 
 
@@ -44,7 +44,7 @@ class AnthropicBatches:
             )
         counts = payload.get("request_counts")
         counts = counts if isinstance(counts, Mapping) else {}
-        numbers = {name: count(counts.get(name)) for name in _COUNTS}
+        numbers = {name: server_count(counts.get(name)) for name in _COUNTS}
         failed = numbers["errored"] + numbers["canceled"] + numbers["expired"]
         ended = state == "ended"
         return BatchStatus(

@@ -209,8 +209,3 @@ class BatchHTTP:
         if not response.text.strip():
             return BatchResult(custom_id, error="the model returned an empty answer")
         return BatchResult(custom_id, response=response)
-
-
-def count(value: Any) -> int:
-    """A count from a server's JSON: a non-negative int, else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

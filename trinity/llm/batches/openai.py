@@ -14,10 +14,10 @@ from trinity.llm.batches.api import (
     BatchHTTP,
     BatchResult,
     BatchStatus,
-    count,
     valid_id,
 )
 from trinity.llm.providers import ProviderAdapter
+from trinity.llm.providers.base import server_count
 from trinity.llm.types import LLMRequest
 
 ENDPOINT = "/v1/chat/completions"
@@ -70,9 +70,9 @@ class OpenAIBatches:
             state,
             ended=state in ENDED,
             counts=BatchCounts(
-                count(counts.get("total")),
-                count(counts.get("completed")),
-                count(counts.get("failed")),
+                server_count(counts.get("total")),
+                server_count(counts.get("completed")),
+                server_count(counts.get("failed")),
             ),
             results=tuple(f"/v1/files/{f}/content" for f in files if f is not None),
         )

@@ -62,8 +62,13 @@ class ProviderAdapter(ABC):
 
     @staticmethod
     def token_count(value: Any) -> int:
-        """A count from a server's usage: a whole number >= 0, else 0 (JSON's true is not 1)."""
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+        return server_count(value)
+
+
+def server_count(value: Any) -> int:
+    """A count from a server's JSON (tokens, requests): a whole number >= 0, else 0 (JSON's
+    true is not 1)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def sampling(request: LLMRequest, max_tokens: str = "max_tokens") -> dict[str, Any]:
