@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trinity.errors import ResourceError
+from trinity.llm.pricing import input_parts
+from trinity.llm.types import Usage
 from trinity.lock import FolderLock
 from trinity.logs import get_logger
 from trinity.messages import shown_path
@@ -154,9 +156,9 @@ class UsageRecorder:
         """A block's result, when a model answered it (a cache hit used nothing)."""
         if result.source != "llm" or result.input_tokens <= 0:
             return
-        # A server's numbers need not add up: the cache's parts are bounded by the input.
-        read = min(max(0, result.cached_input_tokens), result.input_tokens)
-        written = min(max(0, result.cache_write_tokens), result.input_tokens - read)
+        read, written, _ = input_parts(
+            Usage(result.input_tokens, 0, result.cached_input_tokens, result.cache_write_tokens)
+        )
         # Under the name the block asks for, as the dry run looks it up: a block's re-asks
         # and escalations are part of what the block costs.
         self.add(

@@ -181,7 +181,7 @@ def usage_cost(price: Price | None, usage: Usage, *, batch: bool = False) -> flo
     numbers are not trusted to add up)."""
     if price is None:
         return 0.0
-    read, written, plain = _input_parts(usage)
+    read, written, plain = input_parts(usage)
     usd = (
         plain * price.input_per_mtok
         + read * price.cached_input
@@ -196,7 +196,7 @@ def prompt_cache_saving(price: Price | None, usage: Usage, *, batch: bool = Fals
     less what it cost (negative when writing the cache cost more than reading saved)."""
     if price is None:
         return 0.0
-    read, written, _ = _input_parts(usage)
+    read, written, _ = input_parts(usage)
     usd = (
         read * (price.input_per_mtok - price.cached_input)
         - written * (price.cache_write - price.input_per_mtok)
@@ -204,8 +204,9 @@ def prompt_cache_saving(price: Price | None, usage: Usage, *, batch: bool = Fals
     return usd * BATCH_DISCOUNT if batch else usd
 
 
-def _input_parts(usage: Usage) -> tuple[int, int, int]:
-    """(read from the prompt cache, written to it, neither) of a call's input tokens."""
+def input_parts(usage: Usage) -> tuple[int, int, int]:
+    """(read from the prompt cache, written to it, neither) of a call's input tokens: a
+    server's numbers need not add up, so the cache's parts are bounded by the input."""
     total = max(0, usage.input_tokens)
     read = min(max(0, usage.cached_input_tokens), total)
     written = min(max(0, usage.cache_write_tokens), total - read)
