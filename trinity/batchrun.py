@@ -40,14 +40,12 @@ from trinity.llm.batches.ledger import custom_id, endpoint_id
 from trinity.llm.batches.runner import Ended
 from trinity.llm.client import AsyncLLMClient
 from trinity.llm.pricing import (
-    BATCH_DISCOUNT,
     BudgetReservation,
-    cost,
     price_for,
     prompt_cache_saving,
     usage_cost,
 )
-from trinity.llm.ratelimit import estimate_request_tokens
+from trinity.llm.ratelimit import reserved_cost
 from trinity.llm.settings import BATCH_MODES, Target
 from trinity.llm.types import LLMRequest, LLMResponse
 from trinity.logs import get_logger
@@ -223,8 +221,8 @@ class _Pass:
             request = self.by_id[cid].request
             target = self._target(request)
             price = price_for(target.provider, target.model, self.client.settings.prices)
-            total += cost(price, *estimate_request_tokens(request))
-        return total * BATCH_DISCOUNT
+            total += reserved_cost(price, request, batch=True)
+        return total
 
     def _target(self, request: LLMRequest) -> Target:
         return self.client.router.target(request.model)

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from trinity.llm.batches.api import BATCH_PROVIDERS
-from trinity.llm.pricing import BATCH_DISCOUNT, cost, price_for, usage_cost
-from trinity.llm.ratelimit import estimate_request_tokens
+from trinity.llm.pricing import price_for, usage_cost
+from trinity.llm.ratelimit import reserved_cost
 from trinity.llm.routing import Router
 from trinity.llm.settings import LLMSettings, Target
 from trinity.llm.types import LLMRequest, Usage
@@ -267,7 +267,6 @@ class Estimator:
             cache_write_tokens=round(input_tokens * written),
         )
         batched = self.batch and target.provider in BATCH_PROVIDERS
-        ceiling = cost(price, *estimate_request_tokens(job.request))
         return BlockEstimate(
             page=job.page.slug,
             block=job.block.name,
@@ -279,7 +278,7 @@ class Estimator:
             input_basis=input_basis,
             output_basis=output_basis,
             priced=price is not None,
-            ceiling=ceiling * BATCH_DISCOUNT if batched else ceiling,
+            ceiling=reserved_cost(price, job.request, batch=batched),
             batched=batched,
         )
 

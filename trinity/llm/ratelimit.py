@@ -38,6 +38,7 @@ from trinity.llm.headers import (
     LimitHeaders,
     read_limit,
 )
+from trinity.llm.pricing import BATCH_DISCOUNT, Price, cost
 from trinity.llm.sharedlimits import (
     WINDOW_MARGIN,
     SharedKey,
@@ -69,6 +70,14 @@ def estimate_request_tokens(request: LLMRequest) -> tuple[int, int]:
     if request.document is not None:
         text_tokens += estimate_tokens(request.document)
     return max(1, text_tokens), max(0, request.max_tokens)
+
+
+def reserved_cost(price: Price | None, request: LLMRequest, *, batch: bool = False) -> float:
+    """What `--max-cost` holds for a request before it is sent: its cost at the reserved
+    tokens (all of max_tokens), at the batch price with `batch`. The batch pass holds it,
+    and the dry run's verdict replays it, so the two agree."""
+    held = cost(price, *estimate_request_tokens(request))
+    return held * BATCH_DISCOUNT if batch else held
 
 
 class _Entry:
@@ -628,4 +637,5 @@ __all__ = [
     "estimate_request_tokens",
     "estimate_tokens",
     "paced_limits",
+    "reserved_cost",
 ]
